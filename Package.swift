@@ -1,0 +1,25 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds use the host's vector units: with -march=native, Swift SIMD types lower to AVX2/FMA.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=native", "-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "nnc",
+    products: [
+        .executable(name: "nnc", targets: ["CLI"]),
+        .library(name: "NNC", targets: ["NNC"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "Parser"),
+        .target(name: "IR", dependencies: ["Parser"]),
+        .target(name: "Runtime", dependencies: ["IR", "CZlib"], swiftSettings: fast),
+        .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime"], swiftSettings: fast),
+        .executableTarget(name: "CLI", dependencies: ["NNC"]),
+        .testTarget(name: "ParserTests", dependencies: ["Parser"]),
+        .testTarget(name: "IRTests", dependencies: ["IR", "Parser"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "IR"]),
+        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser"]),
+    ]
+)

@@ -1,0 +1,137 @@
+import Parser
+
+/// Autodiff failed: an op on the path from the parameters to the loss has no gradient rule.
+public struct AutodiffError: Error, CustomStringConvertible, Sendable {
+    public var op: String
+    public var location: SourceRange?
+    public var description: String { "no gradient rule for '\(op)'" }
+}
+
+extension Op {
+    /// The gradient rule (vector-Jacobian product) as IR: given the node and the gradient of its
+    /// result, emits nodes into the graph and returns one gradient per operand (nil: no gradient,
+    /// e.g. for labels and targets). Rules exist only for primitives; fused ops appear after autodiff.
+    func gradient(of node: Node, resultGradient g: ValueID, in graph: inout Graph, needs: [Bool]) throws -> [ValueID?] {
+        let at = node.location
+        let operands = node.operands
+        func emit(_ op: Op, _ args: [ValueID], _ name: String) throws -> ValueID {
+            try graph.add1(op, args, name: name, at: at, phase: .backward)
+        }
+        func d(_ value: ValueID) -> String { "d" + graph[value].name }
+        switch self {
+        case .matmul(let ta, let tb):
+            let a = operands[0], b = operands[1]
+            var da: ValueID?, db: ValueID?
+            switch (ta, tb) {
+            case (false, false):
+                if needs[0] { da = try emit(.matmul(transposeA: false, transposeB: true), [g, b], d(a)) }
+                if needs[1] { db = try emit(.matmul(transposeA: true, transposeB: false), [a, g], d(b)) }
+            case (true, false):
+                if needs[0] { da = try emit(.matmul(transposeA: false, transposeB: true), [b, g], d(a)) }
+                if needs[1] { db = try emit(.matmul(transposeA: false, transposeB: false), [a, g], d(b)) }
+            case (false, true):
+                if needs[0] { da = try emit(.matmul(transposeA: false, transposeB: false), [g, b], d(a)) }
+                if needs[1] { db = try emit(.matmul(transposeA: true, transposeB: false), [g, a], d(b)) }
+            case (true, true):
+                if needs[0] { da = try emit(.matmul(transposeA: true, transposeB: true), [b, g], d(a)) }
+                if needs[1] { db = try emit(.matmul(transposeA: true, transposeB: true), [g, a], d(b)) }
+            }
+            return [da, db]
+        case .biasAdd:
+            return [g, needs[1] ? try emit(.biasGrad, [g], d(operands[1])) : nil]
+        case .activation(let f):
+            let keep = f.derivativeFromOutput ? node.results[0] : operands[0]
+            return [try emit(.activationGrad(f), [keep, g], d(operands[0]))]
+        case .add:
+            return [g, g]
+        case .subtract:
+            return [g, needs[1] ? try emit(.scale(-1), [g], d(operands[1])) : nil]
+        case .multiply:
+            return [needs[0] ? try emit(.multiply, [g, operands[1]], d(operands[0])) : nil,
+                    needs[1] ? try emit(.multiply, [g, operands[0]], d(operands[1])) : nil]
+        case .scale(let factor):
+            return [try emit(.scale(factor), [g], d(operands[0]))]
+        case .sumAll:
+            return [try emit(.broadcast(mean: false), [g, operands[0]], d(operands[0]))]
+        case .meanAll:
+            return [try emit(.broadcast(mean: true), [g, operands[0]], d(operands[0]))]
+        case .conv2d(let geometry):
+            let x = operands[0], w = operands[1]
+            return [needs[0] ? try emit(.conv2dInputGrad(geometry), [g, w, x], d(x)) : nil,
+                    needs[1] ? try emit(.conv2dWeightGrad(geometry), [x, g, w], d(w)) : nil]
+        case .pool(let kind, let window, let stride):
+            return [try emit(.poolGrad(kind, window: window, stride: stride), [operands[0], node.results[0], g], d(operands[0]))]
+        case .reshape:
+            return [try emit(.reshape(graph[operands[0]].shape), [g], d(operands[0]))]
+        case .dropoutMask:
+            return [nil]  // the mask is a constant of the step
+        case .crossEntropy:
+            return [try emit(.crossEntropyGrad, [operands[0], operands[1], g], d(operands[0])), nil]
+        case .binaryCrossEntropy:
+            return [try emit(.binaryCrossEntropyGrad, [operands[0], operands[1], g], d(operands[0])), nil]
+        case .softmaxCrossEntropy:
+            return [try emit(.softmaxCrossEntropyGrad, [operands[0], operands[1], g], d(operands[0])), nil]
+        case .input, .target, .parameter, .state, .constant:
+            return []
+        case .activationGrad, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
+             .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .update,
+             .dense, .convFused, .activationGradBias:
+            throw AutodiffError(op: name, location: at)
+        }
+    }
+}
+
+extension Graph {
+    /// Reverse-mode autodiff: walks the nodes in reverse order from the loss, sums the gradients
+    /// of values with several consumers, and records d(loss)/d(parameter) in `gradients`.
+    /// The result is more IR (phase `backward`), verified like the forward graph.
+    public func differentiated() throws -> Graph {
+        guard let loss else { throw IRError("the graph has no loss to differentiate") }
+        var graph = self
+        // Which values depend on a parameter (only those need gradients).
+        var dependsOnParameter = [Bool](repeating: false, count: values.count)
+        for node in nodes {
+            if case .parameter = node.op { for r in node.results { dependsOnParameter[r.index] = true } }
+            if node.operands.contains(where: { dependsOnParameter[$0.index] }) {
+                if case .dropoutMask = node.op { continue }
+                for r in node.results { dependsOnParameter[r.index] = true }
+            }
+        }
+        var gradient = [ValueID?](repeating: nil, count: values.count)
+        gradient[loss.index] = try graph.add1(.constant(1), [], name: "dloss", at: nil, phase: .backward)
+        for node in nodes.reversed() {
+            guard node.results.count == 1, let g = gradient[node.results[0].index] else { continue }
+            let needs = node.operands.map { dependsOnParameter[$0.index] }
+            guard needs.contains(true) else { continue }
+            let operandGradients = try node.op.gradient(of: node, resultGradient: g, in: &graph, needs: needs)
+            for (operand, operandGradient) in zip(node.operands, operandGradients) {
+                guard let operandGradient, dependsOnParameter[operand.index] else { continue }
+                if let existing = gradient[operand.index] {
+                    gradient[operand.index] = try graph.add1(.add, [existing, operandGradient], name: "d" + graph[operand].name,
+                                                             at: node.location, phase: .backward)
+                } else {
+                    gradient[operand.index] = operandGradient
+                }
+            }
+        }
+        graph.gradients = parameters.map { gradient[$0.value.index] }
+        return graph
+    }
+
+    /// Appends one optimizer update per parameter (and its state tensors: velocity, Adam's moments).
+    public func withUpdates(_ update: OptimizerUpdate) throws -> Graph {
+        var graph = self
+        for (index, parameter) in parameters.enumerated() {
+            guard index < gradients.count, let g = gradients[index] else { continue }
+            var operands = [parameter.value, g]
+            for stateName in update.stateNames {
+                let name = "\(parameter.name).\(stateName)"
+                let state = graph.addSource(.state(name: name), name: graph[parameter.value].name + "." + stateName, shape: parameter.shape, at: parameter.location)
+                graph.states.append((name, state))
+                operands.append(state)
+            }
+            try graph.add(.update(update), operands, names: [], at: parameter.location, phase: .update)
+        }
+        return graph
+    }
+}

@@ -1,0 +1,251 @@
+import Foundation
+
+/// The compiled graph file (`.nnc`): one self-contained, checksummed file with the model source,
+/// the optimized IR (for reading), the parameters and optimizer state, and the training history.
+///
+///     "NNC\u{1A}"  magic
+///     u32         format version
+///     u64         payload length
+///     payload     sections: 4-byte tag, u64 length, bytes
+///     u32         CRC-32 of everything before it
+///
+/// All integers little-endian. Loading rebuilds the graph from the embedded source (the compiler
+/// is deterministic) and checks that it prints the same IR.
+public struct CompiledFile: Sendable, Equatable {
+    public static let magic: [UInt8] = [0x4E, 0x4E, 0x43, 0x1A]
+    public static let formatVersion: UInt32 = 1
+
+    public struct Tensor: Sendable, Equatable {
+        public var name: String
+        public var shape: [Int]
+        public var values: [Double]
+        public init(name: String, shape: [Int], values: [Double]) { self.name = name; self.shape = shape; self.values = values }
+    }
+
+    /// One epoch of training history.
+    public struct Epoch: Sendable, Equatable {
+        public var loss: Double
+        public var accuracy: Double?
+        public var testLoss: Double?
+        public var testAccuracy: Double?
+        public init(loss: Double, accuracy: Double? = nil, testLoss: Double? = nil, testAccuracy: Double? = nil) {
+            self.loss = loss; self.accuracy = accuracy; self.testLoss = testLoss; self.testAccuracy = testAccuracy
+        }
+    }
+
+    public var sourcePath: String
+    public var source: String
+    public var ir: String
+    /// Settings as `key=value` lines: dtype, training settings after overrides, progress.
+    public var metadata: [String: String]
+    public var parameters: [Tensor]
+    public var states: [Tensor]
+    public var history: [Epoch]
+
+    public init(sourcePath: String, source: String, ir: String, metadata: [String: String], parameters: [Tensor], states: [Tensor], history: [Epoch]) {
+        self.sourcePath = sourcePath; self.source = source; self.ir = ir; self.metadata = metadata
+        self.parameters = parameters; self.states = states; self.history = history
+    }
+
+    // MARK: Writing
+
+    public func encoded(float64: Bool) -> [UInt8] {
+        var payload = Writer()
+        payload.section("SRCP", Array(sourcePath.utf8))
+        payload.section("SRC ", Array(source.utf8))
+        payload.section("IR  ", Array(ir.utf8))
+        payload.section("META", Array(metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined().utf8))
+        payload.section("PARM", Self.encode(parameters, float64: float64))
+        payload.section("STAT", Self.encode(states, float64: float64))
+        var history = Writer()
+        history.u64(UInt64(self.history.count))
+        for epoch in self.history {
+            for value in [epoch.loss, epoch.accuracy ?? .nan, epoch.testLoss ?? .nan, epoch.testAccuracy ?? .nan] { history.f64(value) }
+        }
+        payload.section("HIST", history.bytes)
+        var file = Writer()
+        file.bytes += Self.magic
+        file.u32(Self.formatVersion)
+        file.u64(UInt64(payload.bytes.count))
+        file.bytes += payload.bytes
+        file.u32(crc32(file.bytes))
+        return file.bytes
+    }
+
+    static func encode(_ tensors: [Tensor], float64: Bool) -> [UInt8] {
+        var w = Writer()
+        w.u64(UInt64(tensors.count))
+        for tensor in tensors {
+            let name = Array(tensor.name.utf8)
+            w.u64(UInt64(name.count)); w.bytes += name
+            w.u64(UInt64(tensor.shape.count))
+            for d in tensor.shape { w.u64(UInt64(d)) }
+            w.bytes.append(float64 ? 8 : 4)
+            w.u64(UInt64(tensor.values.count))
+            if float64 { for v in tensor.values { w.f64(v) } } else { for v in tensor.values { w.u32(Float(v).bitPattern) } }
+        }
+        return w.bytes
+    }
+
+    /// Writes atomically: a temporary file next to the target, then rename.
+    public func write(to path: String, float64: Bool) throws {
+        let data = Data(encoded(float64: float64))
+        try writeAtomically(data, to: path)
+    }
+
+    // MARK: Reading
+
+    /// Reads and checks a compiled file; every problem is a `CompiledFileError` saying what is wrong.
+    public static func read(path: String) throws(CompiledFileError) -> CompiledFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CompiledFileError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
+        }
+        return try decode([UInt8](data), path: path)
+    }
+
+    public static func decode(_ bytes: [UInt8], path: String) throws(CompiledFileError) -> CompiledFile {
+        func fail(_ message: String) -> CompiledFileError { CompiledFileError(path: path, message: message) }
+        guard bytes.count >= 4, Array(bytes[0..<4]) == magic else {
+            throw fail("not a compiled nnc file (it does not start with the nnc magic number)")
+        }
+        var reader = Reader(bytes: bytes, position: 4)
+        guard let version = reader.u32() else { throw fail("truncated: the file ends inside its header") }
+        guard version <= formatVersion else {
+            throw fail("written by a newer nnc (format version \(version); this nnc reads up to version \(formatVersion))")
+        }
+        guard version >= 1 else { throw fail("unknown format version \(version)") }
+        guard let length = reader.u64() else { throw fail("truncated: the file ends inside its header") }
+        let expected = 16 + Int(clamping: length) + 4
+        guard length < UInt64(Int.max / 2), bytes.count >= expected else {
+            throw fail("truncated: expected \(length > UInt64(Int.max / 2) ? "more" : String(expected)) bytes, found \(bytes.count)")
+        }
+        guard bytes.count == expected else { throw fail("corrupted: \(bytes.count - expected) unexpected bytes after the end") }
+        let stored = UInt32(bytes[expected - 4]) | UInt32(bytes[expected - 3]) << 8 | UInt32(bytes[expected - 2]) << 16 | UInt32(bytes[expected - 1]) << 24
+        guard crc32(Array(bytes[0..<(expected - 4)])) == stored else { throw fail("corrupted: the checksum does not match") }
+        var sections: [String: [UInt8]] = [:]
+        while reader.position < expected - 4 {
+            guard let tag = reader.take(4), let size = reader.u64(), size <= UInt64(expected - 4 - reader.position),
+                  let body = reader.take(Int(size)) else { throw fail("corrupted: a section overruns the file") }
+            sections[String(decoding: tag, as: UTF8.self)] = body
+        }
+        func text(_ tag: String) throws(CompiledFileError) -> String {
+            guard let body = sections[tag] else { throw fail("corrupted: the section '\(tag.trimmingCharacters(in: .whitespaces))' is missing") }
+            return String(decoding: body, as: UTF8.self)
+        }
+        var metadata: [String: String] = [:]
+        for line in try text("META").split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            metadata[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        guard let parameterBytes = sections["PARM"], let stateBytes = sections["STAT"], let historyBytes = sections["HIST"] else {
+            throw fail("corrupted: a section is missing")
+        }
+        let parameters = try decodeTensors(parameterBytes, path: path)
+        let states = try decodeTensors(stateBytes, path: path)
+        var h = Reader(bytes: historyBytes, position: 0)
+        guard let epochs = h.u64(), epochs <= UInt64(historyBytes.count / 32) else { throw fail("corrupted: the training history is malformed") }
+        var history: [Epoch] = []
+        for _ in 0..<Int(epochs) {
+            guard let loss = h.f64(), let acc = h.f64(), let testLoss = h.f64(), let testAcc = h.f64() else { throw fail("corrupted: the training history is malformed") }
+            history.append(Epoch(loss: loss, accuracy: acc.isNaN ? nil : acc, testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testAcc.isNaN ? nil : testAcc))
+        }
+        return CompiledFile(sourcePath: try text("SRCP"), source: try text("SRC "), ir: try text("IR  "), metadata: metadata,
+                            parameters: parameters, states: states, history: history)
+    }
+
+    static func decodeTensors(_ bytes: [UInt8], path: String) throws(CompiledFileError) -> [Tensor] {
+        func fail() -> CompiledFileError { CompiledFileError(path: path, message: "corrupted: a parameter table is malformed") }
+        var r = Reader(bytes: bytes, position: 0)
+        guard let count = r.u64(), count <= UInt64(bytes.count) else { throw fail() }
+        var tensors: [Tensor] = []
+        for _ in 0..<Int(count) {
+            guard let nameLength = r.u64(), nameLength <= 4096, let name = r.take(Int(nameLength)),
+                  let rank = r.u64(), rank <= 8 else { throw fail() }
+            var shape: [Int] = []
+            for _ in 0..<Int(rank) {
+                guard let d = r.u64(), d <= UInt64(Int32.max) else { throw fail() }
+                shape.append(Int(d))
+            }
+            guard let width = r.take(1)?.first, width == 4 || width == 8, let n = r.u64(),
+                  n <= UInt64(bytes.count - r.position) / UInt64(width) else { throw fail() }
+            var values = [Double](repeating: 0, count: Int(n))
+            for i in 0..<Int(n) {
+                if width == 8 { guard let v = r.f64() else { throw fail() }; values[i] = v }
+                else { guard let v = r.u32() else { throw fail() }; values[i] = Double(Float(bitPattern: v)) }
+            }
+            tensors.append(Tensor(name: String(decoding: name, as: UTF8.self), shape: shape, values: values))
+        }
+        return tensors
+    }
+}
+
+public struct CompiledFileError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var message: String
+    public var description: String { "\(path): error: \(message)" }
+}
+
+struct Writer {
+    var bytes: [UInt8] = []
+    mutating func u32(_ v: UInt32) { for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) } }
+    mutating func u64(_ v: UInt64) { for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+    mutating func f64(_ v: Double) { u64(v.bitPattern) }
+    mutating func section(_ tag: String, _ body: [UInt8]) {
+        bytes += Array(tag.utf8.prefix(4)); u64(UInt64(body.count)); bytes += body
+    }
+}
+
+struct Reader {
+    let bytes: [UInt8]
+    var position: Int
+    mutating func take(_ n: Int) -> [UInt8]? {
+        guard n >= 0, n <= bytes.count - position else { return nil }
+        defer { position += n }
+        return Array(bytes[position..<(position + n)])
+    }
+    mutating func u32() -> UInt32? {
+        guard let b = take(4) else { return nil }
+        return b.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+    }
+    mutating func u64() -> UInt64? {
+        guard let b = take(8) else { return nil }
+        return b.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+    mutating func f64() -> Double? { u64().map(Double.init(bitPattern:)) }
+}
+
+/// CRC-32 (IEEE, as zlib and zip use).
+public func crc32(_ bytes: [UInt8]) -> UInt32 {
+    var crc: UInt32 = 0xFFFF_FFFF
+    for byte in bytes {
+        crc = crcTable[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
+    }
+    return crc ^ 0xFFFF_FFFF
+}
+
+private let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
+    var c = UInt32(n)
+    for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+    return c
+}
+
+/// Writes data to a temporary file in the same directory and renames it over the target, so a
+/// crash never leaves a half-written file behind.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let directory = url.deletingLastPathComponent()
+    let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    do {
+        try data.write(to: temporary)
+        if rename(temporary.path, url.path) != 0 {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: temporary)
+            throw CompiledFileError(path: path, message: "cannot write the file: \(reason)")
+        }
+    } catch let error as CompiledFileError {
+        throw error
+    } catch {
+        try? FileManager.default.removeItem(at: temporary)
+        throw CompiledFileError(path: path, message: "cannot write the file: \(error.localizedDescription)")
+    }
+}

@@ -1,0 +1,154 @@
+import Parser
+
+/// An SSA value: produced by exactly one node, with a static shape.
+public struct ValueID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var index: Int
+    public init(_ index: Int) { self.index = index }
+    public static func < (a: ValueID, b: ValueID) -> Bool { a.index < b.index }
+    public var description: String { "v\(index)" }
+}
+
+public struct Value: Sendable {
+    public var name: String
+    public var shape: Shape
+}
+
+/// Which part of a training step a node belongs to (for printing and per-phase timing).
+public enum Phase: String, Sendable { case forward, loss, backward, update }
+
+public struct Node: Sendable {
+    public var op: Op
+    public var operands: [ValueID]
+    public var results: [ValueID]
+    /// The statement this node came from.
+    public var location: SourceRange?
+    public var phase: Phase
+}
+
+/// A trainable parameter: its value, the layer it belongs to and how it starts.
+public struct Parameter: Sendable {
+    public var name: String          // fc1.weight
+    public var value: ValueID
+    public var shape: Shape
+    public var initializer: Initializer
+    public var location: SourceRange?
+}
+
+/// What the target tensor holds.
+public enum TargetKind: Sendable, Equatable {
+    case none
+    /// Real values, as many per sample as the output has.
+    case values(width: Int)
+    /// One integer class index per sample.
+    case classLabels(classes: Int)
+}
+
+/// A list of nodes in SSA form over values with static shapes. Nodes are kept in a valid
+/// execution order (every operand is produced before it is used).
+public struct Graph: Sendable {
+    public var dtype: DType
+    public var source: SourceFile?
+    public private(set) var values: [Value] = []
+    public var nodes: [Node] = []
+    public var parameters: [Parameter] = []
+    /// The optimizer state tensors, in creation order (name, value).
+    public var states: [(name: String, value: ValueID)] = []
+
+    public var input: ValueID?
+    public var target: ValueID?
+    public var targetKind: TargetKind = .none
+    /// The model's prediction (after the last activation).
+    public var output: ValueID?
+    public var loss: ValueID?
+    /// d(loss)/d(parameter), by parameter index, once autodiff has run.
+    public var gradients: [ValueID?] = []
+
+    public init(dtype: DType, source: SourceFile?) {
+        self.dtype = dtype
+        self.source = source
+    }
+
+    public subscript(value: ValueID) -> Value { values[value.index] }
+
+    /// Adds a value with a name that is unique in the graph.
+    public mutating func newValue(_ name: String, _ shape: Shape) -> ValueID {
+        values.append(Value(name: uniqueName(name), shape: shape))
+        return ValueID(values.count - 1)
+    }
+
+    private var usedNames: Set<String> = []
+    private mutating func uniqueName(_ name: String) -> String {
+        var candidate = name
+        var suffix = 1
+        while usedNames.contains(candidate) { suffix += 1; candidate = "\(name).\(suffix)" }
+        usedNames.insert(candidate)
+        return candidate
+    }
+
+    /// Appends a node, applying the op's shape rule. Returns its results.
+    @discardableResult
+    public mutating func add(_ op: Op, _ operands: [ValueID], names: [String], at location: SourceRange?, phase: Phase) throws(IRError) -> [ValueID] {
+        let shapes = try op.resultShapes(operands.map { self[$0].shape })
+        guard shapes.count == names.count else { throw IRError("\(op.name) makes \(shapes.count) results, \(names.count) names given") }
+        let results = zip(names, shapes).map { newValue($0, $1) }
+        nodes.append(Node(op: op, operands: operands, results: results, location: location, phase: phase))
+        return results
+    }
+
+    /// Appends a single-result node.
+    public mutating func add1(_ op: Op, _ operands: [ValueID], name: String, at location: SourceRange?, phase: Phase) throws(IRError) -> ValueID {
+        try add(op, operands, names: [name], at: location, phase: phase)[0]
+    }
+
+    /// Appends a source node (input, target, parameter, state) with a declared shape.
+    public mutating func addSource(_ op: Op, name: String, shape: Shape, at location: SourceRange?) -> ValueID {
+        let value = newValue(name, shape)
+        nodes.append(Node(op: op, operands: [], results: [value], location: location, phase: .forward))
+        return value
+    }
+
+    /// The node producing each value (index into nodes).
+    public func producers() -> [Int?] {
+        var producer = [Int?](repeating: nil, count: values.count)
+        for (index, node) in nodes.enumerated() { for result in node.results { producer[result.index] = index } }
+        return producer
+    }
+
+    /// The nodes using each value.
+    public func users() -> [[Int]] {
+        var users = [[Int]](repeating: [], count: values.count)
+        for (index, node) in nodes.enumerated() { for operand in node.operands { users[operand.index].append(index) } }
+        return users
+    }
+
+    /// Values that must survive to the end of a step: the loss, the output, the gradients.
+    public var roots: [ValueID] { [loss, output].compactMap { $0 } }
+
+    /// Checks that the graph is well formed: operands defined before use, each value produced
+    /// once, shapes as the op table says. Run after every pass in tests and debug builds.
+    public func verify() throws(IRError) {
+        var defined = [Bool](repeating: false, count: values.count)
+        for node in nodes {
+            for operand in node.operands {
+                guard operand.index < values.count, defined[operand.index] else {
+                    throw IRError("\(node.op.name) uses %\(operand.index < values.count ? self[operand].name : "?") before it is defined")
+                }
+            }
+            switch node.op {
+            case .input, .target, .parameter, .state: break
+            default:
+                let shapes = try node.op.resultShapes(node.operands.map { self[$0].shape })
+                guard shapes == node.results.map({ self[$0].shape }) else {
+                    throw IRError("\(node.op.name): declared shapes \(node.results.map { self[$0].shape }) but the rule gives \(shapes)")
+                }
+            }
+            for result in node.results {
+                guard !defined[result.index] else { throw IRError("%\(self[result].name) is defined twice") }
+                defined[result.index] = true
+            }
+        }
+        for root in roots + gradients.compactMap({ $0 }) where !defined[root.index] {
+            throw IRError("%\(self[root].name) is used as a result but never defined")
+        }
+    }
+}

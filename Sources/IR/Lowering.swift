@@ -1,0 +1,502 @@
+import Parser
+
+/// Training settings from the `train` statement (before command-line overrides).
+public struct TrainingSettings: Sendable, Equatable {
+    public var optimizer: OptimizerKind = .sgd
+    public var lr: Double?
+    public var epochs: Int = 1
+    /// nil: the whole data set in one batch.
+    public var batch: Int?
+    public var seed: Int = 0
+    public var shuffle: Bool = true
+    public var momentum: Double = 0
+    public var nesterov: Bool = false
+    public var decay: Double = 0
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var eps: Double = 1e-8
+
+    public init() {}
+
+    public var learningRate: Double { lr ?? (optimizer == .adam ? 0.001 : 0.01) }
+
+    /// Applies one `key value` (from the model or a flag); returns a complaint when it does not fit.
+    public mutating func set(_ key: String, _ value: Double) -> String? {
+        if TrainKeys.integers.contains(key) {
+            guard value == value.rounded(), value >= (key == "seed" ? 0 : 1), value <= Double(key == "seed" ? Int(UInt32.max) : Int(Int32.max)) else {
+                return "'\(key)' must be a whole number of at least \(key == "seed" ? 0 : 1)\(key == "seed" ? " and at most \(UInt32.max)" : "")"
+            }
+        } else if let complaint = TrainKeys.check(key: key, value: value) {
+            return complaint
+        }
+        switch key {
+        case "lr": lr = value
+        case "epochs": epochs = Int(value)
+        case "batch": batch = Int(value)
+        case "seed": seed = Int(value)
+        case "shuffle": shuffle = value != 0
+        case "momentum": momentum = value
+        case "nesterov": nesterov = value != 0
+        case "decay": decay = value
+        case "beta1": beta1 = value
+        case "beta2": beta2 = value
+        case "eps": eps = value
+        default: return "unknown training option '\(key)'"
+        }
+        return nil
+    }
+
+    public var update: OptimizerUpdate {
+        switch optimizer {
+        case .sgd: return .sgd(lr: learningRate, momentum: momentum, nesterov: nesterov, decay: decay)
+        case .adam: return .adam(lr: learningRate, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
+        }
+    }
+}
+
+/// What the model file says besides its layers.
+public struct ModelSettings: Sendable {
+    public var dataPath: String?
+    public var testDataPath: String?
+    public var training = TrainingSettings()
+    public var hasTrainStatement = false
+    public var loss: LossKind?
+}
+
+/// One row of the summary table (like Keras' `summary()`).
+public struct LayerSummary: Sendable {
+    public var statement: String
+    public var outputShape: Shape
+    public var parameters: Int
+    /// FLOPs per sample of the forward pass.
+    public var flops: Int
+    public var location: SourceRange
+}
+
+/// The forward graph of a model with everything `nnc check` shows.
+public struct LoweredModel: Sendable {
+    public var graph: Graph
+    public var settings: ModelSettings
+    public var layers: [LayerSummary]
+    public var inputShape: Shape
+    public var outputShape: Shape
+
+    public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameters } }
+    public var flopsPerSample: Int { layers.reduce(0) { $0 + $1.flops } }
+}
+
+/// The largest tensor nnc will make: 2^31 elements.
+public let maxTensorElements = 1 << 31
+
+/// Lowers a parsed model to the IR: composite layers become primitives (fc → matmul + bias_add,
+/// mse → sub, pow 2, mean), every shape is checked, and parameters are named `fc1.weight`, … .
+/// `training` adds dropout masks; otherwise dropout is the identity.
+public func lower(_ ast: ModelAST, dtype: DType = .f32, training: Bool = false) throws(DiagnosticError) -> LoweredModel {
+    var lowering = Lowering(ast: ast, dtype: dtype, training: training)
+    lowering.run()
+    if !lowering.diagnostics.isEmpty {
+        throw DiagnosticError(source: ast.source, diagnostics: lowering.diagnostics.sorted { $0.range.start < $1.range.start })
+    }
+    return LoweredModel(graph: lowering.graph, settings: lowering.settings, layers: lowering.layers,
+                        inputShape: Shape(batched: true, lowering.inputDims ?? []),
+                        outputShape: Shape(batched: true, lowering.shape))
+}
+
+struct Lowering {
+    let ast: ModelAST
+    let training: Bool
+    var graph: Graph
+    var settings = ModelSettings()
+    var layers: [LayerSummary] = []
+    var diagnostics: [Diagnostic] = []
+
+    var inputDims: [Int]?
+    /// The current activation: its per-sample shape, its value, and the statement that made it.
+    var shape: [Int] = []
+    var value: ValueID?
+    var producer: Statement?
+    var denseCount = 0, convCount = 0, layerIndex = 0, otherCount = 0
+    var lossStatement: Statement?
+    var failed = false
+
+    init(ast: ModelAST, dtype: DType, training: Bool) {
+        self.ast = ast
+        self.training = training
+        self.graph = Graph(dtype: dtype, source: ast.source)
+    }
+
+    var source: SourceFile { ast.source }
+    func text(_ statement: Statement) -> String { source.text(of: statement.range) }
+
+    mutating func error(_ message: String, at range: SourceRange, notes: [Diagnostic.Note] = []) {
+        diagnostics.append(Diagnostic(message, at: range, notes: notes))
+    }
+
+    func previousNote() -> [Diagnostic.Note] {
+        guard let producer else { return [] }
+        return [.init("the previous layer is '\(text(producer))'", at: producer.range)]
+    }
+
+    mutating func run() {
+        var trainStatement: Statement?, dataStatement: Statement?, testStatement: Statement?
+        for (index, statement) in ast.statements.enumerated() {
+            switch statement.kind {
+            case .data(let test, let path, _):
+                if let earlier = test ? testStatement : dataStatement {
+                    error("the model has two 'data\(test ? " test" : "")' statements", at: statement.range, notes: [.init("the first is here", at: earlier.range)])
+                }
+                if test { testStatement = statement; settings.testDataPath = path } else { dataStatement = statement; settings.dataPath = path }
+                continue
+            case .train(let spec):
+                if let earlier = trainStatement {
+                    error("the model has two 'train' statements", at: statement.range, notes: [.init("the first is here", at: earlier.range)])
+                }
+                trainStatement = statement
+                settings.hasTrainStatement = true
+                settings.training.optimizer = spec.optimizer
+                for option in spec.options {
+                    if let complaint = settings.training.set(option.key, option.value) { error(complaint, at: option.valueRange) }
+                }
+                continue
+            case .input(let dims, let range):
+                if index != ast.statements.firstIndex(where: { if case .input = $0.kind { return true }; return false }) {
+                    error("the model has two 'input' statements", at: statement.range)
+                    continue
+                }
+                if value != nil || lossStatement != nil {
+                    error("'input' must come before the layers", at: statement.range)
+                    continue
+                }
+                guard checkSize(dims, what: "the input", at: range) else { failed = true; continue }
+                defineInput(dims, at: statement)
+                continue
+            default: break
+            }
+            if let lossStatement {
+                error("'\(text(statement))' comes after the loss; the loss must be the last layer statement",
+                      at: statement.range, notes: [.init("the loss is here", at: lossStatement.range)])
+                continue
+            }
+            if failed { continue }  // shapes are unknown after an error; later layers would only echo it
+            lowerLayer(statement)
+        }
+        if ast.statements.isEmpty || (value == nil && !failed && diagnostics.isEmpty) {
+            let at = ast.statements.first?.range ?? SourceRange(start: 0, end: 0)
+            error("the model has no layers; write at least 'input N' or 'fc I->O'", at: at)
+        }
+    }
+
+    /// Checks that a per-sample tensor stays below 2^31 elements.
+    mutating func checkSize(_ dims: [Int], what: String, at range: SourceRange) -> Bool {
+        var total = 1
+        for d in dims {
+            let (product, overflow) = total.multipliedReportingOverflow(by: d)
+            if overflow || product > maxTensorElements {
+                error("\(what) would have \(overflow ? "more than 2^63" : String(product)) elements (\(dims.map(String.init).joined(separator: "×"))), more than the limit of 2^31", at: range)
+                return false
+            }
+            total = product
+        }
+        return true
+    }
+
+    mutating func defineInput(_ dims: [Int], at statement: Statement) {
+        inputDims = dims
+        shape = dims
+        value = graph.addSource(.input, name: "x", shape: Shape(batched: true, dims), at: statement.range)
+        graph.input = value
+        producer = statement
+        layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, dims), parameters: 0, flops: 0, location: statement.range))
+    }
+
+    mutating func addParameter(_ name: String, _ valueName: String, _ dims: [Int], _ initializer: Initializer, at statement: Statement) -> ValueID? {
+        guard checkSize(dims, what: "parameter \(name)", at: statement.range) else { return nil }
+        let shape = Shape(batched: false, dims)
+        let id = graph.addSource(.parameter(name: name), name: valueName, shape: shape, at: statement.range)
+        graph.parameters.append(Parameter(name: name, value: id, shape: shape, initializer: initializer, location: statement.range))
+        return id
+    }
+
+    /// Adds a node; an IR error here is a compiler bug, reported at the statement.
+    mutating func emit(_ op: Op, _ operands: [ValueID], _ name: String, at statement: Statement) -> ValueID? {
+        do {
+            return try graph.add1(op, operands, name: name, at: statement.range, phase: .forward)
+        } catch {
+            self.error("\(error)", at: statement.range)
+            failed = true
+            return nil
+        }
+    }
+
+    mutating func lowerLayer(_ statement: Statement) {
+        switch statement.kind {
+        case .fc(let fc): lowerDense(fc, statement)
+        case .conv(let conv): lowerConvolution(conv, statement)
+        case .pool(let pool): lowerPooling(pool, statement)
+        case .flatten:
+            guard let x = requireInput(statement) else { return }
+            let flat = shape.reduce(1, *)
+            if shape.count > 1 {
+                guard let y = emit(.reshape(Shape(batched: true, [flat])), [x], "flat\(otherCount)", at: statement) else { return }
+                otherCount += 1
+                value = y
+            }
+            shape = [flat]
+            finish(statement, parameters: 0, flops: 0)
+        case .dropout(let p, _):
+            guard let x = requireInput(statement) else { return }
+            if training && p > 0 {
+                guard let mask = emit(.dropoutMask(probability: p), [x], "mask\(otherCount)", at: statement),
+                      let y = emit(.multiply, [x, mask], "drop\(otherCount)", at: statement) else { return }
+                otherCount += 1
+                value = y
+            }
+            finish(statement, parameters: 0, flops: shape.reduce(1, *))
+        case .activation(let activation): lowerActivation(activation, statement)
+        case .loss(let loss): lowerLoss(loss, statement)
+        case .input, .data, .train: break
+        }
+    }
+
+    /// The current value, or an error when no layer has defined the input yet.
+    mutating func requireInput(_ statement: Statement) -> ValueID? {
+        if let value { return value }
+        error("'\(text(statement))' needs an input; start the model with 'input N' (or 'input CxHxW' for images) or 'fc I->O'", at: statement.range)
+        failed = true
+        return nil
+    }
+
+    mutating func finish(_ statement: Statement, parameters: Int, flops: Int) {
+        producer = statement
+        layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, shape), parameters: parameters, flops: flops, location: statement.range))
+    }
+
+    mutating func lowerDense(_ fc: FullyConnected, _ statement: Statement) {
+        if value == nil, let inputs = fc.inputs {
+            // Without an 'input' statement, the first fc defines the input.
+            inputDims = [inputs.value]
+            shape = [inputs.value]
+            value = graph.addSource(.input, name: "x", shape: .batch(inputs.value), at: inputs.range)
+            graph.input = value
+        }
+        guard let x = requireInput(statement) else { return }
+        guard shape.count == 1 else {
+            let flat = shape.reduce(1, *)
+            error("fc needs a flat input, but the previous layer produces \(shape.map(String.init).joined(separator: "x")); add 'flatten' before it (it gives \(flat) features)",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let features = shape[0]
+        if let inputs = fc.inputs, inputs.value != features {
+            let fix = "fc \(features)->\(fc.outputs.value)"
+            if let producer, case .flatten = producer.kind {
+                error("flatten produces \(features) features; did you mean '\(fix)'?", at: inputs.range, notes: previousNote())
+            } else {
+                error("fc expects \(inputs.value) input features, but the previous layer produces \(features)",
+                      at: inputs.range, notes: previousNote() + [.init("did you mean '\(fix)'?", at: nil)])
+            }
+            failed = true
+            return
+        }
+        let outputs = fc.outputs.value
+        let index = layerIndex
+        denseCount += 1
+        layerIndex += 1
+        let fanIn = features
+        let bound = 1 / Double(fanIn).squareRoot()
+        let weightInit: Initializer, biasInit: Initializer
+        switch fc.initializer ?? .uniform(low: -bound, high: bound) {
+        case .xavier:
+            let limit = (6 / Double(features + outputs)).squareRoot()
+            (weightInit, biasInit) = (.uniform(low: -limit, high: limit), .zeros)
+        case .he: (weightInit, biasInit) = (.normal(mean: 0, std: (2 / Double(fanIn)).squareRoot()), .zeros)
+        case let other: (weightInit, biasInit) = (other, other)
+        }
+        guard let w = addParameter("fc\(denseCount).weight", "w\(index)", [features, outputs], weightInit, at: statement) else { failed = true; return }
+        var b: ValueID?
+        if fc.bias {
+            guard let bias = addParameter("fc\(denseCount).bias", "b\(index)", [outputs], biasInit, at: statement) else { failed = true; return }
+            b = bias
+        }
+        guard checkSize([outputs], what: "the output of '\(text(statement))'", at: statement.range),
+              var y = emit(.matmul(transposeA: false, transposeB: false), [x, w], b == nil ? "z\(index)" : "mm\(index)", at: statement) else { failed = true; return }
+        if let b {
+            guard let z = emit(.biasAdd, [y, b], "z\(index)", at: statement) else { return }
+            y = z
+        }
+        value = y
+        shape = [outputs]
+        finish(statement, parameters: features * outputs + (fc.bias ? outputs : 0), flops: 2 * features * outputs + (fc.bias ? outputs : 0))
+    }
+
+    mutating func lowerConvolution(_ conv: Convolution, _ statement: Statement) {
+        guard let x = value else {
+            error("a conv net needs its image size: start the model with 'input CxHxW' (e.g. 'input 1x28x28')", at: statement.range)
+            failed = true
+            return
+        }
+        guard shape.count == 3 else {
+            error("conv needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : shape.map(String.init).joined(separator: "x"))",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let (channels, height, width) = (shape[0], shape[1], shape[2])
+        if let inputs = conv.inputs, inputs.value != channels {
+            error("conv expects \(inputs.value) input channels, but the previous layer produces \(channels)",
+                  at: inputs.range, notes: previousNote() + [.init("did you mean 'conv \(channels)->\(conv.outputs.value) …'?", at: nil)])
+            failed = true
+            return
+        }
+        let (kh, kw, stride, pad) = (conv.kernelHeight.value, conv.kernelWidth.value, conv.stride.value, conv.padding.value)
+        let paddedHeight = height + 2 * pad, paddedWidth = width + 2 * pad
+        guard kh <= paddedHeight, kw <= paddedWidth else {
+            error("conv kernel \(kh)x\(kw) is larger than its input \(height)x\(width)\(pad > 0 ? " padded by \(pad)" : "")",
+                  at: conv.kernelHeight.range.through(conv.kernelWidth.range), notes: previousNote())
+            failed = true
+            return
+        }
+        guard pad < kh, pad < kw else {
+            error("conv padding \(pad) must be smaller than the kernel \(kh)x\(kw)", at: conv.padding.range)
+            failed = true
+            return
+        }
+        let outHeight = (paddedHeight - kh) / stride + 1, outWidth = (paddedWidth - kw) / stride + 1
+        let outputs = conv.outputs.value
+        let index = layerIndex
+        convCount += 1
+        layerIndex += 1
+        let fanIn = channels * kh * kw
+        let bound = 1 / Double(fanIn).squareRoot()
+        let weightInit: Initializer, biasInit: Initializer
+        switch conv.initializer ?? .uniform(low: -bound, high: bound) {
+        case .xavier:
+            let limit = (6 / Double(fanIn + outputs * kh * kw)).squareRoot()
+            (weightInit, biasInit) = (.uniform(low: -limit, high: limit), .zeros)
+        case .he: (weightInit, biasInit) = (.normal(mean: 0, std: (2 / Double(fanIn)).squareRoot()), .zeros)
+        case let other: (weightInit, biasInit) = (other, other)
+        }
+        guard checkSize([outputs, outHeight, outWidth], what: "the output of '\(text(statement))'", at: statement.range),
+              let w = addParameter("conv\(convCount).weight", "w\(index)", [outputs, channels, kh, kw], weightInit, at: statement) else { failed = true; return }
+        var b: ValueID?
+        if conv.bias {
+            guard let bias = addParameter("conv\(convCount).bias", "b\(index)", [outputs], biasInit, at: statement) else { failed = true; return }
+            b = bias
+        }
+        guard var y = emit(.conv2d(ConvGeometry(stride: stride, padding: pad)), [x, w], b == nil ? "z\(index)" : "c\(index)", at: statement) else { return }
+        if let b {
+            guard let z = emit(.biasAdd, [y, b], "z\(index)", at: statement) else { return }
+            y = z
+        }
+        value = y
+        shape = [outputs, outHeight, outWidth]
+        let outElements = outputs * outHeight * outWidth
+        finish(statement, parameters: outputs * channels * kh * kw + (conv.bias ? outputs : 0),
+               flops: 2 * outElements * channels * kh * kw + (conv.bias ? outElements : 0))
+    }
+
+    mutating func lowerPooling(_ pool: Pooling, _ statement: Statement) {
+        guard let x = requireInput(statement) else { return }
+        guard shape.count == 3 else {
+            error("\(pool.kind.rawValue) needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : shape.map(String.init).joined(separator: "x"))",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let (kh, kw) = (pool.windowHeight.value, pool.windowWidth.value)
+        let stride = pool.stride?.value ?? kh
+        guard kh <= shape[1], kw <= shape[2] else {
+            error("\(pool.kind.rawValue) window \(kh)x\(kw) is larger than its input \(shape[1])x\(shape[2])",
+                  at: pool.windowHeight.range.through(pool.windowWidth.range), notes: previousNote())
+            failed = true
+            return
+        }
+        let outShape = [shape[0], (shape[1] - kh) / stride + 1, (shape[2] - kw) / stride + 1]
+        let kind: PoolKind = pool.kind == .max ? .max : .average
+        guard let y = emit(.pool(kind, window: [kh, kw], stride: stride), [x], "p\(otherCount)", at: statement) else { return }
+        otherCount += 1
+        value = y
+        shape = outShape
+        finish(statement, parameters: 0, flops: outShape.reduce(1, *) * kh * kw)
+    }
+
+    mutating func lowerActivation(_ activation: Activation, _ statement: Statement) {
+        guard let x = requireInput(statement) else { return }
+        let function: ActivationFunction
+        switch activation {
+        case .tanh: function = .tanh
+        case .sigmoid: function = .sigmoid
+        case .relu: function = .relu
+        case .softmax: function = .softmax
+        case .identity: function = .identity
+        case .leakyRelu(let alpha): function = .leakyRelu(alpha: alpha)
+        case .pow(let k): function = .pow(k)
+        }
+        if function == .softmax, shape.count != 1 {
+            error("softmax needs a flat input, but the previous layer produces \(shape.map(String.init).joined(separator: "x")); add 'flatten' before it",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let elements = shape.reduce(1, *)
+        if function != .identity {
+            guard let y = emit(.activation(function), [x], "h\(max(0, layerIndex - 1))", at: statement) else { return }
+            value = y
+        }
+        finish(statement, parameters: 0, flops: elements * max(function == .identity ? 0 : 1, function.flopsPerElement))
+    }
+
+    mutating func lowerLoss(_ loss: LossKind, _ statement: Statement) {
+        guard let prediction = requireInput(statement) else { return }
+        lossStatement = statement
+        settings.loss = loss
+        graph.output = prediction
+        if loss != .sum, shape.count != 1 {
+            error("loss \(loss.rawValue) needs a flat output, but the last layer produces \(shape.map(String.init).joined(separator: "x")); add 'flatten' and an 'fc' before it",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let width = shape.reduce(1, *)
+        func target(_ shape: Shape, _ kind: TargetKind) -> ValueID {
+            graph.targetKind = kind
+            let id = graph.addSource(.target, name: "y", shape: shape, at: statement.range)
+            graph.target = id
+            return id
+        }
+        var lossValue: ValueID?
+        switch loss {
+        case .mse, .sse:
+            let y = target(.init(batched: true, shape), .values(width: width))
+            if let difference = emit(.subtract, [prediction, y], "diff", at: statement),
+               let squared = emit(.activation(.pow(2)), [difference], "sq", at: statement) {
+                lossValue = emit(loss == .mse ? .meanAll : .sumAll, [squared], "loss", at: statement)
+            }
+        case .sum:
+            lossValue = emit(.sumAll, [prediction], "loss", at: statement)
+        case .bce:
+            let y = target(.init(batched: true, shape), .values(width: width))
+            lossValue = emit(.binaryCrossEntropy, [prediction, y], "loss", at: statement)
+        case .crossentropy:
+            let labels = target(.batch(), .classLabels(classes: width))
+            // softmax followed by cross-entropy stays as written here; the fusion pass turns it into
+            // the numerically stable softmax_cross_entropy on the logits.
+            if let producer, case .activation(.softmax) = producer.kind {
+                lossValue = emit(.crossEntropy, [prediction, labels], "loss", at: statement)
+            } else {
+                lossValue = emit(.softmaxCrossEntropy, [prediction, labels], "loss", at: statement)
+            }
+        }
+        graph.loss = lossValue
+        if let lossValue, let node = graph.nodes.indices.last, graph.nodes[node].results == [lossValue] {
+            // The loss ops belong to the loss phase.
+            var index = node
+            while index >= 0, graph.nodes[index].location == statement.range {
+                if graph.nodes[index].op != .target { graph.nodes[index].phase = .loss }
+                index -= 1
+            }
+        }
+        layers.append(LayerSummary(statement: text(statement), outputShape: .scalar, parameters: 0, flops: 3 * width, location: statement.range))
+    }
+}

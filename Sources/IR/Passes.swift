@@ -1,0 +1,223 @@
+import Parser
+
+/// One line of the fusion log: a candidate pattern and what became of it.
+public struct FusionLogEntry: Sendable, CustomStringConvertible {
+    public var pass: String
+    public var pattern: String
+    public var fused: Bool
+    public var reason: String
+    public var location: SourceRange?
+    public var line: Int?
+
+    public var description: String {
+        let place = line.map { "line \($0): " } ?? ""
+        return "\(pass): \(place)\(pattern): " + (fused ? "fused" : "not fused (\(reason))")
+    }
+}
+
+/// A named graph-to-graph rewrite. Passes run in the order of `optimizationPasses`.
+public struct Pass: Sendable {
+    public var name: String
+    public var summary: String
+    let run: @Sendable (inout Graph, inout [FusionLogEntry]) throws -> Void
+}
+
+/// The pass pipeline, in order; each is a small local pattern → rewrite.
+public let optimizationPasses: [Pass] = [
+    // softmax → cross_entropy (and its backward) becomes one numerically stable op on the logits
+    Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy", run: fuseSoftmaxCrossEntropy),
+    // matmul → bias_add → activation becomes one dense op, computed in the GEMM's epilogue
+    Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", run: fuseDense),
+    // conv2d → bias_add → activation becomes one fused convolution
+    Pass(name: "fuse-conv", summary: "conv2d + bias_add + activation → fused conv2d", run: fuseConvolution),
+    // activation gradient and bias gradient computed in one pass over the output gradient
+    Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy", run: fuseActivationGradient),
+    // nodes whose results nobody uses
+    Pass(name: "dce", summary: "dead-code elimination", run: eliminateDeadCode),
+]
+
+/// The names of the passes, for `--emit after:NAME`.
+public var passNames: [String] { optimizationPasses.map(\.name) }
+
+extension Graph {
+    /// Runs the pipeline (or its prefix up to and including `lastPass`), verifying after each pass
+    /// when asked (tests and debug builds do).
+    public func optimized(through lastPass: String? = nil, verify: Bool = false) throws -> (graph: Graph, log: [FusionLogEntry]) {
+        var graph = self
+        var log: [FusionLogEntry] = []
+        for pass in optimizationPasses {
+            try pass.run(&graph, &log)
+            if verify {
+                do { try graph.verify() } catch { throw IRError("after pass \(pass.name): \(error.message)") }
+            }
+            if pass.name == lastPass { break }
+        }
+        return (graph, log)
+    }
+
+    /// Values that must be kept: loss, output, parameter gradients.
+    var keptValues: Set<ValueID> { Set(roots + gradients.compactMap { $0 }) }
+
+    func line(_ location: SourceRange?) -> Int? {
+        guard let location, let source else { return nil }
+        return source.line(of: location.start)
+    }
+
+    /// Why an intermediate value cannot disappear into a fused op, or nil when it can.
+    func blocker(_ value: ValueID, users: [[Int]]) -> String? {
+        if keptValues.contains(value) { return "%\(self[value].name) is a graph output" }
+        if users[value.index].count > 1 { return "%\(self[value].name) has \(users[value.index].count) consumers" }
+        return nil
+    }
+
+    /// Removes the nodes at the given indices.
+    mutating func removeNodes(_ indices: Set<Int>) {
+        nodes = nodes.enumerated().filter { !indices.contains($0.offset) }.map(\.element)
+    }
+}
+
+/// matmul → [bias_add] → [activation] ⇒ dense
+func fuseDense(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    try fuseProducerChain(&graph, &log, pass: "fuse-dense") { node in
+        if case .matmul(false, false) = node.op, node.phase == .forward { return true }
+        return false
+    } make: { activation, bias, _ in .dense(activation, bias: bias) }
+}
+
+/// conv2d → [bias_add] → [activation] ⇒ fused conv2d
+func fuseConvolution(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    try fuseProducerChain(&graph, &log, pass: "fuse-conv") { node in
+        if case .conv2d = node.op { return true }
+        return false
+    } make: { activation, bias, node in
+        guard case .conv2d(let geometry) = node.op else { return node.op }
+        return .convFused(geometry, activation, bias: bias)
+    }
+}
+
+/// The shared shape of the forward fusions: a producer, then optionally a bias_add, then
+/// optionally an element-wise activation, each the only consumer of the one before.
+func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass: String,
+                       matches: (Node) -> Bool, make: (ActivationFunction, Bool, Node) -> Op) throws {
+    var removed: Set<Int> = []
+    let users = graph.users()
+    var replacements: [(Int, Node)] = []
+    for (index, node) in graph.nodes.enumerated() where matches(node) {
+        var operands = node.operands
+        var result = node.results[0]
+        var last = index
+        var hasBias = false
+        var activation = ActivationFunction.identity
+        var pattern = "\(node.op.name.split(separator: " ")[0]) %\(graph[result].name)"
+        var absorbed: [Int] = []
+        func next() -> Int? { users[result.index].count == 1 ? users[result.index][0] : nil }
+        if let user = next(), case .biasAdd = graph.nodes[user].op, graph.blocker(result, users: users) == nil {
+            operands.append(graph.nodes[user].operands[1])
+            absorbed.append(user)
+            hasBias = true
+            result = graph.nodes[user].results[0]
+            last = user
+            pattern += " + bias_add %\(graph[result].name)"
+        }
+        if let user = users[result.index].first(where: { if case .activation = graph.nodes[$0].op { return true }; return false }),
+           case .activation(let f) = graph.nodes[user].op {
+            let candidate = pattern + " + \(f) %\(graph[graph.nodes[user].results[0]].name)"
+            if !f.fusable {
+                log.append(.init(pass: pass, pattern: candidate, fused: false, reason: "\(f) is not an element-wise activation the epilogue supports", location: node.location, line: graph.line(node.location)))
+            } else if let reason = graph.blocker(result, users: users) {
+                log.append(.init(pass: pass, pattern: candidate, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
+            } else {
+                activation = f
+                absorbed.append(user)
+                result = graph.nodes[user].results[0]
+                last = user
+                pattern = candidate
+            }
+        }
+        if absorbed.isEmpty {
+            log.append(.init(pass: pass, pattern: pattern, fused: false, reason: graph.blocker(node.results[0], users: users) ?? "nothing to fuse after it", location: node.location, line: graph.line(node.location)))
+            continue
+        }
+        log.append(.init(pass: pass, pattern: pattern, fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+        let fused = Node(op: make(activation, hasBias, node), operands: operands, results: [result], location: node.location, phase: node.phase)
+        // The fused node takes the place of the last node of the chain, so later users still follow it.
+        replacements.append((last, fused))
+        removed.insert(index)
+        for a in absorbed where a != last { removed.insert(a) }
+    }
+    for (index, node) in replacements { graph.nodes[index] = node }
+    graph.removeNodes(removed)
+}
+
+/// activation_grad → bias_grad ⇒ activation_grad+bias_grad (one pass over dy)
+func fuseActivationGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    let users = graph.users()
+    var removed: Set<Int> = []
+    for (index, node) in graph.nodes.enumerated() {
+        guard case .activationGrad(let f) = node.op else { continue }
+        let dz = node.results[0]
+        let pattern = "\(f)_grad %\(graph[dz].name)"
+        guard f.fusable else {
+            log.append(.init(pass: "fuse-activation-grad", pattern: pattern, fused: false, reason: "\(f) is not supported by the fused kernel", location: node.location, line: graph.line(node.location)))
+            continue
+        }
+        guard let biasUser = users[dz.index].first(where: { graph.nodes[$0].op == .biasGrad }) else {
+            log.append(.init(pass: "fuse-activation-grad", pattern: pattern, fused: false, reason: "no bias gradient follows it", location: node.location, line: graph.line(node.location)))
+            continue
+        }
+        let db = graph.nodes[biasUser].results[0]
+        log.append(.init(pass: "fuse-activation-grad", pattern: pattern + " + bias_grad %\(graph[db].name)", fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+        graph.nodes[index] = Node(op: .activationGradBias(f, bias: true), operands: node.operands, results: [dz, db], location: node.location, phase: node.phase)
+        removed.insert(biasUser)
+    }
+    graph.removeNodes(removed)
+}
+
+/// softmax → cross_entropy ⇒ softmax_cross_entropy on the logits, and in the backward
+/// cross_entropy_grad → softmax_grad ⇒ softmax_cross_entropy_grad.
+func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    let producers = graph.producers()
+    for index in graph.nodes.indices {
+        let node = graph.nodes[index]
+        switch node.op {
+        case .crossEntropy:
+            let probabilities = node.operands[0]
+            guard let p = producers[probabilities.index], graph.nodes[p].op == .activation(.softmax) else {
+                log.append(.init(pass: "fuse-softmax-crossentropy", pattern: "cross_entropy %\(graph[node.results[0]].name)", fused: false, reason: "its input is not a softmax", location: node.location, line: graph.line(node.location)))
+                continue
+            }
+            let logits = graph.nodes[p].operands[0]
+            graph.nodes[index].op = .softmaxCrossEntropy
+            graph.nodes[index].operands = [logits, node.operands[1]]
+            log.append(.init(pass: "fuse-softmax-crossentropy", pattern: "softmax %\(graph[probabilities].name) + cross_entropy %\(graph[node.results[0]].name)", fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+        case .activationGrad(.softmax):
+            // softmax_grad(p, cross_entropy_grad(p, labels, g)) = softmax_cross_entropy_grad(logits, labels, g)
+            guard let c = producers[node.operands[1].index], graph.nodes[c].op == .crossEntropyGrad,
+                  let p = producers[node.operands[0].index], graph.nodes[p].op == .activation(.softmax) else { continue }
+            let crossEntropyGrad = graph.nodes[c]
+            graph.nodes[index].op = .softmaxCrossEntropyGrad
+            graph.nodes[index].operands = [graph.nodes[p].operands[0], crossEntropyGrad.operands[1], crossEntropyGrad.operands[2]]
+        default: continue
+        }
+    }
+}
+
+/// Removes nodes whose results nobody needs (keeping effects and the graph's roots).
+func eliminateDeadCode(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    var live = [Bool](repeating: false, count: graph.values.count)
+    for value in graph.keptValues { live[value.index] = true }
+    var keep = [Bool](repeating: false, count: graph.nodes.count)
+    for index in graph.nodes.indices.reversed() {
+        let node = graph.nodes[index]
+        let isSource: Bool
+        switch node.op {
+        case .input, .target, .parameter, .state: isSource = true
+        default: isSource = false
+        }
+        // Sources stay: they are the model's interface (parameters must be saved even if unused).
+        guard node.op.hasEffect || isSource || node.results.contains(where: { live[$0.index] }) else { continue }
+        keep[index] = true
+        for operand in node.operands { live[operand.index] = true }
+    }
+    graph.removeNodes(Set(graph.nodes.indices.filter { !keep[$0] }))
+}

@@ -1,0 +1,44 @@
+import Foundation
+
+/// Where commands write: standard output and error, or strings (in tests).
+public final class Console: @unchecked Sendable {
+    private let writeOut: (String) -> Void
+    private let writeError: (String) -> Void
+    /// Whether output goes to a terminal (progress bars) or a log (plain lines).
+    public let isTerminal: Bool
+    private let lock = NSLock()
+    private var capturedOut = ""
+    private var capturedError = ""
+
+    public init(isTerminal: Bool, out: @escaping (String) -> Void, error: @escaping (String) -> Void) {
+        self.isTerminal = isTerminal
+        self.writeOut = out
+        self.writeError = error
+    }
+
+    /// The process's standard output and error.
+    public static func standard() -> Console {
+        Console(isTerminal: isatty(STDOUT_FILENO) == 1,
+                out: { FileHandle.standardOutput.write(Data($0.utf8)) },
+                error: { FileHandle.standardError.write(Data($0.utf8)) })
+    }
+
+    /// A console that keeps what is written (for tests).
+    public static func capturing() -> Console {
+        let console = Console(isTerminal: false, out: { _ in }, error: { _ in })
+        console.capturing = true
+        return console
+    }
+    private var capturing = false
+
+    public var output: String { lock.withLock { capturedOut } }
+    public var errors: String { lock.withLock { capturedError } }
+
+    public func print(_ text: String, terminator: String = "\n") {
+        if capturing { lock.withLock { capturedOut += text + terminator } } else { writeOut(text + terminator) }
+    }
+
+    public func error(_ text: String, terminator: String = "\n") {
+        if capturing { lock.withLock { capturedError += text + terminator } } else { writeError(text + terminator) }
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import IR
+import Parser
+import Runtime
+
+let runCommand = Command(
+    name: "run", summary: "run a trained model on inputs; print one line of outputs per input row",
+    usage: "nnc run MODEL.nnc --input PATH [--output PATH] [--threads N]",
+    details: "Inputs: CSV (features only; a header line is skipped), NPY or IDX. Each output is printed in its\nshortest form that reads back to the same value, comma-separated.",
+    valueOptions: ["--input", "--output", "--threads"], flagOptions: []
+) { arguments, console in
+    let path = try onePath(arguments, "compiled model (.nnc)")
+    guard let inputPath = arguments.values["--input"] else { throw UsageError(message: "missing --input PATH") }
+    let state = try ModelState.open(path: path, dtype: nil, seed: nil)
+    let data = try loadData(path: inputPath, expecting: DataExpectation(featureCount: state.program.model.inputShape.rowElements, targets: .none)).train
+    let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
+    let lines: [String]
+    switch state.dtype {
+    case .f32: lines = try predict(Float.self, state, data, threads: threads)
+    case .f64: lines = try predict(Double.self, state, data, threads: threads)
+    }
+    let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
+    if let output = arguments.values["--output"] {
+        do { try writeAtomically(Data(text.utf8), to: output) } catch { throw InputError("\(output): error: cannot write: \(error)") }
+    } else {
+        console.print(text, terminator: "")
+    }
+}
+
+/// Prediction rows as text.
+func predict<T: KernelScalar>(_ type: T.Type, _ state: ModelState, _ data: Dataset, threads: Int) throws -> [String] {
+    let graph = try state.program.inferenceGraph(dtype: state.dtype, withLoss: false)
+    let batch = max(1, min(1024, data.count))
+    let store = ParameterStore<T>(graph: graph)
+    state.fill(store)
+    let session = try Session<T>(plan: try Plan(graph: graph, batch: batch), store: store, threads: threads)
+    guard let input = session.inputPointer, let outputValue = graph.output else { return [] }
+    let output = session.pointer(outputValue)
+    let width = graph[outputValue].shape.rowElements
+    var lines: [String] = []
+    let indices = Array(0..<data.count)
+    var start = 0
+    while start < data.count {
+        let rows = min(batch, data.count - start)
+        indices.withUnsafeBufferPointer { all in data.copyFeatures(UnsafeBufferPointer(rebasing: all[start..<(start + rows)]), into: input) }
+        session.run(try session.executable(batch: rows))
+        for r in 0..<rows {
+            lines.append((0..<width).map { "\(output[r * width + $0])" }.joined(separator: ","))
+        }
+        start += rows
+    }
+    return lines
+}
+
+let evalCommand = Command(
+    name: "eval", summary: "loss and accuracy of a trained model on a data set",
+    usage: "nnc eval MODEL.nnc [--data PATH] [--threads N]",
+    details: "Default data: the model's `data test` file, else its `data` file. For an MNIST-layout directory\nthe test split is used.",
+    valueOptions: ["--data", "--threads"], flagOptions: []
+) { arguments, console in
+    let path = try onePath(arguments, "compiled model (.nnc)")
+    let state = try ModelState.open(path: path, dtype: nil, seed: nil)
+    let program = state.program
+    guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
+    let dataPath = arguments.values["--data"] ?? program.settings.testDataPath.map(program.resolve)
+        ?? state.metadata["data"] ?? program.settings.dataPath.map(program.resolve)
+    guard let dataPath else { throw UsageError(message: "no data: pass --data PATH") }
+    let splits = try loadData(path: dataPath, expecting: program.expectation)
+    let data = splits.test ?? splits.train
+    let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
+    let result: (loss: Double, accuracy: Double?)
+    switch state.dtype {
+    case .f32:
+        let store = ParameterStore<Float>(graph: program.model.graph); state.fill(store)
+        result = try Evaluator<Float>(program: program, dtype: .f32, store: store, threads: threads, batch: min(1000, max(1, data.count))).evaluate(data)
+    case .f64:
+        let store = ParameterStore<Double>(graph: program.model.graph); state.fill(store)
+        result = try Evaluator<Double>(program: program, dtype: .f64, store: store, threads: threads, batch: min(1000, max(1, data.count))).evaluate(data)
+    }
+    var line = "\(dataPath)\(splits.test != nil ? " (test split)" : ""): \(data.count) samples, loss \(formatLoss(result.loss))"
+    if let accuracy = result.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
+    console.print(line)
+}
+
+let exportCommand = Command(
+    name: "export", summary: "write a trained model's parameters for other tools",
+    usage: "nnc export MODEL.nnc --weights W.npz",
+    details: "--weights W.npz   the parameters as a NumPy .npz: one array per parameter (fc1.weight, …),\n                  float64 for f64 models, float32 otherwise; numpy.load reads it.\n--onnx OUT.onnx    not supported yet.",
+    valueOptions: ["--weights", "--onnx"], flagOptions: []
+) { arguments, console in
+    let path = try onePath(arguments, "compiled model (.nnc)")
+    if arguments.values["--onnx"] != nil { throw InputError("nnc export: error: ONNX export is not supported yet; use --weights W.npz") }
+    guard let weights = arguments.values["--weights"] else { throw UsageError(message: "missing --weights W.npz") }
+    let state = try ModelState.open(path: path, dtype: nil, seed: nil)
+    try writeNPZ(path: weights, arrays: state.parameters.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
+    console.print("wrote \(weights) (\(state.parameters.count) arrays)")
+}

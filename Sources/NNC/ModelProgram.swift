@@ -1,0 +1,81 @@
+import Foundation
+import IR
+import Parser
+
+/// A model file taken through the front end: parsed, lowered and shape-checked. Every later stage
+/// (training graph, optimized graph, plan) is one function away.
+public struct ModelProgram: Sendable {
+    public let source: SourceFile
+    public let ast: ModelAST
+    /// The forward graph in inference mode (no dropout) with the loss.
+    public let model: LoweredModel
+
+    public var settings: ModelSettings { model.settings }
+
+    /// Reads, parses and checks a model file. Diagnostics are thrown as `DiagnosticError`.
+    public static func load(path: String) throws -> ModelProgram {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            throw InputError("\(path): error: \(exists ? (isDirectory.boolValue ? "is a directory, not a model file" : "cannot read the file") : "no such file")")
+        }
+        // A model is a few lines; a huge file is a mistake, not a model (and must not exhaust memory).
+        guard data.count <= 64 << 20 else { throw InputError("\(path): error: the file is \(data.count) bytes; a model file is at most 64 MiB") }
+        return try compile(SourceFile(path: path, bytes: [UInt8](data)))
+    }
+
+    public static func compile(_ source: SourceFile) throws -> ModelProgram {
+        let ast = try Parser.parse(source)
+        let model = try lower(ast, dtype: .f32, training: false)
+        return ModelProgram(source: source, ast: ast, model: model)
+    }
+
+    /// The forward graph in the given precision; `training` adds dropout masks.
+    public func forward(dtype: DType, training: Bool) throws -> LoweredModel {
+        try lower(ast, dtype: dtype, training: training)
+    }
+
+    /// Forward, loss, backward and optimizer updates, before the passes.
+    public func trainingGraph(dtype: DType, settings: TrainingSettings) throws -> Graph {
+        let forward = try self.forward(dtype: dtype, training: true).graph
+        guard forward.loss != nil else { throw InputError(noLossMessage) }
+        return try forward.differentiated().withUpdates(settings.update)
+    }
+
+    /// Forward, loss and backward (gradients kept as results), no updates: for gradcheck and tests.
+    public func gradientGraph(dtype: DType, training: Bool = false) throws -> Graph {
+        let forward = try self.forward(dtype: dtype, training: training).graph
+        guard forward.loss != nil else { throw InputError(noLossMessage) }
+        return try forward.differentiated()
+    }
+
+    /// The forward graph with its loss (evaluation), or without it (`withLoss: false`, prediction).
+    public func inferenceGraph(dtype: DType, withLoss: Bool) throws -> Graph {
+        var graph = try forward(dtype: dtype, training: false).graph
+        if !withLoss { graph.loss = nil }
+        return try graph.optimized(verify: verifyPasses).graph
+    }
+
+    var noLossMessage: String {
+        "\(source.path): error: the model has no loss to train; end it with a loss statement such as 'loss mse' or 'loss crossentropy'"
+    }
+
+    /// The file the model's `data` statement names, relative to the model file.
+    public func resolve(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        let directory = (source.path as NSString).deletingLastPathComponent
+        return directory.isEmpty ? path : (directory as NSString).appendingPathComponent(path)
+    }
+
+    /// What a data file must hold for this model.
+    public var dataExpectation: (features: Int, targets: TargetKind) {
+        (model.inputShape.rowElements, model.graph.targetKind)
+    }
+}
+
+/// Debug builds (and tests) verify the graph after every pass.
+#if DEBUG
+let verifyPasses = true
+#else
+let verifyPasses = false
+#endif

@@ -1,0 +1,386 @@
+import Foundation
+import IR
+import Parser
+import Runtime
+
+/// Set by the SIGINT handler; the training loop checks it after each step.
+nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
+
+struct Interrupted: Error { var checkpoint: String }
+
+/// Everything one training run needs.
+struct TrainingJob {
+    var state: ModelState
+    var settings: TrainingSettings
+    var train: Dataset
+    var test: Dataset?
+    var threads: Int
+    var outputPath: String
+    var plotPath: String?
+    var logEvery: Int?
+    /// Where to start: absolute epoch and step within it (resuming a checkpoint).
+    var startEpoch = 0
+    var startStep = 0
+    /// Epochs to reach (absolute).
+    var endEpoch: Int
+}
+
+struct TrainingOutcome {
+    var steps: Int
+    var samples: Int
+    var seconds: Double
+    var finalLoss: Double
+    var finalAccuracy: Double?
+}
+
+let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps"]
+
+let trainCommand = Command(
+    name: "train", summary: "train a model on its data; write the trained graph (.nnc)",
+    usage: "nnc train MODEL.nn|MODEL.nnc [--data PATH] [--test-data PATH] [--epochs N] [--lr X] [--batch N] [--seed S] [--momentum X] [--dtype f32|f64] [--limit N] [--init W.npz] [--threads N] [-o OUT.nnc] [--plot FILE.svg]",
+    details: """
+    Uses the model's `data` and `train` statements; every training key can be overridden by a flag:
+    --lr, --epochs, --batch, --seed, --shuffle on|off, --momentum, --nesterov on|off, --decay,
+    --beta1, --beta2, --eps. Also:
+      --data PATH        training data (CSV, IDX, NPY/NPZ, or an MNIST-layout directory)
+      --test-data PATH   evaluation data, reported after each epoch (default: the model's `data test`,
+                         or the test split of an MNIST directory)
+      --limit N          use the first N training samples
+      --dtype f32|f64    precision (f64 reproduces the NumPy tutorials exactly)
+      --init W.npz       start from the parameters in a NumPy .npz (names like fc1.weight)
+      --threads N        worker threads (default: all cores)
+      --log-every N      print every N-th epoch (default: about ten lines)
+      -o OUT.nnc         output file (default: MODEL.nnc in the current directory)
+      --plot FILE.svg    write the loss (and accuracy) curves
+    A .nnc continues training from its saved parameters and optimizer state; a checkpoint written by
+    Ctrl-C resumes where it stopped.
+    """,
+    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every"] + trainKeyFlags,
+    flagOptions: []
+) { arguments, console in
+    let path = try onePath(arguments, "model file")
+    let requestedType: DType? = arguments.values["--dtype"] == nil ? nil : try dtype(arguments)
+    let seedFlag = try arguments.integer("--seed", minimum: 0)
+    var state = try ModelState.open(path: path, dtype: requestedType, seed: seedFlag)
+    let program = state.program
+    guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
+
+    // Settings: the model's train statement, then what a compiled file recorded, then the flags.
+    var settings = program.settings.training
+    let resuming = isCompiledFile(path)
+    if resuming {
+        for key in TrainKeys.keys(for: settings.optimizer) {
+            if let text = state.metadata["train." + key], let value = Double(text) { _ = settings.set(key, value) }
+        }
+    }
+    for flag in trainKeyFlags {
+        guard let text = arguments.values[flag] else { continue }
+        let key = String(flag.dropFirst(2))
+        guard TrainKeys.keys(for: settings.optimizer).contains(key) else {
+            throw UsageError(message: "\(flag) does not apply to the \(settings.optimizer.rawValue) optimizer")
+        }
+        let value: Double
+        if TrainKeys.switches.contains(key) {
+            guard text == "on" || text == "off" else { throw UsageError(message: "\(flag) takes on or off, got '\(text)'") }
+            value = text == "on" ? 1 : 0
+        } else {
+            guard let number = Double(text), number.isFinite else { throw UsageError(message: "\(flag) needs a number, got '\(text)'") }
+            value = number
+        }
+        if let complaint = settings.set(key, value) { throw UsageError(message: "\(flag): \(complaint)") }
+    }
+    if let weights = arguments.values["--init"] { try state.loadWeights(npz: weights) }
+
+    // Data.
+    let dataPath = arguments.values["--data"] ?? state.metadata["data"] ?? program.settings.dataPath.map(program.resolve)
+    guard let dataPath else {
+        throw InputError("\(program.source.path): error: no training data; add a 'data \"FILE\"' statement to the model or pass --data PATH")
+    }
+    let expectation = program.expectation
+    let splits = try loadData(path: dataPath, expecting: expectation)
+    var train = splits.train
+    if let limit = try arguments.integer("--limit") { train = train.prefix(limit) }
+    guard train.count > 0 else { throw InputError("\(dataPath): error: the data set is empty") }
+    var test = splits.test
+    if let testPath = arguments.values["--test-data"] ?? program.settings.testDataPath.map(program.resolve) {
+        test = try loadData(path: testPath, expecting: expectation).train
+    }
+
+    // Where to start and stop.
+    var startEpoch = 0, startStep = 0
+    var endEpoch = settings.epochs
+    if resuming {
+        let done = Int(state.metadata["epochs_done"] ?? "") ?? 0
+        if state.metadata["interrupted"] == "1" {
+            startEpoch = done
+            startStep = Int(state.metadata["step_in_epoch"] ?? "") ?? 0
+            endEpoch = Int(state.metadata["epochs_target"] ?? "") ?? settings.epochs
+            if let more = arguments.values["--epochs"], let count = Int(more) { endEpoch = done + count }
+        } else {
+            startEpoch = done
+            endEpoch = done + settings.epochs
+        }
+    }
+    let job = TrainingJob(state: state, settings: settings, train: train, test: test,
+                          threads: try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount,
+                          outputPath: arguments.values["-o"] ?? (resuming ? path : defaultOutputPath(for: path)),
+                          plotPath: arguments.values["--plot"], logEvery: try arguments.integer("--log-every"),
+                          startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
+    var stored = job.state
+    stored.metadata["data"] = arguments.values["--data"] ?? state.metadata["data"]
+    let outcome: TrainingOutcome
+    switch job.state.dtype {
+    case .f32: outcome = try runTraining(Float.self, job, console: console)
+    case .f64: outcome = try runTraining(Double.self, job, console: console)
+    }
+    var line = "trained \(outcome.steps) steps (\(outcome.samples) samples) in \(String(format: "%.3f", outcome.seconds)) s: "
+    line += "\(formatRate(outcome.seconds * 1e6 / Double(max(1, outcome.steps)))) µs/step, \(grouped(Int((Double(outcome.samples) / max(outcome.seconds, 1e-9)).rounded()))) samples/s, "
+    line += "final loss \(formatLoss(outcome.finalLoss))"
+    if let accuracy = outcome.finalAccuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
+    console.print(line)
+    console.print("wrote \(job.outputPath)")
+}
+
+extension ModelProgram {
+    var expectation: DataExpectation {
+        let (features, targets) = dataExpectation
+        switch targets {
+        case .none: return DataExpectation(featureCount: features, targets: .none)
+        case .values(let width): return DataExpectation(featureCount: features, targets: .values(count: width))
+        case .classLabels(let classes): return DataExpectation(featureCount: features, targets: .classLabels(classes: classes))
+        }
+    }
+}
+
+func formatRate(_ value: Double) -> String {
+    value >= 100 ? String(format: "%.0f", value) : value >= 10 ? String(format: "%.1f", value) : String(format: "%.3f", value)
+}
+
+func formatLoss(_ value: Double) -> String { String(format: "%.6g", value) }
+
+/// A seed for one epoch's shuffle or one step's dropout masks, derived from the run's seed so that
+/// a resumed run draws exactly what an uninterrupted one would.
+func derivedSeed(_ seed: Int, _ a: Int, _ b: Int = 0) -> UInt32 {
+    var h = UInt64(truncatingIfNeeded: seed) &* 0x9E37_79B9_7F4A_7C15
+    h ^= UInt64(truncatingIfNeeded: a) &+ 0xBF58_476D_1CE4_E5B9 &+ (h << 6) &+ (h >> 2)
+    h ^= UInt64(truncatingIfNeeded: b) &+ 0x94D0_49BB_1331_11EB &+ (h << 6) &+ (h >> 2)
+    return UInt32(truncatingIfNeeded: h ^ (h >> 32))
+}
+
+/// The order of the samples in an epoch: Fisher–Yates from the epoch's seed, or the file order.
+func epochOrder(into order: inout [Int], shuffle: Bool, seed: Int, epoch: Int) {
+    for i in order.indices { order[i] = i }
+    guard shuffle, order.count > 1 else { return }
+    var random = MT19937(seed: derivedSeed(seed, epoch))
+    for i in stride(from: order.count - 1, to: 0, by: -1) {
+        let j = min(i, Int(random.randomSample() * Double(i + 1)))
+        order.swapAt(i, j)
+    }
+}
+
+/// Index of the largest value in a row.
+@inline(__always) func argmax<T: KernelScalar>(_ row: UnsafePointer<T>, _ count: Int) -> Int {
+    var best = 0
+    for i in 1..<max(1, count) where row[i] > row[best] { best = i }
+    return best
+}
+
+func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: Console) throws -> TrainingOutcome {
+    var state = job.state
+    let program = state.program
+    let settings = job.settings
+    let batch = min(settings.batch ?? job.train.count, job.train.count)
+    let trainingGraph = try program.trainingGraph(dtype: state.dtype, settings: settings).optimized(verify: verifyPasses).graph
+    let plan = try Plan(graph: trainingGraph, batch: batch)
+    let store = ParameterStore<T>(graph: trainingGraph)
+    state.fill(store)
+    let session = try Session<T>(plan: plan, store: store, threads: job.threads, seed: settings.seed)
+    let hasDropout = trainingGraph.nodes.contains { if case .dropoutMask = $0.op { return true }; return false }
+    let classes: Int? = { if case .classLabels(let c) = trainingGraph.targetKind { return c }; return nil }()
+    let sumLoss = program.settings.loss == .sse || program.settings.loss == .sum
+
+    // Evaluation on test data shares the parameter store.
+    var evaluator: Evaluator<T>?
+    if let test = job.test, test.count > 0 {
+        evaluator = try Evaluator<T>(program: program, dtype: state.dtype, store: store, threads: job.threads, batch: min(1000, test.count))
+    }
+
+    guard let input = session.inputPointer else { throw InputError("the model has no input") }
+    let target = session.targetPointer
+    let output = trainingGraph.output.map(session.pointer)
+    let outputWidth = trainingGraph.output.map { trainingGraph[$0].shape.rowElements } ?? 0
+    let count = job.train.count
+    let stepsPerEpoch = (count + batch - 1) / batch
+    let full = try session.executable(batch: batch)
+    let partial = count % batch == 0 ? full : try session.executable(batch: count % batch)
+
+    var order = [Int](repeating: 0, count: count)
+    let epochs = job.endEpoch - job.startEpoch
+    let logEvery = job.logEvery ?? max(1, epochs / 10)
+    var steps = 0, samples = 0
+    var seconds = 0.0
+    var finalLoss = Double.nan, finalAccuracy: Double?
+    let previousHandler = signal(SIGINT) { _ in interruptRequested = 1 }
+    defer { signal(SIGINT, previousHandler); interruptRequested = 0 }
+
+    for epoch in job.startEpoch..<max(job.startEpoch, job.endEpoch) {
+        epochOrder(into: &order, shuffle: settings.shuffle, seed: settings.seed, epoch: epoch)
+        var lossSum = Double(state.metadata["partial_loss"] ?? "") ?? 0
+        var correct = Int(state.metadata["partial_correct"] ?? "") ?? 0
+        var seen = Int(state.metadata["partial_seen"] ?? "") ?? 0
+        let firstStep = epoch == job.startEpoch ? job.startStep : 0
+        state.metadata["partial_loss"] = nil; state.metadata["partial_correct"] = nil; state.metadata["partial_seen"] = nil
+        let epochStart = DispatchTime.now().uptimeNanoseconds
+        var lastDraw: UInt64 = 0
+        for step in firstStep..<stepsPerEpoch {
+            let start = step * batch
+            let rows = min(batch, count - start)
+            order.withUnsafeBufferPointer { all in
+                let indices = UnsafeBufferPointer(rebasing: all[start..<(start + rows)])
+                job.train.copyFeatures(indices, into: input)
+                if let target { job.train.copyTargets(indices, into: target) }
+            }
+            if hasDropout { session.reseed(derivedSeed(settings.seed, epoch, step + 1)) }
+            let stepStart = DispatchTime.now().uptimeNanoseconds
+            session.run(rows == batch ? full : partial)
+            seconds += Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9
+            let loss = session.lossValue
+            guard loss.isFinite else {
+                if console.isTerminal { console.print("") }
+                throw InputError("training stopped: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch + 1), step \(step + 1); nothing was written (try a smaller learning rate, e.g. --lr \(formatNumber(settings.learningRate / 10)))")
+            }
+            lossSum += sumLoss ? loss : loss * Double(rows)
+            seen += rows
+            if let classes, let output, let target {
+                for r in 0..<rows where argmax(output + r * outputWidth, classes) == Int(target[r]) { correct += 1 }
+            }
+            steps += 1
+            samples += rows
+            if console.isTerminal {
+                let now = DispatchTime.now().uptimeNanoseconds
+                if now - lastDraw > 100_000_000 || step == stepsPerEpoch - 1 {
+                    lastDraw = now
+                    let elapsed = Double(now - epochStart) / 1e9
+                    console.print(progressBar(epoch: epoch + 1, of: job.endEpoch, done: step + 1, total: stepsPerEpoch,
+                                              samplesPerSecond: Double(seen) / max(elapsed, 1e-9), loss: sumLoss ? lossSum : lossSum / Double(seen),
+                                              eta: elapsed / Double(step + 1 - firstStep) * Double(stepsPerEpoch - step - 1)), terminator: "")
+                }
+            }
+            if interruptRequested != 0 {
+                if console.isTerminal { console.print("") }
+                state.take(store)
+                state.metadata["interrupted"] = "1"
+                state.metadata["epochs_done"] = String(epoch)
+                state.metadata["step_in_epoch"] = String(step + 1)
+                state.metadata["epochs_target"] = String(job.endEpoch)
+                state.metadata["partial_loss"] = String(lossSum)
+                state.metadata["partial_correct"] = String(correct)
+                state.metadata["partial_seen"] = String(seen)
+                record(settings, in: &state)
+                try state.write(to: job.outputPath)
+                throw Interrupted(checkpoint: job.outputPath)
+            }
+        }
+        let epochLoss = sumLoss ? lossSum : lossSum / Double(max(1, seen))
+        var entry = CompiledFile.Epoch(loss: epochLoss)
+        if classes != nil { entry.accuracy = Double(correct) / Double(max(1, seen)) }
+        if let evaluator, let test = job.test {
+            let (testLoss, testAccuracy) = evaluator.evaluate(test)
+            entry.testLoss = testLoss
+            entry.testAccuracy = testAccuracy
+        }
+        state.history.append(entry)
+        finalLoss = epochLoss
+        finalAccuracy = entry.accuracy
+        if console.isTerminal { console.print("\r\u{1B}[K", terminator: "") }
+        let number = epoch + 1
+        if console.isTerminal || number == job.startEpoch + 1 || number == job.endEpoch || (number - job.startEpoch) % logEvery == 0 {
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+            var line = "epoch \(number)/\(job.endEpoch): loss \(formatLoss(epochLoss))"
+            if let accuracy = entry.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
+            if let testLoss = entry.testLoss { line += ", test loss \(formatLoss(testLoss))" }
+            if let testAccuracy = entry.testAccuracy { line += ", test accuracy \(String(format: "%.4f", testAccuracy))" }
+            line += String(format: " (%.2f s, %@ samples/s)", elapsed, grouped(Int(Double(seen - 0) / max(elapsed, 1e-9))))
+            console.print(line)
+        }
+    }
+    state.take(store)
+    state.metadata["interrupted"] = nil
+    state.metadata["step_in_epoch"] = nil
+    state.metadata["epochs_target"] = nil
+    state.metadata["epochs_done"] = String(max(job.startEpoch, job.endEpoch))
+    record(settings, in: &state)
+    try state.write(to: job.outputPath)
+    if let plot = job.plotPath {
+        do { try writeAtomically(Data(trainingPlot(state.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot) }
+        catch { throw InputError("\(plot): error: cannot write the plot: \(error)") }
+    }
+    return TrainingOutcome(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy)
+}
+
+/// Saves the effective training settings so that resuming uses the same ones.
+func record(_ settings: TrainingSettings, in state: inout ModelState) {
+    state.metadata["train.optimizer"] = settings.optimizer.rawValue
+    state.metadata["train.lr"] = "\(settings.learningRate)"
+    state.metadata["train.epochs"] = "\(settings.epochs)"
+    if let batch = settings.batch { state.metadata["train.batch"] = "\(batch)" }
+    state.metadata["train.seed"] = "\(settings.seed)"
+    state.metadata["train.shuffle"] = settings.shuffle ? "1" : "0"
+    state.metadata["train.momentum"] = "\(settings.momentum)"
+    state.metadata["train.nesterov"] = settings.nesterov ? "1" : "0"
+    state.metadata["train.decay"] = "\(settings.decay)"
+    state.metadata["train.beta1"] = "\(settings.beta1)"
+    state.metadata["train.beta2"] = "\(settings.beta2)"
+    state.metadata["train.eps"] = "\(settings.eps)"
+}
+
+func progressBar(epoch: Int, of epochs: Int, done: Int, total: Int, samplesPerSecond: Double, loss: Double, eta: Double) -> String {
+    let width = 30
+    let filled = total > 0 ? width * done / total : width
+    let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
+    return "\r\u{1B}[Kepoch \(epoch)/\(epochs) [\(bar)] \(done)/\(total)  \(grouped(Int(samplesPerSecond))) samples/s  loss \(formatLoss(loss))  ETA \(String(format: "%.0f", max(0, eta))) s"
+}
+
+/// Loss and accuracy of a model on a data set, batch by batch, sharing a parameter store.
+final class Evaluator<T: KernelScalar> {
+    let session: Session<T>
+    let graph: Graph
+    let batch: Int
+
+    init(program: ModelProgram, dtype: DType, store: ParameterStore<T>, threads: Int, batch: Int) throws {
+        graph = try program.inferenceGraph(dtype: dtype, withLoss: true)
+        self.batch = max(1, batch)
+        session = try Session<T>(plan: try Plan(graph: graph, batch: self.batch), store: store, threads: threads)
+    }
+
+    /// Mean loss (sum for sum-type losses) and accuracy (for classifiers).
+    func evaluate(_ data: Dataset) -> (loss: Double, accuracy: Double?) {
+        guard let input = session.inputPointer else { return (.nan, nil) }
+        let target = session.targetPointer
+        let output = graph.output.map(session.pointer)
+        let width = graph.output.map { graph[$0].shape.rowElements } ?? 0
+        let classes: Int? = { if case .classLabels(let c) = graph.targetKind { return c }; return nil }()
+        var lossSum = 0.0, correct = 0
+        let indices = Array(0..<data.count)
+        var start = 0
+        while start < data.count {
+            let rows = min(batch, data.count - start)
+            indices.withUnsafeBufferPointer { all in
+                let slice = UnsafeBufferPointer(rebasing: all[start..<(start + rows)])
+                data.copyFeatures(slice, into: input)
+                if let target { data.copyTargets(slice, into: target) }
+            }
+            guard let executable = try? session.executable(batch: rows) else { return (.nan, nil) }
+            session.run(executable)
+            let loss = session.lossValue
+            let sumType: Bool = graph.nodes.contains { $0.op == .sumAll && $0.results.first == graph.loss }
+            lossSum += sumType ? loss : loss * Double(rows)
+            if let classes, let output, let target {
+                for r in 0..<rows where argmax(output + r * width, classes) == Int(target[r]) { correct += 1 }
+            }
+            start += rows
+        }
+        let sumType: Bool = graph.nodes.contains { $0.op == .sumAll && $0.results.first == graph.loss }
+        return (sumType ? lossSum : lossSum / Double(max(1, data.count)), classes.map { _ in Double(correct) / Double(max(1, data.count)) })
+    }
+}

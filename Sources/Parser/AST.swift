@@ -1,0 +1,140 @@
+/// The syntax tree of a model file: a list of statements, each with its source range.
+public struct ModelAST: Sendable {
+    public var source: SourceFile
+    public var statements: [Statement]
+}
+
+public struct Statement: Sendable {
+    public var kind: StatementKind
+    /// The whole statement.
+    public var range: SourceRange
+    /// The statement's first word.
+    public var keywordRange: SourceRange
+}
+
+public enum StatementKind: Sendable {
+    case input(dims: [Int], dimsRange: SourceRange)
+    case fc(FullyConnected)
+    case conv(Convolution)
+    case pool(Pooling)
+    case flatten
+    case dropout(probability: Double, range: SourceRange)
+    case activation(Activation)
+    case loss(LossKind)
+    case data(test: Bool, path: String, pathRange: SourceRange)
+    case train(TrainSpec)
+}
+
+/// A number written in the source with where it was written, for diagnostics that point at it.
+public struct Sized: Sendable, Equatable {
+    public var value: Int
+    public var range: SourceRange
+    public init(_ value: Int, _ range: SourceRange) { self.value = value; self.range = range }
+}
+
+/// `fc [I->]O [nobias] [init …]`
+public struct FullyConnected: Sendable {
+    public var inputs: Sized?
+    public var outputs: Sized
+    public var bias: Bool
+    public var initializer: Initializer?
+}
+
+/// `conv [I->]O KHxKW [stride S] [pad P] [nobias] [init …]`
+public struct Convolution: Sendable {
+    public var inputs: Sized?
+    public var outputs: Sized
+    public var kernelHeight: Sized
+    public var kernelWidth: Sized
+    public var stride: Sized
+    public var padding: Sized
+    public var bias: Bool
+    public var initializer: Initializer?
+}
+
+/// `maxpool KHxKW [stride S]`, `avgpool …`
+public struct Pooling: Sendable {
+    public enum Kind: String, Sendable { case max = "maxpool", average = "avgpool" }
+    public var kind: Kind
+    public var windowHeight: Sized
+    public var windowWidth: Sized
+    /// Defaults to the window.
+    public var stride: Sized?
+}
+
+public enum Activation: Sendable, Equatable, CustomStringConvertible {
+    case tanh, sigmoid, relu, softmax, identity
+    case leakyRelu(alpha: Double)
+    case pow(Int)
+
+    public static let names = ["tanh", "sigmoid", "relu", "leakyrelu", "softmax", "identity", "pow"]
+
+    public var description: String {
+        switch self {
+        case .tanh: return "tanh"
+        case .sigmoid: return "sigmoid"
+        case .relu: return "relu"
+        case .softmax: return "softmax"
+        case .identity: return "identity"
+        case .leakyRelu(let alpha): return "leakyrelu \(formatNumber(alpha))"
+        case .pow(let k): return "pow \(k)"
+        }
+    }
+}
+
+public enum LossKind: String, Sendable, CaseIterable {
+    case mse, sse, sum, crossentropy, bce
+}
+
+public enum Initializer: Sendable, Equatable, CustomStringConvertible {
+    case uniform(low: Double, high: Double)
+    case normal(mean: Double, std: Double)
+    case xavier, he, zeros
+
+    public static let names = ["uniform", "normal", "xavier", "he", "zeros"]
+
+    public var description: String {
+        switch self {
+        case .uniform(let a, let b): return "uniform(\(formatNumber(a)),\(formatNumber(b)))"
+        case .normal(let m, let s): return "normal(\(formatNumber(m)),\(formatNumber(s)))"
+        case .xavier: return "xavier"
+        case .he: return "he"
+        case .zeros: return "zeros"
+        }
+    }
+}
+
+public enum OptimizerKind: String, Sendable, CaseIterable { case sgd, adam }
+
+/// `train OPTIMIZER key value …`
+public struct TrainSpec: Sendable {
+    public var optimizer: OptimizerKind
+    public var optimizerRange: SourceRange
+    public var options: [TrainOption]
+}
+
+public struct TrainOption: Sendable {
+    public var key: String
+    public var value: Double
+    public var keyRange: SourceRange
+    public var valueRange: SourceRange
+}
+
+/// The keys each optimizer accepts, and which of them are integers or on/off switches.
+public enum TrainKeys {
+    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay"]
+    public static func keys(for optimizer: OptimizerKind) -> [String] {
+        switch optimizer {
+        case .sgd: return common + ["momentum", "nesterov"]
+        case .adam: return common + ["beta1", "beta2", "eps"]
+        }
+    }
+    public static let integers: Set = ["epochs", "batch", "seed"]
+    public static let switches: Set = ["shuffle", "nesterov"]
+}
+
+/// Shortest text that reads back as the same Double (Swift's description), without a trailing ".0".
+public func formatNumber(_ value: Double) -> String {
+    if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
+    return "\(value)"
+}

@@ -1,0 +1,31 @@
+extension ModelAST {
+    /// One line per statement with its location and every field, for `nnc compile --emit ast`.
+    public func printed() -> String {
+        var out = "model \(source.path)\n"
+        for statement in statements {
+            let (line, column) = source.lineAndColumn(of: statement.range.start)
+            out += "  \(line):\(column)  " + Self.describe(statement.kind) + "\n"
+        }
+        return out
+    }
+
+    static func describe(_ kind: StatementKind) -> String {
+        func sized(_ s: Sized?) -> String { s.map { String($0.value) } ?? "inferred" }
+        switch kind {
+        case .input(let dims, _): return "Input(dims: \(dims.map(String.init).joined(separator: "x")))"
+        case .fc(let fc):
+            return "FullyConnected(inputs: \(sized(fc.inputs)), outputs: \(fc.outputs.value), bias: \(fc.bias), init: \(fc.initializer.map { "\($0)" } ?? "default"))"
+        case .conv(let c):
+            return "Convolution(inputs: \(sized(c.inputs)), outputs: \(c.outputs.value), kernel: \(c.kernelHeight.value)x\(c.kernelWidth.value), stride: \(c.stride.value), pad: \(c.padding.value), bias: \(c.bias), init: \(c.initializer.map { "\($0)" } ?? "default"))"
+        case .pool(let p):
+            return "Pooling(kind: \(p.kind.rawValue), window: \(p.windowHeight.value)x\(p.windowWidth.value), stride: \(p.stride.map { String($0.value) } ?? "window"))"
+        case .flatten: return "Flatten"
+        case .dropout(let p, _): return "Dropout(probability: \(formatNumber(p)))"
+        case .activation(let a): return "Activation(\(a))"
+        case .loss(let l): return "Loss(\(l.rawValue))"
+        case .data(let test, let path, _): return "Data(\(test ? "test" : "train"): \"\(path)\")"
+        case .train(let spec):
+            return "Train(optimizer: \(spec.optimizer.rawValue)" + spec.options.map { ", \($0.key): \(TrainKeys.switches.contains($0.key) ? ($0.value != 0 ? "on" : "off") : formatNumber($0.value))" }.joined() + ")"
+        }
+    }
+}

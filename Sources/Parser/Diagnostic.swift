@@ -1,0 +1,107 @@
+/// A message about a place in a model file, rendered in the format every compiler uses:
+///
+///     models/bad.nn:3:4: error: fc expects 4 input features, but the previous layer produces 3
+///     fc 4->1
+///        ^
+///     models/bad.nn:1:1: note: the previous layer is 'fc 2->3'
+public struct Diagnostic: Error, Sendable, Equatable {
+    public enum Severity: String, Sendable { case error, warning, note }
+    public struct Note: Sendable, Equatable {
+        public var message: String
+        public var range: SourceRange?
+        public init(_ message: String, at range: SourceRange?) { self.message = message; self.range = range }
+    }
+    public var severity: Severity
+    public var message: String
+    public var range: SourceRange
+    public var notes: [Note]
+
+    public init(_ message: String, at range: SourceRange, notes: [Note] = [], severity: Severity = .error) {
+        self.severity = severity
+        self.message = message
+        self.range = range
+        self.notes = notes
+    }
+
+    /// `file:line:col: severity: message`, the source line and a caret under the range, then the notes.
+    public func render(in source: SourceFile) -> String {
+        let (line, column) = source.lineAndColumn(of: range.start)
+        var out = "\(source.path):\(line):\(column): \(severity.rawValue): \(message)\n"
+        out += Diagnostic.snippet(source: source, range: range, line: line, column: column)
+        for note in notes {
+            if let range = note.range {
+                let (noteLine, noteColumn) = source.lineAndColumn(of: range.start)
+                out += "\(source.path):\(noteLine):\(noteColumn): note: \(note.message)\n"
+            } else {
+                out += "\(source.path): note: \(note.message)\n"
+            }
+        }
+        return out
+    }
+
+    /// The line and a caret line; long lines are cut to a window around the column.
+    static func snippet(source: SourceFile, range: SourceRange, line: Int, column: Int) -> String {
+        let text = Array(source.lineText(line).unicodeScalars)
+        let (endLine, endColumn) = source.lineAndColumn(of: max(range.start, range.end - 1))
+        let width = endLine == line && range.end > range.start ? max(1, endColumn - column + 1) : 1
+        let maxWidth = 120
+        var first = 0
+        if column - 1 > maxWidth - 20 { first = column - 1 - 40 }
+        let last = min(text.count, first + maxWidth)
+        let shown = first < last ? String(String.UnicodeScalarView(text[first..<last])) : ""
+        let prefix = first > 0 ? "..." : ""
+        let suffix = last < text.count ? "..." : ""
+        let caretColumn = column - 1 - first + prefix.count
+        let tildes = max(0, min(width, max(1, last - (column - 1))) - 1)
+        let visible = shown.map { $0 == "\t" ? " " : $0 }
+        return prefix + String(visible) + suffix + "\n"
+            + String(repeating: " ", count: max(0, caretColumn)) + "^" + String(repeating: "~", count: tildes) + "\n"
+    }
+}
+
+/// One or more diagnostics; thrown when a file cannot be compiled. All independent errors of a
+/// file are collected before it is thrown.
+public struct DiagnosticError: Error, Sendable {
+    public var source: SourceFile
+    public var diagnostics: [Diagnostic]
+    public init(source: SourceFile, diagnostics: [Diagnostic]) {
+        self.source = source
+        self.diagnostics = diagnostics
+    }
+    public var rendered: String { diagnostics.map { $0.render(in: source) }.joined() }
+}
+
+/// "Did you mean" for misspelled words: the closest candidate within a small edit distance.
+public func suggestion(for word: String, among candidates: [String]) -> String? {
+    guard word.utf8.count <= 40 else { return nil }
+    let lowered = word.lowercased()
+    var best: (String, Int)?
+    for candidate in candidates {
+        let distance = editDistance(lowered, candidate)
+        let limit = max(1, min(3, candidate.count / 3))
+        if distance <= limit, distance < (best?.1 ?? Int.max) { best = (candidate, distance) }
+    }
+    return best?.0
+}
+
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    // Optimal string alignment: insertions, deletions, substitutions and adjacent transpositions.
+    var beforePrevious = [Int](repeating: 0, count: b.count + 1)
+    var previous = Array(0...b.count)
+    var current = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        current[0] = i
+        for j in 1...b.count {
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                current[j] = min(current[j], beforePrevious[j - 2] + 1)
+            }
+        }
+        (beforePrevious, previous, current) = (previous, current, beforePrevious)
+    }
+    return previous[b.count]
+}

@@ -1,0 +1,354 @@
+/// Parses a model file into a `ModelAST`. Every statement that fails is reported and skipped, so
+/// all independent errors in a file are found in one run.
+///
+/// Verbs: `peek…` looks, `take…` consumes on a match and returns an optional, `expect…` consumes
+/// or throws a diagnostic pointing at the offending token.
+public struct Parser {
+    public static let statementKeywords = ["input", "fc", "conv", "maxpool", "avgpool", "flatten", "dropout",
+                                           "loss", "data", "train"] + Activation.names
+
+    let source: SourceFile
+    var tokens: [Token]
+    var position = 0
+    var diagnostics: [Diagnostic] = []
+
+    init(source: SourceFile) {
+        self.source = source
+        var lexer = Lexer(source: source)
+        self.tokens = lexer.tokenize()
+        self.diagnostics = lexer.diagnostics
+    }
+
+    /// Parses the whole file; throws all diagnostics if there is any error.
+    public static func parse(_ source: SourceFile) throws(DiagnosticError) -> ModelAST {
+        var parser = Parser(source: source)
+        let statements = parser.parseStatements()
+        if !parser.diagnostics.isEmpty {
+            throw DiagnosticError(source: source, diagnostics: parser.diagnostics.sorted { $0.range.start < $1.range.start })
+        }
+        return ModelAST(source: source, statements: statements)
+    }
+
+    // MARK: Token verbs
+
+    var current: Token { tokens[position] }
+
+    func peek(_ kind: TokenKind) -> Bool { current.kind == kind }
+    func peekWord(_ word: String) -> Bool { current.kind == .word && current.text == word }
+
+    mutating func advance() -> Token {
+        let token = tokens[position]
+        if position < tokens.count - 1 { position += 1 }
+        return token
+    }
+
+    mutating func take(_ kind: TokenKind) -> Token? { peek(kind) ? advance() : nil }
+    mutating func takeWord(_ word: String) -> Token? { peekWord(word) ? advance() : nil }
+
+    var atStatementEnd: Bool { peek(.separator) || peek(.end) }
+
+    /// How the current token is named in messages.
+    var currentDescription: String {
+        switch current.kind {
+        case .end: return "the end of the file"
+        case .separator: return current.text == ";" ? "';'" : "the end of the line"
+        case .string: return "a string"
+        default: return "'\(current.text)'"
+        }
+    }
+
+    func error(_ message: String, at range: SourceRange? = nil, notes: [Diagnostic.Note] = []) -> Diagnostic {
+        Diagnostic(message, at: range ?? current.range, notes: notes)
+    }
+
+    mutating func expect(_ kind: TokenKind, _ what: String) throws(Diagnostic) -> Token {
+        guard let token = take(kind) else { throw error("expected \(what), found \(currentDescription)") }
+        return token
+    }
+
+    /// A non-negative integer literal, with overflow checked.
+    mutating func expectInteger(_ what: String, minimum: Int) throws(Diagnostic) -> Sized {
+        let token = current
+        switch token.kind {
+        case .integer:
+            _ = advance()
+            var value = 0
+            for byte in token.text.utf8 {
+                let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = times10.addingReportingOverflow(Int(byte) - 48)
+                if overflow1 || overflow2 || sum > Int(Int32.max) {
+                    throw error("\(what) \(token.text) is too large (the limit is \(Int32.max))", at: token.range)
+                }
+                value = sum
+            }
+            if value < minimum {
+                throw error("\(what) must be at least \(minimum), found \(value)", at: token.range)
+            }
+            return Sized(value, token.range)
+        case .number:
+            throw error("\(what) must be a whole number of at least \(minimum), found '\(token.text)'", at: token.range)
+        default:
+            throw error("expected \(what), found \(currentDescription)")
+        }
+    }
+
+    mutating func expectNumber(_ what: String) throws(Diagnostic) -> (Double, SourceRange) {
+        let token = current
+        guard token.kind == .integer || token.kind == .number else {
+            throw error("expected \(what), found \(currentDescription)")
+        }
+        _ = advance()
+        guard let value = Double(token.text), value.isFinite else {
+            throw error("\(what) '\(token.text)' is not a finite number", at: token.range)
+        }
+        return (value, token.range)
+    }
+
+    // MARK: Statements
+
+    mutating func parseStatements() -> [Statement] {
+        var statements: [Statement] = []
+        while !peek(.end) {
+            if take(.separator) != nil { continue }
+            let start = current.range
+            do throws(Diagnostic) {
+                let kind = try parseStatement()
+                let end = tokens[max(0, position - 1)].range
+                statements.append(Statement(kind: kind, range: start.through(end), keywordRange: start))
+                if !atStatementEnd {
+                    throw error("expected ';' or a new line after the statement, found \(currentDescription)")
+                }
+            } catch {
+                diagnostics.append(error)
+                while !atStatementEnd { _ = advance() }
+            }
+        }
+        return statements
+    }
+
+    mutating func parseStatement() throws(Diagnostic) -> StatementKind {
+        guard current.kind == .word else {
+            throw error("expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found \(currentDescription)")
+        }
+        let keyword = advance()
+        switch keyword.text {
+        case "input": return try parseInput()
+        case "fc": return .fc(try parseFullyConnected())
+        case "conv": return .conv(try parseConvolution())
+        case "maxpool": return .pool(try parsePooling(.max))
+        case "avgpool": return .pool(try parsePooling(.average))
+        case "flatten": return .flatten
+        case "dropout":
+            let (p, range) = try expectNumber("a drop probability")
+            guard p >= 0, p < 1 else { throw error("dropout probability must be in [0, 1), found \(formatNumber(p))", at: range) }
+            return .dropout(probability: p, range: range)
+        case "tanh": return .activation(.tanh)
+        case "sigmoid": return .activation(.sigmoid)
+        case "relu": return .activation(.relu)
+        case "softmax": return .activation(.softmax)
+        case "identity": return .activation(.identity)
+        case "leakyrelu":
+            var alpha = 0.01
+            if peek(.integer) || peek(.number) {
+                let (value, range) = try expectNumber("a slope")
+                guard value >= 0, value < 1 else { throw error("leakyrelu slope must be in [0, 1), found \(formatNumber(value))", at: range) }
+                alpha = value
+            }
+            return .activation(.leakyRelu(alpha: alpha))
+        case "pow":
+            let k = try expectInteger("pow exponent", minimum: 1)
+            guard k.value <= 64 else { throw error("pow exponent must be at most 64, found \(k.value)", at: k.range) }
+            return .activation(.pow(k.value))
+        case "loss": return .loss(try parseLoss())
+        case "data":
+            let test = takeWord("test") != nil
+            let path = try expect(.string, "a file name in double quotes")
+            guard !path.text.isEmpty else { throw error("the data file name is empty", at: path.range) }
+            return .data(test: test, path: path.text, pathRange: path.range)
+        case "train": return .train(try parseTrain())
+        default:
+            var message = "unknown statement '\(keyword.text)'"
+            if let guess = suggestion(for: keyword.text, among: Parser.statementKeywords) { message += "; did you mean '\(guess)'?" }
+            throw error(message, at: keyword.range)
+        }
+    }
+
+    mutating func parseInput() throws(Diagnostic) -> StatementKind {
+        let first = try expectInteger("input size", minimum: 1)
+        var dims = [first.value]
+        var range = first.range
+        while take(.times) != nil {
+            let next = try expectInteger("input size", minimum: 1)
+            dims.append(next.value)
+            range = range.through(next.range)
+        }
+        guard dims.count <= 3 else {
+            throw error("input takes at most 3 dimensions (channels x height x width), found \(dims.count)", at: range)
+        }
+        return .input(dims: dims, dimsRange: range)
+    }
+
+    /// `[I ->] O`
+    mutating func parseInputsAndOutputs(_ layer: String) throws(Diagnostic) -> (Sized?, Sized) {
+        let first = try expectInteger("\(layer) size", minimum: 1)
+        if take(.arrow) != nil {
+            return (first, try expectInteger("\(layer) output size", minimum: 1))
+        }
+        return (nil, first)
+    }
+
+    /// `H x W` or a single `K` for a square window.
+    mutating func parseWindow(_ what: String) throws(Diagnostic) -> (Sized, Sized) {
+        let height = try expectInteger(what, minimum: 1)
+        if take(.times) != nil { return (height, try expectInteger(what, minimum: 1)) }
+        return (height, height)
+    }
+
+    /// Options that may follow a layer, in any order, each at most once.
+    mutating func parseOptions(_ layer: String, allowed: [String], _ handle: (inout Parser, Token) throws(Diagnostic) -> Void) throws(Diagnostic) {
+        var seen: Set<String> = []
+        while !atStatementEnd {
+            guard current.kind == .word else { throw error("expected one of \(allowed.map { "'\($0)'" }.joined(separator: ", ")) after \(layer), found \(currentDescription)") }
+            let word = advance()
+            guard allowed.contains(word.text) else {
+                var message = "unknown \(layer) option '\(word.text)'"
+                if let guess = suggestion(for: word.text, among: allowed) { message += "; did you mean '\(guess)'?" }
+                else { message += " (\(layer) takes \(allowed.map { "'\($0)'" }.joined(separator: ", ")))" }
+                throw error(message, at: word.range)
+            }
+            guard seen.insert(word.text).inserted else { throw error("'\(word.text)' is given twice", at: word.range) }
+            try handle(&self, word)
+        }
+    }
+
+    mutating func parseFullyConnected() throws(Diagnostic) -> FullyConnected {
+        let (inputs, outputs) = try parseInputsAndOutputs("fc")
+        var layer = FullyConnected(inputs: inputs, outputs: outputs, bias: true, initializer: nil)
+        try parseOptions("fc", allowed: ["nobias", "init"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
+            if word.text == "nobias" { layer.bias = false } else { layer.initializer = try parser.parseInitializer() }
+        }
+        return layer
+    }
+
+    mutating func parseConvolution() throws(Diagnostic) -> Convolution {
+        let (inputs, outputs) = try parseInputsAndOutputs("conv")
+        let (kh, kw) = try parseWindow("conv kernel size")
+        let here = SourceRange(start: kw.range.end, end: kw.range.end)
+        var layer = Convolution(inputs: inputs, outputs: outputs, kernelHeight: kh, kernelWidth: kw,
+                                stride: Sized(1, here), padding: Sized(0, here), bias: true, initializer: nil)
+        try parseOptions("conv", allowed: ["stride", "pad", "nobias", "init"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
+            switch word.text {
+            case "stride": layer.stride = try parser.expectInteger("conv stride", minimum: 1)
+            case "pad": layer.padding = try parser.expectInteger("conv padding", minimum: 0)
+            case "nobias": layer.bias = false
+            default: layer.initializer = try parser.parseInitializer()
+            }
+        }
+        return layer
+    }
+
+    mutating func parsePooling(_ kind: Pooling.Kind) throws(Diagnostic) -> Pooling {
+        let (height, width) = try parseWindow("\(kind.rawValue) window size")
+        var layer = Pooling(kind: kind, windowHeight: height, windowWidth: width, stride: nil)
+        try parseOptions(kind.rawValue, allowed: ["stride"]) { (parser: inout Parser, _: Token) throws(Diagnostic) in
+            layer.stride = try parser.expectInteger("\(kind.rawValue) stride", minimum: 1)
+        }
+        return layer
+    }
+
+    mutating func parseInitializer() throws(Diagnostic) -> Initializer {
+        guard current.kind == .word else { throw error("expected an initializer (\(Initializer.names.joined(separator: ", "))), found \(currentDescription)") }
+        let word = advance()
+        switch word.text {
+        case "xavier": return .xavier
+        case "he": return .he
+        case "zeros": return .zeros
+        case "uniform", "normal":
+            _ = try expect(.leftParen, "'(' after \(word.text)")
+            let (a, aRange) = try expectNumber(word.text == "uniform" ? "a lower bound" : "a mean")
+            _ = try expect(.comma, "','")
+            let (b, bRange) = try expectNumber(word.text == "uniform" ? "an upper bound" : "a standard deviation")
+            _ = try expect(.rightParen, "')'")
+            if word.text == "uniform" {
+                guard a <= b else { throw error("uniform bounds must be in order (low, high), found (\(formatNumber(a)), \(formatNumber(b)))", at: aRange.through(bRange)) }
+                return .uniform(low: a, high: b)
+            }
+            guard b >= 0 else { throw error("the standard deviation must not be negative, found \(formatNumber(b))", at: bRange) }
+            return .normal(mean: a, std: b)
+        default:
+            var message = "unknown initializer '\(word.text)'"
+            if let guess = suggestion(for: word.text, among: Initializer.names) { message += "; did you mean '\(guess)'?" }
+            throw error(message, at: word.range)
+        }
+    }
+
+    mutating func parseLoss() throws(Diagnostic) -> LossKind {
+        let names = LossKind.allCases.map(\.rawValue)
+        guard current.kind == .word else { throw error("expected a loss (\(names.joined(separator: ", "))), found \(currentDescription)") }
+        let word = advance()
+        guard let loss = LossKind(rawValue: word.text) else {
+            var message = "unknown loss '\(word.text)'"
+            if let guess = suggestion(for: word.text, among: names) { message += "; did you mean '\(guess)'?" }
+            else { message += " (expected one of \(names.joined(separator: ", ")))" }
+            throw error(message, at: word.range)
+        }
+        return loss
+    }
+
+    mutating func parseTrain() throws(Diagnostic) -> TrainSpec {
+        let names = OptimizerKind.allCases.map(\.rawValue)
+        guard current.kind == .word else { throw error("expected an optimizer (\(names.joined(separator: ", "))), found \(currentDescription)") }
+        let word = advance()
+        guard let optimizer = OptimizerKind(rawValue: word.text) else {
+            var message = "unknown optimizer '\(word.text)'"
+            if let guess = suggestion(for: word.text, among: names) { message += "; did you mean '\(guess)'?" }
+            else { message += " (expected one of \(names.joined(separator: ", ")))" }
+            throw error(message, at: word.range)
+        }
+        var spec = TrainSpec(optimizer: optimizer, optimizerRange: word.range, options: [])
+        let keys = TrainKeys.keys(for: optimizer)
+        while !atStatementEnd {
+            guard current.kind == .word else { throw error("expected a training option (\(keys.joined(separator: ", "))), found \(currentDescription)") }
+            let key = advance()
+            guard keys.contains(key.text) else {
+                var message = "unknown \(optimizer.rawValue) option '\(key.text)'"
+                if let guess = suggestion(for: key.text, among: keys) { message += "; did you mean '\(guess)'?" }
+                else { message += " (\(optimizer.rawValue) takes \(keys.joined(separator: ", ")))" }
+                throw error(message, at: key.range)
+            }
+            if let earlier = spec.options.first(where: { $0.key == key.text }) {
+                throw error("'\(key.text)' is given twice", at: key.range, notes: [.init("first given here", at: earlier.keyRange)])
+            }
+            let option: TrainOption
+            if TrainKeys.switches.contains(key.text) {
+                guard current.kind == .word, current.text == "on" || current.text == "off" else {
+                    throw error("'\(key.text)' takes 'on' or 'off', found \(currentDescription)")
+                }
+                let value = advance()
+                option = TrainOption(key: key.text, value: value.text == "on" ? 1 : 0, keyRange: key.range, valueRange: value.range)
+            } else if TrainKeys.integers.contains(key.text) {
+                let value = try expectInteger("'\(key.text)'", minimum: key.text == "seed" ? 0 : 1)
+                option = TrainOption(key: key.text, value: Double(value.value), keyRange: key.range, valueRange: value.range)
+            } else {
+                let (value, range) = try expectNumber("a value for '\(key.text)'")
+                try TrainKeys.check(key: key.text, value: value).map { message throws(Diagnostic) in throw error(message, at: range) }
+                option = TrainOption(key: key.text, value: value, keyRange: key.range, valueRange: range)
+            }
+            spec.options.append(option)
+        }
+        return spec
+    }
+}
+
+extension TrainKeys {
+    /// The range each real-valued key accepts; nil when the value is fine, else the complaint.
+    public static func check(key: String, value: Double) -> String? {
+        switch key {
+        case "lr", "eps": return value > 0 ? nil : "'\(key)' must be greater than 0, found \(formatNumber(value))"
+        case "momentum", "beta1", "beta2":
+            return value >= 0 && value < 1 ? nil : "'\(key)' must be in [0, 1), found \(formatNumber(value))"
+        case "decay": return value >= 0 ? nil : "'decay' must not be negative, found \(formatNumber(value))"
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,323 @@
+import Foundation
+import IR
+
+/// A failure while preparing or running a plan (not a user-input error in the model file).
+public struct RuntimeError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The parameters and optimizer state of a model, kept across steps (and saved in `.nnc` files).
+public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
+    public let names: [String]
+    public let shapes: [[Int]]
+    public let parameters: [UnsafeMutableBufferPointer<T>]
+    public let stateNames: [String]
+    public let states: [UnsafeMutableBufferPointer<T>]
+    /// Optimizer steps taken (Adam's bias correction needs it).
+    public var step: Int = 0
+
+    public init(graph: Graph) {
+        names = graph.parameters.map(\.name)
+        shapes = graph.parameters.map(\.shape.dims)
+        parameters = graph.parameters.map { parameter in
+            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, parameter.shape.rowElements))
+            buffer.initialize(repeating: 0)
+            return UnsafeMutableBufferPointer(rebasing: buffer[0..<parameter.shape.rowElements])
+        }
+        stateNames = graph.states.map(\.name)
+        states = graph.states.map { state in
+            let count = graph[state.value].shape.rowElements
+            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, count))
+            buffer.initialize(repeating: 0)
+            return UnsafeMutableBufferPointer(rebasing: buffer[0..<count])
+        }
+    }
+
+    deinit {
+        for buffer in parameters { buffer.baseAddress?.deallocate() }
+        for buffer in states { buffer.baseAddress?.deallocate() }
+    }
+
+    public func parameter(named name: String) -> UnsafeMutableBufferPointer<T>? {
+        names.firstIndex(of: name).map { parameters[$0] }
+    }
+}
+
+extension KernelActivation {
+    init?(_ f: ActivationFunction) {
+        switch f {
+        case .identity: self = .identity
+        case .relu: self = .relu
+        case .tanh: self = .tanh
+        case .sigmoid: self = .sigmoid
+        case .leakyRelu(let alpha): self = .leakyRelu(alpha: alpha)
+        case .pow, .softmax: return nil
+        }
+    }
+}
+
+/// One step of a plan with everything resolved: pointers into the arena or the parameter store
+/// and concrete sizes. The interpreter's loop is a switch over these.
+enum Instruction<T: KernelScalar> {
+    typealias P = UnsafeMutablePointer<T>
+    case gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, ldc: Int,
+              bias: P?, activation: KernelActivation)
+    case biasAdd(x: P, b: P, y: P, outer: Int, channels: Int, inner: Int)
+    case activation(KernelActivation, x: P, y: P, count: Int)
+    case pow(Int, x: P, y: P, count: Int)
+    case softmax(x: P, y: P, rows: Int, columns: Int)
+    case activationGrad(KernelActivation, y: P, dy: P, dx: P, count: Int)
+    case powGrad(Int, x: P, dy: P, dx: P, count: Int)
+    case softmaxGrad(y: P, dy: P, dx: P, rows: Int, columns: Int)
+    case activationGradBias(KernelActivation, y: P, dy: P, dz: P, db: P, outer: Int, channels: Int, inner: Int)
+    case add(a: P, b: P, c: P, count: Int)
+    case subtract(a: P, b: P, c: P, count: Int)
+    case multiply(a: P, b: P, c: P, count: Int)
+    case scale(x: P, y: P, factor: T, count: Int)
+    case constant(y: P, value: T)
+    case biasGrad(dy: P, db: P, outer: Int, channels: Int, inner: Int)
+    case sumAll(x: P, y: P, count: Int, mean: Bool)
+    case broadcast(s: P, y: P, count: Int, mean: Bool)
+    case copy(x: P, y: P, count: Int)
+    case softmaxCrossEntropy(logits: P, labels: P, loss: P, rows: Int, classes: Int)
+    case softmaxCrossEntropyGrad(logits: P, labels: P, dLoss: P, dz: P, rows: Int, classes: Int)
+    case crossEntropy(p: P, labels: P, loss: P, rows: Int, classes: Int)
+    case crossEntropyGrad(p: P, labels: P, dLoss: P, dp: P, rows: Int, classes: Int)
+    case binaryCrossEntropy(p: P, y: P, loss: P, count: Int)
+    case binaryCrossEntropyGrad(p: P, y: P, dLoss: P, dp: P, count: Int)
+    case sgd(p: P, g: P, velocity: P?, count: Int, lr: T, momentum: T, nesterov: Bool, decay: T)
+    case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
+    case kernel(KernelCall<T>)
+}
+
+/// A plan made runnable for one batch size: the instruction list and where each value lives.
+public struct Executable<T: KernelScalar> {
+    let instructions: [Instruction<T>]
+    /// The graph node each instruction came from (for per-op timing).
+    public let nodeOfInstruction: [Int]
+    public let batch: Int
+}
+
+/// Runs plans: owns the arena, the worker threads, the dropout RNG, and the compiled executables
+/// for the batch sizes in use. Running a step allocates nothing.
+public final class Session<T: KernelScalar>: @unchecked Sendable {
+    public let plan: Plan
+    public let store: ParameterStore<T>
+    public let context: GEMMContext
+    let arena: UnsafeMutableRawPointer
+    let scratch: UnsafeMutablePointer<T>
+    let scratchCount: Int
+    var random: MT19937
+    private var executables: [Executable<T>] = []
+
+    public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0) throws {
+        self.plan = plan
+        self.store = store
+        self.context = GEMMContext(threads: max(1, threads))
+        self.arena = UnsafeMutableRawPointer.allocate(byteCount: max(64, plan.arenaBytes), alignment: 64)
+        arena.initializeMemory(as: UInt8.self, repeating: 0, count: max(64, plan.arenaBytes))
+        self.scratchCount = max(1, KernelCall<T>.scratchElements(plan: plan, threads: max(1, threads)))
+        self.scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
+        scratch.initialize(repeating: 0, count: scratchCount)
+        self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
+        executables = [try makeExecutable(batch: plan.batch)]
+    }
+
+    deinit {
+        arena.deallocate()
+        scratch.deallocate()
+    }
+
+    /// Where a value lives (arena or parameter store).
+    public func pointer(_ value: ValueID) -> UnsafeMutablePointer<T> {
+        switch plan.storage[value.index] {
+        case .parameter(let index): return store.parameters[index].baseAddress ?? scratch
+        case .state(let index): return store.states[index].baseAddress ?? scratch
+        case .arena(let offset): return (arena + offset).assumingMemoryBound(to: T.self)
+        case nil: return scratch
+        }
+    }
+
+    /// The input tensor to fill before a step (rows × features).
+    public var inputPointer: UnsafeMutablePointer<T>? { plan.graph.input.map(pointer) }
+    public var targetPointer: UnsafeMutablePointer<T>? { plan.graph.target.map(pointer) }
+    public var lossValue: Double { plan.graph.loss.map { Double(pointer($0).pointee) } ?? .nan }
+
+    /// The executable for a batch size (made on first use; training uses at most two).
+    public func executable(batch: Int) throws -> Executable<T> {
+        if let existing = executables.first(where: { $0.batch == batch }) { return existing }
+        guard batch >= 1, batch <= plan.batch else { throw RuntimeError("batch \(batch) is outside the planned 1...\(plan.batch)") }
+        let made = try makeExecutable(batch: batch)
+        executables.append(made)
+        return made
+    }
+
+    /// Restarts the dropout RNG (a resumed run draws the same masks as an uninterrupted one).
+    public func reseed(_ seed: UInt32) { random = MT19937(seed: seed) }
+
+    /// Runs one step (forward, and backward and updates when the plan has them) on `batch` rows.
+    public func run(batch: Int) throws {
+        let executable = try executable(batch: batch)
+        if plan.graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) { store.step += 1 }
+        for instruction in executable.instructions { execute(instruction) }
+    }
+
+    /// Runs an executable, recording the time of each instruction (nanoseconds, added to `times`).
+    public func runTimed(_ executable: Executable<T>, times: inout [UInt64]) {
+        if plan.graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) { store.step += 1 }
+        for (index, instruction) in executable.instructions.enumerated() {
+            let start = DispatchTime.now().uptimeNanoseconds
+            execute(instruction)
+            times[index] &+= DispatchTime.now().uptimeNanoseconds &- start
+        }
+    }
+
+    /// Runs an already-made executable without timing.
+    public func run(_ executable: Executable<T>) {
+        if plan.graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) { store.step += 1 }
+        for instruction in executable.instructions { execute(instruction) }
+    }
+
+    @inline(__always)
+    private func execute(_ instruction: Instruction<T>) {
+        switch instruction {
+        case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation):
+            gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+                 bias: bias.map { UnsafePointer($0) }, activation: activation, context: context)
+        case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
+        case let .activation(f, x, y, count): activationForward(f, x, y, count)
+        case let .pow(k, x, y, count): powForward(k, x, y, count)
+        case let .softmax(x, y, rows, columns): softmaxForward(x, y, rows: rows, columns: columns)
+        case let .activationGrad(f, y, dy, dx, count): activationBackward(f, y, dy, dx, count)
+        case let .powGrad(k, x, dy, dx, count): powBackward(k, x, dy, dx, count)
+        case let .softmaxGrad(y, dy, dx, rows, columns): softmaxBackward(y, dy, dx, rows: rows, columns: columns)
+        case let .activationGradBias(f, y, dy, dz, db, outer, channels, inner):
+            activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner)
+        case let .add(a, b, c, count): for i in 0..<count { c[i] = a[i] + b[i] }
+        case let .subtract(a, b, c, count): for i in 0..<count { c[i] = a[i] - b[i] }
+        case let .multiply(a, b, c, count): for i in 0..<count { c[i] = a[i] * b[i] }
+        case let .scale(x, y, factor, count): for i in 0..<count { y[i] = x[i] * factor }
+        case let .constant(y, value): y.pointee = value
+        case let .biasGrad(dy, db, outer, channels, inner): biasGradient(dy, db, outer: outer, channels: channels, inner: inner)
+        case let .sumAll(x, y, count, mean):
+            let sum = sumAll(x, count)
+            y.pointee = T(mean ? sum / Double(max(1, count)) : sum)
+        case let .broadcast(s, y, count, mean):
+            let value = mean ? s.pointee / T(max(1, count)) : s.pointee
+            y.update(repeating: value, count: count)
+        case let .copy(x, y, count): if x != y { y.update(from: x, count: count) }
+        case let .softmaxCrossEntropy(logits, labels, loss, rows, classes):
+            loss.pointee = T(softmaxCrossEntropy(logits, labels, rows: rows, classes: classes))
+        case let .softmaxCrossEntropyGrad(logits, labels, dLoss, dz, rows, classes):
+            softmaxCrossEntropyBackward(logits, labels, dLoss.pointee, dz, rows: rows, classes: classes)
+        case let .crossEntropy(p, labels, loss, rows, classes):
+            loss.pointee = T(crossEntropy(p, labels, rows: rows, classes: classes))
+        case let .crossEntropyGrad(p, labels, dLoss, dp, rows, classes):
+            crossEntropyBackward(p, labels, dLoss.pointee, dp, rows: rows, classes: classes)
+        case let .binaryCrossEntropy(p, y, loss, count): loss.pointee = T(binaryCrossEntropy(p, y, count: count))
+        case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count)
+        case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
+            sgdUpdate(p, g, velocity: velocity, count: count, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay)
+        case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
+            adamUpdate(p, g, m, v, count: count, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay, step: max(1, store.step))
+        case let .kernel(call): call.run(context: context, scratch: scratch, random: &random)
+        }
+    }
+
+    private func makeExecutable(batch: Int) throws -> Executable<T> {
+        let graph = plan.graph
+        var instructions: [Instruction<T>] = []
+        var nodeOf: [Int] = []
+        for (index, node) in graph.nodes.enumerated() {
+            let operands = node.operands.map(pointer)
+            let results = node.results.map(pointer)
+            let operandDims = node.operands.map { graph[$0].shape.concrete(batch: batch) }
+            let resultDims = node.results.map { graph[$0].shape.concrete(batch: batch) }
+            func count(_ dims: [Int]) -> Int { dims.reduce(1, *) }
+            /// [outer, channels, inner] of a batched tensor with the channel axis after the batch.
+            func channelLayout(_ dims: [Int]) -> (Int, Int, Int) {
+                (dims.first ?? 1, dims.count > 1 ? dims[1] : 1, dims.count > 2 ? dims[2...].reduce(1, *) : 1)
+            }
+            func activation(_ f: ActivationFunction) throws -> KernelActivation {
+                guard let k = KernelActivation(f) else { throw RuntimeError("\(f) cannot be fused here") }
+                return k
+            }
+            var made: Instruction<T>?
+            switch node.op {
+            case .input, .target, .parameter, .state: break
+            case .matmul(let ta, let tb):
+                let a = operandDims[0], b = operandDims[1]
+                let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
+                made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
+                             c: results[0], ldc: n, bias: nil, activation: .identity)
+            case .dense(let f, let bias):
+                let a = operandDims[0], b = operandDims[1]
+                made = .gemm(transA: false, transB: false, m: a[0], n: b[1], k: a[1], a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
+                             c: results[0], ldc: b[1], bias: bias ? operands[2] : nil, activation: try activation(f))
+            case .biasAdd:
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .biasAdd(x: operands[0], b: operands[1], y: results[0], outer: outer, channels: channels, inner: inner)
+            case .activation(let f):
+                switch f {
+                case .pow(let k): made = .pow(k, x: operands[0], y: results[0], count: count(resultDims[0]))
+                case .softmax: made = .softmax(x: operands[0], y: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
+                default: made = .activation(try activation(f), x: operands[0], y: results[0], count: count(resultDims[0]))
+                }
+            case .activationGrad(let f):
+                switch f {
+                case .pow(let k): made = .powGrad(k, x: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
+                case .softmax: made = .softmaxGrad(y: operands[0], dy: operands[1], dx: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
+                default: made = .activationGrad(try activation(f), y: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
+                }
+            case .activationGradBias(let f, let bias):
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                if bias {
+                    made = .activationGradBias(try activation(f), y: operands[0], dy: operands[1], dz: results[0], db: results[1], outer: outer, channels: channels, inner: inner)
+                } else {
+                    made = .activationGrad(try activation(f), y: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
+                }
+            case .add: made = .add(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
+            case .subtract: made = .subtract(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
+            case .multiply: made = .multiply(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
+            case .scale(let factor): made = .scale(x: operands[0], y: results[0], factor: T(factor), count: count(resultDims[0]))
+            case .constant(let value): made = .constant(y: results[0], value: T(value))
+            case .biasGrad:
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .biasGrad(dy: operands[0], db: results[0], outer: outer, channels: channels, inner: inner)
+            case .sumAll: made = .sumAll(x: operands[0], y: results[0], count: count(operandDims[0]), mean: false)
+            case .meanAll: made = .sumAll(x: operands[0], y: results[0], count: count(operandDims[0]), mean: true)
+            case .broadcast(let mean): made = .broadcast(s: operands[0], y: results[0], count: count(resultDims[0]), mean: mean)
+            case .reshape: made = operands[0] == results[0] ? nil : .copy(x: operands[0], y: results[0], count: count(resultDims[0]))
+            case .softmaxCrossEntropy:
+                made = .softmaxCrossEntropy(logits: operands[0], labels: operands[1], loss: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
+            case .softmaxCrossEntropyGrad:
+                made = .softmaxCrossEntropyGrad(logits: operands[0], labels: operands[1], dLoss: operands[2], dz: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
+            case .crossEntropy:
+                made = .crossEntropy(p: operands[0], labels: operands[1], loss: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
+            case .crossEntropyGrad:
+                made = .crossEntropyGrad(p: operands[0], labels: operands[1], dLoss: operands[2], dp: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
+            case .binaryCrossEntropy: made = .binaryCrossEntropy(p: operands[0], y: operands[1], loss: results[0], count: count(operandDims[0]))
+            case .binaryCrossEntropyGrad:
+                made = .binaryCrossEntropyGrad(p: operands[0], y: operands[1], dLoss: operands[2], dp: results[0], count: count(operandDims[0]))
+            case .update(let update):
+                let n = count(operandDims[0])
+                switch update {
+                case let .sgd(lr, momentum, nesterov, decay):
+                    made = .sgd(p: operands[0], g: operands[1], velocity: operands.count > 2 ? operands[2] : nil, count: n,
+                                lr: T(lr), momentum: T(momentum), nesterov: nesterov, decay: T(decay))
+                case let .adam(lr, beta1, beta2, eps, decay):
+                    made = .adam(p: operands[0], g: operands[1], m: operands[2], v: operands[3], count: n, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
+                }
+            case .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .convFused, .pool, .poolGrad, .dropoutMask:
+                made = .kernel(try KernelCall<T>(op: node.op, operands: operands, results: results, operandDims: operandDims, resultDims: resultDims, threads: context.threads))
+            }
+            if let made {
+                instructions.append(made)
+                nodeOf.append(index)
+            }
+        }
+        return Executable(instructions: instructions, nodeOfInstruction: nodeOf, batch: batch)
+    }
+}

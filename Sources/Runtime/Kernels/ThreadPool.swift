@@ -1,0 +1,117 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Persistent worker threads woken per `run` (used by `GEMMContext.parallelFor`).
+///
+/// Worker 0 is the calling thread; workers 1..<threads are persistent threads. A job is published by
+/// bumping `generation`; workers spin briefly (yielding) and then sleep on a condition variable.
+/// Nothing is allocated per job. Not reentrant: one `run` at a time per pool.
+final class WorkerPool: @unchecked Sendable {
+    let threads: Int
+    private let generation = Atomic<Int>(0)
+    private let pending = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let shutdown = Atomic<Bool>(false)
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+
+    // The current job. Written by the caller before `generation` is bumped (release) and read by
+    // workers after they observe the new generation (acquire).
+    private var job: ((Int, Int) -> Void)?
+    private var jobCount = 0
+
+    /// Iterations a worker spins (with sched_yield) before sleeping.
+    private let spinLimit = 4000
+
+    init(threads: Int) {
+        self.threads = max(1, threads)
+        mutex = .allocate(capacity: 1)
+        cond = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+        if self.threads > 1 {
+            for w in 1..<self.threads {
+                let thread = Thread { [self] in self.workerLoop(w) }
+                thread.name = "nnc-gemm-\(w)"
+                thread.stackSize = 1 << 20
+                thread.start()
+            }
+        }
+    }
+
+    /// Tells the workers to exit (they hold a reference to the pool until they do).
+    func stop() {
+        shutdown.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Static contiguous partition of 0..<count over the workers.
+    @inline(__always) static func range(_ count: Int, worker: Int, of threads: Int) -> Range<Int> {
+        let lo = count * worker / threads
+        let hi = count * (worker + 1) / threads
+        return lo..<hi
+    }
+
+    func run(_ count: Int, _ body: (Int, Int) -> Void) {
+        if count <= 0 { return }
+        if threads == 1 || count == 1 {
+            for i in 0..<count { body(i, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            job = escapable
+            jobCount = count
+            pending.store(threads - 1, ordering: .sequentiallyConsistent)
+            generation.add(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                pthread_mutex_lock(mutex)
+                pthread_cond_broadcast(cond)
+                pthread_mutex_unlock(mutex)
+            }
+            for i in WorkerPool.range(count, worker: 0, of: threads) { escapable(i, 0) }
+            var spins = 0
+            while pending.load(ordering: .acquiring) != 0 {
+                spins += 1
+                if spins > 64 { sched_yield() }
+            }
+            job = nil
+        }
+    }
+
+    private func workerLoop(_ w: Int) {
+        var seen = generation.load(ordering: .acquiring)
+        while true {
+            // Wait for a new generation: spin, then sleep.
+            var spins = 0
+            var current = generation.load(ordering: .acquiring)
+            while current == seen && spins < spinLimit {
+                spins += 1
+                if spins > 64 { sched_yield() }
+                current = generation.load(ordering: .acquiring)
+            }
+            if current == seen {
+                pthread_mutex_lock(mutex)
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                current = generation.load(ordering: .sequentiallyConsistent)
+                while current == seen {
+                    pthread_cond_wait(cond, mutex)
+                    current = generation.load(ordering: .sequentiallyConsistent)
+                }
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_unlock(mutex)
+            }
+            seen = current
+            if shutdown.load(ordering: .acquiring) { return }
+            if let body = job {
+                for i in WorkerPool.range(jobCount, worker: w, of: threads) { body(i, w) }
+            }
+            pending.subtract(1, ordering: .releasing)
+        }
+    }
+}
