@@ -19,7 +19,9 @@ let package = Package(
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
         .testTarget(name: "ParserTests", dependencies: ["Parser"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Parser"]),
+        // Counts malloc calls in the test process, to check that a training step allocates nothing.
+        .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "IR"]),
-        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser"]),
+        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser", "AllocationCounter"]),
     ]
 )

@@ -115,6 +115,9 @@ struct Lowering {
     var shape: [Int] = []
     var value: ValueID?
     var producer: Statement?
+    /// The statement that gave the current activation its shape (activations and dropout keep it):
+    /// shape errors point at it.
+    var shapeProducer: Statement?
     var denseCount = 0, convCount = 0, layerIndex = 0, otherCount = 0
     var lossStatement: Statement?
     var failed = false
@@ -126,20 +129,24 @@ struct Lowering {
     }
 
     var source: SourceFile { ast.source }
-    func text(_ statement: Statement) -> String { source.text(of: statement.range) }
+    /// A statement as written, for messages and the summary table (very long ones cut).
+    func text(_ statement: Statement) -> String {
+        let text = source.text(of: statement.range)
+        return text.unicodeScalars.count <= 80 ? text : String(String.UnicodeScalarView(text.unicodeScalars.prefix(80))) + "…"
+    }
 
     mutating func error(_ message: String, at range: SourceRange, notes: [Diagnostic.Note] = []) {
         diagnostics.append(Diagnostic(message, at: range, notes: notes))
     }
 
     func previousNote() -> [Diagnostic.Note] {
-        guard let producer else { return [] }
+        guard let producer = shapeProducer ?? producer else { return [] }
         return [.init("the previous layer is '\(text(producer))'", at: producer.range)]
     }
 
     mutating func run() {
         var trainStatement: Statement?, dataStatement: Statement?, testStatement: Statement?
-        for (index, statement) in ast.statements.enumerated() {
+        for statement in ast.statements {
             switch statement.kind {
             case .data(let test, let path, _):
                 if let earlier = test ? testStatement : dataStatement {
@@ -159,8 +166,9 @@ struct Lowering {
                 }
                 continue
             case .input(let dims, let range):
-                if index != ast.statements.firstIndex(where: { if case .input = $0.kind { return true }; return false }) {
-                    error("the model has two 'input' statements", at: statement.range)
+                if let first = ast.statements.first(where: { if case .input = $0.kind { return true }; return false }),
+                   first.range != statement.range {
+                    error("the model has two 'input' statements", at: statement.range, notes: [.init("the first is here", at: first.range)])
                     continue
                 }
                 if value != nil || lossStatement != nil {
@@ -177,7 +185,10 @@ struct Lowering {
                       at: statement.range, notes: [.init("the loss is here", at: lossStatement.range)])
                 continue
             }
-            if failed { continue }  // shapes are unknown after an error; later layers would only echo it
+            if failed {  // shapes are unknown after an error; later layers would only echo it
+                if case .loss = statement.kind { lossStatement = statement }  // but a statement after the loss is still wrong
+                continue
+            }
             lowerLayer(statement)
         }
         if ast.statements.isEmpty || (value == nil && !failed && diagnostics.isEmpty) {
@@ -206,6 +217,7 @@ struct Lowering {
         value = graph.addSource(.input, name: "x", shape: Shape(batched: true, dims), at: statement.range)
         graph.input = value
         producer = statement
+        shapeProducer = statement
         layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, dims), parameters: 0, flops: 0, location: statement.range))
     }
 
@@ -268,6 +280,10 @@ struct Lowering {
 
     mutating func finish(_ statement: Statement, parameters: Int, flops: Int) {
         producer = statement
+        switch statement.kind {
+        case .activation, .dropout: break
+        default: shapeProducer = statement
+        }
         layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, shape), parameters: parameters, flops: flops, location: statement.range))
     }
 

@@ -93,6 +93,8 @@ public struct Plan: Sendable {
                 }
                 if reused != nil { inPlace.insert(position) }
             }
+            // The input and target are filled before the step starts: live from the first instruction.
+            if node.op == .input || node.op == .target { first[node.results[0].index] = 0; continue }
             for (k, result) in node.results.enumerated() {
                 if k == 0, let reused {
                     let r = root(reused)

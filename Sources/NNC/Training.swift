@@ -233,6 +233,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
         let epochStart = DispatchTime.now().uptimeNanoseconds
         var lastDraw: UInt64 = 0
         for step in firstStep..<stepsPerEpoch {
+            let stepStart = DispatchTime.now().uptimeNanoseconds
             let start = step * batch
             let rows = min(batch, count - start)
             order.withUnsafeBufferPointer { all in
@@ -241,8 +242,8 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
                 if let target { job.train.copyTargets(indices, into: target) }
             }
             if hasDropout { session.reseed(derivedSeed(settings.seed, epoch, step + 1)) }
-            let stepStart = DispatchTime.now().uptimeNanoseconds
             session.run(rows == batch ? full : partial)
+            // Time of the step including the batch's data copy (what the peers' loops time too).
             seconds += Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9
             let loss = session.lossValue
             guard loss.isFinite else {

@@ -42,8 +42,10 @@ public struct Diagnostic: Error, Sendable, Equatable {
     /// The line and a caret line; long lines are cut to a window around the column.
     static func snippet(source: SourceFile, range: SourceRange, line: Int, column: Int) -> String {
         let text = Array(source.lineText(line).unicodeScalars)
-        let (endLine, endColumn) = source.lineAndColumn(of: max(range.start, range.end - 1))
-        let width = endLine == line && range.end > range.start ? max(1, endColumn - column + 1) : 1
+        // The column just past the range (ranges end on character boundaries; the last byte of a
+        // multi-byte character would not).
+        let (endLine, endColumn) = source.lineAndColumn(of: range.end)
+        let width = endLine == line && range.end > range.start ? max(1, endColumn - column) : 1
         let maxWidth = 120
         var first = 0
         if column - 1 > maxWidth - 20 { first = column - 1 - 40 }
@@ -69,6 +71,14 @@ public struct DiagnosticError: Error, Sendable {
         self.diagnostics = diagnostics
     }
     public var rendered: String { diagnostics.map { $0.render(in: source) }.joined() }
+}
+
+/// A token's text as quoted in a message: `'text'`, with very long text cut (a 10 MB word must not
+/// become a 10 MB message).
+public func quoted(_ text: String, limit: Int = 40) -> String {
+    let scalars = text.unicodeScalars
+    guard scalars.count > limit else { return "'\(text)'" }
+    return "'" + String(String.UnicodeScalarView(scalars.prefix(limit))) + "…'"
 }
 
 /// "Did you mean" for misspelled words: the closest candidate within a small edit distance.

@@ -43,7 +43,10 @@ public struct Lexer {
                 while i < bytes.count, bytes[i] != UInt8(ascii: "\n") { i += 1 }
             case UInt8(ascii: "\n"), UInt8(ascii: ";"):
                 i += 1
-                tokens.append(Token(kind: .separator, range: SourceRange(start: start, end: i), text: text(start, i)))
+                // A run of separators is one token (a file of a million blank lines stays small).
+                if tokens.last?.kind != .separator {
+                    tokens.append(Token(kind: .separator, range: SourceRange(start: start, end: i), text: text(start, i)))
+                }
             case UInt8(ascii: "("): i += 1; tokens.append(Token(kind: .leftParen, range: SourceRange(start: start, end: i), text: "("))
             case UInt8(ascii: ")"): i += 1; tokens.append(Token(kind: .rightParen, range: SourceRange(start: start, end: i), text: ")"))
             case UInt8(ascii: ","): i += 1; tokens.append(Token(kind: .comma, range: SourceRange(start: start, end: i), text: ","))
@@ -66,8 +69,12 @@ public struct Lexer {
                     diagnostics.append(Diagnostic("unterminated string; add a closing '\"'", at: SourceRange(start: start, end: i)))
                 }
                 tokens.append(Token(kind: .string, range: SourceRange(start: start, end: i), text: String(decoding: value, as: UTF8.self)))
-            case _ where isDigit(byte) || ((byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "."))
-                                             && i + 1 < bytes.count && (isDigit(bytes[i + 1]) || bytes[i + 1] == UInt8(ascii: "."))):
+            // A number starts with a digit, a sign or a point followed by a digit, or a sign and a point
+            // followed by a digit (-.5). (".." is not a number: it must not become an empty token.)
+            case _ where isDigit(byte)
+                || (byte == UInt8(ascii: ".") && i + 1 < bytes.count && isDigit(bytes[i + 1]))
+                || ((byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+")) && i + 1 < bytes.count
+                    && (isDigit(bytes[i + 1]) || (bytes[i + 1] == UInt8(ascii: ".") && i + 2 < bytes.count && isDigit(bytes[i + 2])))):
                 var isInteger = true
                 if byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+") { isInteger = false; i += 1 }
                 while i < bytes.count, isDigit(bytes[i]) { i += 1 }

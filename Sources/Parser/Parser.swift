@@ -53,7 +53,7 @@ public struct Parser {
         case .end: return "the end of the file"
         case .separator: return current.text == ";" ? "';'" : "the end of the line"
         case .string: return "a string"
-        default: return "'\(current.text)'"
+        default: return quoted(current.text)
         }
     }
 
@@ -77,7 +77,7 @@ public struct Parser {
                 let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
                 let (sum, overflow2) = times10.addingReportingOverflow(Int(byte) - 48)
                 if overflow1 || overflow2 || sum > Int(Int32.max) {
-                    throw error("\(what) \(token.text) is too large (the limit is \(Int32.max))", at: token.range)
+                    throw error("\(what) \(token.text.count > 40 ? quoted(token.text) : token.text) is too large (the limit is \(Int32.max))", at: token.range)
                 }
                 value = sum
             }
@@ -86,7 +86,7 @@ public struct Parser {
             }
             return Sized(value, token.range)
         case .number:
-            throw error("\(what) must be a whole number of at least \(minimum), found '\(token.text)'", at: token.range)
+            throw error("\(what) must be a whole number of at least \(minimum), found \(quoted(token.text))", at: token.range)
         default:
             throw error("expected \(what), found \(currentDescription)")
         }
@@ -99,7 +99,7 @@ public struct Parser {
         }
         _ = advance()
         guard let value = Double(token.text), value.isFinite else {
-            throw error("\(what) '\(token.text)' is not a finite number", at: token.range)
+            throw error("\(what) \(quoted(token.text)) is not a finite number", at: token.range)
         }
         return (value, token.range)
     }
@@ -167,7 +167,7 @@ public struct Parser {
             return .data(test: test, path: path.text, pathRange: path.range)
         case "train": return .train(try parseTrain())
         default:
-            var message = "unknown statement '\(keyword.text)'"
+            var message = "unknown statement \(quoted(keyword.text))"
             if let guess = suggestion(for: keyword.text, among: Parser.statementKeywords) { message += "; did you mean '\(guess)'?" }
             throw error(message, at: keyword.range)
         }
@@ -211,7 +211,7 @@ public struct Parser {
             guard current.kind == .word else { throw error("expected one of \(allowed.map { "'\($0)'" }.joined(separator: ", ")) after \(layer), found \(currentDescription)") }
             let word = advance()
             guard allowed.contains(word.text) else {
-                var message = "unknown \(layer) option '\(word.text)'"
+                var message = "unknown \(layer) option \(quoted(word.text))"
                 if let guess = suggestion(for: word.text, among: allowed) { message += "; did you mean '\(guess)'?" }
                 else { message += " (\(layer) takes \(allowed.map { "'\($0)'" }.joined(separator: ", ")))" }
                 throw error(message, at: word.range)
@@ -276,7 +276,7 @@ public struct Parser {
             guard b >= 0 else { throw error("the standard deviation must not be negative, found \(formatNumber(b))", at: bRange) }
             return .normal(mean: a, std: b)
         default:
-            var message = "unknown initializer '\(word.text)'"
+            var message = "unknown initializer \(quoted(word.text))"
             if let guess = suggestion(for: word.text, among: Initializer.names) { message += "; did you mean '\(guess)'?" }
             throw error(message, at: word.range)
         }
@@ -287,7 +287,7 @@ public struct Parser {
         guard current.kind == .word else { throw error("expected a loss (\(names.joined(separator: ", "))), found \(currentDescription)") }
         let word = advance()
         guard let loss = LossKind(rawValue: word.text) else {
-            var message = "unknown loss '\(word.text)'"
+            var message = "unknown loss \(quoted(word.text))"
             if let guess = suggestion(for: word.text, among: names) { message += "; did you mean '\(guess)'?" }
             else { message += " (expected one of \(names.joined(separator: ", ")))" }
             throw error(message, at: word.range)
@@ -300,7 +300,7 @@ public struct Parser {
         guard current.kind == .word else { throw error("expected an optimizer (\(names.joined(separator: ", "))), found \(currentDescription)") }
         let word = advance()
         guard let optimizer = OptimizerKind(rawValue: word.text) else {
-            var message = "unknown optimizer '\(word.text)'"
+            var message = "unknown optimizer \(quoted(word.text))"
             if let guess = suggestion(for: word.text, among: names) { message += "; did you mean '\(guess)'?" }
             else { message += " (expected one of \(names.joined(separator: ", ")))" }
             throw error(message, at: word.range)
@@ -311,7 +311,7 @@ public struct Parser {
             guard current.kind == .word else { throw error("expected a training option (\(keys.joined(separator: ", "))), found \(currentDescription)") }
             let key = advance()
             guard keys.contains(key.text) else {
-                var message = "unknown \(optimizer.rawValue) option '\(key.text)'"
+                var message = "unknown \(optimizer.rawValue) option \(quoted(key.text))"
                 if let guess = suggestion(for: key.text, among: keys) { message += "; did you mean '\(guess)'?" }
                 else { message += " (\(optimizer.rawValue) takes \(keys.joined(separator: ", ")))" }
                 throw error(message, at: key.range)

@@ -111,6 +111,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     let scratchCount: Int
     var random: MT19937
     private var executables: [Executable<T>] = []
+    /// Whether a step updates parameters (counts optimizer steps).
+    let updatesParameters: Bool
+    /// Where the loss lands (nil without a loss).
+    private var lossPointerStorage: UnsafeMutablePointer<T>?
 
     public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0) throws {
         self.plan = plan
@@ -122,7 +126,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         self.scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
         scratch.initialize(repeating: 0, count: scratchCount)
         self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
+        self.updatesParameters = plan.graph.nodes.contains { if case .update = $0.op { return true }; return false }
         executables = [try makeExecutable(batch: plan.batch)]
+        lossPointerStorage = plan.graph.loss.map(pointer)
     }
 
     deinit {
@@ -143,7 +149,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     /// The input tensor to fill before a step (rows × features).
     public var inputPointer: UnsafeMutablePointer<T>? { plan.graph.input.map(pointer) }
     public var targetPointer: UnsafeMutablePointer<T>? { plan.graph.target.map(pointer) }
-    public var lossValue: Double { plan.graph.loss.map { Double(pointer($0).pointee) } ?? .nan }
+    public var lossValue: Double { lossPointerStorage.map { Double($0.pointee) } ?? .nan }
 
     /// The executable for a batch size (made on first use; training uses at most two).
     public func executable(batch: Int) throws -> Executable<T> {
@@ -158,15 +164,19 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     public func reseed(_ seed: UInt32) { random = MT19937(seed: seed) }
 
     /// Runs one step (forward, and backward and updates when the plan has them) on `batch` rows.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func run(batch: Int) throws {
         let executable = try executable(batch: batch)
-        if plan.graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) { store.step += 1 }
+        if updatesParameters { store.step += 1 }
         for instruction in executable.instructions { execute(instruction) }
     }
 
     /// Runs an executable, recording the time of each instruction (nanoseconds, added to `times`).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func runTimed(_ executable: Executable<T>, times: inout [UInt64]) {
-        if plan.graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) { store.step += 1 }
+        if updatesParameters { store.step += 1 }
         for (index, instruction) in executable.instructions.enumerated() {
             let start = DispatchTime.now().uptimeNanoseconds
             execute(instruction)
@@ -175,8 +185,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     }
 
     /// Runs an already-made executable without timing.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func run(_ executable: Executable<T>) {
-        if plan.graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) { store.step += 1 }
+        if updatesParameters { store.step += 1 }
         for instruction in executable.instructions { execute(instruction) }
     }
 

@@ -1,17 +1,40 @@
 import Foundation
 
+// GEMM: C = epilogue(op(A)·op(B)), BLIS-style.
+//
+//   for jc in 0..<n step NC            (B block kc×nc packed into NR-column micro-panels, in L3)
+//     for pc in 0..<k step KC
+//       pack B[pc.., jc..]
+//       for ic in 0..<m step MC        (A block mc×kc packed into MR-row micro-panels, in L2)
+//         pack A[ic.., pc..]
+//         for jr in 0..<nc step NR     (one B micro-panel, in L1)
+//           for ir in 0..<mc step MR   micro-kernel: MR×NR tile in registers
+//
+// Transposes are absorbed by the packing routines. Edge tiles are computed into a small scratch
+// tile and merged. The epilogue (+= old C, += bias, activation, ⊙ activation-gradient) is applied
+// to each tile when its last k block is stored. Multi-threading splits C into one contiguous block
+// of columns (or rows) per worker, so k is never split and the result for a given thread count is
+// deterministic; every element is computed with the same sequence of operations whatever the split,
+// so results are in fact identical for any thread count and for worker: nil / worker: w.
+
 /// Reusable state for GEMM calls: per-worker packing buffers and persistent worker threads.
 /// Create once (per interpreter) and reuse; calls must not allocate memory after warm-up.
 public final class GEMMContext: @unchecked Sendable {
     public let threads: Int
     let pool: WorkerPool
+    /// Per-worker scratch: packed A block, packed B block, one edge tile. Sized for both f32 and f64.
+    let scratch: [GEMMScratch]
 
     public init(threads: Int) {
         self.threads = max(1, threads)
         pool = WorkerPool(threads: self.threads)
+        scratch = (0..<self.threads).map { _ in GEMMScratch() }
     }
 
-    deinit { pool.stop() }
+    deinit {
+        pool.stop()
+        for s in scratch { s.deallocate() }
+    }
 
     /// Runs body(i, worker) for every i in 0..<count, spread over the pool's threads (the calling
     /// thread takes part as worker 0); returns when all are done. worker is in 0..<threads and
@@ -19,6 +42,33 @@ public final class GEMMContext: @unchecked Sendable {
     /// static partition (same count, same threads -> same i-to-worker assignment).
     public func parallelFor(_ count: Int, _ body: (_ index: Int, _ worker: Int) -> Void) {
         pool.run(count, body)
+    }
+}
+
+/// One worker's packing buffers (raw bytes, 64-byte aligned, allocated once).
+struct GEMMScratch {
+    let packA: UnsafeMutableRawPointer
+    let packB: UnsafeMutableRawPointer
+    let tile: UnsafeMutableRawPointer
+
+    static let packABytes = max(
+        GEMMKernelF32.mcBlock * GEMMKernelF32.kcBlock * MemoryLayout<Float>.stride,
+        GEMMKernelF64.mcBlock * GEMMKernelF64.kcBlock * MemoryLayout<Double>.stride)
+    static let packBBytes = max(
+        GEMMKernelF32.ncBlock * GEMMKernelF32.kcBlock * MemoryLayout<Float>.stride,
+        GEMMKernelF64.ncBlock * GEMMKernelF64.kcBlock * MemoryLayout<Double>.stride)
+    static let tileBytes = 1024
+
+    init() {
+        packA = .allocate(byteCount: GEMMScratch.packABytes, alignment: 64)
+        packB = .allocate(byteCount: GEMMScratch.packBBytes, alignment: 64)
+        tile = .allocate(byteCount: GEMMScratch.tileBytes, alignment: 64)
+    }
+
+    func deallocate() {
+        packA.deallocate()
+        packB.deallocate()
+        tile.deallocate()
     }
 }
 
@@ -30,6 +80,7 @@ public final class GEMMContext: @unchecked Sendable {
 /// worker == nil: may use all the context's threads above a size threshold.
 /// worker == w: runs single-threaded on the calling thread using worker w's scratch (for calls made inside parallelFor).
 /// m, n or k may be 0 (k == 0 gives C = epilogue(0)).
+@inlinable
 public func gemm<T: KernelScalar>(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
     a: UnsafePointer<T>, lda: Int,
@@ -42,29 +93,342 @@ public func gemm<T: KernelScalar>(
     gradientOutput: UnsafePointer<T>? = nil, ldg: Int = 0,
     context: GEMMContext, worker: Int? = nil
 ) {
+    // Non-generic entry points on raw pointers: the type test folds away in specialised callers,
+    // and unspecialised callers pay no generic-metadata look-ups.
+    if T.self == Float.self {
+        gemmFloat(transA, transB, m, n, k, UnsafeRawPointer(a), lda, UnsafeRawPointer(b), ldb,
+                  UnsafeMutableRawPointer(c), ldc, accumulate, UnsafeRawPointer(bias), activation,
+                  gradientThrough, UnsafeRawPointer(gradientOutput), ldg, context, worker ?? -1)
+    } else if T.self == Double.self {
+        gemmDouble(transA, transB, m, n, k, UnsafeRawPointer(a), lda, UnsafeRawPointer(b), ldb,
+                   UnsafeMutableRawPointer(c), ldc, accumulate, UnsafeRawPointer(bias), activation,
+                   gradientThrough, UnsafeRawPointer(gradientOutput), ldg, context, worker ?? -1)
+    } else {
+        gemmGeneric(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                    c: c, ldc: ldc, accumulate: accumulate, bias: bias, activation: activation,
+                    gradientThrough: gradientThrough, gradientOutput: gradientOutput, ldg: ldg)
+    }
+}
+
+/// f32 entry point (worker < 0: none given).
+@usableFromInline
+func gemmFloat(
+    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+    _ a: UnsafeRawPointer, _ lda: Int, _ b: UnsafeRawPointer, _ ldb: Int,
+    _ c: UnsafeMutableRawPointer, _ ldc: Int, _ accumulate: Bool, _ bias: UnsafeRawPointer?,
+    _ activation: KernelActivation, _ gradientThrough: KernelActivation,
+    _ gradient: UnsafeRawPointer?, _ ldg: Int, _ context: GEMMContext, _ worker: Int
+) {
+    typealias T = Float
+    let g = GEMMArgs(transA: transA, transB: transB, m: m, n: n, k: k,
+                     a: a.assumingMemoryBound(to: T.self), lda: lda,
+                     b: b.assumingMemoryBound(to: T.self), ldb: ldb,
+                     c: c.assumingMemoryBound(to: T.self), ldc: ldc,
+                     accumulate: accumulate, bias: bias?.assumingMemoryBound(to: T.self),
+                     activation: activation, gradientThrough: gradientThrough,
+                     gradient: gradient?.assumingMemoryBound(to: T.self), ldg: ldg)
+    gemmTyped(GEMMKernelF32.self, g, context, worker)
+}
+
+/// f64 entry point (worker < 0: none given).
+@usableFromInline
+func gemmDouble(
+    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+    _ a: UnsafeRawPointer, _ lda: Int, _ b: UnsafeRawPointer, _ ldb: Int,
+    _ c: UnsafeMutableRawPointer, _ ldc: Int, _ accumulate: Bool, _ bias: UnsafeRawPointer?,
+    _ activation: KernelActivation, _ gradientThrough: KernelActivation,
+    _ gradient: UnsafeRawPointer?, _ ldg: Int, _ context: GEMMContext, _ worker: Int
+) {
+    typealias T = Double
+    let g = GEMMArgs(transA: transA, transB: transB, m: m, n: n, k: k,
+                     a: a.assumingMemoryBound(to: T.self), lda: lda,
+                     b: b.assumingMemoryBound(to: T.self), ldb: ldb,
+                     c: c.assumingMemoryBound(to: T.self), ldc: ldc,
+                     accumulate: accumulate, bias: bias?.assumingMemoryBound(to: T.self),
+                     activation: activation, gradientThrough: gradientThrough,
+                     gradient: gradient?.assumingMemoryBound(to: T.self), ldg: ldg)
+    gemmTyped(GEMMKernelF64.self, g, context, worker)
+}
+
+/// Any other scalar type (not used by nnc): plain loops.
+@usableFromInline
+func gemmGeneric<T: KernelScalar>(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+    c: UnsafeMutablePointer<T>, ldc: Int, accumulate: Bool, bias: UnsafePointer<T>?,
+    activation: KernelActivation, gradientThrough: KernelActivation,
+    gradientOutput: UnsafePointer<T>?, ldg: Int
+) {
     if m <= 0 || n <= 0 { return }
-    let (aRow, aCol) = transA ? (1, lda) : (lda, 1)
-    let (bRow, bCol) = transB ? (1, ldb) : (ldb, 1)
-    let rows: (Int, Int) -> Void = { lo, hi in
-        for i in lo..<hi {
-            for j in 0..<n {
-                var s: T = 0
-                for p in 0..<k { s += a[i * aRow + p * aCol] * b[p * bRow + j * bCol] }
-                if accumulate { s += c[i * ldc + j] }
-                if let bias { s += bias[j] }
-                s = activation.apply(s)
-                if let g = gradientOutput { s *= gradientThrough.derivative(output: g[i * ldg + j]) }
-                c[i * ldc + j] = s
+    let g = GEMMArgs(transA: transA, transB: transB, m: m, n: n, k: k,
+                     a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+                     accumulate: accumulate, bias: bias, activation: activation,
+                     gradientThrough: gradientThrough, gradient: gradientOutput, ldg: ldg)
+    gemmReference(g, rows: 0..<m, cols: 0..<n)
+}
+
+/// All the arguments of one GEMM call.
+struct GEMMArgs<T: KernelScalar> {
+    var transA: Bool, transB: Bool
+    var m: Int, n: Int, k: Int
+    var a: UnsafePointer<T>, lda: Int
+    var b: UnsafePointer<T>, ldb: Int
+    var c: UnsafeMutablePointer<T>, ldc: Int
+    var accumulate: Bool
+    var bias: UnsafePointer<T>?
+    var activation: KernelActivation
+    var gradientThrough: KernelActivation
+    var gradient: UnsafePointer<T>?
+    var ldg: Int
+
+    /// The activation is relu and is applied by the vector store.
+    var reluInKernel: Bool { activation == .relu }
+
+    /// Part of the epilogue the vector store does not do: a non-relu, non-identity activation, or the
+    /// gradient product.
+    var needsScalarPass: Bool {
+        gradient != nil || !(activation == .identity || activation == .relu)
+    }
+
+    /// The full epilogue for one element, given the (k-summed) product value.
+    @inline(__always)
+    func finish(_ product: T, _ i: Int, _ j: Int, addC: Bool) -> T {
+        var y = product
+        if addC { y += c[i * ldc + j] }
+        if let bias { y += bias[j] }
+        y = activation.apply(y)
+        if let gradient { y *= gradientThrough.derivative(output: gradient[i * ldg + j]) }
+        return y
+    }
+
+    /// The scalar tail of the epilogue (after += C, += bias and a relu done by the vector store).
+    @inline(__always)
+    func finishTail(_ v: T, _ i: Int, _ j: Int) -> T {
+        var y = v
+        if !(activation == .relu) { y = activation.apply(y) }
+        if let gradient { y *= gradientThrough.derivative(output: gradient[i * ldg + j]) }
+        return y
+    }
+}
+
+/// Below this many multiply-adds, a plain loop beats packing.
+let gemmTinyThreshold = 4096
+/// From this many multiply-adds on, worker: nil splits the work over the context's threads.
+let gemmParallelThreshold = 1 << 18
+
+/// Straightforward loops over a block of C (tiny sizes, k == 0, and unknown scalar types).
+@inline(__always)
+func gemmReference<T: KernelScalar>(_ g: GEMMArgs<T>, rows: Range<Int>, cols: Range<Int>) {
+    let (aRow, aCol) = g.transA ? (1, g.lda) : (g.lda, 1)
+    let (bRow, bCol) = g.transB ? (1, g.ldb) : (g.ldb, 1)
+    for i in rows {
+        let ai = g.a + i * aRow
+        for j in cols {
+            let bj = g.b + j * bCol
+            var s: T = 0
+            var p = 0
+            while p < g.k {
+                s += ai[p * aCol] * bj[p * bRow]
+                p += 1
             }
+            g.c[i * g.ldc + j] = g.finish(s, i, j, addC: g.accumulate)
         }
     }
+}
+
+/// Entry point specialised per micro-kernel (f32 / f64).
+@inline(__always)
+func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext, _ worker: Int) {
+    let m = g.m, n = g.n, k = g.k
+    if m <= 0 || n <= 0 { return }
+    let work = m * n * k
+    if k == 0 || work <= gemmTinyThreshold {
+        gemmReference(g, rows: 0..<m, cols: 0..<n)
+        return
+    }
     let threads = context.threads
-    if worker == nil && threads > 1 && m >= threads && m * n * k >= 1 << 16 {
-        context.parallelFor(threads) { w, _ in
-            let r = WorkerPool.range(m, worker: w, of: threads)
-            rows(r.lowerBound, r.upperBound)
+    if worker >= 0 {
+        let w = min(max(worker, 0), threads - 1)
+        gemmBlocked(K.self, g, rows: 0..<m, cols: 0..<n, scratch: context.scratch[w])
+        return
+    }
+    let tilesM = (m + K.mr - 1) / K.mr
+    let tilesN = (n + K.nr - 1) / K.nr
+    if threads == 1 || work < gemmParallelThreshold || max(tilesM, tilesN) < 2 {
+        gemmBlocked(K.self, g, rows: 0..<m, cols: 0..<n, scratch: context.scratch[0])
+        return
+    }
+    let parts = min(threads, max(tilesM, tilesN))
+    let splitColumns = tilesN >= tilesM
+    context.parallelFor(parts) { part, w in
+        if splitColumns {
+            let t = WorkerPool.range(tilesN, worker: part, of: parts)
+            let cols = (t.lowerBound * K.nr)..<min(n, t.upperBound * K.nr)
+            gemmBlocked(K.self, g, rows: 0..<m, cols: cols, scratch: context.scratch[w])
+        } else {
+            let t = WorkerPool.range(tilesM, worker: part, of: parts)
+            let rows = (t.lowerBound * K.mr)..<min(m, t.upperBound * K.mr)
+            gemmBlocked(K.self, g, rows: rows, cols: 0..<n, scratch: context.scratch[w])
         }
-    } else {
-        rows(0, m)
+    }
+}
+
+/// Single-threaded blocked GEMM over the block rows×cols of C.
+func gemmBlocked<K: GEMMKernel>(
+    _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, cols: Range<Int>, scratch: GEMMScratch
+) {
+    typealias T = K.Scalar
+    let MR = K.mr, NR = K.nr
+    let KC = K.kcBlock, MC = K.mcBlock, NC = K.ncBlock
+    let packA = scratch.packA.assumingMemoryBound(to: T.self)
+    let packB = scratch.packB.assumingMemoryBound(to: T.self)
+    let tile = scratch.tile.assumingMemoryBound(to: T.self)
+    let k = g.k
+    let relu = g.reluInKernel
+    let scalarPass = g.needsScalarPass
+
+    var jc = cols.lowerBound
+    while jc < cols.upperBound {
+        let nc = min(NC, cols.upperBound - jc)
+        var pc = 0
+        while pc < k {
+            let kc = min(KC, k - pc)
+            let last = pc + kc == k
+            let addC = g.accumulate || pc > 0
+            packBBlock(g, NR, p0: pc, kc: kc, j0: jc, nc: nc, dst: packB)
+            var ic = rows.lowerBound
+            while ic < rows.upperBound {
+                let mc = min(MC, rows.upperBound - ic)
+                packABlock(g, MR, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
+                var jr = 0
+                while jr < nc {
+                    let nr = min(NR, nc - jr)
+                    let j = jc + jr
+                    let pb = UnsafePointer(packB + jr * kc)
+                    let biasJ: UnsafePointer<T>? = last ? g.bias.map { $0 + j } : nil
+                    var ir = 0
+                    while ir < mc {
+                        let mr = min(MR, mc - ir)
+                        let i = ic + ir
+                        let pa = UnsafePointer(packA + ir * kc)
+                        let cp = g.c + i * g.ldc + j
+                        if mr == MR && nr == NR {
+                            K.kernel(kc, pa, pb, cp, g.ldc, addC, biasJ, last && relu)
+                            if last && scalarPass {
+                                for r in 0..<MR {
+                                    let row = cp + r * g.ldc
+                                    for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
+                                }
+                            }
+                        } else {
+                            K.kernel(kc, pa, pb, tile, NR, false, nil, false)
+                            for r in 0..<mr {
+                                let row = cp + r * g.ldc
+                                let t = tile + r * NR
+                                if last {
+                                    for jj in 0..<nr { row[jj] = g.finish(t[jj], i + r, j + jj, addC: addC) }
+                                } else if addC {
+                                    for jj in 0..<nr { row[jj] += t[jj] }
+                                } else {
+                                    for jj in 0..<nr { row[jj] = t[jj] }
+                                }
+                            }
+                        }
+                        ir += MR
+                    }
+                    jr += NR
+                }
+                ic += MC
+            }
+            pc += KC
+        }
+        jc += NC
+    }
+}
+
+/// Packs op(A)[i0..<i0+mc, p0..<p0+kc] into MR-row micro-panels: panel r holds, for each p, the MR
+/// values of rows i0+r*MR..., zero-padded past mc.
+@inline(__always)
+func packABlock<T: KernelScalar>(
+    _ g: GEMMArgs<T>, _ MR: Int, i0: Int, mc: Int, p0: Int, kc: Int, dst: UnsafeMutablePointer<T>
+) {
+    let lda = g.lda
+    var i = 0
+    while i < mc {
+        let rowsHere = min(MR, mc - i)
+        let d = dst + i * kc
+        if g.transA {
+            // op(A)(i, p) = a[p * lda + i]: MR contiguous values per p.
+            var src = g.a + p0 * lda + i0 + i
+            if rowsHere == MR {
+                for p in 0..<kc {
+                    let dp = d + p * MR
+                    for r in 0..<MR { dp[r] = src[r] }
+                    src += lda
+                }
+            } else {
+                for p in 0..<kc {
+                    let dp = d + p * MR
+                    for r in 0..<rowsHere { dp[r] = src[r] }
+                    for r in rowsHere..<MR { dp[r] = 0 }
+                    src += lda
+                }
+            }
+        } else {
+            // op(A)(i, p) = a[i * lda + p]: rows are contiguous in p.
+            for r in 0..<rowsHere {
+                let src = g.a + (i0 + i + r) * lda + p0
+                for p in 0..<kc { d[p * MR + r] = src[p] }
+            }
+            if rowsHere < MR {
+                for r in rowsHere..<MR {
+                    for p in 0..<kc { d[p * MR + r] = 0 }
+                }
+            }
+        }
+        i += MR
+    }
+}
+
+/// Packs op(B)[p0..<p0+kc, j0..<j0+nc] into NR-column micro-panels: panel q holds, for each p, the
+/// NR values of columns j0+q*NR..., zero-padded past nc.
+@inline(__always)
+func packBBlock<T: KernelScalar>(
+    _ g: GEMMArgs<T>, _ NR: Int, p0: Int, kc: Int, j0: Int, nc: Int, dst: UnsafeMutablePointer<T>
+) {
+    let ldb = g.ldb
+    var j = 0
+    while j < nc {
+        let colsHere = min(NR, nc - j)
+        let d = dst + j * kc
+        if !g.transB {
+            // op(B)(p, j) = b[p * ldb + j]: NR contiguous values per p.
+            var src = g.b + p0 * ldb + j0 + j
+            if colsHere == NR {
+                for p in 0..<kc {
+                    (d + p * NR).update(from: src, count: NR)
+                    src += ldb
+                }
+            } else {
+                for p in 0..<kc {
+                    let dp = d + p * NR
+                    for jj in 0..<colsHere { dp[jj] = src[jj] }
+                    for jj in colsHere..<NR { dp[jj] = 0 }
+                    src += ldb
+                }
+            }
+        } else {
+            // op(B)(p, j) = b[j * ldb + p]: columns of op(B) are contiguous in p.
+            for jj in 0..<colsHere {
+                let src = g.b + (j0 + j + jj) * ldb + p0
+                for p in 0..<kc { d[p * NR + jj] = src[p] }
+            }
+            if colsHere < NR {
+                for jj in colsHere..<NR {
+                    for p in 0..<kc { d[p * NR + jj] = 0 }
+                }
+            }
+        }
+        j += NR
     }
 }

@@ -85,7 +85,9 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     private func workerLoop(_ w: Int) {
-        var seen = generation.load(ordering: .acquiring)
+        // Generation 0 is the state before the first job; jobs may be published before this thread
+        // first runs, so it must not read its starting point from `generation`.
+        var seen = 0
         while true {
             // Wait for a new generation: spin, then sleep.
             var spins = 0

@@ -1,0 +1,166 @@
+// Register-blocked SIMD micro-kernels for GEMM (AVX2/FMA with -march=native).
+//
+// Both kernels compute an MR×NR tile (MR = 6 rows; NR = two SIMD vectors: 16 floats or 8 doubles)
+// from a packed A micro-panel (kc steps of MR values) and a packed B micro-panel (kc steps of NR
+// values): 12 vector accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
+// The store applies the vectorisable part of the epilogue (+= C, += bias, relu) on the hot tile.
+
+/// A micro-kernel and its cache-blocking parameters.
+protocol GEMMKernel {
+    associatedtype Scalar: KernelScalar
+    /// Rows of the register tile (A micro-panel height).
+    static var mr: Int { get }
+    /// Columns of the register tile (B micro-panel width).
+    static var nr: Int { get }
+    /// Depth of a packed block (A and B micro-panels of kc steps stay in L1).
+    static var kcBlock: Int { get }
+    /// Rows of a packed A block (mc×kc stays in L2).
+    static var mcBlock: Int { get }
+    /// Columns of a packed B block (kc×nc stays in L3).
+    static var ncBlock: Int { get }
+
+    /// c[0..<mr][0..<nr] (row stride ldc) = (addC ? c : 0) + Σ_p a[p*mr + i] * b[p*nr + j]
+    /// (+ bias[j] when bias != nil, then max(·, 0) semantics of relu when relu).
+    static func kernel(
+        _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>,
+        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+}
+
+enum GEMMKernelF32: GEMMKernel {
+    typealias Scalar = Float
+    typealias V = SIMD8<Float>
+    static var mr: Int { 6 }
+    static var nr: Int { 16 }
+    static var kcBlock: Int { 256 }
+    static var mcBlock: Int { 144 }
+    static var ncBlock: Int { 2048 }
+
+    @inline(__always)
+    static func storeRow(_ cp: UnsafeMutablePointer<Float>, _ x0: V, _ x1: V,
+                         _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
+        let raw = UnsafeMutableRawPointer(cp)
+        var v0 = x0, v1 = x1
+        if addC {
+            v0 += raw.loadUnaligned(as: V.self)
+            v1 += raw.loadUnaligned(fromByteOffset: 32, as: V.self)
+        }
+        if let bias {
+            let rb = UnsafeRawPointer(bias)
+            v0 += rb.loadUnaligned(as: V.self)
+            v1 += rb.loadUnaligned(fromByteOffset: 32, as: V.self)
+        }
+        if relu {
+            let z = V()
+            v0 = z.replacing(with: v0, where: v0 .> z)
+            v1 = z.replacing(with: v1, where: v1 .> z)
+        }
+        raw.storeBytes(of: v0, as: V.self)
+        raw.storeBytes(of: v1, toByteOffset: 32, as: V.self)
+    }
+
+    @inline(never)
+    static func kernel(
+        _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+        _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
+    ) {
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        var pa = a
+        var pb = UnsafeRawPointer(b)
+        for _ in 0..<kc {
+            let b0 = pb.loadUnaligned(as: V.self)
+            let b1 = pb.loadUnaligned(fromByteOffset: 32, as: V.self)
+            var x = V(repeating: pa[0])
+            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V(repeating: pa[1])
+            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V(repeating: pa[2])
+            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V(repeating: pa[3])
+            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V(repeating: pa[4])
+            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V(repeating: pa[5])
+            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            pa += 6
+            pb += 64
+        }
+        storeRow(c, c00, c01, addC, bias, relu)
+        storeRow(c + ldc, c10, c11, addC, bias, relu)
+        storeRow(c + 2 * ldc, c20, c21, addC, bias, relu)
+        storeRow(c + 3 * ldc, c30, c31, addC, bias, relu)
+        storeRow(c + 4 * ldc, c40, c41, addC, bias, relu)
+        storeRow(c + 5 * ldc, c50, c51, addC, bias, relu)
+    }
+}
+
+enum GEMMKernelF64: GEMMKernel {
+    typealias Scalar = Double
+    typealias V = SIMD4<Double>
+    static var mr: Int { 6 }
+    static var nr: Int { 8 }
+    static var kcBlock: Int { 256 }
+    static var mcBlock: Int { 72 }
+    static var ncBlock: Int { 1024 }
+
+    @inline(__always)
+    static func storeRow(_ cp: UnsafeMutablePointer<Double>, _ x0: V, _ x1: V,
+                         _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
+        let raw = UnsafeMutableRawPointer(cp)
+        var v0 = x0, v1 = x1
+        if addC {
+            v0 += raw.loadUnaligned(as: V.self)
+            v1 += raw.loadUnaligned(fromByteOffset: 32, as: V.self)
+        }
+        if let bias {
+            let rb = UnsafeRawPointer(bias)
+            v0 += rb.loadUnaligned(as: V.self)
+            v1 += rb.loadUnaligned(fromByteOffset: 32, as: V.self)
+        }
+        if relu {
+            let z = V()
+            v0 = z.replacing(with: v0, where: v0 .> z)
+            v1 = z.replacing(with: v1, where: v1 .> z)
+        }
+        raw.storeBytes(of: v0, as: V.self)
+        raw.storeBytes(of: v1, toByteOffset: 32, as: V.self)
+    }
+
+    @inline(never)
+    static func kernel(
+        _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>,
+        _ c: UnsafeMutablePointer<Double>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
+    ) {
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        var pa = a
+        var pb = UnsafeRawPointer(b)
+        for _ in 0..<kc {
+            let b0 = pb.loadUnaligned(as: V.self)
+            let b1 = pb.loadUnaligned(fromByteOffset: 32, as: V.self)
+            var x = V(repeating: pa[0])
+            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V(repeating: pa[1])
+            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V(repeating: pa[2])
+            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V(repeating: pa[3])
+            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V(repeating: pa[4])
+            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V(repeating: pa[5])
+            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            pa += 6
+            pb += 64
+        }
+        storeRow(c, c00, c01, addC, bias, relu)
+        storeRow(c + ldc, c10, c11, addC, bias, relu)
+        storeRow(c + 2 * ldc, c20, c21, addC, bias, relu)
+        storeRow(c + 3 * ldc, c30, c31, addC, bias, relu)
+        storeRow(c + 4 * ldc, c40, c41, addC, bias, relu)
+        storeRow(c + 5 * ldc, c50, c51, addC, bias, relu)
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import Testing
+@testable import NNC
+@testable import IR
+@testable import Runtime
+import Parser
+
+/// The models shipped in models/, read relative to this file.
+func modelsDirectory() -> String {
+    let here = URL(fileURLWithPath: #filePath)
+    return here.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("models").path
+}
+
+func modelFiles() -> [String] {
+    let directory = modelsDirectory()
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    return names.filter { $0.hasSuffix(".nn") }.sorted().map { directory + "/" + $0 }
+}
+
+/// Loss and gradients of one step on fixed random data, in a given graph.
+func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: Int) throws -> (Double, [[Double]]) {
+    let plan = try Plan(graph: graph, batch: batch)
+    let store = ParameterStore<T>(graph: graph)
+    let values = initialValues(for: graph.parameters, seed: 3)
+    for (buffer, initial) in zip(store.parameters, values) { store.load(initial, into: buffer) }
+    let session = try Session<T>(plan: plan, store: store, threads: 1, seed: 5)
+    var random = MT19937(seed: 11)
+    if let x = graph.input, let input = session.inputPointer {
+        for i in 0..<graph[x].shape.elements(batch: batch) { input[i] = T(random.randomSample()) }
+    }
+    if let y = graph.target, let target = session.targetPointer {
+        if case .classLabels(let classes) = graph.targetKind {
+            for i in 0..<batch { target[i] = T(i % classes) }
+        } else {
+            for i in 0..<graph[y].shape.elements(batch: batch) { target[i] = T(random.randomSample()) }
+        }
+    }
+    session.reseed(99)
+    try session.run(batch: batch)
+    let gradients = graph.gradients.map { id in
+        id.map { Array(UnsafeBufferPointer(start: session.pointer($0), count: graph[$0].shape.rowElements)).map(Double.init) } ?? []
+    }
+    return (session.lossValue, gradients)
+}
+
+@Suite struct PassTests {
+    /// For every model in models/: the optimized graph gives the same loss and gradients as the
+    /// unoptimized one (1e-5 relative in f32, 1e-12 in f64), and the verifier passes after each pass.
+    @Test(arguments: modelFiles())
+    func optimizedGraphMatchesUnoptimized(_ path: String) throws {
+        let program = try ModelProgram.load(path: path)
+        guard program.model.graph.loss != nil else { return }
+        let batch = 3
+        for dtype in [DType.f32, .f64] {
+            let plain = try program.gradientGraph(dtype: dtype, training: true)
+            let optimized = try plain.optimized(verify: true).graph
+            let tolerance = dtype == .f32 ? 1e-5 : 1e-12
+            let (lossA, gradientsA) = dtype == .f32 ? try lossAndGradients(Float.self, plain, batch: batch) : try lossAndGradients(Double.self, plain, batch: batch)
+            let (lossB, gradientsB) = dtype == .f32 ? try lossAndGradients(Float.self, optimized, batch: batch) : try lossAndGradients(Double.self, optimized, batch: batch)
+            #expect(abs(lossA - lossB) <= tolerance * max(1, abs(lossA)), "\(path) \(dtype): loss \(lossA) vs \(lossB)")
+            for (a, b) in zip(gradientsA, gradientsB) {
+                #expect(a.count == b.count)
+                let scale = max(1e-3, a.map(abs).max() ?? 0)
+                for (x, y) in zip(a, b) { #expect(abs(x - y) <= tolerance * scale * 10, "\(path) \(dtype): gradient \(x) vs \(y)") }
+            }
+        }
+    }
+
+    @Test func fusionMakesDenseOpsAndLogsReasons() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 3\nfc 3->4\ntanh\nfc 4->2\npow 2\nfc 2->2\nsoftmax\nloss crossentropy"))
+        let training = try program.trainingGraph(dtype: .f32, settings: TrainingSettings())
+        let (optimized, log) = try training.optimized(verify: true)
+        let ops = optimized.nodes.map(\.op)
+        #expect(ops.contains(.dense(.tanh, bias: true)))
+        #expect(ops.contains(.softmaxCrossEntropy))
+        #expect(ops.contains(.softmaxCrossEntropyGrad))
+        #expect(!ops.contains(.crossEntropy))
+        #expect(ops.contains(.activationGradBias(.tanh, bias: true)))
+        #expect(log.contains { !$0.fused && $0.reason.contains("pow(2)") && $0.line == 5 })
+        #expect(log.contains { $0.fused && $0.pattern.contains("tanh") && $0.line == 2 })
+        // Every pass can be dumped on its own.
+        for name in passNames { _ = try training.optimized(through: name, verify: true) }
+    }
+
+    @Test func fusionRespectsGraphOutputs() throws {
+        // The pre-activation value is kept as a gradient root when it is a graph output: no fusion.
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 2\nfc 2->3\nloss sum"))
+        let (optimized, log) = try program.gradientGraph(dtype: .f32).optimized(verify: true)
+        #expect(optimized.nodes.contains { $0.op == .dense(.identity, bias: true) })
+        #expect(!log.isEmpty)
+    }
+
+    @Test func deadCodeIsRemoved() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 2\nfc 2->3\ntanh\nsoftmax\nloss crossentropy"))
+        let graph = try program.inferenceGraph(dtype: .f32, withLoss: false)
+        // Without the loss, the cross-entropy disappears; the softmax (the output) stays.
+        #expect(!graph.nodes.contains { $0.op == .softmaxCrossEntropy || $0.op == .crossEntropy })
+        #expect(graph.nodes.contains { $0.op == .activation(.softmax) })
+    }
+}
+
+@Suite struct PlanTests {
+    @Test func buffersDoNotOverlapWhileLive() throws {
+        for path in modelFiles() {
+            let program = try ModelProgram.load(path: path)
+            guard program.model.graph.loss != nil else { continue }
+            let graph = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized(verify: true).graph
+            let plan = try Plan(graph: graph, batch: 7)
+            for (i, a) in plan.buffers.enumerated() {
+                for b in plan.buffers[(i + 1)...] {
+                    let timeOverlap = a.firstUse <= b.lastUse && b.firstUse <= a.lastUse
+                    let spaceOverlap = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes
+                    #expect(!(timeOverlap && spaceOverlap), "\(path): buffers overlap")
+                }
+                #expect(a.offset % 64 == 0)
+                #expect(a.offset + a.bytes <= plan.arenaBytes)
+            }
+            #expect(plan.arenaBytes <= plan.unplannedBytes)
+            // The input and target are written before the step: they must be live from the start.
+            for source in [graph.input, graph.target].compactMap({ $0 }) {
+                #expect(plan.buffers.first { $0.values.contains(source) }?.firstUse == 0)
+            }
+        }
+    }
+
+    @Test func planReportsSavingsAndInPlaceOps() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 8\nfc 8->16\nrelu\nfc 16->16\npow 2\nfc 16->4\nloss mse"))
+        let graph = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized(verify: true).graph
+        let plan = try Plan(graph: graph, batch: 32)
+        #expect(plan.savedBytes > 0)
+        #expect(!plan.inPlace.isEmpty)
+        let text = plan.printed()
+        #expect(text.contains("arena:"))
+        #expect(text.contains("saved"))
+        #expect(text.contains("(in place)"))
+    }
+}
