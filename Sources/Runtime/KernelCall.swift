@@ -24,8 +24,12 @@ struct KernelCall<T: KernelScalar> {
     func run(context: GEMMContext, scratch: P, random: inout MT19937) {
         switch kind {
         case let .dropoutMask(mask, count, probability):
-            let keep = T(1 / (1 - probability))
-            for i in 0..<count { mask[i] = random.randomSample() < probability ? 0 : keep }
+            Runtime.dropoutMask(count: count, p: probability, rng: &random, into: mask)
         }
     }
+}
+
+extension MT19937 {
+    /// Seeds from a 32-bit value (what nnc's derived per-epoch and per-step seeds are).
+    public init(seed: UInt32) { self.init(seed: UInt64(seed)) }
 }

@@ -142,7 +142,7 @@ struct ASTTests {
         guard case .data(let test, let path, let range) = parsed.first?.kind else { Issue.record("not data"); return }
         #expect(!test)
         #expect(path == #"a "q" b\c"#)
-        #expect(range == SourceRange(start: 5, end: 18))
+        #expect(range == SourceRange(start: 5, end: 19))
     }
 
     @Test func semicolonsNewlinesAndComments() throws {
@@ -163,7 +163,7 @@ struct ASTTests {
           2:18  Activation(tanh)
           5:1  FullyConnected(inputs: 3, outputs: 1, bias: true, init: default)
           5:11  Activation(tanh)
-          6:4  Loss(mse)
+          6:3  Loss(mse)
           7:1  Data(train: "x.csv")
           7:15  Train(optimizer: sgd, lr: 0.1)
 
