@@ -115,10 +115,12 @@ public struct CompiledFile: Sendable, Equatable {
         }
         guard version >= 1 else { throw fail("unknown format version \(version)") }
         guard let length = reader.u64() else { throw fail("truncated: the file ends inside its header") }
-        let expected = 16 + Int(clamping: length) + 4
-        guard length < UInt64(Int.max / 2), bytes.count >= expected else {
-            throw fail("truncated: expected \(length > UInt64(Int.max / 2) ? "more" : String(expected)) bytes, found \(bytes.count)")
+        // The length comes from the file: compare before any arithmetic on it.
+        guard length <= UInt64(bytes.count) else {
+            throw fail("truncated: the header promises \(length) bytes of content, the file has \(bytes.count) bytes in all")
         }
+        let expected = 16 + Int(length) + 4
+        guard bytes.count >= expected else { throw fail("truncated: expected \(expected) bytes, found \(bytes.count)") }
         guard bytes.count == expected else { throw fail("corrupted: \(bytes.count - expected) unexpected bytes after the end") }
         let stored = UInt32(bytes[expected - 4]) | UInt32(bytes[expected - 3]) << 8 | UInt32(bytes[expected - 2]) << 16 | UInt32(bytes[expected - 1]) << 24
         guard crc32(Array(bytes[0..<(expected - 4)])) == stored else { throw fail("corrupted: the checksum does not match") }

@@ -5,6 +5,8 @@ import Runtime
 
 /// Set by the SIGINT handler; the training loop checks it after each step.
 nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
+/// Tests stand in for Ctrl-C: interrupt after this many steps of the next training run.
+nonisolated(unsafe) var interruptAfterStepsForTesting: Int?
 
 struct Interrupted: Error { var checkpoint: String }
 
@@ -267,6 +269,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
                                               eta: elapsed / Double(step + 1 - firstStep) * Double(stepsPerEpoch - step - 1)), terminator: "")
                 }
             }
+            if let limit = interruptAfterStepsForTesting, steps >= limit { interruptRequested = 1; interruptAfterStepsForTesting = nil }
             if interruptRequested != 0 {
                 if console.isTerminal { console.print("") }
                 state.take(store)

@@ -6,13 +6,13 @@ import Testing
 import Parser
 
 /// The models shipped in models/, read relative to this file.
-func modelsDirectory() -> String {
+func shippedModelsDirectory() -> String {
     let here = URL(fileURLWithPath: #filePath)
     return here.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("models").path
 }
 
-func modelFiles() -> [String] {
-    let directory = modelsDirectory()
+func shippedModelFiles() -> [String] {
+    let directory = shippedModelsDirectory()
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
     return names.filter { $0.hasSuffix(".nn") }.sorted().map { directory + "/" + $0 }
 }
@@ -46,7 +46,7 @@ func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: In
 @Suite struct PassTests {
     /// For every model in models/: the optimized graph gives the same loss and gradients as the
     /// unoptimized one (1e-5 relative in f32, 1e-12 in f64), and the verifier passes after each pass.
-    @Test(arguments: modelFiles())
+    @Test(arguments: shippedModelFiles())
     func optimizedGraphMatchesUnoptimized(_ path: String) throws {
         let program = try ModelProgram.load(path: path)
         guard program.model.graph.loss != nil else { return }
@@ -101,7 +101,7 @@ func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: In
 
 @Suite struct PlanTests {
     @Test func buffersDoNotOverlapWhileLive() throws {
-        for path in modelFiles() {
+        for path in shippedModelFiles() {
             let program = try ModelProgram.load(path: path)
             guard program.model.graph.loss != nil else { continue }
             let graph = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized(verify: true).graph

@@ -24,16 +24,23 @@ public final class GEMMContext: @unchecked Sendable {
     let pool: WorkerPool
     /// Per-worker scratch: packed A block, packed B block, one edge tile. Sized for both f32 and f64.
     let scratch: [GEMMScratch]
+    /// Packed B block shared by all workers (large multi-threaded GEMMs).
+    let sharedPackB: UnsafeMutableRawPointer
+    /// From this many multiply-adds on (and enough rows), workers share one packed B block
+    /// (settable for tests).
+    var sharedPackMinWork = 1 << 24
 
     public init(threads: Int) {
         self.threads = max(1, threads)
         pool = WorkerPool(threads: self.threads)
         scratch = (0..<self.threads).map { _ in GEMMScratch() }
+        sharedPackB = .allocate(byteCount: self.threads > 1 ? GEMMScratch.packBBytes : 64, alignment: 64)
     }
 
     deinit {
         pool.stop()
         for s in scratch { s.deallocate() }
+        sharedPackB.deallocate()
     }
 
     /// Runs body(i, worker) for every i in 0..<count, spread over the pool's threads (the calling
@@ -212,7 +219,7 @@ struct GEMMArgs<T: KernelScalar> {
 }
 
 /// Below this many multiply-adds, a plain loop beats packing.
-let gemmTinyThreshold = 4096
+let gemmTinyThreshold = 512
 /// From this many multiply-adds on, worker: nil splits the work over the context's threads.
 let gemmParallelThreshold = 1 << 18
 
@@ -258,6 +265,12 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
         gemmBlocked(K.self, g, rows: 0..<m, cols: 0..<n, scratch: context.scratch[0])
         return
     }
+    if work >= context.sharedPackMinWork && tilesM >= 2 * threads {
+        gemmParallelRows(K.self, g, context)
+        return
+    }
+    // One contiguous block of columns (or rows) per worker, each packing its own operands: one
+    // synchronisation only, best for medium sizes.
     let parts = min(threads, max(tilesM, tilesN))
     let splitColumns = tilesN >= tilesM
     context.parallelFor(parts) { part, w in
@@ -273,76 +286,138 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
     }
 }
 
+/// Large multi-threaded GEMM: for each (nc, kc) block, the workers pack B together into the shared
+/// buffer, then each computes its own rows (packing its own A). No operand is packed twice.
+func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext) {
+    typealias T = K.Scalar
+    let MR = K.mr, NR = K.nr, KC = K.kcBlock, NC = K.ncBlock
+    let m = g.m, n = g.n, k = g.k
+    let parts = context.threads
+    let tilesM = (m + MR - 1) / MR
+    let packB = context.sharedPackB.assumingMemoryBound(to: T.self)
+    var jc = 0
+    while jc < n {
+        let nc = min(NC, n - jc)
+        let panels = (nc + NR - 1) / NR
+        var pc = 0
+        while pc < k {
+            let kc = min(KC, k - pc)
+            context.parallelFor(parts) { part, _ in
+                let r = WorkerPool.range(panels, worker: part, of: parts)
+                if !r.isEmpty {
+                    let j0 = r.lowerBound * NR
+                    let cols = min(nc, r.upperBound * NR) - j0
+                    packBBlock(g, NR, p0: pc, kc: kc, j0: jc + j0, nc: cols, dst: packB + j0 * kc)
+                }
+            }
+            context.parallelFor(parts) { part, w in
+                let t = WorkerPool.range(tilesM, worker: part, of: parts)
+                let rows = (t.lowerBound * MR)..<min(m, t.upperBound * MR)
+                if !rows.isEmpty {
+                    gemmMacroBlock(K.self, g, rows: rows, jc: jc, nc: nc, pc: pc, kc: kc,
+                                   packB: packB, directB: false, scratch: context.scratch[w])
+                }
+            }
+            pc += KC
+        }
+        jc += NC
+    }
+}
+
 /// Single-threaded blocked GEMM over the block rows×cols of C.
 func gemmBlocked<K: GEMMKernel>(
     _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, cols: Range<Int>, scratch: GEMMScratch
 ) {
     typealias T = K.Scalar
-    let MR = K.mr, NR = K.nr
-    let KC = K.kcBlock, MC = K.mcBlock, NC = K.ncBlock
-    let packA = scratch.packA.assumingMemoryBound(to: T.self)
+    let MR = K.mr, NR = K.nr, KC = K.kcBlock, NC = K.ncBlock
     let packB = scratch.packB.assumingMemoryBound(to: T.self)
-    let tile = scratch.tile.assumingMemoryBound(to: T.self)
     let k = g.k
-    let relu = g.reluInKernel
-    let scalarPass = g.needsScalarPass
-
+    // B is read in place (row stride ldb) when it is not transposed and too few rows of C reuse it
+    // to pay for packing; only a ragged last panel is packed then.
+    let directB = rows.count <= 2 * MR && !g.transB
     var jc = cols.lowerBound
     while jc < cols.upperBound {
         let nc = min(NC, cols.upperBound - jc)
         var pc = 0
         while pc < k {
             let kc = min(KC, k - pc)
-            let last = pc + kc == k
-            let addC = g.accumulate || pc > 0
-            packBBlock(g, NR, p0: pc, kc: kc, j0: jc, nc: nc, dst: packB)
-            var ic = rows.lowerBound
-            while ic < rows.upperBound {
-                let mc = min(MC, rows.upperBound - ic)
-                packABlock(g, MR, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
-                var jr = 0
-                while jr < nc {
-                    let nr = min(NR, nc - jr)
-                    let j = jc + jr
-                    let pb = UnsafePointer(packB + jr * kc)
-                    let biasJ: UnsafePointer<T>? = last ? g.bias.map { $0 + j } : nil
-                    var ir = 0
-                    while ir < mc {
-                        let mr = min(MR, mc - ir)
-                        let i = ic + ir
-                        let pa = UnsafePointer(packA + ir * kc)
-                        let cp = g.c + i * g.ldc + j
-                        if mr == MR && nr == NR {
-                            K.kernel(kc, pa, pb, cp, g.ldc, addC, biasJ, last && relu)
-                            if last && scalarPass {
-                                for r in 0..<MR {
-                                    let row = cp + r * g.ldc
-                                    for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
-                                }
-                            }
-                        } else {
-                            K.kernel(kc, pa, pb, tile, NR, false, nil, false)
-                            for r in 0..<mr {
-                                let row = cp + r * g.ldc
-                                let t = tile + r * NR
-                                if last {
-                                    for jj in 0..<nr { row[jj] = g.finish(t[jj], i + r, j + jj, addC: addC) }
-                                } else if addC {
-                                    for jj in 0..<nr { row[jj] += t[jj] }
-                                } else {
-                                    for jj in 0..<nr { row[jj] = t[jj] }
-                                }
-                            }
-                        }
-                        ir += MR
-                    }
-                    jr += NR
-                }
-                ic += MC
-            }
+            if !directB { packBBlock(g, NR, p0: pc, kc: kc, j0: jc, nc: nc, dst: packB) }
+            gemmMacroBlock(K.self, g, rows: rows, jc: jc, nc: nc, pc: pc, kc: kc,
+                           packB: packB, directB: directB, scratch: scratch)
             pc += KC
         }
         jc += NC
+    }
+}
+
+/// The rows × [jc, jc+nc) block of C for the k block [pc, pc+kc), with B packed in packB (or, when
+/// directB, read in place).
+@inline(__always)
+func gemmMacroBlock<K: GEMMKernel>(
+    _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, jc: Int, nc: Int, pc: Int, kc: Int,
+    packB: UnsafeMutablePointer<K.Scalar>, directB: Bool, scratch: GEMMScratch
+) {
+    typealias T = K.Scalar
+    let MR = K.mr, NR = K.nr, MC = K.mcBlock
+    let packA = scratch.packA.assumingMemoryBound(to: T.self)
+    let tile = scratch.tile.assumingMemoryBound(to: T.self)
+    let relu = g.reluInKernel
+    let scalarPass = g.needsScalarPass
+    let last = pc + kc == g.k
+    let addC = g.accumulate || pc > 0
+    var ic = rows.lowerBound
+    while ic < rows.upperBound {
+        let mc = min(MC, rows.upperBound - ic)
+        packABlock(g, MR, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
+        var jr = 0
+        while jr < nc {
+            let nr = min(NR, nc - jr)
+            let j = jc + jr
+            var pb = UnsafePointer(packB + jr * kc)
+            var bStride = NR
+            if directB {
+                if nr == NR {
+                    pb = g.b + pc * g.ldb + j
+                    bStride = g.ldb
+                } else {
+                    packBBlock(g, NR, p0: pc, kc: kc, j0: j, nc: nr, dst: packB)
+                    pb = UnsafePointer(packB)
+                }
+            }
+            let biasJ: UnsafePointer<T>? = last ? g.bias.map { $0 + j } : nil
+            var ir = 0
+            while ir < mc {
+                let mr = min(MR, mc - ir)
+                let i = ic + ir
+                let pa = UnsafePointer(packA + ir * kc)
+                let cp = g.c + i * g.ldc + j
+                if mr == MR && nr == NR {
+                    K.kernel(kc, pa, pb, bStride, cp, g.ldc, addC, biasJ, last && relu)
+                    if last && scalarPass {
+                        for r in 0..<MR {
+                            let row = cp + r * g.ldc
+                            for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
+                        }
+                    }
+                } else {
+                    K.kernel(kc, pa, pb, bStride, tile, NR, false, nil, false)
+                    for r in 0..<mr {
+                        let row = cp + r * g.ldc
+                        let t = tile + r * NR
+                        if last {
+                            for jj in 0..<nr { row[jj] = g.finish(t[jj], i + r, j + jj, addC: addC) }
+                        } else if addC {
+                            for jj in 0..<nr { row[jj] += t[jj] }
+                        } else {
+                            for jj in 0..<nr { row[jj] = t[jj] }
+                        }
+                    }
+                }
+                ir += MR
+            }
+            jr += NR
+        }
+        ic += MC
     }
 }
 

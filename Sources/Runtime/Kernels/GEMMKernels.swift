@@ -19,10 +19,10 @@ protocol GEMMKernel {
     /// Columns of a packed B block (kc×nc stays in L3).
     static var ncBlock: Int { get }
 
-    /// c[0..<mr][0..<nr] (row stride ldc) = (addC ? c : 0) + Σ_p a[p*mr + i] * b[p*nr + j]
+    /// c[0..<mr][0..<nr] (row stride ldc) = (addC ? c : 0) + Σ_p a[p*mr + i] * b[p*bStride + j]
     /// (+ bias[j] when bias != nil, then max(·, 0) semantics of relu when relu).
     static func kernel(
-        _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>,
+        _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 }
@@ -61,7 +61,7 @@ enum GEMMKernelF32: GEMMKernel {
 
     @inline(never)
     static func kernel(
-        _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+        _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
         _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
     ) {
@@ -69,6 +69,7 @@ enum GEMMKernelF32: GEMMKernel {
         var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
         var pa = a
         var pb = UnsafeRawPointer(b)
+        let step = bStride * MemoryLayout<Scalar>.stride
         for _ in 0..<kc {
             let b0 = pb.loadUnaligned(as: V.self)
             let b1 = pb.loadUnaligned(fromByteOffset: 32, as: V.self)
@@ -85,7 +86,7 @@ enum GEMMKernelF32: GEMMKernel {
             x = V(repeating: pa[5])
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
             pa += 6
-            pb += 64
+            pb += step
         }
         storeRow(c, c00, c01, addC, bias, relu)
         storeRow(c + ldc, c10, c11, addC, bias, relu)
@@ -130,7 +131,7 @@ enum GEMMKernelF64: GEMMKernel {
 
     @inline(never)
     static func kernel(
-        _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>,
+        _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
         _ c: UnsafeMutablePointer<Double>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
     ) {
@@ -138,6 +139,7 @@ enum GEMMKernelF64: GEMMKernel {
         var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
         var pa = a
         var pb = UnsafeRawPointer(b)
+        let step = bStride * MemoryLayout<Scalar>.stride
         for _ in 0..<kc {
             let b0 = pb.loadUnaligned(as: V.self)
             let b1 = pb.loadUnaligned(fromByteOffset: 32, as: V.self)
@@ -154,7 +156,7 @@ enum GEMMKernelF64: GEMMKernel {
             x = V(repeating: pa[5])
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
             pa += 6
-            pb += 64
+            pb += step
         }
         storeRow(c, c00, c01, addC, bias, relu)
         storeRow(c + ldc, c10, c11, addC, bias, relu)

@@ -42,6 +42,13 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
     /// Tells the workers to exit (they hold a reference to the pool until they do).
     func stop() {
         shutdown.store(true, ordering: .sequentiallyConsistent)
