@@ -41,18 +41,21 @@ public struct Diagnostic: Error, Sendable, Equatable {
 
     /// The line and a caret line; long lines are cut to a window around the column.
     static func snippet(source: SourceFile, range: SourceRange, line: Int, column: Int) -> String {
-        let text = Array(source.lineText(line).unicodeScalars)
+        // A huge line (a 10 MB token) is cut to a window around the range before it is decoded.
+        let excerpt = source.lineExcerpt(line, around: range.start)
+        let text = Array(excerpt.text.unicodeScalars)
         // The column just past the range (ranges end on character boundaries; the last byte of a
         // multi-byte character would not).
         let (endLine, endColumn) = source.lineAndColumn(of: range.end)
         let width = endLine == line && range.end > range.start ? max(1, endColumn - column) : 1
+        let column = excerpt.column
         let maxWidth = 120
         var first = 0
         if column - 1 > maxWidth - 20 { first = column - 1 - 40 }
         let last = min(text.count, first + maxWidth)
         let shown = first < last ? String(String.UnicodeScalarView(text[first..<last])) : ""
-        let prefix = first > 0 ? "..." : ""
-        let suffix = last < text.count ? "..." : ""
+        let prefix = first > 0 || excerpt.cutBefore ? "..." : ""
+        let suffix = last < text.count || excerpt.cutAfter ? "..." : ""
         let caretColumn = column - 1 - first + prefix.count
         let tildes = max(0, min(width, max(1, last - (column - 1))) - 1)
         let visible = shown.map { $0 == "\t" ? " " : $0 }
@@ -76,9 +79,9 @@ public struct DiagnosticError: Error, Sendable {
 /// A token's text as quoted in a message: `'text'`, with very long text cut (a 10 MB word must not
 /// become a 10 MB message).
 public func quoted(_ text: String, limit: Int = 40) -> String {
-    let scalars = text.unicodeScalars
-    guard scalars.count > limit else { return "'\(text)'" }
-    return "'" + String(String.UnicodeScalarView(scalars.prefix(limit))) + "…'"
+    // utf8.count is O(1); counting the scalars of a 10 MB word is not.
+    guard text.utf8.count > limit, text.unicodeScalars.prefix(limit + 1).count > limit else { return "'\(text)'" }
+    return "'" + String(String.UnicodeScalarView(text.unicodeScalars.prefix(limit))) + "…'"
 }
 
 /// "Did you mean" for misspelled words: the closest candidate within a small edit distance.

@@ -44,8 +44,10 @@ public struct Lexer {
             case UInt8(ascii: "\n"), UInt8(ascii: ";"):
                 i += 1
                 // A run of separators is one token (a file of a million blank lines stays small).
-                if tokens.last?.kind != .separator {
-                    tokens.append(Token(kind: .separator, range: SourceRange(start: start, end: i), text: text(start, i)))
+                tokens.append(Token(kind: .separator, range: SourceRange(start: start, end: i), text: text(start, i)))
+                while i < bytes.count, bytes[i] == UInt8(ascii: "\n") || bytes[i] == UInt8(ascii: ";") || bytes[i] == UInt8(ascii: " ")
+                        || bytes[i] == UInt8(ascii: "\t") || bytes[i] == UInt8(ascii: "\r") {
+                    i += 1
                 }
             case UInt8(ascii: "("): i += 1; tokens.append(Token(kind: .leftParen, range: SourceRange(start: start, end: i), text: "("))
             case UInt8(ascii: ")"): i += 1; tokens.append(Token(kind: .rightParen, range: SourceRange(start: start, end: i), text: ")"))

@@ -77,7 +77,7 @@ public struct Parser {
                 let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
                 let (sum, overflow2) = times10.addingReportingOverflow(Int(byte) - 48)
                 if overflow1 || overflow2 || sum > Int(Int32.max) {
-                    throw error("\(what) \(token.text.count > 40 ? quoted(token.text) : token.text) is too large (the limit is \(Int32.max))", at: token.range)
+                    throw error("\(what) \(token.text.utf8.count > 40 ? quoted(token.text) : token.text) is too large (the limit is \(Int32.max))", at: token.range)
                 }
                 value = sum
             }

@@ -10,7 +10,13 @@ public final class SourceFile: Sendable {
         self.path = path
         self.bytes = bytes
         var starts = [0]
-        for (index, byte) in bytes.enumerated() where byte == UInt8(ascii: "\n") { starts.append(index + 1) }
+        bytes.withUnsafeBufferPointer { buffer in
+            var index = 0
+            while index < buffer.count {
+                if buffer[index] == UInt8(ascii: "\n") { starts.append(index + 1) }
+                index += 1
+            }
+        }
         self.lineStarts = starts
     }
 
@@ -36,8 +42,38 @@ public final class SourceFile: Sendable {
         let line = line(of: offset)
         let start = lineStarts[line - 1]
         let end = min(max(offset, start), bytes.count)
-        let prefix = String(decoding: bytes[start..<end], as: UTF8.self)
-        return (line, prefix.unicodeScalars.count + 1)
+        return (line, scalarCount(start, end) + 1)
+    }
+
+    /// Unicode scalars in bytes[start..<end] as decoded (invalid bytes become U+FFFD); ASCII is counted
+    /// without decoding (a diagnostic at the end of a 10 MB line stays fast).
+    private func scalarCount(_ start: Int, _ end: Int) -> Int {
+        let ascii = bytes.withUnsafeBufferPointer { buffer in
+            var index = start
+            while index < end, buffer[index] < 0x80 { index += 1 }
+            return index == end
+        }
+        return ascii ? end - start : String(decoding: bytes[start..<end], as: UTF8.self).unicodeScalars.count
+    }
+
+    /// The text of a line for showing under a diagnostic; a line longer than 4 KiB is cut to a window
+    /// of about 512 bytes either side of `offset`. `column` is the 1-based column of `offset` in `text`.
+    public func lineExcerpt(_ line: Int, around offset: Int) -> (text: String, column: Int, cutBefore: Bool, cutAfter: Bool) {
+        guard line >= 1, line <= lineStarts.count else { return ("", 1, false, false) }
+        let lineStart = lineStarts[line - 1]
+        var lineEnd = line < lineStarts.count ? lineStarts[line] - 1 : bytes.count
+        if lineEnd > lineStart, bytes[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+        let offset = min(max(offset, lineStart), max(lineStart, lineEnd))
+        guard lineEnd - lineStart > 4096 else {
+            return (lineText(line), scalarCount(lineStart, offset) + 1, false, false)
+        }
+        func isContinuation(_ index: Int) -> Bool { index < bytes.count && bytes[index] & 0xC0 == 0x80 }
+        var start = max(lineStart, offset - 512)
+        while start < offset, isContinuation(start) { start += 1 }
+        var end = min(lineEnd, offset + 512)
+        while end > offset, end < lineEnd, isContinuation(end) { end -= 1 }
+        let text = String(decoding: bytes[start..<end], as: UTF8.self)
+        return (text, scalarCount(start, offset) + 1, start > lineStart, end < lineEnd)
     }
 
     /// The text of a 1-based line, without its newline.

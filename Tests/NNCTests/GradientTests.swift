@@ -17,6 +17,9 @@ let gradientModels: [(String, String)] = [
     ("softmax + mse", "input 3\nfc 3->4\nsoftmax\nloss mse"),
     ("sigmoid + bce", "input 3\nfc 3->2\nsigmoid\nloss bce"),
     ("dropout", "input 5\nfc 5->6\nrelu\ndropout 0.3\nfc 6->2\nloss mse"),
+    ("conv + maxpool", "input 2x6x5\nconv 2->3 3x3 pad 1\nrelu\nmaxpool 2x2\nflatten\nfc 3\nloss crossentropy"),
+    ("strided conv + avgpool", "input 2x7x6\nconv 2->3 3x2 stride 2 pad 1\ntanh\navgpool 2x2 stride 1\nflatten\nfc 4\nsigmoid\nloss bce"),
+    ("conv nobias + leakyrelu + sigmoid", "input 1x5x5\nconv 1->2 2x2 nobias\nleakyrelu 0.2\nconv 2->2 2x2\nsigmoid\nmaxpool 2x2 stride 1\nflatten\nloss sum"),
 ]
 
 @Test(arguments: gradientModels)
@@ -25,7 +28,7 @@ func gradientsMatchFiniteDifferences(_ name: String, _ text: String) throws {
     let checks = try gradientCheck(program, batch: 3, seed: 7)
     #expect(!checks.isEmpty)
     for check in checks {
-        #expect(check.maxRelativeError < 1e-5, "\(name): \(check.parameter) max relative error \(check.maxRelativeError)")
+        #expect(check.maxRelativeError < 1e-6, "\(name): \(check.parameter) max relative error \(check.maxRelativeError)")
     }
 }
 

@@ -69,12 +69,12 @@ let tutorialReferences: [TutorialReference] = [
 ]
 
 /// models/ next to Tests/.
-private let modelsDirectory = URL(fileURLWithPath: #filePath)
+private let tutorialModels = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("models")
 
 /// A fresh directory for one test's files.
-private func scratchDirectory() throws -> URL {
+private func tutorialScratch() throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-tutorials-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
@@ -83,7 +83,7 @@ private func scratchDirectory() throws -> URL {
 /// Runs `nnc ARGS…` through the library and returns what it printed; records a failure on a
 /// non-zero exit status.
 @discardableResult
-private func nnc(_ arguments: [String]) -> String {
+private func runNNC(_ arguments: [String]) -> String {
     let console = Console.capturing()
     let status = runCommandLine(arguments, console: console)
     #expect(status == 0, "nnc \(arguments.joined(separator: " ")) exited with \(status): \(console.errors)")
@@ -91,7 +91,7 @@ private func nnc(_ arguments: [String]) -> String {
 }
 
 /// |actual − expected| ≤ tolerance·max(1, |expected|) element-wise (absolute for values up to 1).
-private func expectClose(_ actual: [Double], _ expected: [Double], _ what: String, tolerance: Double = 1e-6,
+private func expectCloseToNumPy(_ actual: [Double], _ expected: [Double], _ what: String, tolerance: Double = 1e-6,
                          sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(actual.count == expected.count, "\(what): \(actual.count) values, expected \(expected.count)",
             sourceLocation: sourceLocation)
@@ -100,13 +100,13 @@ private func expectClose(_ actual: [Double], _ expected: [Double], _ what: Strin
             sourceLocation: sourceLocation)
 }
 
-private func expectParameters(_ file: CompiledFile, _ expected: [String: [Double]], _ what: String,
+private func expectParametersMatchNumPy(_ file: CompiledFile, _ expected: [String: [Double]], _ what: String,
                               sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(Set(file.parameters.map(\.name)) == Set(expected.keys), "\(what): parameters \(file.parameters.map(\.name))",
             sourceLocation: sourceLocation)
     for (name, values) in expected.sorted(by: { $0.key < $1.key }) {
         guard let tensor = file.parameters.first(where: { $0.name == name }) else { continue }
-        expectClose(tensor.values, values, "\(what) \(name)", sourceLocation: sourceLocation)
+        expectCloseToNumPy(tensor.values, values, "\(what) \(name)", sourceLocation: sourceLocation)
     }
 }
 
@@ -114,66 +114,66 @@ private func expectParameters(_ file: CompiledFile, _ expected: [String: [Double
 /// the trained weights and the predictions (`nnc run`) against NumPy.
 @Test(arguments: tutorialReferences)
 func tutorialReproducesNumPy(_ reference: TutorialReference) throws {
-    let model = modelsDirectory.appendingPathComponent("\(reference.model).nn").path
-    let scratch = try scratchDirectory()
+    let model = tutorialModels.appendingPathComponent("\(reference.model).nn").path
+    let scratch = try tutorialScratch()
     defer { try? FileManager.default.removeItem(at: scratch) }
     let start = scratch.appendingPathComponent("start.nnc").path
     let trained = scratch.appendingPathComponent("trained.nnc").path
     let input = scratch.appendingPathComponent("input.csv").path
 
-    nnc(["compile", model, "--dtype", "f64", "-o", start])
-    expectParameters(try CompiledFile.read(path: start), reference.start, "\(reference.model) starting")
+    runNNC(["compile", model, "--dtype", "f64", "-o", start])
+    expectParametersMatchNumPy(try CompiledFile.read(path: start), reference.start, "\(reference.model) starting")
 
-    nnc(["train", model, "--dtype", "f64", "-o", trained])
-    expectParameters(try CompiledFile.read(path: trained), reference.final, "\(reference.model) trained")
+    runNNC(["train", model, "--dtype", "f64", "-o", trained])
+    expectParametersMatchNumPy(try CompiledFile.read(path: trained), reference.final, "\(reference.model) trained")
 
     let rows = reference.input.map { $0.map { "\($0)" }.joined(separator: ",") }
     try (rows.joined(separator: "\n") + "\n").write(toFile: input, atomically: true, encoding: .utf8)
-    let printed = nnc(["run", trained, "--input", input])
+    let printed = runNNC(["run", trained, "--input", input])
     let predictions = printed.split(separator: "\n").flatMap { $0.split(separator: ",").compactMap { Double($0) } }
-    expectClose(predictions, reference.predictions, "\(reference.model) predictions")
+    expectCloseToNumPy(predictions, reference.predictions, "\(reference.model) predictions")
 }
 
 /// The numbers the single-neuron tutorial prints: starting weights, trained weights and the
 /// prediction for the new situation [1, 0, 0].
 @Test func neuronPrintsTheTutorialsNumbers() throws {
-    let model = modelsDirectory.appendingPathComponent("neuron.nn").path
-    let scratch = try scratchDirectory()
+    let model = tutorialModels.appendingPathComponent("neuron.nn").path
+    let scratch = try tutorialScratch()
     defer { try? FileManager.default.removeItem(at: scratch) }
     let start = scratch.appendingPathComponent("start.nnc").path
     let trained = scratch.appendingPathComponent("trained.nnc").path
     let input = scratch.appendingPathComponent("new.csv").path
 
-    nnc(["compile", model, "--dtype", "f64", "-o", start])
+    runNNC(["compile", model, "--dtype", "f64", "-o", start])
     let initial = try #require(try CompiledFile.read(path: start).parameters.first { $0.name == "fc1.weight" })
-    expectClose(initial.values, [-0.16595599, 0.44064899, -0.99977125], "starting weights", tolerance: 1e-8)
+    expectCloseToNumPy(initial.values, [-0.16595599, 0.44064899, -0.99977125], "starting weights", tolerance: 1e-8)
 
-    nnc(["train", model, "--dtype", "f64", "-o", trained])
+    runNNC(["train", model, "--dtype", "f64", "-o", trained])
     let final = try #require(try CompiledFile.read(path: trained).parameters.first { $0.name == "fc1.weight" })
-    expectClose(final.values, [9.67299303, -0.2078435, -4.62963669], "trained weights", tolerance: 1e-8)
+    expectCloseToNumPy(final.values, [9.67299303, -0.2078435, -4.62963669], "trained weights", tolerance: 1e-8)
 
     try "1,0,0\n".write(toFile: input, atomically: true, encoding: .utf8)
-    let prediction = nnc(["run", trained, "--input", input]).split(separator: "\n").compactMap { Double($0) }
-    expectClose(prediction, [0.99993704], "prediction for [1, 0, 0]", tolerance: 1e-8)
+    let prediction = runNNC(["run", trained, "--input", input]).split(separator: "\n").compactMap { Double($0) }
+    expectCloseToNumPy(prediction, [0.99993704], "prediction for [1, 0, 0]", tolerance: 1e-8)
 }
 
 /// The layer library's XOR network in f32 (the default) learns XOR: the final epoch's mean squared
 /// error and that of the trained network's predictions are below 0.01.
 @Test func xorConvergesInF32() throws {
-    let model = modelsDirectory.appendingPathComponent("xor.nn").path
-    let scratch = try scratchDirectory()
+    let model = tutorialModels.appendingPathComponent("xor.nn").path
+    let scratch = try tutorialScratch()
     defer { try? FileManager.default.removeItem(at: scratch) }
     let trained = scratch.appendingPathComponent("xor.nnc").path
     let input = scratch.appendingPathComponent("xor.csv").path
 
-    nnc(["train", model, "-o", trained])
+    runNNC(["train", model, "-o", trained])
     let file = try CompiledFile.read(path: trained)
     let last = try #require(file.history.last)
     #expect(file.history.count == 1000)
     #expect(last.loss < 0.01, "final epoch loss \(last.loss)")
 
     try "0,0\n0,1\n1,0\n1,1\n".write(toFile: input, atomically: true, encoding: .utf8)
-    let outputs = nnc(["run", trained, "--input", input]).split(separator: "\n").compactMap { Double($0) }
+    let outputs = runNNC(["run", trained, "--input", input]).split(separator: "\n").compactMap { Double($0) }
     try #require(outputs.count == 4)
     let mse = zip(outputs, [0.0, 1, 1, 0]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / 4
     #expect(mse < 0.01, "predictions \(outputs)")

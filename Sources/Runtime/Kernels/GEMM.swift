@@ -47,6 +47,7 @@ public final class GEMMContext: @unchecked Sendable {
     /// thread takes part as worker 0); returns when all are done. worker is in 0..<threads and
     /// identifies the scratch buffers that thread may use. No allocation per call. Deterministic
     /// static partition (same count, same threads -> same i-to-worker assignment).
+    /// Inside body, call gemm with worker: w (a nested parallelFor runs serially on its thread).
     public func parallelFor(_ count: Int, _ body: (_ index: Int, _ worker: Int) -> Void) {
         pool.run(count, body)
     }
@@ -449,6 +450,16 @@ func packABlock<T: KernelScalar>(
                     src += lda
                 }
             }
+        } else if rowsHere == MR && MR == 6 {
+            // op(A)(i, p) = a[i * lda + p]: six row streams, contiguous stores.
+            let r0 = g.a + (i0 + i) * lda + p0
+            let r1 = r0 + lda, r2 = r1 + lda, r3 = r2 + lda, r4 = r3 + lda, r5 = r4 + lda
+            var dp = d
+            for p in 0..<kc {
+                dp[0] = r0[p]; dp[1] = r1[p]; dp[2] = r2[p]
+                dp[3] = r3[p]; dp[4] = r4[p]; dp[5] = r5[p]
+                dp += 6
+            }
         } else {
             // op(A)(i, p) = a[i * lda + p]: rows are contiguous in p.
             for r in 0..<rowsHere {
@@ -472,36 +483,39 @@ func packBBlock<T: KernelScalar>(
     _ g: GEMMArgs<T>, _ NR: Int, p0: Int, kc: Int, j0: Int, nc: Int, dst: UnsafeMutablePointer<T>
 ) {
     let ldb = g.ldb
+    if !g.transB {
+        // op(B)(p, j) = b[p * ldb + j]: each row of the block is read once, front to back (a
+        // sequential stream), and scattered NR values at a time into the panels.
+        let full = nc / NR
+        let rest = nc - full * NR
+        for p in 0..<kc {
+            let src = g.b + (p0 + p) * ldb + j0
+            var dp = dst + p * NR
+            for q in 0..<full {
+                let sq = src + q * NR
+                for jj in 0..<NR { dp[jj] = sq[jj] }
+                dp += NR * kc
+            }
+            if rest > 0 {
+                let sq = src + full * NR
+                for jj in 0..<rest { dp[jj] = sq[jj] }
+                for jj in rest..<NR { dp[jj] = 0 }
+            }
+        }
+        return
+    }
+    // op(B)(p, j) = b[j * ldb + p]: columns of op(B) are contiguous in p.
     var j = 0
     while j < nc {
         let colsHere = min(NR, nc - j)
         let d = dst + j * kc
-        if !g.transB {
-            // op(B)(p, j) = b[p * ldb + j]: NR contiguous values per p.
-            var src = g.b + p0 * ldb + j0 + j
-            if colsHere == NR {
-                for p in 0..<kc {
-                    (d + p * NR).update(from: src, count: NR)
-                    src += ldb
-                }
-            } else {
-                for p in 0..<kc {
-                    let dp = d + p * NR
-                    for jj in 0..<colsHere { dp[jj] = src[jj] }
-                    for jj in colsHere..<NR { dp[jj] = 0 }
-                    src += ldb
-                }
-            }
-        } else {
-            // op(B)(p, j) = b[j * ldb + p]: columns of op(B) are contiguous in p.
-            for jj in 0..<colsHere {
-                let src = g.b + (j0 + j + jj) * ldb + p0
-                for p in 0..<kc { d[p * NR + jj] = src[p] }
-            }
-            if colsHere < NR {
-                for jj in colsHere..<NR {
-                    for p in 0..<kc { d[p * NR + jj] = 0 }
-                }
+        for jj in 0..<colsHere {
+            let src = g.b + (j0 + j + jj) * ldb + p0
+            for p in 0..<kc { d[p * NR + jj] = src[p] }
+        }
+        if colsHere < NR {
+            for jj in colsHere..<NR {
+                for p in 0..<kc { d[p * NR + jj] = 0 }
             }
         }
         j += NR

@@ -8,13 +8,16 @@ import Glibc
 ///
 /// Worker 0 is the calling thread; workers 1..<threads are persistent threads. A job is published by
 /// bumping `generation`; workers spin briefly (yielding) and then sleep on a condition variable.
-/// Nothing is allocated per job. Not reentrant: one `run` at a time per pool.
+/// Nothing is allocated per job. One `run` at a time per pool: a nested or concurrent `run` executes
+/// serially on its calling thread (as worker 0).
 final class WorkerPool: @unchecked Sendable {
     let threads: Int
     private let generation = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     private let shutdown = Atomic<Bool>(false)
+    /// A job is in flight (guards against a nested or concurrent `run`, which then runs inline).
+    private let busy = Atomic<Bool>(false)
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
 
@@ -71,6 +74,13 @@ final class WorkerPool: @unchecked Sendable {
             for i in 0..<count { body(i, 0) }
             return
         }
+        // A run from inside a job (or from a second thread at the same time) would deadlock: it runs
+        // on the calling thread instead. (Callers must still not share a worker's scratch.)
+        if !busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
+            for i in 0..<count { body(i, 0) }
+            return
+        }
+        defer { busy.store(false, ordering: .releasing) }
         withoutActuallyEscaping(body) { escapable in
             job = escapable
             jobCount = count

@@ -1,0 +1,374 @@
+/// 2-D convolution (cross-correlation, like PyTorch's `Conv2d`) over NCHW tensors.
+///
+/// - x: [N, Cin, H, W], weight: [Cout, Cin, kh, kw], bias: [Cout], y: [N, Cout, Ho, Wo] with
+///   Ho = ⌊(H + 2·padH − kh)/strideH⌋ + 1 and Wo likewise; zero padding.
+/// - Forward: y = act(conv(x, w) + b), im2col + `gemm` per sample ([Cout × K]·[K × Ho·Wo], K = Cin·kh·kw),
+///   bias pre-filled into y and the activation fused into the GEMM epilogue. Samples are spread over
+///   `context.parallelFor`; each GEMM runs single-threaded on its worker.
+/// - Backward: dZ = dY ⊙ act'(Y) (when the forward output `y` is given), db = Σ dZ, dW = Σₙ dZₙ·colₙᵀ,
+///   dX = col2im(Wᵀ·dZ) — or, for stride 1, the transposed convolution of dZ with the flipped weights
+///   (im2col of dZ + one GEMM, no scatter).
+/// - Memory: every call takes caller-provided scratch of `conv2DForwardScratchCount` /
+///   `conv2DBackwardScratchCount` elements (sized for a thread count ≥ `context.threads`); nothing allocates.
+/// - Determinism: the batch is split into `min(context.threads, N)` fixed contiguous chunks; each chunk
+///   accumulates its own dW/db partials in sample order and the partials are summed in chunk order, so the
+///   same thread count gives bit-identical results.
+public struct Conv2DShape: Equatable, Sendable, CustomStringConvertible {
+    public var batch: Int
+    public var inChannels: Int
+    public var height: Int
+    public var width: Int
+    public var outChannels: Int
+    public var kernelH: Int
+    public var kernelW: Int
+    public var strideH: Int
+    public var strideW: Int
+    public var padH: Int
+    public var padW: Int
+
+    public init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
+                kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padH: Int, padW: Int) {
+        self.batch = batch; self.inChannels = inChannels; self.height = height; self.width = width
+        self.outChannels = outChannels; self.kernelH = kernelH; self.kernelW = kernelW
+        self.strideH = strideH; self.strideW = strideW; self.padH = padH; self.padW = padW
+    }
+
+    /// Square stride and padding (the `.nn` language's `conv … stride S pad P`).
+    public init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
+                kernelH: Int, kernelW: Int, stride: Int = 1, padding: Int = 0) {
+        self.init(batch: batch, inChannels: inChannels, height: height, width: width, outChannels: outChannels,
+                  kernelH: kernelH, kernelW: kernelW, strideH: stride, strideW: stride, padH: padding, padW: padding)
+    }
+
+    public var outHeight: Int { strideH > 0 ? (height + 2 * padH - kernelH) / strideH + 1 : 0 }
+    public var outWidth: Int { strideW > 0 ? (width + 2 * padW - kernelW) / strideW + 1 : 0 }
+    /// K = Cin·kh·kw, the GEMM depth of the forward pass.
+    public var patchSize: Int { inChannels * kernelH * kernelW }
+    public var inputCount: Int { batch * inChannels * height * width }
+    public var outputCount: Int { batch * outChannels * outHeight * outWidth }
+    public var weightCount: Int { outChannels * inChannels * kernelH * kernelW }
+
+    /// All sizes positive, padding non-negative, and the (padded) input at least one window large.
+    public var isValid: Bool {
+        batch >= 0 && inChannels > 0 && height > 0 && width > 0 && outChannels > 0 && kernelH > 0 && kernelW > 0
+            && strideH > 0 && strideW > 0 && padH >= 0 && padW >= 0
+            && height + 2 * padH >= kernelH && width + 2 * padW >= kernelW
+    }
+
+    public var description: String {
+        "conv[\(batch)x\(inChannels)x\(height)x\(width) -> \(outChannels) k\(kernelH)x\(kernelW) s\(strideH)x\(strideW) p\(padH)x\(padW)]"
+    }
+
+    /// A 1×1, stride-1, unpadded convolution reads x directly as its im2col matrix.
+    var isPointwise: Bool { kernelH == 1 && kernelW == 1 && strideH == 1 && strideW == 1 && padH == 0 && padW == 0 }
+    /// Stride-1 convolutions compute dX as a transposed convolution (im2col of dZ, flipped weights).
+    var usesTransposedInputGradient: Bool { strideH == 1 && strideW == 1 }
+}
+
+// MARK: - im2col / col2im
+
+/// Gathers the patches of one image into col[K × Ho·Wo] (row (c, i, j), leading dimension `ldcol`).
+/// The image has `channels` planes of `height × width`, plane stride `channelStride`, rows contiguous.
+/// Works for any padding sign (negative padding crops).
+@inline(__always)
+func im2col<T: KernelScalar>(_ src: UnsafePointer<T>, channels: Int, channelStride: Int, height: Int, width: Int,
+                             kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padH: Int, padW: Int,
+                             outHeight: Int, outWidth: Int, col: UnsafeMutablePointer<T>, ldcol: Int) {
+    var row = 0
+    for c in 0..<channels {
+        let plane = src + c * channelStride
+        for i in 0..<kernelH {
+            for j in 0..<kernelW {
+                let dstRow = col + row * ldcol
+                row += 1
+                // valid ox: 0 ≤ ox·sw − pw + j < width
+                let lo = j >= padW ? 0 : (padW - j + strideW - 1) / strideW
+                let hiRaw = width - 1 + padW - j
+                let hi = hiRaw < 0 ? -1 : min(outWidth - 1, hiRaw / strideW)
+                for oy in 0..<outHeight {
+                    let dst = dstRow + oy * outWidth
+                    let iy = oy * strideH - padH + i
+                    if iy < 0 || iy >= height || lo > hi {
+                        for ox in 0..<outWidth { dst[ox] = 0 }
+                        continue
+                    }
+                    for ox in 0..<lo { dst[ox] = 0 }
+                    let srcRow = plane + iy * width - padW + j
+                    if strideW == 1 {
+                        for ox in lo...hi { dst[ox] = srcRow[ox] }
+                    } else {
+                        for ox in lo...hi { dst[ox] = srcRow[ox * strideW] }
+                    }
+                    if hi + 1 < outWidth { for ox in (hi + 1)..<outWidth { dst[ox] = 0 } }
+                }
+            }
+        }
+    }
+}
+
+/// Scatters-adds col[K × Ho·Wo] back into an image (dst must be zeroed first by the caller).
+@inline(__always)
+func col2im<T: KernelScalar>(_ col: UnsafePointer<T>, ldcol: Int, channels: Int, height: Int, width: Int,
+                             kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padH: Int, padW: Int,
+                             outHeight: Int, outWidth: Int, dst: UnsafeMutablePointer<T>) {
+    var row = 0
+    for c in 0..<channels {
+        let plane = dst + c * height * width
+        for i in 0..<kernelH {
+            for j in 0..<kernelW {
+                let srcRow = col + row * ldcol
+                row += 1
+                let lo = j >= padW ? 0 : (padW - j + strideW - 1) / strideW
+                let hiRaw = width - 1 + padW - j
+                let hi = hiRaw < 0 ? -1 : min(outWidth - 1, hiRaw / strideW)
+                if lo > hi { continue }
+                for oy in 0..<outHeight {
+                    let iy = oy * strideH - padH + i
+                    if iy < 0 || iy >= height { continue }
+                    let s = srcRow + oy * outWidth
+                    let d = plane + iy * width - padW + j
+                    if strideW == 1 {
+                        for ox in lo...hi { d[ox] += s[ox] }
+                    } else {
+                        for ox in lo...hi { d[ox * strideW] += s[ox] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Forward
+
+/// Scratch elements `conv2DForward` needs with up to `threads` threads: one im2col buffer [K × Ho·Wo]
+/// per thread (none for pointwise convolutions).
+public func conv2DForwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
+    guard s.isValid, !s.isPointwise else { return 0 }
+    return max(threads, 1) * s.patchSize * s.outHeight * s.outWidth
+}
+
+/// y = act(conv(x, weight) + bias), NCHW. `bias` may be nil. `scratch` holds at least
+/// `conv2DForwardScratchCount(s, threads: context.threads)` elements. Invalid shapes do nothing.
+public func conv2DForward<T: KernelScalar>(
+    _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
+    activation: KernelActivation = .identity, y: UnsafeMutablePointer<T>,
+    scratch: UnsafeMutablePointer<T>, context: GEMMContext
+) {
+    guard s.isValid, s.batch > 0 else { return }
+    let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+    let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+    let pointwise = s.isPointwise
+    context.parallelFor(s.batch) { n, worker in
+        let xn = x + n * cin * h * w
+        let yn = y + n * cout * p
+        let colPtr: UnsafePointer<T>
+        if pointwise {
+            colPtr = xn
+        } else {
+            let col = scratch + worker * k * p
+            im2col(xn, channels: cin, channelStride: h * w, height: h, width: w,
+                   kernelH: s.kernelH, kernelW: s.kernelW, strideH: s.strideH, strideW: s.strideW,
+                   padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, col: col, ldcol: p)
+            colPtr = UnsafePointer(col)
+        }
+        if let bias {
+            for co in 0..<cout {
+                let b = bias[co], row = yn + co * p
+                for i in 0..<p { row[i] = b }
+            }
+        }
+        gemm(transA: false, transB: false, m: cout, n: p, k: k, a: weight, lda: k, b: colPtr, ldb: p,
+             c: yn, ldc: p, accumulate: bias != nil, activation: activation, context: context, worker: worker)
+    }
+}
+
+// MARK: - Backward
+
+/// How many samples the backward pass batches into a single weight-gradient GEMM: as many as keep the
+/// group's dZ and im2col matrices within ~`convBackwardChunkTarget` elements (at least 1). Independent of
+/// the thread count, so scratch sized for more threads also fits fewer.
+nonisolated(unsafe) var convBackwardChunkTarget = 48 * 1024
+
+func convBackwardSamplesPerGEMM(_ s: Conv2DShape) -> Int {
+    let p = s.outHeight * s.outWidth
+    let perSample = (s.outChannels + s.patchSize) * p
+    return max(1, min(s.batch, convBackwardChunkTarget / max(perSample, 1)))
+}
+
+struct ConvBackwardLayout {
+    var samplesPerGEMM: Int
+    var flipped: Int       // shared: flipped weights [Cin × Cout·kh·kw] (stride 1) or 0
+    var dz: Int            // per thread: [Cout × B·P]
+    var col: Int           // per thread: [K × B·P]
+    var dw: Int            // per thread: [Cout × K]
+    var db: Int            // per thread: [Cout]
+    var dxcol: Int         // per thread: [Cout·kh·kw × H·W] (stride 1) or [K × P]
+    var perThread: Int { dz + col + dw + db + dxcol }
+
+    init(_ s: Conv2DShape) {
+        let p = s.outHeight * s.outWidth, k = s.patchSize
+        samplesPerGEMM = convBackwardSamplesPerGEMM(s)
+        let transposed = s.usesTransposedInputGradient
+        flipped = transposed ? s.weightCount : 0
+        dz = s.outChannels * samplesPerGEMM * p
+        col = k * samplesPerGEMM * p
+        dw = s.outChannels * k
+        db = s.outChannels
+        dxcol = transposed ? s.outChannels * s.kernelH * s.kernelW * s.height * s.width : k * p
+    }
+}
+
+/// Scratch elements `conv2DBackward` needs with up to `threads` threads.
+public func conv2DBackwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
+    guard s.isValid else { return 0 }
+    let l = ConvBackwardLayout(s)
+    return l.flipped + max(threads, 1) * l.perThread
+}
+
+/// Gradients of `y = act(conv(x, weight) + bias)`.
+///
+/// - `dy`: the incoming gradient [N, Cout, Ho, Wo]. If `y` (the forward output, after the activation) is
+///   given, the gradient is first multiplied by `activation.derivative(output: y)` (fused conv+act
+///   backward, dZ = dY ⊙ act'(Y)); with `y == nil` the activation is ignored and dZ = dY.
+/// - `dx` [N, Cin, H, W], `dWeight` [Cout, Cin, kh, kw], `dBias` [Cout]: each optional, overwritten.
+/// - `scratch`: at least `conv2DBackwardScratchCount(s, threads: context.threads)` elements.
+public func conv2DBackward<T: KernelScalar>(
+    _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
+    activation: KernelActivation = .identity, y: UnsafePointer<T>? = nil,
+    dx: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>?, dBias: UnsafeMutablePointer<T>?,
+    scratch: UnsafeMutablePointer<T>, context: GEMMContext
+) {
+    guard s.isValid else { return }
+    let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+    let kh = s.kernelH, kw = s.kernelW
+    let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+    let n = s.batch
+    if n == 0 {
+        if let dWeight { for i in 0..<s.weightCount { dWeight[i] = 0 } }
+        if let dBias { for i in 0..<cout { dBias[i] = 0 } }
+        return
+    }
+    let threads = max(context.threads, 1)
+    let layout = ConvBackwardLayout(s)
+    let bmax = layout.samplesPerGEMM
+    let chunks = min(threads, n)
+    let transposed = s.usesTransposedInputGradient
+    let needDZ = dWeight != nil || dBias != nil || dx != nil
+    guard needDZ else { return }
+    let activeY: UnsafePointer<T>? = activation == .identity ? nil : y
+
+    // Flipped, transposed weights for the stride-1 input gradient: W'[ci, co, i', j'] = W[co, ci, kh-1-i', kw-1-j'].
+    let flipped = scratch
+    if transposed, dx != nil {
+        for co in 0..<cout {
+            for ci in 0..<cin {
+                let src = weight + (co * cin + ci) * kh * kw
+                let dst = flipped + (ci * cout + co) * kh * kw
+                for i in 0..<kh {
+                    for j in 0..<kw { dst[i * kw + j] = src[(kh - 1 - i) * kw + (kw - 1 - j)] }
+                }
+            }
+        }
+    }
+    let perThreadBase = scratch + layout.flipped
+
+    context.parallelFor(chunks) { chunk, worker in
+        let base = perThreadBase + chunk * layout.perThread
+        let dz = base
+        let col = dz + layout.dz
+        let dwPart = col + layout.col
+        let dbPart = dwPart + layout.dw
+        let dxcol = dbPart + layout.db
+        let first = n * chunk / chunks, last = n * (chunk + 1) / chunks
+        if dWeight != nil { for i in 0..<(cout * k) { dwPart[i] = 0 } }
+        if dBias != nil { for i in 0..<cout { dbPart[i] = 0 } }
+        var start = first
+        while start < last {
+            let bsz = min(bmax, last - start)
+            let ld = bsz * p
+            // dZ for the group, laid out [Cout × bsz·P]; db partial sums in sample order.
+            for b in 0..<bsz {
+                let sample = start + b
+                let dyn = dy + sample * cout * p
+                for co in 0..<cout {
+                    let src = dyn + co * p
+                    let dst = dz + co * ld + b * p
+                    var acc: T = 0
+                    if let yy = activeY {
+                        let yr = yy + sample * cout * p + co * p
+                        for i in 0..<p {
+                            let g = src[i] * activation.derivative(output: yr[i])
+                            dst[i] = g
+                            acc += g
+                        }
+                    } else {
+                        for i in 0..<p {
+                            let g = src[i]
+                            dst[i] = g
+                            acc += g
+                        }
+                    }
+                    if dBias != nil { dbPart[co] += acc }
+                }
+            }
+            if dWeight != nil {
+                for b in 0..<bsz {
+                    let xn = x + (start + b) * cin * h * w
+                    im2col(xn, channels: cin, channelStride: h * w, height: h, width: w,
+                           kernelH: kh, kernelW: kw, strideH: s.strideH, strideW: s.strideW,
+                           padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, col: col + b * p, ldcol: ld)
+                }
+                // dW[Cout × K] += dZ[Cout × bsz·P] · col[K × bsz·P]ᵀ
+                gemm(transA: false, transB: true, m: cout, n: k, k: ld, a: UnsafePointer(dz), lda: ld,
+                     b: UnsafePointer(col), ldb: ld, c: dwPart, ldc: k, accumulate: true,
+                     context: context, worker: worker)
+            }
+            if let dx {
+                for b in 0..<bsz {
+                    let dxn = dx + (start + b) * cin * h * w
+                    let dzb = UnsafePointer(dz + b * p)
+                    if transposed {
+                        // dX = conv(dZ padded by k−1−p, flipped W) : [Cin × Cout·kh·kw] · [Cout·kh·kw × H·W]
+                        im2col(dzb, channels: cout, channelStride: ld, height: ho, width: wo,
+                               kernelH: kh, kernelW: kw, strideH: 1, strideW: 1,
+                               padH: kh - 1 - s.padH, padW: kw - 1 - s.padW,
+                               outHeight: h, outWidth: w, col: dxcol, ldcol: h * w)
+                        gemm(transA: false, transB: false, m: cin, n: h * w, k: cout * kh * kw,
+                             a: UnsafePointer(flipped), lda: cout * kh * kw, b: UnsafePointer(dxcol), ldb: h * w,
+                             c: dxn, ldc: h * w, context: context, worker: worker)
+                    } else {
+                        // dcol[K × P] = Wᵀ · dZ, then scatter-add into dX.
+                        gemm(transA: true, transB: false, m: k, n: p, k: cout, a: weight, lda: k,
+                             b: dzb, ldb: ld, c: dxcol, ldc: p, context: context, worker: worker)
+                        for i in 0..<(cin * h * w) { dxn[i] = 0 }
+                        col2im(UnsafePointer(dxcol), ldcol: p, channels: cin, height: h, width: w,
+                               kernelH: kh, kernelW: kw, strideH: s.strideH, strideW: s.strideW,
+                               padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, dst: dxn)
+                    }
+                }
+            }
+            start += bsz
+        }
+    }
+
+    // Fixed-order reduction of the chunk partials.
+    if let dWeight {
+        let count = cout * k
+        for i in 0..<count { dWeight[i] = perThreadBase[layout.dz + layout.col + i] }
+        if chunks > 1 {
+            for c in 1..<chunks {
+                let part = perThreadBase + c * layout.perThread + layout.dz + layout.col
+                for i in 0..<count { dWeight[i] += part[i] }
+            }
+        }
+    }
+    if let dBias {
+        for co in 0..<cout { dBias[co] = perThreadBase[layout.dz + layout.col + layout.dw + co] }
+        if chunks > 1 {
+            for c in 1..<chunks {
+                let part = perThreadBase + c * layout.perThread + layout.dz + layout.col + layout.dw
+                for co in 0..<cout { dBias[co] += part[co] }
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+/// 2-D max and average pooling over NCHW tensors: window kh×kw, stride sh×sw, no padding,
+/// output Ho = ⌊(H − kh)/sh⌋ + 1, Wo = ⌊(W − kw)/sw⌋ + 1 (PyTorch's `MaxPool2d`/`AvgPool2d` with
+/// `ceil_mode=False`, `padding=0`); input rows/columns past the last full window are ignored.
+///
+/// Max-pool backward *recomputes* the argmax of each window from the forward input `x` (no index buffer
+/// to plan): the gradient goes to the first maximum in row-major window order (PyTorch's tie rule; a NaN
+/// counts as a maximum, like PyTorch). Overlapping windows (stride < window) accumulate. Average pooling
+/// divides by kh·kw. Planes (n, c) are independent and are spread over `context.parallelFor` by sample
+/// when a context is given. Nothing allocates; backward overwrites dx.
+public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
+    public var batch: Int
+    public var channels: Int
+    public var height: Int
+    public var width: Int
+    public var kernelH: Int
+    public var kernelW: Int
+    public var strideH: Int
+    public var strideW: Int
+
+    public init(batch: Int, channels: Int, height: Int, width: Int, kernelH: Int, kernelW: Int, strideH: Int, strideW: Int) {
+        self.batch = batch; self.channels = channels; self.height = height; self.width = width
+        self.kernelH = kernelH; self.kernelW = kernelW; self.strideH = strideH; self.strideW = strideW
+    }
+
+    /// `stride == nil` means stride = window (the `.nn` default).
+    public init(batch: Int, channels: Int, height: Int, width: Int, kernelH: Int, kernelW: Int, stride: Int? = nil) {
+        self.init(batch: batch, channels: channels, height: height, width: width, kernelH: kernelH, kernelW: kernelW,
+                  strideH: stride ?? kernelH, strideW: stride ?? kernelW)
+    }
+
+    public var outHeight: Int { strideH > 0 ? (height - kernelH) / strideH + 1 : 0 }
+    public var outWidth: Int { strideW > 0 ? (width - kernelW) / strideW + 1 : 0 }
+    public var inputCount: Int { batch * channels * height * width }
+    public var outputCount: Int { batch * channels * outHeight * outWidth }
+
+    public var isValid: Bool {
+        batch >= 0 && channels > 0 && kernelH > 0 && kernelW > 0 && strideH > 0 && strideW > 0
+            && height >= kernelH && width >= kernelW
+    }
+
+    public var description: String {
+        "pool[\(batch)x\(channels)x\(height)x\(width) k\(kernelH)x\(kernelW) s\(strideH)x\(strideW)]"
+    }
+}
+
+@inline(__always)
+private func forEachSample(_ n: Int, _ context: GEMMContext?, _ body: (Int) -> Void) {
+    if let context, context.threads > 1, n > 1 {
+        context.parallelFor(n) { i, _ in body(i) }
+    } else {
+        for i in 0..<n { body(i) }
+    }
+}
+
+/// y[n,c,oy,ox] = max over the window of x.
+public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
+                                              context: GEMMContext? = nil) {
+    guard s.isValid else { return }
+    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+    let sh = s.strideH, sw = s.strideW, c = s.channels
+    forEachSample(s.batch, context) { n in
+        for ch in 0..<c {
+            let xp = x + (n * c + ch) * h * w
+            let yp = y + (n * c + ch) * ho * wo
+            if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
+                for oy in 0..<ho {
+                    let r0 = xp + 2 * oy * w, r1 = r0 + w, yr = yp + oy * wo
+                    for ox in 0..<wo {
+                        let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
+                        var m = a
+                        if b > m || b.isNaN { m = b }
+                        if cc > m || cc.isNaN { m = cc }
+                        if d > m || d.isNaN { m = d }
+                        yr[ox] = m
+                    }
+                }
+                continue
+            }
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let win = xp + oy * sh * w + ox * sw
+                    var m = win[0]
+                    for i in 0..<kh {
+                        let r = win + i * w
+                        for j in 0..<kw {
+                            let v = r[j]
+                            if v > m || v.isNaN { m = v }
+                        }
+                    }
+                    yp[oy * wo + ox] = m
+                }
+            }
+        }
+    }
+}
+
+/// dx = Σ over windows of dy routed to the window's first maximum of x (recomputed). Overwrites dx.
+public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, dy: UnsafePointer<T>,
+                                               dx: UnsafeMutablePointer<T>, context: GEMMContext? = nil) {
+    guard s.isValid else { return }
+    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+    let sh = s.strideH, sw = s.strideW, c = s.channels
+    forEachSample(s.batch, context) { n in
+        for ch in 0..<c {
+            let xp = x + (n * c + ch) * h * w
+            let dxp = dx + (n * c + ch) * h * w
+            let dyp = dy + (n * c + ch) * ho * wo
+            for i in 0..<(h * w) { dxp[i] = 0 }
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let off = oy * sh * w + ox * sw
+                    let win = xp + off
+                    var m = win[0]
+                    var arg = 0
+                    for i in 0..<kh {
+                        let r = win + i * w
+                        for j in 0..<kw {
+                            let v = r[j]
+                            if v > m || (v.isNaN && !m.isNaN) { m = v; arg = i * w + j }
+                        }
+                    }
+                    dxp[off + arg] += dyp[oy * wo + ox]
+                }
+            }
+        }
+    }
+}
+
+/// y[n,c,oy,ox] = mean of the kh×kw window of x.
+public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
+                                              context: GEMMContext? = nil) {
+    guard s.isValid else { return }
+    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+    let sh = s.strideH, sw = s.strideW, c = s.channels
+    let scale = 1 / T(kh * kw)
+    forEachSample(s.batch, context) { n in
+        for ch in 0..<c {
+            let xp = x + (n * c + ch) * h * w
+            let yp = y + (n * c + ch) * ho * wo
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let win = xp + oy * sh * w + ox * sw
+                    var acc: T = 0
+                    for i in 0..<kh {
+                        let r = win + i * w
+                        for j in 0..<kw { acc += r[j] }
+                    }
+                    yp[oy * wo + ox] = acc * scale
+                }
+            }
+        }
+    }
+}
+
+/// dx = Σ over windows of dy/(kh·kw) spread over the window. Overwrites dx.
+public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePointer<T>, dx: UnsafeMutablePointer<T>,
+                                               context: GEMMContext? = nil) {
+    guard s.isValid else { return }
+    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+    let sh = s.strideH, sw = s.strideW, c = s.channels
+    let scale = 1 / T(kh * kw)
+    forEachSample(s.batch, context) { n in
+        for ch in 0..<c {
+            let dxp = dx + (n * c + ch) * h * w
+            let dyp = dy + (n * c + ch) * ho * wo
+            for i in 0..<(h * w) { dxp[i] = 0 }
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let g = dyp[oy * wo + ox] * scale
+                    let win = dxp + oy * sh * w + ox * sw
+                    for i in 0..<kh {
+                        let r = win + i * w
+                        for j in 0..<kw { r[j] += g }
+                    }
+                }
+            }
+        }
+    }
+}
