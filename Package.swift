@@ -3,6 +3,9 @@ import PackageDescription
 
 // Release builds use the host's vector units: with -march=native, Swift SIMD types lower to AVX2/FMA.
 let fast: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=native", "-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+// The kernels and the interpreter are optimized in debug builds too: the tests exercise the same
+// specialized, allocation-free code that release runs (and run faster).
+let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "nnc",
@@ -14,7 +17,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "Parser"),
         .target(name: "IR", dependencies: ["Parser"]),
-        .target(name: "Runtime", dependencies: ["IR", "CZlib"], swiftSettings: fast),
+        .target(name: "Runtime", dependencies: ["IR", "CZlib"], swiftSettings: fast + optimizedInDebug),
         .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime"], swiftSettings: fast),
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
         .testTarget(name: "ParserTests", dependencies: ["Parser"]),

@@ -132,7 +132,8 @@ struct Lowering {
     /// A statement as written, for messages and the summary table (very long ones cut).
     func text(_ statement: Statement) -> String {
         let text = source.text(of: statement.range)
-        return text.unicodeScalars.count <= 80 ? text : String(String.UnicodeScalarView(text.unicodeScalars.prefix(80))) + "…"
+        guard text.utf8.count > 80, text.unicodeScalars.prefix(81).count > 80 else { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.prefix(80))) + "…"
     }
 
     mutating func error(_ message: String, at range: SourceRange, notes: [Diagnostic.Note] = []) {

@@ -99,7 +99,7 @@ public struct Parser {
         }
         _ = advance()
         guard let value = Double(token.text), value.isFinite else {
-            throw error("\(what) \(quoted(token.text)) is not a finite number", at: token.range)
+            throw error("\(what) must be a finite number, found \(quoted(token.text))", at: token.range)
         }
         return (value, token.range)
     }

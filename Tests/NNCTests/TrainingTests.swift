@@ -20,7 +20,7 @@ func nnc(_ arguments: String...) -> (status: Int32, output: String, errors: Stri
 }
 
 func write(_ text: String, to path: String) {
-    FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
 }
 
 @Suite(.serialized) struct TrainingTests {
@@ -140,7 +140,7 @@ func write(_ text: String, to path: String) {
         #expect(try CompiledFile.decode(file.encoded(float64: false), path: "again") == file)
         func expectError(_ data: [UInt8], _ message: String) {
             write("", to: directory + "/bad.nnc")
-            FileManager.default.createFile(atPath: directory + "/bad.nnc", contents: Data(data))
+            _ = FileManager.default.createFile(atPath: directory + "/bad.nnc", contents: Data(data))
             let result = nnc("eval", directory + "/bad.nnc", "--data", directory + "/data.csv")
             #expect(result.status == 1)
             #expect(result.errors.contains(message), "\(result.errors)")

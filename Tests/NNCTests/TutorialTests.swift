@@ -92,7 +92,7 @@ private func runNNC(_ arguments: [String]) -> String {
 
 /// |actual − expected| ≤ tolerance·max(1, |expected|) element-wise (absolute for values up to 1).
 private func expectCloseToNumPy(_ actual: [Double], _ expected: [Double], _ what: String, tolerance: Double = 1e-6,
-                         sourceLocation: SourceLocation = #_sourceLocation) {
+                                sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(actual.count == expected.count, "\(what): \(actual.count) values, expected \(expected.count)",
             sourceLocation: sourceLocation)
     let worst = zip(actual, expected).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
@@ -101,7 +101,7 @@ private func expectCloseToNumPy(_ actual: [Double], _ expected: [Double], _ what
 }
 
 private func expectParametersMatchNumPy(_ file: CompiledFile, _ expected: [String: [Double]], _ what: String,
-                              sourceLocation: SourceLocation = #_sourceLocation) {
+                                        sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(Set(file.parameters.map(\.name)) == Set(expected.keys), "\(what): parameters \(file.parameters.map(\.name))",
             sourceLocation: sourceLocation)
     for (name, values) in expected.sorted(by: { $0.key < $1.key }) {

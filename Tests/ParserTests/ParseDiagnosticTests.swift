@@ -82,7 +82,7 @@ struct ParseDiagnosticTests {
         .init("train sgd decay 1️⃣-1e-4", "'decay' must not be negative, found -0.0001", width: 5),
         .init("train adam beta2 1️⃣1.5", "'beta2' must be in [0, 1), found 1.5", width: 3),
         .init("train adam eps 1️⃣0", "'eps' must be greater than 0, found 0"),
-        .init("train sgd lr 1️⃣1e999", "a value for 'lr' '1e999' is not a finite number", width: 5),
+        .init("train sgd lr 1️⃣1e999", "a value for 'lr' must be a finite number, found '1e999'", width: 5),
         .init("train sgd 1️⃣0.1", "expected a training option (lr, epochs, batch, seed, shuffle, decay, momentum, nesterov), found '0.1'", width: 3),
         .init("train 1️⃣\"sgd\"", "expected an optimizer (sgd, adam), found a string", width: 5),
         .init("train sgd 2️⃣lr 0.1 1️⃣lr 0.2", "'lr' is given twice", width: 2),
@@ -234,16 +234,21 @@ struct ParseDiagnosticTests {
         #expect(error.diagnostics.map { source.lineAndColumn(of: $0.range.start).column } == [marked["1️⃣"].column, marked["2️⃣"].column, marked["3️⃣"].column])
     }
 
-    @Test func longLinesAreCutAroundTheColumn() throws {
-        let padding = String(repeating: "relu; ", count: 40)
-        let error = try #require(parseErrors("input 2; " + padding + "fx 2->1"))
+    @Test(arguments: [40, 1000, 3000])
+    func longLinesAreCutAroundTheColumn(_ repeats: Int) throws {
+        // Long lines also with multi-byte characters before the error (columns count characters).
+        let prefix = repeats > 40 ? "input 2; data \"é✓\"; " : "input 2; "
+        let padding = String(repeating: "relu; ", count: repeats)
+        let error = try #require(parseErrors(prefix + padding + "fx 2->1"))
         let lines = error.rendered.split(separator: "\n", omittingEmptySubsequences: false)
-        #expect(lines[0] == "m.nn:1:250: error: unknown statement 'fx'; did you mean 'fc'?")
+        let column = prefix.unicodeScalars.count + 6 * repeats + 1
+        #expect(lines[0] == "m.nn:1:\(column): error: unknown statement 'fx'; did you mean 'fc'?")
         #expect(lines[1].hasPrefix("...") && lines[1].hasSuffix("fx 2->1"))
         #expect(lines[1].count <= 130)
         // The caret is under the 'fx' of the cut line.
         let caret = try #require(lines[2].firstIndex(of: "^"))
-        let column = lines[2].distance(from: lines[2].startIndex, to: caret)
-        #expect(Array(lines[1])[column...].starts(with: "fx"))
+        let caretColumn = lines[2].distance(from: lines[2].startIndex, to: caret)
+        #expect(Array(lines[1])[caretColumn...].starts(with: "fx"))
+        #expect(lines[2].hasSuffix("^~"))
     }
 }

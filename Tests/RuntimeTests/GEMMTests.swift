@@ -25,10 +25,13 @@ import Testing
         var worker: Int? = nil
     }
 
-    /// Runs one case in T and checks it against the Double reference; returns C (with its padding).
-    @discardableResult
-    static func check<T: KernelScalar>(_ t: T.Type, _ cs: Case, context: GEMMContext? = nil,
-                                       seed: UInt64 = 1) -> [T] {
+    /// Inputs of one case, stored with the case's transposes and leading dimensions.
+    struct Inputs<T: KernelScalar> {
+        var a: [T], b: [T], c0: [T], bias: [T], y: [T]
+        var lda: Int, ldb: Int, ldc: Int, ldg: Int
+    }
+
+    static func inputs<T: KernelScalar>(_ t: T.Type, _ cs: Case, seed: UInt64) -> Inputs<T> {
         let m = cs.m, n = cs.n, k = cs.k
         var rng = LCG(state: seed &+ UInt64(m * 1_000_003 + n * 1009 + k))
         // Stored shapes: A is m×k (k×m if transA), B is k×n (n×k if transB).
@@ -41,45 +44,70 @@ import Testing
         let bias = (0..<max(1, n)).map { _ in T(rng.next()) }
         // Y for the gradient epilogue: outputs of an activation, in (0, 1).
         let y = (0..<max(1, m * ldg)).map { _ in T(rng.next() * 0.45 + 0.5) }
-        let ctx = context ?? GEMMContext(threads: cs.threads)
+        return Inputs(a: a, b: b, c0: c0, bias: bias, y: y, lda: lda, ldb: ldb, ldc: ldc, ldg: ldg)
+    }
 
-        var c = c0
-        a.withUnsafeBufferPointer { pa in
-            b.withUnsafeBufferPointer { pb in
-                bias.withUnsafeBufferPointer { pbias in
-                    y.withUnsafeBufferPointer { py in
+    /// Runs the case's GEMM on the inputs; returns C (with its padding).
+    static func run<T: KernelScalar>(_ cs: Case, _ x: Inputs<T>, context: GEMMContext) -> [T] {
+        var c = x.c0
+        x.a.withUnsafeBufferPointer { pa in
+            x.b.withUnsafeBufferPointer { pb in
+                x.bias.withUnsafeBufferPointer { pbias in
+                    x.y.withUnsafeBufferPointer { py in
                         c.withUnsafeMutableBufferPointer { pc in
-                            gemm(transA: cs.transA, transB: cs.transB, m: m, n: n, k: k,
-                                 a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb,
-                                 c: pc.baseAddress!, ldc: ldc, accumulate: cs.accumulate,
+                            gemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k,
+                                 a: pa.baseAddress!, lda: x.lda, b: pb.baseAddress!, ldb: x.ldb,
+                                 c: pc.baseAddress!, ldc: x.ldc, accumulate: cs.accumulate,
                                  bias: cs.bias ? pbias.baseAddress! : nil,
                                  activation: cs.activation,
                                  gradientThrough: cs.gradient ?? .identity,
-                                 gradientOutput: cs.gradient != nil ? py.baseAddress! : nil, ldg: ldg,
-                                 context: ctx, worker: cs.worker)
+                                 gradientOutput: cs.gradient != nil ? py.baseAddress! : nil, ldg: x.ldg,
+                                 context: context, worker: cs.worker)
                         }
                     }
                 }
             }
         }
+        return c
+    }
 
+    /// Runs one case in T and checks it against the Double reference; returns C (with its padding).
+    @discardableResult
+    static func check<T: KernelScalar>(_ t: T.Type, _ cs: Case, context: GEMMContext? = nil,
+                                       seed: UInt64 = 1) -> [T] {
+        let m = cs.m, n = cs.n, k = cs.k
+        let x = inputs(T.self, cs, seed: seed)
+        let c = run(cs, x, context: context ?? GEMMContext(threads: cs.threads))
+
+        // op(A) as m×k and op(B) as k×n, in Double.
+        var opA = [Double](repeating: 0, count: m * k), opB = [Double](repeating: 0, count: k * n)
+        for i in 0..<m {
+            for p in 0..<k { opA[i * k + p] = Double(cs.transA ? x.a[p * x.lda + i] : x.a[i * x.lda + p]) }
+        }
+        for p in 0..<k {
+            for j in 0..<n { opB[p * n + j] = Double(cs.transB ? x.b[j * x.ldb + p] : x.b[p * x.ldb + j]) }
+        }
         let tol = T.self == Float.self ? 2e-6 : 1e-14
         var bad = 0
+        var row = [Double](repeating: 0, count: n), mag = [Double](repeating: 0, count: n)
         for i in 0..<m {
-            for j in 0..<n {
-                var s = 0.0, mag = 0.0
-                for p in 0..<k {
-                    let av = Double(cs.transA ? a[p * lda + i] : a[i * lda + p])
-                    let bv = Double(cs.transB ? b[j * ldb + p] : b[p * ldb + j])
-                    s += av * bv
-                    mag += abs(av * bv)
+            for j in 0..<n { row[j] = 0; mag[j] = 0 }
+            for p in 0..<k {
+                let av = opA[i * k + p]
+                for j in 0..<n {
+                    let t = av * opB[p * n + j]
+                    row[j] += t
+                    mag[j] += abs(t)
                 }
-                if cs.accumulate { s += Double(c0[i * ldc + j]); mag += abs(Double(c0[i * ldc + j])) }
-                if cs.bias { s += Double(bias[j]); mag += abs(Double(bias[j])) }
+            }
+            for j in 0..<n {
+                var s = row[j], e = mag[j]
+                if cs.accumulate { let v = Double(x.c0[i * x.ldc + j]); s += v; e += abs(v) }
+                if cs.bias { let v = Double(x.bias[j]); s += v; e += abs(v) }
                 s = cs.activation.apply(s)
-                if let g = cs.gradient { s *= g.derivative(output: Double(y[i * ldg + j])) }
-                let got = Double(c[i * ldc + j])
-                if !(abs(got - s) <= tol * (mag + 1) * Double(k + 4)) {
+                if let g = cs.gradient { s *= g.derivative(output: Double(x.y[i * x.ldg + j])) }
+                let got = Double(c[i * x.ldc + j])
+                if !(abs(got - s) <= tol * (e + 1) * Double(k + 4)) {
                     if bad < 5 {
                         Issue.record("\(T.self) \(cs) at (\(i), \(j)): got \(got), expected \(s)")
                     }
@@ -87,8 +115,8 @@ import Testing
                 }
             }
             // The padding of C is left alone.
-            for j in n..<ldc where i * ldc + j < c.count {
-                if c[i * ldc + j] != c0[i * ldc + j] {
+            for j in n..<x.ldc where i * x.ldc + j < c.count {
+                if c[i * x.ldc + j] != x.c0[i * x.ldc + j] {
                     Issue.record("\(T.self) \(cs): padding of C written at (\(i), \(j))")
                     return c
                 }
@@ -169,6 +197,17 @@ import Testing
         }
     }
 
+    /// One or two rows of C with a transposed B (dot-product path), also split over threads.
+    @Test func fewRowsTransposedB() {
+        let ctx = GEMMContext(threads: 2)
+        for (m, n, k) in [(1, 7, 5), (2, 9, 37), (1, 600, 500), (2, 33, 1000)] {
+            Self.check(Float.self, Case(m: m, n: n, k: k, transB: true, bias: true, activation: .sigmoid), context: ctx)
+            Self.check(Float.self, Case(m: m, n: n, k: k, transA: true, transB: true, padA: 1, padB: 3,
+                                        accumulate: true), context: ctx)
+            Self.check(Double.self, Case(m: m, n: n, k: k, transB: true, padC: 2, gradient: .relu), context: ctx)
+        }
+    }
+
     @Test func zeroSizes() {
         // k == 0 gives C = epilogue(0); m == 0 or n == 0 does nothing.
         Self.check(Float.self, Case(m: 3, n: 5, k: 0))
@@ -183,12 +222,13 @@ import Testing
         for threads in [1, 2, 3] {
             let ctx = GEMMContext(threads: threads)
             #expect(ctx.threads == threads)
-            for (m, n, k) in [(129, 129, 17), (200, 10, 150), (10, 300, 100), (1, 1000, 300)] {
+            // Each above the parallel threshold: split by rows, by columns, and m == 1.
+            for (m, n, k) in [(70, 70, 60), (200, 10, 140), (1, 1000, 270)] {
                 Self.check(Float.self, Case(m: m, n: n, k: k, bias: true, activation: .relu), context: ctx)
-                Self.check(Double.self, Case(m: m, n: n, k: k, transA: true, accumulate: true), context: ctx)
-                for w in 0..<threads {
-                    Self.check(Float.self, Case(m: m, n: n, k: k, transB: true, worker: w), context: ctx)
-                }
+            }
+            Self.check(Double.self, Case(m: 10, n: 300, k: 90, transA: true, accumulate: true), context: ctx)
+            for w in 0..<threads {
+                Self.check(Float.self, Case(m: 70, n: 70, k: 60, transB: true, worker: w), context: ctx)
             }
         }
     }
@@ -224,20 +264,32 @@ import Testing
     }
 
     @Test func determinism() {
-        let big = Case(m: 150, n: 140, k: 300, transA: true, accumulate: true, bias: true, activation: .tanh)
+        // Above the parallel threshold, with several k blocks.
+        let big = Case(m: 70, n: 60, k: 300, transA: true, accumulate: true, bias: true, activation: .tanh)
+        let xf = Self.inputs(Float.self, big, seed: 3)
+        let xd = Self.inputs(Double.self, big, seed: 3)
+        Self.check(Float.self, big, context: GEMMContext(threads: 2))
+        var results: [[Float]] = []
         for threads in [1, 2] {
             let ctx = GEMMContext(threads: threads)
-            let r1 = Self.check(Float.self, big, context: ctx)
-            let r2 = Self.check(Float.self, big, context: ctx)
+            let r1 = Self.run(big, xf, context: ctx)
+            let r2 = Self.run(big, xf, context: ctx)
             #expect(r1 == r2)
-            let d1 = Self.check(Double.self, big, context: ctx)
-            let d2 = Self.check(Double.self, big, context: ctx)
+            results.append(r1)
+            let d1 = Self.run(big, xd, context: ctx)
+            let d2 = Self.run(big, xd, context: ctx)
             #expect(d1 == d2)
         }
-        // The split never changes the arithmetic of an element: 1 and 2 threads agree bit for bit.
-        let one = Self.check(Float.self, big, context: GEMMContext(threads: 1))
-        let two = Self.check(Float.self, big, context: GEMMContext(threads: 2))
-        #expect(one == two)
+        // The split never changes the arithmetic of an element: 1 and 2 threads agree bit for bit,
+        // also when the workers share the packed B blocks (the path of large GEMMs).
+        #expect(results[0] == results[1])
+        let shared = GEMMContext(threads: 2)
+        shared.sharedPackMinWork = 0
+        #expect(Self.run(big, xf, context: shared) == results[0])
+        Self.check(Float.self, big, context: shared)
+        Self.check(Double.self, Case(m: 40, n: 1030, k: 260, transB: true, bias: true, activation: .relu),
+                   context: shared)
+        Self.check(Float.self, Case(m: 25, n: 2100, k: 3, accumulate: true, gradient: .tanh), context: shared)
     }
 
     @Test func parallelForCoversEachIndexOnce() {
@@ -268,15 +320,30 @@ import Testing
         }
     }
 
+    @Test func nestedParallelForRunsInline() {
+        let ctx = GEMMContext(threads: 2)
+        var hits = [Int](repeating: 0, count: 6)
+        hits.withUnsafeMutableBufferPointer { h in
+            let hp = h.baseAddress
+            ctx.parallelFor(2) { i, _ in
+                ctx.parallelFor(3) { j, w in
+                    hp?[i * 3 + j] += 1 + w
+                }
+            }
+        }
+        // Either inner loop may be the one that ran inline (as worker 0); each index ran once.
+        #expect(hits.allSatisfy { $0 >= 1 && $0 <= 2 })
+    }
+
     @Test func manyParallelForCalls() {
         let ctx = GEMMContext(threads: 2)
         var total = [Int](repeating: 0, count: 2)
         total.withUnsafeMutableBufferPointer { t in
             let tp = t.baseAddress
-            for _ in 0..<20_000 {
+            for _ in 0..<2_000 {
                 ctx.parallelFor(2) { i, _ in tp?[i] += 1 }
             }
         }
-        #expect(total == [20_000, 20_000])
+        #expect(total == [2_000, 2_000])
     }
 }

@@ -66,6 +66,9 @@ def main():
                              "the training semantics without nnc's random number generator")
     parser.add_argument("names", nargs="*", default=NAMES)
     options = parser.parse_args()
+    options.nnc = os.path.abspath(options.nnc)
+    if not os.access(options.nnc, os.X_OK):
+        sys.exit("no nnc binary at %s (build it: swift build -c release, or pass --nnc PATH)" % options.nnc)
     tmp = tempfile.mkdtemp(prefix="nnc-tutorials-")
     failed = False
     print("%-8s %-22s %12s %12s" % ("model", "what", "max |diff|", "scaled"))

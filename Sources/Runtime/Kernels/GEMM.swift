@@ -12,10 +12,20 @@ import Foundation
 //
 // Transposes are absorbed by the packing routines. Edge tiles are computed into a small scratch
 // tile and merged. The epilogue (+= old C, += bias, activation, ⊙ activation-gradient) is applied
-// to each tile when its last k block is stored. Multi-threading splits C into one contiguous block
-// of columns (or rows) per worker, so k is never split and the result for a given thread count is
-// deterministic; every element is computed with the same sequence of operations whatever the split,
-// so results are in fact identical for any thread count and for worker: nil / worker: w.
+// to each tile when its last k block is stored (bias and relu in the vector store, the rest by a
+// scalar pass over the hot tile).
+//
+// Special paths: tiny products (m·n·k ≤ 512, e.g. XOR nets) and k == 0 use plain loops on the
+// calling thread; with few rows of C, a non-transposed B is read in place instead of packed, and a
+// transposed B with m ≤ 2 goes through dot products of contiguous rows.
+//
+// Threads (worker: nil, from 2^18 multiply-adds): medium sizes give each worker one contiguous
+// block of columns (or rows) of C, packing its own operands (one synchronisation); large sizes
+// (2^24) pack each block of nc columns of B (all of k) once, together, into a shared buffer, then
+// split the rows of C (two synchronisations per block). k is never split, and the choice of
+// path depends only on the shape, so every element is computed by the same sequence of operations
+// whatever the split: results are bit-identical run to run, for any thread count, and for
+// worker: nil / worker: w.
 
 /// Reusable state for GEMM calls: per-worker packing buffers and persistent worker threads.
 /// Create once (per interpreter) and reuse; calls must not allocate memory after warm-up.
@@ -29,12 +39,14 @@ public final class GEMMContext: @unchecked Sendable {
     /// From this many multiply-adds on (and enough rows), workers share one packed B block
     /// (settable for tests).
     var sharedPackMinWork = 1 << 24
+    /// Size of the shared packed-B buffer (a k × nc block of B: 2M floats, 1M doubles).
+    static let sharedPackBytes = 8 << 20
 
     public init(threads: Int) {
         self.threads = max(1, threads)
         pool = WorkerPool(threads: self.threads)
         scratch = (0..<self.threads).map { _ in GEMMScratch() }
-        sharedPackB = .allocate(byteCount: self.threads > 1 ? GEMMScratch.packBBytes : 64, alignment: 64)
+        sharedPackB = .allocate(byteCount: self.threads > 1 ? GEMMContext.sharedPackBytes : 64, alignment: 64)
     }
 
     deinit {
@@ -223,6 +235,8 @@ struct GEMMArgs<T: KernelScalar> {
 let gemmTinyThreshold = 512
 /// From this many multiply-adds on, worker: nil splits the work over the context's threads.
 let gemmParallelThreshold = 1 << 18
+/// Up to this many rows of C, a transposed B is used through dot products instead of packing.
+let gemmDotMaxRows = 2
 
 /// Straightforward loops over a block of C (tiny sizes, k == 0, and unknown scalar types).
 @inline(__always)
@@ -266,8 +280,7 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
         gemmBlocked(K.self, g, rows: 0..<m, cols: 0..<n, scratch: context.scratch[0])
         return
     }
-    if work >= context.sharedPackMinWork && tilesM >= 2 * threads {
-        gemmParallelRows(K.self, g, context)
+    if work >= context.sharedPackMinWork && tilesM >= 2 * threads && gemmParallelRows(K.self, g, context) {
         return
     }
     // One contiguous block of columns (or rows) per worker, each packing its own operands: one
@@ -287,42 +300,53 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
     }
 }
 
-/// Large multi-threaded GEMM: for each (nc, kc) block, the workers pack B together into the shared
-/// buffer, then each computes its own rows (packing its own A). No operand is packed twice.
-func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext) {
+/// Large multi-threaded GEMM: for each block of nc columns, the workers pack all of its k rows of B
+/// together into the shared buffer (one synchronisation), then each computes its own rows of C,
+/// packing its own A (a second one). No operand is packed twice. Returns false (nothing done) when
+/// the shared buffer cannot hold a useful block.
+func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext) -> Bool {
     typealias T = K.Scalar
-    let MR = K.mr, NR = K.nr, KC = K.kcBlock, NC = K.ncBlock
+    let MR = K.mr, NR = K.nr, KC = K.kcBlock
     let m = g.m, n = g.n, k = g.k
+    // Widest block of columns whose k packed rows fit the shared buffer.
+    let capacity = GEMMContext.sharedPackBytes / MemoryLayout<T>.stride
+    let ncMax = min(K.ncBlock, capacity / k / NR * NR)
+    if ncMax < 8 * NR { return false }
     let parts = context.threads
     let tilesM = (m + MR - 1) / MR
     let packB = context.sharedPackB.assumingMemoryBound(to: T.self)
     var jc = 0
     while jc < n {
-        let nc = min(NC, n - jc)
+        let nc = min(ncMax, n - jc)
         let panels = (nc + NR - 1) / NR
-        var pc = 0
-        while pc < k {
-            let kc = min(KC, k - pc)
-            context.parallelFor(parts) { part, _ in
-                let r = WorkerPool.range(panels, worker: part, of: parts)
-                if !r.isEmpty {
-                    let j0 = r.lowerBound * NR
-                    let cols = min(nc, r.upperBound * NR) - j0
-                    packBBlock(g, NR, p0: pc, kc: kc, j0: jc + j0, nc: cols, dst: packB + j0 * kc)
-                }
+        let ncPad = panels * NR
+        context.parallelFor(parts) { part, _ in
+            let r = WorkerPool.range(panels, worker: part, of: parts)
+            if r.isEmpty { return }
+            let j0 = r.lowerBound * NR
+            let cols = min(nc, r.upperBound * NR) - j0
+            var pc = 0
+            while pc < k {
+                let kc = min(KC, k - pc)
+                packBBlock(g, NR, p0: pc, kc: kc, j0: jc + j0, nc: cols, dst: packB + pc * ncPad + j0 * kc)
+                pc += KC
             }
-            context.parallelFor(parts) { part, w in
-                let t = WorkerPool.range(tilesM, worker: part, of: parts)
-                let rows = (t.lowerBound * MR)..<min(m, t.upperBound * MR)
-                if !rows.isEmpty {
-                    gemmMacroBlock(K.self, g, rows: rows, jc: jc, nc: nc, pc: pc, kc: kc,
-                                   packB: packB, directB: false, scratch: context.scratch[w])
-                }
-            }
-            pc += KC
         }
-        jc += NC
+        context.parallelFor(parts) { part, w in
+            let t = WorkerPool.range(tilesM, worker: part, of: parts)
+            let rows = (t.lowerBound * MR)..<min(m, t.upperBound * MR)
+            if rows.isEmpty { return }
+            var pc = 0
+            while pc < k {
+                let kc = min(KC, k - pc)
+                gemmMacroBlock(K.self, g, rows: rows, jc: jc, nc: nc, pc: pc, kc: kc,
+                               packB: packB + pc * ncPad, directB: false, scratch: context.scratch[w])
+                pc += KC
+            }
+        }
+        jc += nc
     }
+    return true
 }
 
 /// Single-threaded blocked GEMM over the block rows×cols of C.
@@ -333,6 +357,11 @@ func gemmBlocked<K: GEMMKernel>(
     let MR = K.mr, NR = K.nr, KC = K.kcBlock, NC = K.ncBlock
     let packB = scratch.packB.assumingMemoryBound(to: T.self)
     let k = g.k
+    // A few rows times a transposed B: dot products of contiguous rows, no packing of B.
+    if g.transB && g.m <= gemmDotMaxRows && k * MemoryLayout<T>.stride <= GEMMScratch.packABytes {
+        gemmDotRows(K.self, g, rows: rows, cols: cols, scratch: scratch)
+        return
+    }
     // B is read in place (row stride ldb) when it is not transposed and too few rows of C reuse it
     // to pay for packing; only a ragged last panel is packed then.
     let directB = rows.count <= 2 * MR && !g.transB
@@ -348,6 +377,40 @@ func gemmBlocked<K: GEMMKernel>(
             pc += KC
         }
         jc += NC
+    }
+}
+
+/// Rows of C (at most gemmDotMaxRows) when B is transposed: C[i, j] = dot(op(A) row i, B row j).
+func gemmDotRows<K: GEMMKernel>(
+    _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, cols: Range<Int>, scratch: GEMMScratch
+) {
+    typealias T = K.Scalar
+    let k = g.k
+    let out = scratch.tile.assumingMemoryBound(to: T.self)
+    for i in rows {
+        // op(A) row i, contiguous (copied when A is transposed).
+        var x = g.a + i * g.lda
+        if g.transA {
+            let row = scratch.packA.assumingMemoryBound(to: T.self)
+            for p in 0..<k { row[p] = g.a[p * g.lda + i] }
+            x = UnsafePointer(row)
+        }
+        var j = cols.lowerBound
+        while j < cols.upperBound {
+            let cnt = min(4, cols.upperBound - j)
+            if cnt == 4 {
+                K.dot4(k, x, g.b + j * g.ldb, g.ldb, out)
+            } else {
+                for q in 0..<cnt {
+                    let y = g.b + (j + q) * g.ldb
+                    var s: T = 0
+                    for p in 0..<k { s += x[p] * y[p] }
+                    out[q] = s
+                }
+            }
+            for q in 0..<cnt { g.c[i * g.ldc + j + q] = g.finish(out[q], i, j + q, addC: g.accumulate) }
+            j += 4
+        }
     }
 }
 

@@ -25,6 +25,10 @@ protocol GEMMKernel {
         _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+
+    /// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4 (four dot products sharing x).
+    static func dot4(_ k: Int, _ x: UnsafePointer<Scalar>, _ y: UnsafePointer<Scalar>, _ ldy: Int,
+                     _ out: UnsafeMutablePointer<Scalar>)
 }
 
 enum GEMMKernelF32: GEMMKernel {
@@ -35,6 +39,29 @@ enum GEMMKernelF32: GEMMKernel {
     static var kcBlock: Int { 256 }
     static var mcBlock: Int { 144 }
     static var ncBlock: Int { 2048 }
+
+    @inline(never)
+    static func dot4(_ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ ldy: Int,
+                     _ out: UnsafeMutablePointer<Float>) {
+        let y0 = y, y1 = y + ldy, y2 = y1 + ldy, y3 = y2 + ldy
+        var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+        var p = 0
+        while p + 8 <= k {
+            let xv = UnsafeRawPointer(x + p).loadUnaligned(as: V.self)
+            s0 = s0.addingProduct(xv, UnsafeRawPointer(y0 + p).loadUnaligned(as: V.self))
+            s1 = s1.addingProduct(xv, UnsafeRawPointer(y1 + p).loadUnaligned(as: V.self))
+            s2 = s2.addingProduct(xv, UnsafeRawPointer(y2 + p).loadUnaligned(as: V.self))
+            s3 = s3.addingProduct(xv, UnsafeRawPointer(y3 + p).loadUnaligned(as: V.self))
+            p += 8
+        }
+        var r0 = s0.sum(), r1 = s1.sum(), r2 = s2.sum(), r3 = s3.sum()
+        while p < k {
+            let xv = x[p]
+            r0 += xv * y0[p]; r1 += xv * y1[p]; r2 += xv * y2[p]; r3 += xv * y3[p]
+            p += 1
+        }
+        out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3
+    }
 
     @inline(__always)
     static func storeRow(_ cp: UnsafeMutablePointer<Float>, _ x0: V, _ x1: V,
@@ -105,6 +132,29 @@ enum GEMMKernelF64: GEMMKernel {
     static var kcBlock: Int { 256 }
     static var mcBlock: Int { 72 }
     static var ncBlock: Int { 1024 }
+
+    @inline(never)
+    static func dot4(_ k: Int, _ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, _ ldy: Int,
+                     _ out: UnsafeMutablePointer<Double>) {
+        let y0 = y, y1 = y + ldy, y2 = y1 + ldy, y3 = y2 + ldy
+        var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+        var p = 0
+        while p + 4 <= k {
+            let xv = UnsafeRawPointer(x + p).loadUnaligned(as: V.self)
+            s0 = s0.addingProduct(xv, UnsafeRawPointer(y0 + p).loadUnaligned(as: V.self))
+            s1 = s1.addingProduct(xv, UnsafeRawPointer(y1 + p).loadUnaligned(as: V.self))
+            s2 = s2.addingProduct(xv, UnsafeRawPointer(y2 + p).loadUnaligned(as: V.self))
+            s3 = s3.addingProduct(xv, UnsafeRawPointer(y3 + p).loadUnaligned(as: V.self))
+            p += 4
+        }
+        var r0 = s0.sum(), r1 = s1.sum(), r2 = s2.sum(), r3 = s3.sum()
+        while p < k {
+            let xv = x[p]
+            r0 += xv * y0[p]; r1 += xv * y1[p]; r2 += xv * y2[p]; r3 += xv * y3[p]
+            p += 1
+        }
+        out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3
+    }
 
     @inline(__always)
     static func storeRow(_ cp: UnsafeMutablePointer<Double>, _ x0: V, _ x1: V,

@@ -53,6 +53,8 @@ private func forEachSample(_ n: Int, _ context: GEMMContext?, _ body: (Int) -> V
 }
 
 /// y[n,c,oy,ox] = max over the window of x.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
@@ -95,6 +97,8 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
 }
 
 /// dx = Σ over windows of dy routed to the window's first maximum of x (recomputed). Overwrites dx.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, dy: UnsafePointer<T>,
                                                dx: UnsafeMutablePointer<T>, context: GEMMContext? = nil) {
     guard s.isValid else { return }
@@ -127,6 +131,8 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
 }
 
 /// y[n,c,oy,ox] = mean of the kh×kw window of x.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
@@ -153,6 +159,8 @@ public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
 }
 
 /// dx = Σ over windows of dy/(kh·kw) spread over the window. Overwrites dx.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePointer<T>, dx: UnsafeMutablePointer<T>,
                                                context: GEMMContext? = nil) {
     guard s.isValid else { return }

@@ -158,6 +158,8 @@ public struct MT19937: Sendable {
 /// 1/(1−p) when u < 1−p (kept) and 0 otherwise — the NumPy idiom
 /// `(np.random.rand(n) < 1 - p) / (1 - p)`, so a seeded NumPy script gives the same mask.
 /// p ≤ 0 writes all 1 (no draws), p ≥ 1 writes all 0 (no draws). Deterministic from the RNG; no allocation.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func dropoutMask<T: KernelScalar>(count: Int, p: Double, rng: inout MT19937, into mask: UnsafeMutablePointer<T>) {
     if p <= 0 {
         for i in 0..<max(count, 0) { mask[i] = 1 }

@@ -1,4 +1,5 @@
 #include <stddef.h>
-/// Number of malloc, calloc and realloc calls made by this process so far (this test helper
-/// interposes those functions and forwards to glibc's).
+/// Number of malloc, calloc and realloc calls made so far by the calling thread (this test helper
+/// interposes those functions and forwards to glibc's). Per thread, so that tests running in
+/// parallel do not count each other's allocations.
 unsigned long nnc_allocation_count(void);

@@ -1,0 +1,297 @@
+import Testing
+@testable import Runtime
+
+// MARK: - Helpers (file-private: other test files define their own)
+
+/// Deterministic pseudo-random values in [-1, 1).
+private func convValues(_ count: Int, seed: UInt64) -> [Double] {
+    var rng = MT19937(seed: seed)
+    return (0..<count).map { _ in rng.uniform(-1, 1) }
+}
+
+/// Runs `body` with a mutable pointer to a scratch array of `count` elements filled with NaN plus a
+/// guard zone; returns whether the guard zone is intact afterwards.
+private func withConvScratch<T: KernelScalar>(_ type: T.Type, _ count: Int, _ body: (UnsafeMutablePointer<T>) -> Void) -> Bool {
+    let guardCount = 32
+    var buf = [T](repeating: T.nan, count: count + guardCount)
+    for i in count..<(count + guardCount) { buf[i] = 12345 }
+    buf.withUnsafeMutableBufferPointer { b in
+        if let base = b.baseAddress { body(base) }
+    }
+    return buf[count...].allSatisfy { $0 == 12345 }
+}
+
+private func convMaxRelError(_ a: [Double], _ b: [Double]) -> Double {
+    var worst = 0.0
+    let scale = max(1.0, b.map { abs($0) }.max() ?? 0)
+    for (x, y) in zip(a, b) {
+        let e = abs(x - y) / scale
+        if !(e <= worst) { worst = e.isNaN ? .infinity : e }
+    }
+    return a.count == b.count ? worst : .infinity
+}
+
+// MARK: - Naive reference in Double
+
+private struct ConvReference {
+    let s: Conv2DShape
+    func xIndex(_ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Int { ((n * s.inChannels + c) * s.height + y) * s.width + x }
+    func yIndex(_ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Int { ((n * s.outChannels + c) * s.outHeight + y) * s.outWidth + x }
+    func wIndex(_ co: Int, _ ci: Int, _ i: Int, _ j: Int) -> Int { ((co * s.inChannels + ci) * s.kernelH + i) * s.kernelW + j }
+
+    func forward(x: [Double], w: [Double], b: [Double]?, act: KernelActivation) -> [Double] {
+        var y = [Double](repeating: 0, count: s.outputCount)
+        for n in 0..<s.batch {
+            for co in 0..<s.outChannels {
+                for oy in 0..<s.outHeight {
+                    for ox in 0..<s.outWidth {
+                        var acc = b?[co] ?? 0
+                        for ci in 0..<s.inChannels {
+                            for i in 0..<s.kernelH {
+                                for j in 0..<s.kernelW {
+                                    let iy = oy * s.strideH - s.padH + i, ix = ox * s.strideW - s.padW + j
+                                    if iy < 0 || iy >= s.height || ix < 0 || ix >= s.width { continue }
+                                    acc += x[xIndex(n, ci, iy, ix)] * w[wIndex(co, ci, i, j)]
+                                }
+                            }
+                        }
+                        y[yIndex(n, co, oy, ox)] = act.apply(acc)
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    func backward(x: [Double], w: [Double], y: [Double], dy: [Double], act: KernelActivation)
+        -> (dx: [Double], dw: [Double], db: [Double]) {
+        var dx = [Double](repeating: 0, count: s.inputCount)
+        var dw = [Double](repeating: 0, count: s.weightCount)
+        var db = [Double](repeating: 0, count: s.outChannels)
+        for n in 0..<s.batch {
+            for co in 0..<s.outChannels {
+                for oy in 0..<s.outHeight {
+                    for ox in 0..<s.outWidth {
+                        let yi = yIndex(n, co, oy, ox)
+                        let g = dy[yi] * act.derivative(output: y[yi])
+                        db[co] += g
+                        for ci in 0..<s.inChannels {
+                            for i in 0..<s.kernelH {
+                                for j in 0..<s.kernelW {
+                                    let iy = oy * s.strideH - s.padH + i, ix = ox * s.strideW - s.padW + j
+                                    if iy < 0 || iy >= s.height || ix < 0 || ix >= s.width { continue }
+                                    dw[wIndex(co, ci, i, j)] += g * x[xIndex(n, ci, iy, ix)]
+                                    dx[xIndex(n, ci, iy, ix)] += g * w[wIndex(co, ci, i, j)]
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dw, db)
+    }
+}
+
+// MARK: - Running the kernels on [Double] data in type T
+
+private struct ConvResult {
+    var y: [Double]
+    var dx: [Double]
+    var dw: [Double]
+    var db: [Double]
+    var scratchIntact: Bool
+}
+
+private func runConv<T: KernelScalar>(_ type: T.Type, _ s: Conv2DShape, x xd: [Double], w wd: [Double], b bd: [Double]?,
+                                      dy dyd: [Double], act: KernelActivation, fusedBackward: Bool,
+                                      context: GEMMContext, backward: Bool = true) -> ConvResult {
+    let x = xd.map { T($0) }, w = wd.map { T($0) }, bias = bd.map { $0.map { T($0) } }, dy = dyd.map { T($0) }
+    var y = [T](repeating: T.nan, count: s.outputCount)
+    var dx = [T](repeating: T.nan, count: s.inputCount)
+    var dw = [T](repeating: T.nan, count: s.weightCount)
+    var db = [T](repeating: T.nan, count: s.outChannels)
+    var intact = true
+    x.withUnsafeBufferPointer { xb in
+        w.withUnsafeBufferPointer { wb in
+            y.withUnsafeMutableBufferPointer { yb in
+                guard let xp = xb.baseAddress, let wp = wb.baseAddress, let yp = yb.baseAddress else { return }
+                let ok = withConvScratch(T.self, conv2DForwardScratchCount(s, threads: context.threads)) { scratch in
+                    if let bias {
+                        bias.withUnsafeBufferPointer { bb in
+                            conv2DForward(s, x: xp, weight: wp, bias: bb.baseAddress, activation: act, y: yp,
+                                          scratch: scratch, context: context)
+                        }
+                    } else {
+                        conv2DForward(s, x: xp, weight: wp, bias: nil, activation: act, y: yp, scratch: scratch, context: context)
+                    }
+                }
+                intact = intact && ok
+            }
+        }
+    }
+    if backward {
+        // Unfused backward takes dZ directly: premultiply dY by act'(Y) here in T.
+        let dyUsed: [T] = fusedBackward ? dy : zip(dy, y).map { $0 * act.derivative(output: $1) }
+        x.withUnsafeBufferPointer { xb in
+            w.withUnsafeBufferPointer { wb in
+                dyUsed.withUnsafeBufferPointer { dyb in
+                    y.withUnsafeBufferPointer { yb in
+                        dx.withUnsafeMutableBufferPointer { dxb in
+                            dw.withUnsafeMutableBufferPointer { dwb in
+                                db.withUnsafeMutableBufferPointer { dbb in
+                                    guard let xp = xb.baseAddress, let wp = wb.baseAddress, let dyp = dyb.baseAddress else { return }
+                                    let ok = withConvScratch(T.self, conv2DBackwardScratchCount(s, threads: context.threads)) { scratch in
+                                        conv2DBackward(s, x: xp, weight: wp, dy: dyp,
+                                                       activation: fusedBackward ? act : .identity,
+                                                       y: fusedBackward ? yb.baseAddress : nil,
+                                                       dx: dxb.baseAddress, dWeight: dwb.baseAddress, dBias: dbb.baseAddress,
+                                                       scratch: scratch, context: context)
+                                    }
+                                    intact = intact && ok
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    func d(_ a: [T]) -> [Double] { a.map { Double($0) } }
+    return ConvResult(y: d(y), dx: d(dx), dw: d(dw), db: d(db), scratchIntact: intact)
+}
+
+private let convActivations: [KernelActivation] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid]
+
+/// (N, Cin, H, W, Cout, kh, kw, stride, pad)
+private let convCases: [Conv2DShape] = [
+    Conv2DShape(batch: 1, inChannels: 1, height: 1, width: 1, outChannels: 1, kernelH: 1, kernelW: 1),
+    Conv2DShape(batch: 3, inChannels: 1, height: 5, width: 7, outChannels: 2, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    Conv2DShape(batch: 1, inChannels: 3, height: 17, width: 17, outChannels: 1, kernelH: 3, kernelW: 3, stride: 2, padding: 0),
+    Conv2DShape(batch: 3, inChannels: 2, height: 8, width: 11, outChannels: 3, kernelH: 2, kernelW: 3, stride: 3, padding: 2),
+    Conv2DShape(batch: 3, inChannels: 3, height: 6, width: 5, outChannels: 4, kernelH: 1, kernelW: 1),
+    Conv2DShape(batch: 2, inChannels: 2, height: 7, width: 6, outChannels: 3, kernelH: 5, kernelW: 4, stride: 1, padding: 2),
+    Conv2DShape(batch: 1, inChannels: 2, height: 3, width: 4, outChannels: 2, kernelH: 3, kernelW: 3, stride: 1, padding: 2),
+    Conv2DShape(batch: 3, inChannels: 1, height: 9, width: 4, outChannels: 5, kernelH: 4, kernelW: 2, stride: 2, padding: 1),
+    Conv2DShape(batch: 2, inChannels: 3, height: 6, width: 6, outChannels: 2, kernelH: 1, kernelW: 1, stride: 2, padding: 1),
+    Conv2DShape(batch: 2, inChannels: 2, height: 10, width: 9, outChannels: 2, kernelH: 3, kernelW: 2, strideH: 2, strideW: 1, padH: 0, padW: 1),
+    // Weight gradient computed transposed (K = 9 < Cout = 16), like the first layer of the Fashion-MNIST CNN.
+    Conv2DShape(batch: 3, inChannels: 1, height: 6, width: 7, outChannels: 16, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    // Several samples per weight-gradient GEMM and more than one group per chunk.
+    Conv2DShape(batch: 7, inChannels: 3, height: 17, width: 17, outChannels: 4, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+]
+
+@Suite struct ConvTests {
+    @Test func outputSizeFollowsPyTorch() {
+        let s = Conv2DShape(batch: 1, inChannels: 1, height: 28, width: 28, outChannels: 1, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
+        #expect(s.outHeight == 14 && s.outWidth == 14)
+        let t = Conv2DShape(batch: 1, inChannels: 1, height: 8, width: 11, outChannels: 1, kernelH: 2, kernelW: 3, stride: 3, padding: 2)
+        #expect(t.outHeight == 4 && t.outWidth == 5)
+        #expect(!Conv2DShape(batch: 1, inChannels: 1, height: 2, width: 2, outChannels: 1, kernelH: 5, kernelW: 5).isValid)
+        #expect(Conv2DShape(batch: 1, inChannels: 1, height: 6, width: 7, outChannels: 16, kernelH: 3, kernelW: 3).weightGradientTransposed)
+        #expect(!Conv2DShape(batch: 1, inChannels: 1, height: 6, width: 7, outChannels: 2, kernelH: 3, kernelW: 3).weightGradientTransposed)
+        #expect(conv2DForwardScratchCount(Conv2DShape(batch: 1, inChannels: 1, height: 2, width: 2, outChannels: 1, kernelH: 5, kernelW: 5), threads: 2) == 0)
+    }
+
+    @Test(arguments: [1, 2])
+    func matchesReference(threads: Int) {
+        let context = GEMMContext(threads: threads)
+        for (ci, s) in convCases.enumerated() {
+            let ref = ConvReference(s: s)
+            let x = convValues(s.inputCount, seed: UInt64(10 + ci))
+            let w = convValues(s.weightCount, seed: UInt64(100 + ci))
+            let b = convValues(s.outChannels, seed: UInt64(200 + ci))
+            let dy = convValues(s.outputCount, seed: UInt64(300 + ci))
+            for (ai, act) in convActivations.enumerated() {
+                let bias: [Double]? = (ci + ai) % 3 == 2 ? nil : b
+                let fused = (ci + ai) % 2 == 0
+                let yRef = ref.forward(x: x, w: w, b: bias, act: act)
+                let gRef = ref.backward(x: x, w: w, y: yRef, dy: dy, act: act)
+                let r64 = runConv(Double.self, s, x: x, w: w, b: bias, dy: dy, act: act, fusedBackward: fused, context: context)
+                #expect(r64.scratchIntact, "\(s)")
+                #expect(convMaxRelError(r64.y, yRef) < 1e-12, "f64 y \(s) \(act)")
+                #expect(convMaxRelError(r64.dx, gRef.dx) < 1e-12, "f64 dx \(s) \(act)")
+                #expect(convMaxRelError(r64.dw, gRef.dw) < 1e-12, "f64 dw \(s) \(act)")
+                #expect(convMaxRelError(r64.db, gRef.db) < 1e-12, "f64 db \(s) \(act)")
+                let r32 = runConv(Float.self, s, x: x, w: w, b: bias, dy: dy, act: act, fusedBackward: fused, context: context)
+                // f32 backward sees act'(y) of the f32 forward output; compare with the reference run on that y.
+                let g32 = ref.backward(x: x, w: w, y: r32.y, dy: dy, act: act)
+                #expect(r32.scratchIntact, "\(s)")
+                #expect(convMaxRelError(r32.y, yRef) < 1e-5, "f32 y \(s) \(act)")
+                #expect(convMaxRelError(r32.dx, g32.dx) < 1e-4, "f32 dx \(s) \(act)")
+                #expect(convMaxRelError(r32.dw, g32.dw) < 1e-4, "f32 dw \(s) \(act)")
+                #expect(convMaxRelError(r32.db, g32.db) < 1e-4, "f32 db \(s) \(act)")
+            }
+        }
+    }
+
+    /// Gradients of L = Σ r ⊙ act(conv(x, w) + b) against central differences of the forward kernel (f64).
+    @Test func gradientsMatchFiniteDifferences() {
+        let context = GEMMContext(threads: 2)
+        let shapes = [
+            Conv2DShape(batch: 2, inChannels: 2, height: 5, width: 4, outChannels: 3, kernelH: 3, kernelW: 2, stride: 1, padding: 1),
+            Conv2DShape(batch: 3, inChannels: 1, height: 6, width: 7, outChannels: 2, kernelH: 3, kernelW: 3, stride: 2, padding: 2),
+        ]
+        for (si, s) in shapes.enumerated() {
+            for act in [KernelActivation.tanh, .sigmoid, .identity] {
+                let x = convValues(s.inputCount, seed: UInt64(7 + si))
+                let w = convValues(s.weightCount, seed: UInt64(8 + si))
+                let b = convValues(s.outChannels, seed: UInt64(9 + si))
+                let r = convValues(s.outputCount, seed: UInt64(11 + si))
+                func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
+                    let y = runConv(Double.self, s, x: x, w: w, b: b, dy: r, act: act, fusedBackward: true,
+                                    context: context, backward: false).y
+                    return zip(y, r).reduce(0) { $0 + $1.0 * $1.1 }
+                }
+                let g = runConv(Double.self, s, x: x, w: w, b: b, dy: r, act: act, fusedBackward: true, context: context)
+                let h = 1e-6
+                func check(_ analytic: [Double], _ perturbed: (Int, Double) -> Double, _ what: String) {
+                    for i in 0..<analytic.count {
+                        let fd = (perturbed(i, h) - perturbed(i, -h)) / (2 * h)
+                        #expect(abs(fd - analytic[i]) <= 1e-6 * max(1, abs(fd)), "\(what)[\(i)] \(s) \(act): \(fd) vs \(analytic[i])")
+                    }
+                }
+                check(g.dx, { i, d in var xx = x; xx[i] += d; return loss(xx, w, b) }, "dx")
+                check(g.dw, { i, d in var ww = w; ww[i] += d; return loss(x, ww, b) }, "dw")
+                check(g.db, { i, d in var bb = b; bb[i] += d; return loss(x, w, bb) }, "db")
+            }
+        }
+    }
+
+    @Test func deterministicForSameThreadCount() {
+        let s = Conv2DShape(batch: 13, inChannels: 3, height: 17, width: 15, outChannels: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 1)
+        let x = convValues(s.inputCount, seed: 1), w = convValues(s.weightCount, seed: 2)
+        let b = convValues(s.outChannels, seed: 3), dy = convValues(s.outputCount, seed: 4)
+        for threads in [1, 2] {
+            let context = GEMMContext(threads: threads)
+            let a = runConv(Float.self, s, x: x, w: w, b: b, dy: dy, act: .relu, fusedBackward: true, context: context)
+            let c = runConv(Float.self, s, x: x, w: w, b: b, dy: dy, act: .relu, fusedBackward: true, context: context)
+            #expect(a.y == c.y && a.dx == c.dx && a.dw == c.dw && a.db == c.db)
+        }
+    }
+
+    @Test func optionalGradientsAndScratchSizedForMoreThreads() {
+        let s = Conv2DShape(batch: 3, inChannels: 2, height: 9, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
+        let x = convValues(s.inputCount, seed: 5).map { Float($0) }, w = convValues(s.weightCount, seed: 6).map { Float($0) }
+        let dy = convValues(s.outputCount, seed: 7).map { Float($0) }
+        let full = runConv(Float.self, s, x: x.map { Double($0) }, w: w.map { Double($0) }, b: nil, dy: dy.map { Double($0) },
+                           act: .identity, fusedBackward: false, context: GEMMContext(threads: 1))
+        var dw = [Float](repeating: .nan, count: s.weightCount)
+        let context = GEMMContext(threads: 1)
+        let intact = withConvScratch(Float.self, conv2DBackwardScratchCount(s, threads: 4)) { scratch in
+            x.withUnsafeBufferPointer { xb in
+                w.withUnsafeBufferPointer { wb in
+                    dy.withUnsafeBufferPointer { dyb in
+                        dw.withUnsafeMutableBufferPointer { dwb in
+                            guard let xp = xb.baseAddress, let wp = wb.baseAddress, let dyp = dyb.baseAddress else { return }
+                            conv2DBackward(s, x: xp, weight: wp, dy: dyp, dx: nil, dWeight: dwb.baseAddress, dBias: nil,
+                                           scratch: scratch, context: context)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(intact)
+        #expect(dw.map { Double($0) } == full.dw)
+    }
+}
