@@ -422,14 +422,15 @@ struct Lowering {
             return
         }
         let (kh, kw) = (pool.windowHeight.value, pool.windowWidth.value)
-        let stride = pool.stride?.value ?? kh
+        // The stride defaults to the window, per axis (as PyTorch's kernel_size default).
+        let stride = pool.stride.map { [$0.value, $0.value] } ?? [kh, kw]
         guard kh <= shape[1], kw <= shape[2] else {
             error("\(pool.kind.rawValue) window \(kh)x\(kw) is larger than its input \(shape[1])x\(shape[2])",
                   at: pool.windowHeight.range.through(pool.windowWidth.range), notes: previousNote())
             failed = true
             return
         }
-        let outShape = [shape[0], (shape[1] - kh) / stride + 1, (shape[2] - kw) / stride + 1]
+        let outShape = [shape[0], (shape[1] - kh) / stride[0] + 1, (shape[2] - kw) / stride[1] + 1]
         let kind: PoolKind = pool.kind == .max ? .max : .average
         guard let y = emit(.pool(kind, window: [kh, kw], stride: stride), [x], "p\(otherCount)", at: statement) else { return }
         otherCount += 1

@@ -114,9 +114,10 @@ public enum Op: Hashable, Sendable {
     case conv2dInputGrad(ConvGeometry)
     /// dw from (x, dy); result shape is the third operand's (w).
     case conv2dWeightGrad(ConvGeometry)
-    case pool(PoolKind, window: [Int], stride: Int)
+    /// Window and stride are [height, width].
+    case pool(PoolKind, window: [Int], stride: [Int])
     /// dx from (x, y, dy).
-    case poolGrad(PoolKind, window: [Int], stride: Int)
+    case poolGrad(PoolKind, window: [Int], stride: [Int])
     /// Same data, new shape (flatten, and its gradient). The result aliases the operand.
     case reshape(Shape)
     /// A fresh inverted-dropout mask (0 or 1/(1-p)) shaped like the operand; train mode only.
@@ -168,8 +169,8 @@ public enum Op: Hashable, Sendable {
         case .conv2d(let g): return "conv2d stride=\(g.stride) pad=\(g.padding)"
         case .conv2dInputGrad(let g): return "conv2d_input_grad stride=\(g.stride) pad=\(g.padding)"
         case .conv2dWeightGrad(let g): return "conv2d_weight_grad stride=\(g.stride) pad=\(g.padding)"
-        case .pool(let kind, let window, let stride): return "\(kind.rawValue)pool \(window[0])x\(window[1]) stride=\(stride)"
-        case .poolGrad(let kind, let window, let stride): return "\(kind.rawValue)pool_grad \(window[0])x\(window[1]) stride=\(stride)"
+        case .pool(let kind, let window, let stride): return "\(kind.rawValue)pool \(window[0])x\(window[1]) stride=\(strideText(stride))"
+        case .poolGrad(let kind, let window, let stride): return "\(kind.rawValue)pool_grad \(window[0])x\(window[1]) stride=\(strideText(stride))"
         case .reshape: return "reshape"
         case .dropoutMask(let p): return "dropout_mask p=\(formatNumber(p))"
         case .crossEntropy: return "cross_entropy"
@@ -210,6 +211,11 @@ public enum Op: Hashable, Sendable {
         default: return false
         }
     }
+}
+
+/// `2` for a square stride, `2x3` otherwise.
+func strideText(_ stride: [Int]) -> String {
+    stride.count == 2 && stride[0] == stride[1] ? "\(stride[0])" : stride.map(String.init).joined(separator: "x")
 }
 
 /// A shape error inside the IR: a bug in a pass or in lowering, not in the user's model (lowering
@@ -290,10 +296,11 @@ extension Op {
         case .pool(_, let window, let stride):
             try need(1)
             let x = operands[0]
-            guard x.batched, x.dims.count == 3, window.count == 2, x.dims[1] >= window[0], x.dims[2] >= window[1] else {
+            guard x.batched, x.dims.count == 3, window.count == 2, stride.count == 2, stride.allSatisfy({ $0 >= 1 }),
+                  x.dims[1] >= window[0], x.dims[2] >= window[1] else {
                 throw IRError("pool: window \(window) does not fit \(x)")
             }
-            return [.init(batched: true, [x.dims[0], (x.dims[1] - window[0]) / stride + 1, (x.dims[2] - window[1]) / stride + 1])]
+            return [.init(batched: true, [x.dims[0], (x.dims[1] - window[0]) / stride[0] + 1, (x.dims[2] - window[1]) / stride[1] + 1])]
         case .poolGrad:
             try need(3); return [operands[0]]
         case .reshape(let shape):

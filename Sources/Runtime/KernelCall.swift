@@ -22,8 +22,9 @@ struct KernelCall<T: KernelScalar> {
                     kernelH: weight[2], kernelW: weight[3], stride: g.stride, padding: g.padding)
     }
 
-    static func poolShape(input: [Int], window: [Int], stride: Int) -> Pool2DShape {
-        Pool2DShape(batch: input[0], channels: input[1], height: input[2], width: input[3], kernelH: window[0], kernelW: window[1], stride: stride)
+    static func poolShape(input: [Int], window: [Int], stride: [Int]) -> Pool2DShape {
+        Pool2DShape(batch: input[0], channels: input[1], height: input[2], width: input[3], kernelH: window[0], kernelW: window[1],
+                    strideH: stride[0], strideW: stride[1])
     }
 
     init(op: Op, operands: [P], results: [P], operandDims: [[Int]], resultDims: [[Int]], threads: Int) throws {

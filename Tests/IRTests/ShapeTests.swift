@@ -61,9 +61,7 @@ struct ShapeTests {
     /// PyTorch's MaxPool2d(kernel_size=(2, 3)) has stride (2, 3): "stride defaults to the window".
     @Test func nonSquarePoolingStrideDefaultsToTheWholeWindow() throws {
         let model = try lowered("input 1x4x9\nmaxpool 2x3")
-        withKnownIssue("pool strides are one number, defaulting to the window height: 2x3 on 4x9 gives 2x4, not 2x3") {
-            #expect(model.outputShape == .batch(1, 2, 3))
-        }
+        #expect(model.outputShape == .batch(1, 2, 3))
     }
 
     @Test func parameterNamesShapesAndCounts() throws {
