@@ -145,6 +145,9 @@ public enum Op: Hashable, Sendable {
     case convFused(ConvGeometry, ActivationFunction, bias: Bool)
     /// One pass over dy: dz = dy ⊙ act'(y) and (when bias) db = Σ dz. Operands y, dy; results dz[, db].
     case activationGradBias(ActivationFunction, bias: Bool)
+    /// The whole backward of act(conv(x, W) + b) in one kernel call: operands x, W, y, dy;
+    /// results dW, then db (when bias), then dx (when inputGradient).
+    case convBackward(ConvGeometry, ActivationFunction, bias: Bool, inputGradient: Bool)
 
     /// The printed name.
     public var name: String {
@@ -184,6 +187,7 @@ public enum Op: Hashable, Sendable {
         case .convFused(let g, let f, let bias):
             return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " stride=\(g.stride) pad=\(g.padding)"
         case .activationGradBias(let f, let bias): return "\(f)_grad" + (bias ? "+bias_grad" : "")
+        case .convBackward(let g, let f, _, _): return "conv2d_backward" + (f == .identity ? "" : ".\(f)") + " stride=\(g.stride) pad=\(g.padding)"
         }
     }
 
@@ -335,6 +339,11 @@ extension Op {
             let shape = try Op.conv2d(g).resultShapes(Array(operands.prefix(2)))
             if bias { _ = try Op.biasAdd.resultShapes([shape[0], operands[2]]) }
             return shape
+        case .convBackward(let g, _, let bias, let inputGradient):
+            try need(4)
+            let y = try Op.conv2d(g).resultShapes([operands[0], operands[1]])[0]
+            try same(y, operands[2]); try same(y, operands[3])
+            return [operands[1]] + (bias ? [.fixed(operands[1].dims[0])] : []) + (inputGradient ? [operands[0]] : [])
         case .activationGradBias(_, let bias):
             try need(2); try same(operands[0], operands[1])
             return bias ? [operands[0], try Op.biasGrad.resultShapes([operands[0]])[0]] : [operands[0]]
@@ -357,6 +366,9 @@ extension Op {
         case .conv2d, .convFused:
             let w = operands[1]
             return 2 * out * w[1] * w[2] * w[3]
+        case .convBackward(_, _, _, let inputGradient):
+            let w = operands[1]
+            return 2 * count(operands[3]) * w[1] * w[2] * w[3] * (inputGradient ? 2 : 1)
         case .conv2dInputGrad, .conv2dWeightGrad:
             // the same multiply-adds as the forward convolution
             let w = self.isWeightGrad ? results[0] : operands[1]

@@ -30,6 +30,8 @@ public let optimizationPasses: [Pass] = [
     Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", run: fuseDense),
     // conv2d → bias_add → activation becomes one fused convolution
     Pass(name: "fuse-conv", summary: "conv2d + bias_add + activation → fused conv2d", run: fuseConvolution),
+    // a conv layer's activation gradient, bias gradient, weight and input gradients in one kernel call
+    Pass(name: "fuse-conv-grad", summary: "activation_grad + bias_grad + conv2d grads → conv2d_backward", run: fuseConvolutionGradient),
     // activation gradient and bias gradient computed in one pass over the output gradient
     Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy", run: fuseActivationGradient),
     // nodes whose results nobody uses
@@ -220,4 +222,44 @@ func eliminateDeadCode(_ graph: inout Graph, _ log: inout [FusionLogEntry]) thro
         for operand in node.operands { live[operand.index] = true }
     }
     graph.removeNodes(Set(graph.nodes.indices.filter { !keep[$0] }))
+}
+
+/// act_grad(y, dy) → [bias_grad] → conv2d_weight_grad [+ conv2d_input_grad] ⇒ conv2d_backward:
+/// the conv kernel computes dz = dy ⊙ act'(y) on the fly, with db, dW and dx, in one call.
+func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    let users = graph.users()
+    var removed: Set<Int> = []
+    for (index, node) in graph.nodes.enumerated() {
+        let f: ActivationFunction
+        switch node.op {
+        case .activationGrad(let a): f = a
+        default: continue
+        }
+        let dz = node.results[0]
+        let consumers = users[dz.index]
+        guard let weightUser = consumers.first(where: { if case .conv2dWeightGrad = graph.nodes[$0].op { return true }; return false }),
+              case .conv2dWeightGrad(let geometry) = graph.nodes[weightUser].op else { continue }
+        let pattern = "\(f)_grad %\(graph[dz].name) + conv2d grads"
+        func skip(_ reason: String) {
+            log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
+        }
+        guard f.fusable else { skip("\(f) is not supported by the conv kernel"); continue }
+        guard !graph.keptValues.contains(dz) else { skip("%\(graph[dz].name) is a graph output"); continue }
+        let biasUser = consumers.first { graph.nodes[$0].op == .biasGrad }
+        let inputUser = consumers.first { if case .conv2dInputGrad(let g) = graph.nodes[$0].op { return g == geometry }; return false }
+        let known = [weightUser] + [biasUser, inputUser].compactMap { $0 }
+        guard consumers.count == known.count else { skip("%\(graph[dz].name) has other consumers"); continue }
+        let x = graph.nodes[weightUser].operands[0], w = graph.nodes[weightUser].operands[2]
+        var results = [graph.nodes[weightUser].results[0]]
+        if let biasUser { results.append(graph.nodes[biasUser].results[0]) }
+        if let inputUser { results.append(graph.nodes[inputUser].results[0]) }
+        // At the activation gradient's place: x, W, y and dy are all defined there, and every user of
+        // the results comes after the nodes that made them before.
+        graph.nodes[index] = Node(op: .convBackward(geometry, f, bias: biasUser != nil, inputGradient: inputUser != nil),
+                                  operands: [x, w, node.operands[0], node.operands[1]], results: results,
+                                  location: graph.nodes[weightUser].location, phase: node.phase)
+        removed.formUnion(known)
+        log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+    }
+    graph.removeNodes(removed)
 }

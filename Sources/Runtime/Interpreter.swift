@@ -322,7 +322,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 case let .adam(lr, beta1, beta2, eps, decay):
                     made = .adam(p: operands[0], g: operands[1], m: operands[2], v: operands[3], count: n, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
                 }
-            case .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .convFused, .pool, .poolGrad, .dropoutMask:
+            case .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .convFused, .convBackward, .pool, .poolGrad, .dropoutMask:
                 made = .kernel(try KernelCall<T>(op: node.op, operands: operands, results: results, operandDims: operandDims, resultDims: resultDims, threads: context.threads))
             }
             if let made {

@@ -8,6 +8,7 @@ struct KernelCall<T: KernelScalar> {
         case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: KernelActivation, y: P)
         case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
         case convolutionWeightGradient(Conv2DShape, x: P, dy: P, weight: P, dWeight: P)
+        case convolutionBackward(Conv2DShape, x: P, weight: P, y: P, dy: P, activation: KernelActivation, dWeight: P, dBias: P?, dx: P?)
         case maxPool(Pool2DShape, x: P, y: P)
         case maxPoolGradient(Pool2DShape, x: P, dy: P, dx: P)
         case averagePool(Pool2DShape, x: P, y: P)
@@ -42,6 +43,11 @@ struct KernelCall<T: KernelScalar> {
         case .conv2dWeightGrad(let g):  // (x, dy, w) → dw
             kind = .convolutionWeightGradient(Self.convolutionShape(input: operandDims[0], weight: operandDims[2], g),
                                               x: operands[0], dy: operands[1], weight: operands[2], dWeight: results[0])
+        case .convBackward(let g, let f, let bias, let inputGradient):  // (x, w, y, dy) → dw[, db][, dx]
+            guard let activation = KernelActivation(f) else { throw RuntimeError("\(f) cannot be fused into a convolution") }
+            kind = .convolutionBackward(Self.convolutionShape(input: operandDims[0], weight: operandDims[1], g),
+                                        x: operands[0], weight: operands[1], y: operands[2], dy: operands[3], activation: activation,
+                                        dWeight: results[0], dBias: bias ? results[1] : nil, dx: inputGradient ? results[bias ? 2 : 1] : nil)
         case .pool(let poolKind, let window, let stride):
             let shape = Self.poolShape(input: operandDims[0], window: window, stride: stride)
             kind = poolKind == .max ? .maxPool(shape, x: operands[0], y: results[0]) : .averagePool(shape, x: operands[0], y: results[0])
@@ -69,6 +75,8 @@ struct KernelCall<T: KernelScalar> {
                 most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[2], weight: dims[1], g), threads: threads))
             case .conv2dWeightGrad(let g):
                 most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[0], weight: dims[2], g), threads: threads))
+            case .convBackward(let g, _, _, _):
+                most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
             default: continue
             }
         }
@@ -83,6 +91,9 @@ struct KernelCall<T: KernelScalar> {
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: nil, dWeight: dWeight, dBias: nil, scratch: scratch, context: context)
+        case let .convolutionBackward(shape, x, weight, y, dy, activation, dWeight, dBias, dx):
+            conv2DBackward(shape, x: x, weight: weight, dy: dy, activation: activation, y: y, dx: dx, dWeight: dWeight, dBias: dBias,
+                           scratch: scratch, context: context)
         case let .maxPool(shape, x, y): maxPool2DForward(shape, x: x, y: y, context: context)
         case let .maxPoolGradient(shape, x, dy, dx): maxPool2DBackward(shape, x: x, dy: dy, dx: dx, context: context)
         case let .averagePool(shape, x, y): avgPool2DForward(shape, x: x, y: y, context: context)

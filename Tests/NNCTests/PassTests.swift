@@ -82,6 +82,19 @@ func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: In
         for name in passNames { _ = try training.optimized(through: name, verify: true) }
     }
 
+    @Test func convolutionBackwardIsOneOpPerLayer() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "c.nn", text: "input 1x8x8\nconv 1->4 3x3 pad 1\nrelu\nmaxpool 2x2\nconv 4->2 3x3\ntanh\nflatten\nfc 3\nloss crossentropy"))
+        let (optimized, log) = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized(verify: true)
+        let ops = optimized.nodes.map(\.op)
+        let geometry = ConvGeometry(stride: 1, padding: 1)
+        #expect(ops.contains(.convFused(geometry, .relu, bias: true)))
+        // The first layer needs no input gradient; the second does.
+        #expect(ops.contains(.convBackward(geometry, .relu, bias: true, inputGradient: false)))
+        #expect(ops.contains(.convBackward(ConvGeometry(stride: 1, padding: 0), .tanh, bias: true, inputGradient: true)))
+        #expect(!ops.contains { if case .conv2dWeightGrad = $0 { return true }; return false })
+        #expect(log.filter { $0.pass == "fuse-conv-grad" && $0.fused }.count == 2)
+    }
+
     @Test func fusionRespectsGraphOutputs() throws {
         // The pre-activation value is kept as a gradient root when it is a graph output: no fusion.
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 2\nfc 2->3\nloss sum"))

@@ -109,6 +109,29 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
             let xp = x + (n * c + ch) * h * w
             let dxp = dx + (n * c + ch) * h * w
             let dyp = dy + (n * c + ch) * ho * wo
+            if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
+                // Non-overlapping 2×2 windows: each input element is written once (no zero fill, no scatter).
+                for oy in 0..<ho {
+                    let r0 = xp + 2 * oy * w, r1 = r0 + w, d0 = dxp + 2 * oy * w, d1 = d0 + w
+                    for ox in 0..<wo {
+                        let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
+                        var m = a, arg = 0
+                        if b > m || (b.isNaN && !m.isNaN) { m = b; arg = 1 }
+                        if cc > m || (cc.isNaN && !m.isNaN) { m = cc; arg = 2 }
+                        if d > m || (d.isNaN && !m.isNaN) { m = d; arg = 3 }
+                        let g = dyp[oy * wo + ox]
+                        d0[2 * ox] = arg == 0 ? g : 0
+                        d0[2 * ox + 1] = arg == 1 ? g : 0
+                        d1[2 * ox] = arg == 2 ? g : 0
+                        d1[2 * ox + 1] = arg == 3 ? g : 0
+                    }
+                    // An odd width leaves a last column that no window covers.
+                    if w > 2 * wo { d0[w - 1] = 0; d1[w - 1] = 0 }
+                }
+                // An odd height leaves a last row that no window covers.
+                for i in (2 * ho * w)..<(h * w) { dxp[i] = 0 }
+                continue
+            }
             for i in 0..<(h * w) { dxp[i] = 0 }
             for oy in 0..<ho {
                 for ox in 0..<wo {
