@@ -1,4 +1,11 @@
 import Foundation
+/// A plan that cannot be made for the requested batch size (too large for the machine or the
+/// tensor limit). Its message is for the user.
+public struct PlanError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}
+
 /// Where a value lives while a plan runs.
 public enum Storage: Hashable, Sendable {
     /// In the model's parameter store: parameters and optimizer state, kept across steps.
@@ -34,10 +41,20 @@ public struct Plan: Sendable {
 
     public var savedBytes: Int { unplannedBytes - arenaBytes }
 
+    /// The largest arena a plan may ask for: the machine's physical memory.
+    public static var defaultMemoryLimit: Int { Int(clamping: ProcessInfo.processInfo.physicalMemory) }
+
     /// Plans `graph` for batches of up to `batch` rows. Values in `keep` (and the graph's roots and
     /// gradients) live to the end of the step so they can be read afterwards.
-    public init(graph: Graph, batch: Int, keep: [ValueID] = []) throws(IRError) {
-        guard batch >= 1 else { throw IRError("batch must be at least 1") }
+    public init(graph: Graph, batch: Int, keep: [ValueID] = [], memoryLimit: Int = Plan.defaultMemoryLimit) throws(PlanError) {
+        guard batch >= 1 else { throw PlanError(message: "the batch size must be at least 1") }
+        // Sizes come from the user (--batch): check them before any arithmetic that could overflow.
+        for value in graph.values where value.shape.batched {
+            let (elements, overflow) = value.shape.rowElements.multipliedReportingOverflow(by: batch)
+            guard !overflow, elements <= maxTensorElements else {
+                throw PlanError(message: "batch \(batch) is too large: %\(value.name) would have \(overflow ? "more than 2^63" : String(elements)) elements (\(value.shape.plain.replacingOccurrences(of: "N", with: String(batch)))), more than the limit of 2^31")
+            }
+        }
         self.graph = graph
         self.batch = batch
         let alignment = 64
@@ -138,6 +155,9 @@ public struct Plan: Sendable {
             live.append((offset, buffer.bytes, buffer.lastUse))
             arena = max(arena, offset + buffer.bytes)
             for value in buffer.values { storage[value.index] = .arena(offset: offset) }
+        }
+        guard arena <= memoryLimit else {
+            throw PlanError(message: "batch \(batch) needs \(arena >> 20) MiB of working memory, more than this machine's \(memoryLimit >> 20) MiB; use a smaller batch")
         }
         self.storage = storage
         self.buffers = buffers

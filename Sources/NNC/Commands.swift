@@ -49,6 +49,9 @@ public func runCommandLine(_ arguments: [String], console: Console) -> Int32 {
     } catch let error as DataError {
         console.error(error.description)
         return 1
+    } catch let error as PlanError {
+        console.error("nnc \(command.name): error: \(error.message)")
+        return 1
     } catch let error as CompiledFileError {
         console.error(error.description)
         return 1

@@ -136,6 +136,18 @@ func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: In
         }
     }
 
+    @Test func hugeBatchesAreErrorsNotCrashes() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 784\nfc 784->10\nloss crossentropy"))
+        let graph = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized().graph
+        #expect(throws: PlanError.self) { try Plan(graph: graph, batch: Int.max / 2) }
+        #expect(throws: PlanError.self) { try Plan(graph: graph, batch: 3_000_000) }   // 2.35e9 elements > 2^31
+        #expect(throws: PlanError.self) { try Plan(graph: graph, batch: 1000, memoryLimit: 1 << 20) }
+        #expect(throws: PlanError.self) { try Plan(graph: graph, batch: 0) }
+        let console = Console.capturing()
+        #expect(runCommandLine(["compile", shippedModelsDirectory() + "/xor.nn", "--emit", "plan", "--batch", "9000000000000000000"], console: console) == 1)
+        #expect(console.errors.contains("is too large"))
+    }
+
     @Test func planReportsSavingsAndInPlaceOps() throws {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 8\nfc 8->16\nrelu\nfc 16->16\npow 2\nfc 16->4\nloss mse"))
         let graph = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized(verify: true).graph
