@@ -33,16 +33,7 @@ func bench<T: KernelScalar>(_ type: T.Type, _ program: ModelProgram, batch: Int,
     for (buffer, initial) in zip(store.parameters, values) { store.load(initial, into: buffer) }
     let session = try Session<T>(plan: plan, store: store, threads: threads)
     var random = MT19937(seed: 1)
-    if let input = session.inputPointer, let x = graph.input {
-        for i in 0..<graph[x].shape.elements(batch: batch) { input[i] = T(random.randomSample()) }
-    }
-    if let target = session.targetPointer, let y = graph.target {
-        if case .classLabels(let classes) = graph.targetKind {
-            for i in 0..<batch { target[i] = T(Int(random.randomSample() * Double(classes)) % classes) }
-        } else {
-            for i in 0..<graph[y].shape.elements(batch: batch) { target[i] = T(random.randomSample()) }
-        }
-    }
+    fillRandomBatch(session, batch: batch, random: &random)
     let executable = try session.executable(batch: batch)
     // Warm up, then choose a step count that takes about a second.
     let warmStart = DispatchTime.now().uptimeNanoseconds

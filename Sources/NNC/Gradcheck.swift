@@ -23,17 +23,7 @@ public func gradientCheck(_ program: ModelProgram, batch: Int = 3, seed: Int = 0
     for buffer in store.parameters {
         for i in buffer.indices { buffer[i] = random.uniform(-0.5, 0.5) }
     }
-    if let input = session.inputPointer, let x = graph.input {
-        for i in 0..<graph[x].shape.elements(batch: batch) { input[i] = random.uniform(-1, 1) }
-    }
-    if let target = session.targetPointer, let y = graph.target {
-        switch graph.targetKind {
-        case .classLabels(let classes):
-            for i in 0..<batch { target[i] = Double(min(classes - 1, Int(random.randomSample() * Double(classes)))) }
-        default:
-            for i in 0..<graph[y].shape.elements(batch: batch) { target[i] = random.uniform(0.05, 0.95) }
-        }
-    }
+    fillRandomBatch(session, batch: batch, random: &random)
     let executable = try session.executable(batch: batch)
     func loss() -> Double {
         session.reseed(UInt32(truncatingIfNeeded: seed &+ 17))  // the same dropout masks every run
@@ -73,6 +63,23 @@ public func gradientCheck(_ program: ModelProgram, batch: Int = 3, seed: Int = 0
     }
     _ = loss()
     return results
+}
+
+/// Random inputs in [-1, 1) and targets to match: class labels, or values in (0.05, 0.95) (valid
+/// for every loss, bce included). For gradcheck, bench and tests.
+func fillRandomBatch<T: KernelScalar>(_ session: Session<T>, batch: Int, random: inout MT19937) {
+    let graph = session.plan.graph
+    if let input = session.inputPointer, let x = graph.input {
+        for i in 0..<graph[x].shape.elements(batch: batch) { input[i] = T(random.uniform(-1, 1)) }
+    }
+    if let target = session.targetPointer, let y = graph.target {
+        switch graph.targetKind {
+        case .classLabels(let classes):
+            for i in 0..<batch { target[i] = T(min(classes - 1, Int(random.randomSample() * Double(classes)))) }
+        default:
+            for i in 0..<graph[y].shape.elements(batch: batch) { target[i] = T(random.uniform(0.05, 0.95)) }
+        }
+    }
 }
 
 let gradcheckCommand = Command(

@@ -56,6 +56,10 @@ public struct ModelProgram: Sendable {
         return try graph.optimized(verify: verifyPasses).graph
     }
 
+    /// Whether the loss sums over the batch (`sse`, `sum`) rather than averaging: an epoch's loss is
+    /// then the sum of its steps' losses, not their sample-weighted mean.
+    var lossSumsOverBatch: Bool { settings.loss == .sse || settings.loss == .sum }
+
     var noLossMessage: String {
         "\(source.path): error: the model has no loss to train; end it with a loss statement such as 'loss mse' or 'loss crossentropy'"
     }

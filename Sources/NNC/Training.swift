@@ -199,7 +199,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
     let session = try Session<T>(plan: plan, store: store, threads: job.threads, seed: settings.seed)
     let hasDropout = trainingGraph.nodes.contains { if case .dropoutMask = $0.op { return true }; return false }
     let classes: Int? = { if case .classLabels(let c) = trainingGraph.targetKind { return c }; return nil }()
-    let sumLoss = program.settings.loss == .sse || program.settings.loss == .sum
+    let sumLoss = program.lossSumsOverBatch
 
     // Evaluation on test data shares the parameter store.
     var evaluator: Evaluator<T>?
@@ -350,9 +350,11 @@ final class Evaluator<T: KernelScalar> {
     let session: Session<T>
     let graph: Graph
     let batch: Int
+    let sumLoss: Bool
 
     init(program: ModelProgram, dtype: DType, store: ParameterStore<T>, threads: Int, batch: Int) throws {
         graph = try program.inferenceGraph(dtype: dtype, withLoss: true)
+        sumLoss = program.lossSumsOverBatch
         self.batch = max(1, batch)
         session = try Session<T>(plan: try Plan(graph: graph, batch: self.batch), store: store, threads: threads)
     }
@@ -377,14 +379,12 @@ final class Evaluator<T: KernelScalar> {
             guard let executable = try? session.executable(batch: rows) else { return (.nan, nil) }
             session.run(executable)
             let loss = session.lossValue
-            let sumType: Bool = graph.nodes.contains { $0.op == .sumAll && $0.results.first == graph.loss }
-            lossSum += sumType ? loss : loss * Double(rows)
+            lossSum += sumLoss ? loss : loss * Double(rows)
             if let classes, let output, let target {
                 for r in 0..<rows where argmax(output + r * width, classes) == Int(target[r]) { correct += 1 }
             }
             start += rows
         }
-        let sumType: Bool = graph.nodes.contains { $0.op == .sumAll && $0.results.first == graph.loss }
-        return (sumType ? lossSum : lossSum / Double(max(1, data.count)), classes.map { _ in Double(correct) / Double(max(1, data.count)) })
+        return (sumLoss ? lossSum : lossSum / Double(max(1, data.count)), classes.map { _ in Double(correct) / Double(max(1, data.count)) })
     }
 }

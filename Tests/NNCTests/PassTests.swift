@@ -25,16 +25,7 @@ func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: In
     for (buffer, initial) in zip(store.parameters, values) { store.load(initial, into: buffer) }
     let session = try Session<T>(plan: plan, store: store, threads: 1, seed: 5)
     var random = MT19937(seed: 11)
-    if let x = graph.input, let input = session.inputPointer {
-        for i in 0..<graph[x].shape.elements(batch: batch) { input[i] = T(random.randomSample()) }
-    }
-    if let y = graph.target, let target = session.targetPointer {
-        if case .classLabels(let classes) = graph.targetKind {
-            for i in 0..<batch { target[i] = T(i % classes) }
-        } else {
-            for i in 0..<graph[y].shape.elements(batch: batch) { target[i] = T(random.randomSample()) }
-        }
-    }
+    fillRandomBatch(session, batch: batch, random: &random)
     session.reseed(99)
     try session.run(batch: batch)
     let gradients = graph.gradients.map { id in
