@@ -231,9 +231,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .binaryCrossEntropy(p, y, loss, count): loss.pointee = T(binaryCrossEntropy(p, y, count: count))
         case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count)
         case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
-            sgdUpdate(p, g, velocity: velocity, count: count, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay)
+            sgdUpdate(p, g, velocity: velocity, count: count, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay, context: context)
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
-            adamUpdate(p, g, m, v, count: count, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay, step: max(1, store.step))
+            adamUpdate(p, g, m, v, count: count, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay, step: max(1, store.step), context: context)
         case let .kernel(call): call.run(context: context, scratch: scratch, random: &random)
         }
     }

@@ -10,16 +10,16 @@ import Parser
 /// call on the thread that runs them (the interpreter loop and every kernel it calls; the GEMM's
 /// worker threads use scratch buffers allocated when the context is made).
 @Suite(.serialized) struct AllocationTests {
-    func stepsAllocate(_ text: String, batch: Int, threads: Int) throws -> UInt {
+    func stepsAllocate(_ text: String, batch: Int, threads: Int, steps: Int = 200, adam: Bool = false) throws -> UInt {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: text))
-        let graph = try program.trainingGraph(dtype: .f32, settings: { var s = TrainingSettings(); s.momentum = 0.9; return s }()).optimized().graph
+        let graph = try program.trainingGraph(dtype: .f32, settings: { var s = TrainingSettings(); s.momentum = 0.9; if adam { s.optimizer = .adam }; return s }()).optimized().graph
         let plan = try Plan(graph: graph, batch: batch)
         let store = ParameterStore<Float>(graph: graph)
         let session = try Session<Float>(plan: plan, store: store, threads: threads)
         let executable = try session.executable(batch: batch)
         for _ in 0..<3 { session.run(executable) }
         let before = nnc_allocation_count()
-        for _ in 0..<200 { session.run(executable) }
+        for _ in 0..<steps { session.run(executable) }
         return UInt(nnc_allocation_count() - before)
     }
 
@@ -38,13 +38,13 @@ import Parser
         #expect(try stepsAllocate("input 64\nfc 64->128\nrelu\nfc 128->10\nloss crossentropy", batch: 64, threads: 1) == 0)
     }
 
-    /// With two threads, each parallel GEMM hands its closure to the worker through
-    /// `withoutActuallyEscaping`, whose escape check allocates one small context per call.
-    @Test func mlpStepOnTwoThreadsAllocatesOnlyPerParallelCall() throws {
-        let count = try stepsAllocate("input 64\nfc 64->128\nrelu\nfc 128->10\nloss crossentropy", batch: 64, threads: 2)
-        withKnownIssue("one allocation per parallel GEMM call (withoutActuallyEscaping)") {
-            #expect(count == 0)
-        }
-        #expect(count <= 200 * 8)  // at most one per GEMM of the step, never growing with the batch
+    /// With two threads, parallel GEMMs (both the split and the shared-packing paths), convolutions
+    /// and pooling hand their work to the worker without boxing a closure.
+    @Test func stepsOnTwoThreadsAllocateNothing() throws {
+        #expect(try stepsAllocate("input 64\nfc 64->128\nrelu\nfc 128->10\nloss crossentropy", batch: 64, threads: 2) == 0)
+        #expect(try stepsAllocate("input 784\nfc 784->256\nrelu\nfc 256->10\nloss crossentropy", batch: 128, threads: 2, steps: 10) == 0)
+        let cnn = "input 1x12x12\nconv 1->4 3x3 pad 1\nrelu\nmaxpool 2x2\nflatten\nfc 144->10\nloss crossentropy"
+        #expect(try stepsAllocate(cnn, batch: 8, threads: 2) == 0)
+        #expect(try stepsAllocate("input 64\nfc 64->512\nrelu\nfc 512->10\nloss crossentropy", batch: 64, threads: 2, adam: true) == 0)
     }
 }

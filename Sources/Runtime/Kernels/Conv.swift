@@ -146,47 +146,6 @@ func col2im<T: KernelScalar>(_ col: UnsafePointer<T>, ldcol: Int, channels: Int,
 
 // MARK: - Activation gradient
 
-/// dst = dy ⊙ act'(y) (dst = dy when y is nil) over `count` elements with the activation switch hoisted
-/// out of the loop; returns Σ dst from four interleaved partial sums added in a fixed order (deterministic).
-@inline(__always)
-func convGradientThrough<T: KernelScalar>(_ act: KernelActivation, dy: UnsafePointer<T>, y: UnsafePointer<T>?,
-                                          into dst: UnsafeMutablePointer<T>, count: Int) -> T {
-    @inline(__always)
-    func run(_ sf: (T, T) -> T, _ yp: UnsafePointer<T>) -> T {
-        var a0: T = 0, a1: T = 0, a2: T = 0, a3: T = 0
-        var i = 0
-        while i + 4 <= count {
-            let r0 = sf(dy[i], yp[i]), r1 = sf(dy[i + 1], yp[i + 1])
-            let r2 = sf(dy[i + 2], yp[i + 2]), r3 = sf(dy[i + 3], yp[i + 3])
-            dst[i] = r0; dst[i + 1] = r1; dst[i + 2] = r2; dst[i + 3] = r3
-            a0 += r0; a1 += r1; a2 += r2; a3 += r3
-            i += 4
-        }
-        var acc = (a0 + a1) + (a2 + a3)
-        while i < count {
-            let r = sf(dy[i], yp[i])
-            dst[i] = r
-            acc += r
-            i += 1
-        }
-        return acc
-    }
-    guard let y, act != .identity else { return run({ g, _ in g }, dy) }
-    switch act {
-    case .identity:
-        return run({ g, _ in g }, y)
-    case .relu:
-        return run({ g, yv in yv > 0 ? g : 0 }, y)
-    case .leakyRelu(let alpha):
-        let a = T(alpha)
-        return run({ g, yv in yv > 0 ? g : g * a }, y)
-    case .tanh:
-        return run({ g, yv in g * (1 - yv * yv) }, y)
-    case .sigmoid:
-        return run({ g, yv in g * (yv * (1 - yv)) }, y)
-    }
-}
-
 // MARK: - Forward
 
 /// Scratch elements `conv2DForward` needs with up to `threads` threads: one im2col buffer [K × Ho·Wo]
@@ -206,10 +165,14 @@ public func conv2DForward<T: KernelScalar>(
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
-    let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
-    let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
-    let pointwise = s.isPointwise
-    context.parallelFor(s.batch) { n, worker in
+    typealias Forward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>?, KernelActivation,
+                         UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, GEMMContext)
+    let forward: Forward = (s, x, weight, bias, activation, y, scratch, context)
+    context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
+        let (s, x, weight, bias, activation, y, scratch, context) = shared.assumingMemoryBound(to: Forward.self).pointee
+        let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+        let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+        let pointwise = s.isPointwise
         let xn = x + n * cin * h * w
         let yn = y + n * cout * p
         let colPtr: UnsafePointer<T>
@@ -289,9 +252,7 @@ public func conv2DBackward<T: KernelScalar>(
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid else { return }
-    let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
-    let kh = s.kernelH, kw = s.kernelW
-    let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+    let cout = s.outChannels, k = s.patchSize
     let n = s.batch
     if n == 0 {
         if let dWeight { for i in 0..<s.weightCount { dWeight[i] = 0 } }
@@ -300,7 +261,6 @@ public func conv2DBackward<T: KernelScalar>(
     }
     let threads = max(context.threads, 1)
     let layout = ConvBackwardLayout(s)
-    let bmax = layout.samplesPerGEMM
     let chunks = min(threads, n)
     let needDZ = dWeight != nil || dBias != nil || dx != nil
     guard needDZ else { return }
@@ -308,7 +268,17 @@ public func conv2DBackward<T: KernelScalar>(
     let transposedDW = s.weightGradientTransposed
     let perThreadBase = scratch
 
-    context.parallelFor(chunks) { chunk, worker in
+    typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, KernelActivation,
+                          UnsafePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?,
+                          UnsafeMutablePointer<T>, ConvBackwardLayout, Int, GEMMContext)
+    let backward: Backward = (s, x, weight, dy, activation, activeY, dx, dWeight, dBias, perThreadBase, layout, chunks, context)
+    context.parallelFor(chunks, sharing: backward) { shared, chunk, worker in
+        let (s, x, weight, dy, activation, activeY, dx, dWeight, dBias, perThreadBase, layout, chunks, context) =
+            shared.assumingMemoryBound(to: Backward.self).pointee
+        let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+        let kh = s.kernelH, kw = s.kernelW
+        let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+        let n = s.batch, bmax = layout.samplesPerGEMM, transposedDW = s.weightGradientTransposed
         let base = perThreadBase + chunk * layout.perThread
         let dz = base
         let col = dz + layout.dz
@@ -330,7 +300,7 @@ public func conv2DBackward<T: KernelScalar>(
                     let src = dyn + co * p
                     let dst = dz + co * ld + b * p
                     let yr = activeY.map { $0 + sample * cout * p + co * p }
-                    let acc = convGradientThrough(activation, dy: src, y: yr, into: dst, count: p)
+                    let acc = activationBackwardSum(activation, yr, src, dst, p)
                     if dBias != nil { dbPart[co] += acc }
                 }
             }

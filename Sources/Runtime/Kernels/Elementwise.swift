@@ -3,10 +3,49 @@ import Foundation
 /// Element-wise, reduction, loss and optimizer kernels. Each works on raw pointers into the arena
 /// or the parameter store, allocates nothing, and is generic over Float and Double.
 
+/// Element-wise loops run 8 lanes at a time (one AVX register of f32) and finish in scalar code; the
+/// two forms compute the same IEEE operations, so a value does not depend on where a split falls.
+typealias Lanes<T: SIMDScalar> = SIMD8<T>
+
+@inline(__always) func loadLanes<T: KernelScalar>(_ p: UnsafePointer<T>) -> Lanes<T> {
+    UnsafeRawPointer(p).loadUnaligned(as: Lanes<T>.self)
+}
+
+@inline(__always) func storeLanes<T: KernelScalar>(_ v: Lanes<T>, _ p: UnsafeMutablePointer<T>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes<T>.self)
+}
+
+/// body(vector, scalar) with the two forms of g ⊙ f'(y) (the activation's derivative through its
+/// output y) for f; the switch is taken once, outside the caller's loop.
+@inline(__always)
+func withDerivative<T: KernelScalar, R>(_ f: KernelActivation,
+                                        _ body: ((Lanes<T>, Lanes<T>) -> Lanes<T>, (T, T) -> T) -> R) -> R {
+    switch f {
+    case .identity:
+        return body({ g, _ in g }, { g, _ in g })
+    case .relu:
+        return body({ g, y in T.selectPositive(y, g, Lanes<T>()) }, { g, y in y > 0 ? g : 0 })
+    case .leakyRelu(let alpha):
+        let a = T(alpha)
+        return body({ g, y in T.selectPositive(y, g, g * a) }, { g, y in y > 0 ? g : g * a })
+    case .tanh:
+        return body({ g, y in g * (1 - y * y) }, { g, y in g * (1 - y * y) })
+    case .sigmoid:
+        return body({ g, y in g * (y * (1 - y)) }, { g, y in g * (y * (1 - y)) })
+    }
+}
+
 @inline(__always) func activationForward<T: KernelScalar>(_ f: KernelActivation, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {
     switch f {
     case .identity: if UnsafePointer(y) != x { y.update(from: x, count: count) }
-    case .relu: for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : 0 }
+    case .relu:
+        var i = 0
+        while i + 8 <= count {
+            let v = loadLanes(x + i)
+            storeLanes(T.selectPositive(v, v, Lanes<T>()), y + i)
+            i += 8
+        }
+        while i < count { let v = x[i]; y[i] = v > 0 ? v : 0; i += 1 }
     case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : a * v }
     case .tanh: for i in 0..<count { y[i] = T.tanh(x[i]) }
     case .sigmoid: for i in 0..<count { y[i] = 1 / (1 + T.exp(-x[i])) }
@@ -36,34 +75,79 @@ func powBackward<T: KernelScalar>(_ k: Int, _ x: UnsafePointer<T>, _ dy: UnsafeP
 
 /// dx = dy ⊙ f'(y)
 func activationBackward<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>, _ count: Int) {
-    switch f {
-    case .identity: if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
-    case .relu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
-    case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : a * dy[i] }
-    case .tanh: for i in 0..<count { let v = y[i]; dx[i] = dy[i] * (1 - v * v) }
-    case .sigmoid: for i in 0..<count { let v = y[i]; dx[i] = dy[i] * (v * (1 - v)) }
+    if f == .identity {
+        if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
+        return
+    }
+    withDerivative(f) { vector, scalar in
+        var i = 0
+        while i + 8 <= count {
+            storeLanes(vector(loadLanes(dy + i), loadLanes(y + i)), dx + i)
+            i += 8
+        }
+        while i < count { dx[i] = scalar(dy[i], y[i]); i += 1 }
     }
 }
 
+/// dz = dy ⊙ f'(y) over `count` elements (y nil: dz = dy); returns Σ dz, from eight lane sums
+/// added in a fixed order (deterministic).
+@inline(__always)
+func activationBackwardSum<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>?, _ dy: UnsafePointer<T>,
+                                           _ dz: UnsafeMutablePointer<T>, _ count: Int) -> T {
+    withDerivative(y == nil ? .identity : f) { (vector: (Lanes<T>, Lanes<T>) -> Lanes<T>, scalar: (T, T) -> T) -> T in
+        let yp = y ?? dy
+        var lanes = Lanes<T>()
+        var i = 0
+        while i + 8 <= count {
+            let v = vector(loadLanes(dy + i), loadLanes(yp + i))
+            storeLanes(v, dz + i)
+            lanes += v
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < count {
+            let v = scalar(dy[i], yp[i])
+            dz[i] = v
+            sum += v
+            i += 1
+        }
+        return sum
+    }
+}
+
+/// From this many elements on, element-wise kernels split their work over the context's threads.
+let elementwiseParallelMinimum = 1 << 14
+
 /// dz = dy ⊙ f'(y) and db[c] = Σ dz over rows and the inner (spatial) axis, in one pass.
-/// Layout [outer, channels, inner].
+/// Layout [outer, channels, inner]. (One thread: measured, splitting it slowed the GEMMs around it
+/// by more than it saved.)
 func activationBackwardBias<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dz: UnsafeMutablePointer<T>,
                                             _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int) {
     db.update(repeating: 0, count: channels)
     if inner == 1 {
-        for r in 0..<outer {
-            let base = r * channels
-            activationBackward(f, y + base, dy + base, dz + base, channels)
-            for c in 0..<channels { db[c] += dz[base + c] }
+        withDerivative(f) { vector, scalar in
+            for r in 0..<outer {
+                let base = r * channels
+                var c = 0
+                while c + 8 <= channels {
+                    let v = vector(loadLanes(dy + base + c), loadLanes(y + base + c))
+                    storeLanes(v, dz + base + c)
+                    storeLanes(loadLanes(db + c) + v, db + c)
+                    c += 8
+                }
+                while c < channels {
+                    let v = scalar(dy[base + c], y[base + c])
+                    dz[base + c] = v
+                    db[c] += v
+                    c += 1
+                }
+            }
         }
     } else {
         for r in 0..<outer {
             for c in 0..<channels {
                 let base = (r * channels + c) * inner
-                activationBackward(f, y + base, dy + base, dz + base, inner)
-                var sum: T = 0
-                for i in 0..<inner { sum += dz[base + i] }
-                db[c] += sum
+                db[c] += activationBackwardSum(f, y + base, dy + base, dz + base, inner)
             }
         }
     }
@@ -83,13 +167,25 @@ func biasAddForward<T: KernelScalar>(_ x: UnsafePointer<T>, _ b: UnsafePointer<T
 func biasGradient<T: KernelScalar>(_ dy: UnsafePointer<T>, _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int) {
     db.update(repeating: 0, count: channels)
     for r in 0..<outer {
-        for c in 0..<channels {
-            let base = (r * channels + c) * inner
-            var sum: T = 0
-            for i in 0..<inner { sum += dy[base + i] }
-            db[c] += sum
+        if inner == 1 {
+            let row = dy + r * channels
+            var c = 0
+            while c + 8 <= channels { storeLanes(loadLanes(db + c) + loadLanes(row + c), db + c); c += 8 }
+            while c < channels { db[c] += row[c]; c += 1 }
+        } else {
+            for c in 0..<channels { db[c] += laneSum(dy + (r * channels + c) * inner, inner) }
         }
     }
+}
+
+/// Σ x, from eight lane sums added in a fixed order.
+@inline(__always) func laneSum<T: KernelScalar>(_ x: UnsafePointer<T>, _ count: Int) -> T {
+    var lanes = Lanes<T>()
+    var i = 0
+    while i + 8 <= count { lanes += loadLanes(x + i); i += 8 }
+    var sum = lanes.sum()
+    while i < count { sum += x[i]; i += 1 }
+    return sum
 }
 
 /// Row-wise softmax over the last axis, max-subtracted.
@@ -191,39 +287,112 @@ func binaryCrossEntropyBackward<T: KernelScalar>(_ p: UnsafePointer<T>, _ y: Uns
     }
 }
 
-/// SGD (PyTorch's semantics): g += decay·p; v = μv + g; p −= lr·(nesterov ? g + μv : v).
-func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, velocity: UnsafeMutablePointer<T>?, count: Int,
-                                lr: T, momentum: T, nesterov: Bool, decay: T) {
-    if let v = velocity {
-        for i in 0..<count {
-            var gi = g[i]
-            if decay != 0 { gi += decay * p[i] }
-            let vi = momentum * v[i] + gi
-            v[i] = vi
-            p[i] -= lr * (nesterov ? gi + momentum * vi : vi)
-        }
+/// How many parts an element-wise kernel over `count` elements splits into (1 below the threshold).
+@inline(__always) func elementwiseParts(_ count: Int, _ context: GEMMContext?) -> Int {
+    guard let context, count >= elementwiseParallelMinimum else { return 1 }
+    return context.threads
+}
+
+/// Part `part` of `parts` of 0..<count, cut at multiples of 8 (whole lane groups).
+@inline(__always) func laneRange(_ count: Int, part: Int, of parts: Int) -> Range<Int> {
+    let groups = (count + 7) / 8
+    return min(count, groups * part / parts * 8)..<min(count, groups * (part + 1) / parts * 8)
+}
+
+/// body(shared, part, worker) for part in 0..<parts: over the context's threads when parts > 1, else
+/// on this thread. body captures nothing (see `GEMMContext.parallelFor`).
+@inline(__always)
+func runParts<State>(_ parts: Int, _ context: GEMMContext?, sharing state: State,
+                     _ body: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
+    if parts > 1, let context {
+        context.parallelFor(parts, sharing: state, body)
     } else {
-        for i in 0..<count {
-            var gi = g[i]
-            if decay != 0 { gi += decay * p[i] }
-            p[i] -= lr * gi
+        withUnsafePointer(to: state) { body(UnsafeRawPointer($0), 0, 0) }
+    }
+}
+
+/// SGD (PyTorch's semantics): g += decay·p; v = μv + g; p −= lr·(nesterov ? g + μv : v).
+@_specialize(where T == Float)
+@_specialize(where T == Double)
+func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, velocity: UnsafeMutablePointer<T>?, count: Int,
+                                lr: T, momentum: T, nesterov: Bool, decay: T, context: GEMMContext? = nil) {
+    typealias Operands = (UnsafeMutablePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>?, Int, T, T, Bool, T, Int)
+    let parts = elementwiseParts(count, context)
+    let operands: Operands = (p, g, velocity, count, lr, momentum, nesterov, decay, parts)
+    runParts(parts, context, sharing: operands) { shared, part, _ in
+        let (p, g, velocity, count, lr, momentum, nesterov, decay, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let range = laneRange(count, part: part, of: parts)
+        var i = range.lowerBound
+        if let v = velocity {
+            while i + 8 <= range.upperBound {
+                var gi = loadLanes(g + i)
+                if decay != 0 { gi += decay * loadLanes(p + i) }
+                let vi = momentum * loadLanes(v + i) + gi
+                storeLanes(vi, v + i)
+                storeLanes(loadLanes(p + i) - lr * (nesterov ? gi + momentum * vi : vi), p + i)
+                i += 8
+            }
+            while i < range.upperBound {
+                var gi = g[i]
+                if decay != 0 { gi += decay * p[i] }
+                let vi = momentum * v[i] + gi
+                v[i] = vi
+                p[i] -= lr * (nesterov ? gi + momentum * vi : vi)
+                i += 1
+            }
+        } else {
+            while i + 8 <= range.upperBound {
+                var gi = loadLanes(g + i)
+                if decay != 0 { gi += decay * loadLanes(p + i) }
+                storeLanes(loadLanes(p + i) - lr * gi, p + i)
+                i += 8
+            }
+            while i < range.upperBound {
+                var gi = g[i]
+                if decay != 0 { gi += decay * p[i] }
+                p[i] -= lr * gi
+                i += 1
+            }
         }
     }
 }
 
 /// Adam (Kingma & Ba, PyTorch's semantics) at step t ≥ 1.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 func adamUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, _ m: UnsafeMutablePointer<T>, _ v: UnsafeMutablePointer<T>, count: Int,
-                                 lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double, step: Int) {
+                                 lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double, step: Int,
+                                 context: GEMMContext? = nil) {
     let correction1 = 1 - Foundation.pow(beta1, Double(step)), correction2 = 1 - Foundation.pow(beta2, Double(step))
     let stepSize = T(lr / correction1), b1 = T(beta1), b2 = T(beta2), e = T(eps), d = T(decay)
     let inverseRootCorrection2 = T(1 / correction2.squareRoot())
-    for i in 0..<count {
-        var gi = g[i]
-        if d != 0 { gi += d * p[i] }
-        let mi = b1 * m[i] + (1 - b1) * gi
-        let vi = b2 * v[i] + (1 - b2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] -= stepSize * mi / (vi.squareRoot() * inverseRootCorrection2 + e)
+    typealias Operands = (UnsafeMutablePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, Int, T, T, T, T, T, T, Int)
+    let parts = elementwiseParts(count, context)
+    let operands: Operands = (p, g, m, v, count, stepSize, b1, b2, e, d, inverseRootCorrection2, parts)
+    runParts(parts, context, sharing: operands) { shared, part, _ in
+        let (p, g, m, v, count, stepSize, b1, b2, e, d, inverseRootCorrection2, parts) =
+            shared.assumingMemoryBound(to: Operands.self).pointee
+        let range = laneRange(count, part: part, of: parts)
+        var i = range.lowerBound
+        while i + 8 <= range.upperBound {
+            var gi = loadLanes(g + i)
+            if d != 0 { gi += d * loadLanes(p + i) }
+            let mi = b1 * loadLanes(m + i) + (1 - b1) * gi
+            let vi = b2 * loadLanes(v + i) + (1 - b2) * gi * gi
+            storeLanes(mi, m + i)
+            storeLanes(vi, v + i)
+            storeLanes(loadLanes(p + i) - stepSize * mi / (T.squareRoot(vi) * inverseRootCorrection2 + e), p + i)
+            i += 8
+        }
+        while i < range.upperBound {
+            var gi = g[i]
+            if d != 0 { gi += d * p[i] }
+            let mi = b1 * m[i] + (1 - b1) * gi
+            let vi = b2 * v[i] + (1 - b2) * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] -= stepSize * mi / (vi.squareRoot() * inverseRootCorrection2 + e)
+            i += 1
+        }
     }
 }

@@ -55,13 +55,27 @@ public final class GEMMContext: @unchecked Sendable {
         sharedPackB.deallocate()
     }
 
-    /// Runs body(i, worker) for every i in 0..<count, spread over the pool's threads (the calling
-    /// thread takes part as worker 0); returns when all are done. worker is in 0..<threads and
-    /// identifies the scratch buffers that thread may use. No allocation per call. Deterministic
-    /// static partition (same count, same threads -> same i-to-worker assignment).
-    /// Inside body, call gemm with worker: w (a nested parallelFor runs serially on its thread).
-    public func parallelFor(_ count: Int, _ body: (_ index: Int, _ worker: Int) -> Void) {
-        pool.run(count, body)
+    /// Runs body(shared, i, worker) for every i in 0..<count, spread over the pool's threads (the
+    /// calling thread takes part as worker 0); returns when all are done. worker is in 0..<threads
+    /// and identifies the scratch buffers that thread may use. Deterministic static partition (same
+    /// count, same threads -> same i-to-worker assignment). Inside body, call gemm with worker: w
+    /// (a nested parallelFor runs serially on its thread).
+    ///
+    /// `shared` points at a copy of `state`; body must capture nothing and read what it needs from
+    /// there. (Handing a capturing closure, or one of a generic type, to the worker threads boxes it on
+    /// the heap on every call, and a training step must not allocate.)
+    @inline(__always)
+    public func parallelFor<State>(_ count: Int, sharing state: State,
+                                   _ body: @escaping (_ shared: UnsafeRawPointer, _ index: Int, _ worker: Int) -> Void) {
+        withUnsafePointer(to: state) { pool.run(count, state: UnsafeRawPointer($0), body) }
+    }
+
+    /// parallelFor with a capturing closure, for callers outside the step (tests, tools): simpler to
+    /// write, but the closure's captures are boxed on the heap on every call.
+    public func parallelFor(_ count: Int, _ body: @escaping (_ index: Int, _ worker: Int) -> Void) {
+        parallelFor(count, sharing: body) { shared, index, worker in
+            shared.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(index, worker)
+        }
     }
 }
 
@@ -80,7 +94,8 @@ struct GEMMScratch {
     static let tileBytes = 1024
 
     init() {
-        packA = .allocate(byteCount: GEMMScratch.packABytes, alignment: 64)
+        // 64 bytes of slack: the f32 packing stores eight lanes for six values (see packA6F32).
+        packA = .allocate(byteCount: GEMMScratch.packABytes + 64, alignment: 64)
         packB = .allocate(byteCount: GEMMScratch.packBBytes, alignment: 64)
         tile = .allocate(byteCount: GEMMScratch.tileBytes, alignment: 64)
     }
@@ -287,7 +302,11 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
     // synchronisation only, best for medium sizes.
     let parts = min(threads, max(tilesM, tilesN))
     let splitColumns = tilesN >= tilesM
-    context.parallelFor(parts) { part, w in
+    typealias Split = (GEMMArgs<K.Scalar>, GEMMContext, Int, Bool, Int, Int)
+    let split: Split = (g, context, parts, splitColumns, tilesM, tilesN)
+    context.parallelFor(parts, sharing: split) { shared, part, w in
+        let (g, context, parts, splitColumns, tilesM, tilesN) = shared.assumingMemoryBound(to: Split.self).pointee
+        let m = g.m, n = g.n
         if splitColumns {
             let t = WorkerPool.range(tilesN, worker: part, of: parts)
             let cols = (t.lowerBound * K.nr)..<min(n, t.upperBound * K.nr)
@@ -306,7 +325,7 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
 /// the shared buffer cannot hold a useful block.
 func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext) -> Bool {
     typealias T = K.Scalar
-    let MR = K.mr, NR = K.nr, KC = K.kcBlock
+    let MR = K.mr, NR = K.nr
     let m = g.m, n = g.n, k = g.k
     // Widest block of columns whose k packed rows fit the shared buffer.
     let capacity = GEMMContext.sharedPackBytes / MemoryLayout<T>.stride
@@ -320,7 +339,11 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
         let nc = min(ncMax, n - jc)
         let panels = (nc + NR - 1) / NR
         let ncPad = panels * NR
-        context.parallelFor(parts) { part, _ in
+        typealias Block = (GEMMArgs<T>, GEMMContext, Int, Int, Int, Int, Int, Int, UnsafeMutablePointer<T>)
+        let block: Block = (g, context, parts, tilesM, panels, jc, nc, ncPad, packB)
+        context.parallelFor(parts, sharing: block) { shared, part, _ in
+            let (g, _, parts, _, panels, jc, nc, ncPad, packB) = shared.assumingMemoryBound(to: Block.self).pointee
+            let NR = K.nr, KC = K.kcBlock, k = g.k
             let r = WorkerPool.range(panels, worker: part, of: parts)
             if r.isEmpty { return }
             let j0 = r.lowerBound * NR
@@ -332,7 +355,9 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
                 pc += KC
             }
         }
-        context.parallelFor(parts) { part, w in
+        context.parallelFor(parts, sharing: block) { shared, part, w in
+            let (g, context, parts, tilesM, _, jc, nc, ncPad, packB) = shared.assumingMemoryBound(to: Block.self).pointee
+            let MR = K.mr, KC = K.kcBlock, m = g.m, k = g.k
             let t = WorkerPool.range(tilesM, worker: part, of: parts)
             let rows = (t.lowerBound * MR)..<min(m, t.upperBound * MR)
             if rows.isEmpty { return }
@@ -496,7 +521,16 @@ func packABlock<T: KernelScalar>(
     while i < mc {
         let rowsHere = min(MR, mc - i)
         let d = dst + i * kc
-        if g.transA {
+        if T.self == Float.self && rowsHere == 6 && MR == 6 && (!g.transA || i0 + i + 8 <= g.m) {
+            // f32 fast paths (the value of every element is unchanged, only copied faster).
+            let a = UnsafeRawPointer(g.a).assumingMemoryBound(to: Float.self)
+            let dst = UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self)
+            if g.transA {
+                packA6TransposedF32(a + p0 * lda + i0 + i, lda: lda, kc: kc, dst: dst)
+            } else {
+                packA6F32(a + (i0 + i) * lda + p0, lda: lda, kc: kc, dst: dst)
+            }
+        } else if g.transA {
             // op(A)(i, p) = a[p * lda + i]: MR contiguous values per p.
             var src = g.a + p0 * lda + i0 + i
             if rowsHere == MR {
@@ -572,6 +606,13 @@ func packBBlock<T: KernelScalar>(
     while j < nc {
         let colsHere = min(NR, nc - j)
         let d = dst + j * kc
+        if T.self == Float.self && colsHere == 16 && NR == 16 {
+            let b = UnsafeRawPointer(g.b).assumingMemoryBound(to: Float.self)
+            packB16TransposedF32(b + (j0 + j) * ldb + p0, ldb: ldb, kc: kc,
+                                 dst: UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self))
+            j += NR
+            continue
+        }
         for jj in 0..<colsHere {
             let src = g.b + (j0 + j + jj) * ldb + p0
             for p in 0..<kc { d[p * NR + jj] = src[p] }
@@ -583,4 +624,85 @@ func packBBlock<T: KernelScalar>(
         }
         j += NR
     }
+}
+
+// MARK: - f32 packing with 8×8 transposes
+
+private typealias F8 = SIMD8<Float>
+
+@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> F8 {
+    UnsafeRawPointer(p).loadUnaligned(as: F8.self)
+}
+
+@inline(__always) private func store8(_ v: F8, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: F8.self)
+}
+
+/// Transposes eight rows of eight lanes: element (r, c), at bit pattern rrrccc of the 64, moves to
+/// cccrrr, a rotation by three bits, which three perfect unshuffles (even lanes of each pair of rows,
+/// then odd lanes) perform.
+@inline(__always) private func transpose8x8(_ r: inout (F8, F8, F8, F8, F8, F8, F8, F8)) {
+    @inline(__always) func unshuffle(_ a: F8, _ b: F8) -> (F8, F8) {
+        let pair = SIMD16<Float>(lowHalf: a, highHalf: b)
+        return (pair.evenHalf, pair.oddHalf)
+    }
+    for _ in 0..<3 {
+        let (a0, a4) = unshuffle(r.0, r.1)
+        let (a1, a5) = unshuffle(r.2, r.3)
+        let (a2, a6) = unshuffle(r.4, r.5)
+        let (a3, a7) = unshuffle(r.6, r.7)
+        r = (a0, a1, a2, a3, a4, a5, a6, a7)
+    }
+}
+
+/// dst[p * 16 + jj] = src[jj * ldb + p] for 16 rows jj of src and p in 0..<kc (a transposed B panel).
+private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
+    for half in 0..<2 {
+        let s = src + half * 8 * ldb
+        let d = dst + half * 8
+        var p = 0
+        while p + 8 <= kc {
+            let q = s + p
+            var t = (load8(q), load8(q + ldb), load8(q + 2 * ldb), load8(q + 3 * ldb),
+                     load8(q + 4 * ldb), load8(q + 5 * ldb), load8(q + 6 * ldb), load8(q + 7 * ldb))
+            transpose8x8(&t)
+            let e = d + p * 16
+            store8(t.0, e); store8(t.1, e + 16); store8(t.2, e + 32); store8(t.3, e + 48)
+            store8(t.4, e + 64); store8(t.5, e + 80); store8(t.6, e + 96); store8(t.7, e + 112)
+            p += 8
+        }
+        while p < kc {
+            for jj in 0..<8 { d[p * 16 + jj] = s[jj * ldb + p] }
+            p += 1
+        }
+    }
+}
+
+/// dst[p * 6 + r] = src[r * lda + p] for six rows r and p in 0..<kc (an A panel). Each group of eight
+/// p is transposed (rows 6 and 7 repeat row 5) and stored as eight lanes per p, in increasing order,
+/// so the two extra lanes land where the next p's store, or the next panel, overwrites them; past
+/// the last panel they land in the buffer's slack.
+private func packA6F32(_ src: UnsafePointer<Float>, lda: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
+    let r5 = src + 5 * lda
+    var p = 0
+    while p + 8 <= kc {
+        let q = src + p
+        let last = load8(r5 + p)
+        var t = (load8(q), load8(q + lda), load8(q + 2 * lda), load8(q + 3 * lda), load8(q + 4 * lda), last, last, last)
+        transpose8x8(&t)
+        let e = dst + p * 6
+        store8(t.0, e); store8(t.1, e + 6); store8(t.2, e + 12); store8(t.3, e + 18)
+        store8(t.4, e + 24); store8(t.5, e + 30); store8(t.6, e + 36); store8(t.7, e + 42)
+        p += 8
+    }
+    while p < kc {
+        for r in 0..<6 { dst[p * 6 + r] = src[r * lda + p] }
+        p += 1
+    }
+}
+
+/// dst[p * 6 + r] = src[p * lda + r] for r in 0..<6 (a transposed A panel): eight lanes loaded and
+/// stored per p, in increasing order (the caller checks the two extra lanes are inside A).
+private func packA6TransposedF32(_ src: UnsafePointer<Float>, lda: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
+    for p in 0..<kc { store8(load8(src + p * lda), dst + p * 6) }
 }

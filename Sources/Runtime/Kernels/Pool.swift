@@ -43,12 +43,17 @@ public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// body(shared, n, worker) for every sample n, spread over the context's threads (see
+/// `GEMMContext.parallelFor`: body captures nothing and reads `state` through `shared`).
 @inline(__always)
-private func forEachSample(_ n: Int, _ context: GEMMContext?, _ body: (Int) -> Void) {
+private func forEachSample<State>(_ n: Int, _ context: GEMMContext?, sharing state: State,
+                                  _ body: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
     if let context, context.threads > 1, n > 1 {
-        context.parallelFor(n) { i, _ in body(i) }
+        context.parallelFor(n, sharing: state, body)
     } else {
-        for i in 0..<n { body(i) }
+        withUnsafePointer(to: state) { shared in
+            for i in 0..<n { body(UnsafeRawPointer(shared), i, 0) }
+        }
     }
 }
 
@@ -58,9 +63,12 @@ private func forEachSample(_ n: Int, _ context: GEMMContext?, _ body: (Int) -> V
 public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
-    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
-    let sh = s.strideH, sw = s.strideW, c = s.channels
-    forEachSample(s.batch, context) { n in
+    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
+    let operands: Operands = (s, x, y)
+    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+        let (s, x, y) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+        let sh = s.strideH, sw = s.strideW, c = s.channels
         for ch in 0..<c {
             let xp = x + (n * c + ch) * h * w
             let yp = y + (n * c + ch) * ho * wo
@@ -102,9 +110,12 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
 public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, dy: UnsafePointer<T>,
                                                dx: UnsafeMutablePointer<T>, context: GEMMContext? = nil) {
     guard s.isValid else { return }
-    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
-    let sh = s.strideH, sw = s.strideW, c = s.channels
-    forEachSample(s.batch, context) { n in
+    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>)
+    let operands: Operands = (s, x, dy, dx)
+    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+        let (s, x, dy, dx) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+        let sh = s.strideH, sw = s.strideW, c = s.channels
         for ch in 0..<c {
             let xp = x + (n * c + ch) * h * w
             let dxp = dx + (n * c + ch) * h * w
@@ -159,10 +170,13 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
 public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
-    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
-    let sh = s.strideH, sw = s.strideW, c = s.channels
-    let scale = 1 / T(kh * kw)
-    forEachSample(s.batch, context) { n in
+    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
+    let operands: Operands = (s, x, y)
+    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+        let (s, x, y) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+        let sh = s.strideH, sw = s.strideW, c = s.channels
+        let scale = 1 / T(kh * kw)
         for ch in 0..<c {
             let xp = x + (n * c + ch) * h * w
             let yp = y + (n * c + ch) * ho * wo
@@ -187,10 +201,13 @@ public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
 public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePointer<T>, dx: UnsafeMutablePointer<T>,
                                                context: GEMMContext? = nil) {
     guard s.isValid else { return }
-    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
-    let sh = s.strideH, sw = s.strideW, c = s.channels
-    let scale = 1 / T(kh * kw)
-    forEachSample(s.batch, context) { n in
+    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
+    let operands: Operands = (s, dy, dx)
+    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+        let (s, dy, dx) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
+        let sh = s.strideH, sw = s.strideW, c = s.channels
+        let scale = 1 / T(kh * kw)
         for ch in 0..<c {
             let dxp = dx + (n * c + ch) * h * w
             let dyp = dy + (n * c + ch) * ho * wo

@@ -8,6 +8,12 @@ public protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Sendable, Codable
     static func log(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
     static func pow(_ x: Self, _ y: Self) -> Self
+    /// a where y > 0, else b, lane by lane. Written per type: in generic code the standard library's
+    /// SIMD comparisons fall back to a loop over the lanes, while these compile to one compare and
+    /// one blend.
+    static func selectPositive(_ y: SIMD8<Self>, _ a: SIMD8<Self>, _ b: SIMD8<Self>) -> SIMD8<Self>
+    /// √x, lane by lane (one vector instruction, for the same reason).
+    static func squareRoot(_ x: SIMD8<Self>) -> SIMD8<Self>
 }
 
 extension Float: KernelScalar {
@@ -15,6 +21,10 @@ extension Float: KernelScalar {
     @inline(__always) public static func log(_ x: Float) -> Float { Foundation.log(x) }
     @inline(__always) public static func tanh(_ x: Float) -> Float { Foundation.tanh(x) }
     @inline(__always) public static func pow(_ x: Float, _ y: Float) -> Float { Foundation.pow(x, y) }
+    @inline(__always) public static func selectPositive(_ y: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        b.replacing(with: a, where: y .> SIMD8<Float>())
+    }
+    @inline(__always) public static func squareRoot(_ x: SIMD8<Float>) -> SIMD8<Float> { x.squareRoot() }
 }
 
 extension Double: KernelScalar {
@@ -22,6 +32,10 @@ extension Double: KernelScalar {
     @inline(__always) public static func log(_ x: Double) -> Double { Foundation.log(x) }
     @inline(__always) public static func tanh(_ x: Double) -> Double { Foundation.tanh(x) }
     @inline(__always) public static func pow(_ x: Double, _ y: Double) -> Double { Foundation.pow(x, y) }
+    @inline(__always) public static func selectPositive(_ y: SIMD8<Double>, _ a: SIMD8<Double>, _ b: SIMD8<Double>) -> SIMD8<Double> {
+        b.replacing(with: a, where: y .> SIMD8<Double>())
+    }
+    @inline(__always) public static func squareRoot(_ x: SIMD8<Double>) -> SIMD8<Double> { x.squareRoot() }
 }
 
 /// An element-wise activation as the kernels see it (fused into GEMM and conv epilogues).
