@@ -240,8 +240,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
             let rows = min(batch, count - start)
             order.withUnsafeBufferPointer { all in
                 let indices = UnsafeBufferPointer(rebasing: all[start..<(start + rows)])
-                job.train.copyFeatures(indices, into: input)
-                if let target { job.train.copyTargets(indices, into: target) }
+                job.train.copyBatch(indices, features: input, targets: target, context: session.context)
             }
             if hasDropout { session.reseed(derivedSeed(settings.seed, epoch, step + 1)) }
             session.run(rows == batch ? full : partial)

@@ -588,10 +588,20 @@ func packBBlock<T: KernelScalar>(
         for p in 0..<kc {
             let src = g.b + (p0 + p) * ldb + j0
             var dp = dst + p * NR
-            for q in 0..<full {
-                let sq = src + q * NR
-                for jj in 0..<NR { dp[jj] = sq[jj] }
-                dp += NR * kc
+            if NR * MemoryLayout<T>.stride == 64 {
+                // A panel row is 64 bytes for both kernels: two 32-byte vector moves.
+                for q in 0..<full {
+                    let from = UnsafeRawPointer(src + q * NR), to = UnsafeMutableRawPointer(dp)
+                    to.storeBytes(of: from.loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+                    to.storeBytes(of: from.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self), toByteOffset: 32, as: SIMD8<Float>.self)
+                    dp += NR * kc
+                }
+            } else {
+                for q in 0..<full {
+                    let sq = src + q * NR
+                    for jj in 0..<NR { dp[jj] = sq[jj] }
+                    dp += NR * kc
+                }
             }
             if rest > 0 {
                 let sq = src + full * NR
