@@ -38,7 +38,7 @@ public final class GEMMContext: @unchecked Sendable {
     let sharedPackB: UnsafeMutableRawPointer
     /// From this many multiply-adds on (and enough rows), workers share one packed B block
     /// (settable for tests).
-    var sharedPackMinWork = 1 << 24
+    var sharedPackMinWork = 1 << 26
     /// Size of the shared packed-B buffer (a k × nc block of B: 2M floats, 1M doubles).
     static let sharedPackBytes = 8 << 20
 
@@ -300,8 +300,11 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
     }
     // One contiguous block of columns (or rows) per worker, each packing its own operands: one
     // synchronisation only, best for medium sizes.
+    // Split the side that leaves each worker less to pack: its share of A plus all of B (rows), or
+    // all of A plus its share of B (columns).
     let parts = min(threads, max(tilesM, tilesN))
-    let splitColumns = tilesN >= tilesM
+    let packRows = m * k / parts + k * n, packColumns = m * k + k * n / parts
+    let splitColumns = tilesN >= parts && (tilesM < parts || packColumns <= packRows)
     typealias Split = (GEMMArgs<K.Scalar>, GEMMContext, Int, Bool, Int, Int)
     let split: Split = (g, context, parts, splitColumns, tilesM, tilesN)
     context.parallelFor(parts, sharing: split) { shared, part, w in
@@ -343,7 +346,7 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
         let block: Block = (g, context, parts, tilesM, panels, jc, nc, ncPad, packB)
         context.parallelFor(parts, sharing: block) { shared, part, _ in
             let (g, _, parts, _, panels, jc, nc, ncPad, packB) = shared.assumingMemoryBound(to: Block.self).pointee
-            let NR = K.nr, KC = K.kcBlock, k = g.k
+            let NR = K.nr, k = g.k, KC = kBlockDepth(k, K.kcBlock)
             let r = WorkerPool.range(panels, worker: part, of: parts)
             if r.isEmpty { return }
             let j0 = r.lowerBound * NR
@@ -357,7 +360,7 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
         }
         context.parallelFor(parts, sharing: block) { shared, part, w in
             let (g, context, parts, tilesM, _, jc, nc, ncPad, packB) = shared.assumingMemoryBound(to: Block.self).pointee
-            let MR = K.mr, KC = K.kcBlock, m = g.m, k = g.k
+            let MR = K.mr, m = g.m, k = g.k, KC = kBlockDepth(k, K.kcBlock)
             let t = WorkerPool.range(tilesM, worker: part, of: parts)
             let rows = (t.lowerBound * MR)..<min(m, t.upperBound * MR)
             if rows.isEmpty { return }
@@ -374,12 +377,20 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
     return true
 }
 
+/// The depth of the k blocks: k split into equal blocks of at most `limit` (a multiple of 8), so no
+/// block is a thin remainder (k = 784 gives 200, 200, 200, 184 rather than 256, 256, 256, 16: every
+/// block re-reads and re-writes C). Depends on k only, so results do not depend on threads.
+@inline(__always) func kBlockDepth(_ k: Int, _ limit: Int) -> Int {
+    let blocks = max(1, (k + limit - 1) / limit)
+    return min(limit, ((k + blocks - 1) / blocks + 7) / 8 * 8)
+}
+
 /// Single-threaded blocked GEMM over the block rows×cols of C.
 func gemmBlocked<K: GEMMKernel>(
     _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, cols: Range<Int>, scratch: GEMMScratch
 ) {
     typealias T = K.Scalar
-    let MR = K.mr, NR = K.nr, KC = K.kcBlock, NC = K.ncBlock
+    let MR = K.mr, NR = K.nr, KC = kBlockDepth(g.k, K.kcBlock), NC = K.ncBlock
     let packB = scratch.packB.assumingMemoryBound(to: T.self)
     let k = g.k
     // A few rows times a transposed B: dot products of contiguous rows, no packing of B.
@@ -616,9 +627,9 @@ func packBBlock<T: KernelScalar>(
     while j < nc {
         let colsHere = min(NR, nc - j)
         let d = dst + j * kc
-        if T.self == Float.self && colsHere == 16 && NR == 16 {
+        if T.self == Float.self && NR == 16 {
             let b = UnsafeRawPointer(g.b).assumingMemoryBound(to: Float.self)
-            packB16TransposedF32(b + (j0 + j) * ldb + p0, ldb: ldb, kc: kc,
+            packB16TransposedF32(b + (j0 + j) * ldb + p0, ldb: ldb, kc: kc, columns: colsHere,
                                  dst: UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self))
             j += NR
             continue
@@ -665,16 +676,19 @@ private typealias F8 = SIMD8<Float>
     }
 }
 
-/// dst[p * 16 + jj] = src[jj * ldb + p] for 16 rows jj of src and p in 0..<kc (a transposed B panel).
-private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
+/// dst[p * 16 + jj] = src[jj * ldb + p] for the first `columns` (≤ 16) rows jj of src and p in
+/// 0..<kc (a transposed B panel), zero for jj ≥ columns.
+private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int, columns: Int,
+                                  dst: UnsafeMutablePointer<Float>) {
     for half in 0..<2 {
         let s = src + half * 8 * ldb
         let d = dst + half * 8
+        let rows = min(8, max(0, columns - half * 8))
         var p = 0
         while p + 8 <= kc {
             let q = s + p
-            var t = (load8(q), load8(q + ldb), load8(q + 2 * ldb), load8(q + 3 * ldb),
-                     load8(q + 4 * ldb), load8(q + 5 * ldb), load8(q + 6 * ldb), load8(q + 7 * ldb))
+            @inline(__always) func row(_ r: Int) -> F8 { r < rows ? load8(q + r * ldb) : F8() }
+            var t = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7))
             transpose8x8(&t)
             let e = d + p * 16
             store8(t.0, e); store8(t.1, e + 16); store8(t.2, e + 32); store8(t.3, e + 48)
@@ -682,7 +696,7 @@ private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int
             p += 8
         }
         while p < kc {
-            for jj in 0..<8 { d[p * 16 + jj] = s[jj * ldb + p] }
+            for jj in 0..<8 { d[p * 16 + jj] = jj < rows ? s[jj * ldb + p] : 0 }
             p += 1
         }
     }
