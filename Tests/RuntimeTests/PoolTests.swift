@@ -79,6 +79,8 @@ private let poolCases: [Pool2DShape] = [
     Pool2DShape(batch: 3, channels: 1, height: 10, width: 11, kernelH: 3, kernelW: 2, strideH: 3, strideW: 1),
     Pool2DShape(batch: 2, channels: 3, height: 5, width: 6, kernelH: 2, kernelW: 3, stride: 3),
     Pool2DShape(batch: 1, channels: 1, height: 4, width: 4, kernelH: 4, kernelW: 4),
+    Pool2DShape(batch: 2, channels: 2, height: 14, width: 14, kernelH: 2, kernelW: 2),        // f32 vector rows: 7 windows
+    Pool2DShape(batch: 1, channels: 2, height: 5, width: 11, kernelH: 2, kernelW: 2),         // 5 windows, odd width and height
 ]
 
 @Suite struct PoolTests {
@@ -116,6 +118,18 @@ private let poolCases: [Pool2DShape] = [
         let r = runPool(Double.self, s, .max, x: [1, 3, 3, 3], dy: [5], context: nil)
         #expect(r.y == [3])
         #expect(r.dx == [0, 5, 0, 0])
+    }
+
+    /// The f32 vector path (rows of four or more 2×2 windows) routes NaNs as the scalar f64 path does.
+    @Test func maxPoolNaNsMatchScalarPath() {
+        let s = Pool2DShape(batch: 1, channels: 1, height: 4, width: 12, kernelH: 2, kernelW: 2)
+        var x = poolValues(s.inputCount, seed: 5)
+        for i in [1, 2, 12, 13, 26, 27, 40] { x[i] = .nan }
+        let dy = poolValues(s.outputCount, seed: 6)
+        let r64 = runPool(Double.self, s, .max, x: x, dy: dy, context: nil)
+        let r32 = runPool(Float.self, s, .max, x: x.map { Double(Float($0)) }, dy: dy, context: nil)
+        #expect(zip(r64.y, r32.y).allSatisfy { $0.isNaN ? $1.isNaN : abs($0 - $1) < 1e-6 })
+        #expect(zip(r64.dx, r32.dx).allSatisfy { abs($0 - $1) < 1e-6 })
     }
 
     /// Central differences of Σ r ⊙ pool(x) (f64; max-pool inputs are distinct so the argmax is stable).

@@ -75,6 +75,10 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
             if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
                 for oy in 0..<ho {
                     let r0 = xp + 2 * oy * w, r1 = r0 + w, yr = yp + oy * wo
+                    if T.self == Float.self && wo >= 4 {
+                        maxPool2x2RowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeMutableRawPointer(yr), outWidth: wo)
+                        continue
+                    }
                     for ox in 0..<wo {
                         let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
                         var m = a
@@ -124,6 +128,12 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
                 // Non-overlapping 2×2 windows: each input element is written once (no zero fill, no scatter).
                 for oy in 0..<ho {
                     let r0 = xp + 2 * oy * w, r1 = r0 + w, d0 = dxp + 2 * oy * w, d1 = d0 + w
+                    if T.self == Float.self && wo >= 4 {
+                        maxPool2x2GradRowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeRawPointer(dyp + oy * wo),
+                                             UnsafeMutableRawPointer(d0), UnsafeMutableRawPointer(d1), outWidth: wo)
+                        if w > 2 * wo { d0[w - 1] = 0; d1[w - 1] = 0 }
+                        continue
+                    }
                     for ox in 0..<wo {
                         let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
                         var m = a, arg = 0
@@ -223,5 +233,58 @@ public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePoint
                 }
             }
         }
+    }
+}
+
+// MARK: - f32 2×2 max pooling, four windows at a time
+
+private typealias F4 = SIMD4<Float>
+private typealias F8 = SIMD8<Float>
+
+/// The starts of four-window chunks covering 0..<count (count ≥ 4): 0, 4, 8, …, and count − 4 last
+/// (overlapping the one before: its windows are recomputed to the same values).
+@inline(__always) private func chunkStarts(_ count: Int, _ body: (Int) -> Void) {
+    var ox = 0
+    while ox + 4 <= count { body(ox); ox += 4 }
+    if ox < count { body(count - 4) }
+}
+
+/// One output row of a 2×2, stride-2 max pool: y[ox] = max of r0[2ox], r0[2ox+1], r1[2ox], r1[2ox+1],
+/// in that order, a NaN winning as in the scalar loop.
+private func maxPool2x2RowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ y: UnsafeMutableRawPointer, outWidth wo: Int) {
+    chunkStarts(wo) { ox in
+        let top = r0.loadUnaligned(fromByteOffset: 8 * ox, as: F8.self)
+        let bottom = r1.loadUnaligned(fromByteOffset: 8 * ox, as: F8.self)
+        var m = top.evenHalf
+        for v in [top.oddHalf, bottom.evenHalf, bottom.oddHalf] {
+            m = m.replacing(with: v, where: (v .> m) .| (v .!= v))
+        }
+        y.storeBytes(of: m, toByteOffset: 4 * ox, as: F4.self)
+    }
+}
+
+/// The gradient through one output row of a 2×2, stride-2 max pool: each window's dy goes to its
+/// first maximum (the scalar loop's rule, NaNs included), zeros elsewhere.
+private func maxPool2x2GradRowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ dy: UnsafeRawPointer,
+                                  _ d0: UnsafeMutableRawPointer, _ d1: UnsafeMutableRawPointer, outWidth wo: Int) {
+    chunkStarts(wo) { ox in
+        let top = r0.loadUnaligned(fromByteOffset: 8 * ox, as: F8.self)
+        let bottom = r1.loadUnaligned(fromByteOffset: 8 * ox, as: F8.self)
+        let g = dy.loadUnaligned(fromByteOffset: 4 * ox, as: F4.self)
+        var m = top.evenHalf
+        var arg = SIMD4<Int32>()
+        for (q, v) in [top.oddHalf, bottom.evenHalf, bottom.oddHalf].enumerated() {
+            let better = (v .> m) .| ((v .!= v) .& (m .== m))
+            m = m.replacing(with: v, where: better)
+            arg = arg.replacing(with: Int32(q + 1), where: better)
+        }
+        let zero = F4()
+        var upper = F8(), lower = F8()
+        upper.evenHalf = zero.replacing(with: g, where: arg .== 0)
+        upper.oddHalf = zero.replacing(with: g, where: arg .== 1)
+        lower.evenHalf = zero.replacing(with: g, where: arg .== 2)
+        lower.oddHalf = zero.replacing(with: g, where: arg .== 3)
+        d0.storeBytes(of: upper, toByteOffset: 8 * ox, as: F8.self)
+        d1.storeBytes(of: lower, toByteOffset: 8 * ox, as: F8.self)
     }
 }
