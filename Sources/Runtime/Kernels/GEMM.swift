@@ -499,6 +499,16 @@ func gemmMacroBlock<K: GEMMKernel>(
                             for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
                         }
                     }
+                } else if nr == NR {
+                    // A tile cut short by the last rows: whole rows, stored as the kernel stores them.
+                    K.kernel(kc, pa, pb, bStride, tile, NR, false, nil, false)
+                    for r in 0..<mr {
+                        K.storeTileRow(tile + r * NR, cp + r * g.ldc, addC, biasJ, last && relu)
+                        if last && scalarPass {
+                            let row = cp + r * g.ldc
+                            for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
+                        }
+                    }
                 } else {
                     K.kernel(kc, pa, pb, bStride, tile, NR, false, nil, false)
                     for r in 0..<mr {

@@ -26,6 +26,11 @@ protocol GEMMKernel {
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 
+    /// c[0..<nr] = (addC ? c : 0) + row[0..<nr] (+ bias, then relu): one row of a tile computed into
+    /// scratch, stored with the kernel's own vector epilogue.
+    static func storeTileRow(_ row: UnsafePointer<Scalar>, _ c: UnsafeMutablePointer<Scalar>,
+                             _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+
     /// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4 (four dot products sharing x).
     static func dot4(_ k: Int, _ x: UnsafePointer<Scalar>, _ y: UnsafePointer<Scalar>, _ ldy: Int,
                      _ out: UnsafeMutablePointer<Scalar>)
@@ -61,6 +66,13 @@ enum GEMMKernelF32: GEMMKernel {
             p += 1
         }
         out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3
+    }
+
+    @inline(__always)
+    static func storeTileRow(_ row: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+                             _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
+        let r = UnsafeRawPointer(row)
+        storeRow(c, r.loadUnaligned(as: V.self), r.loadUnaligned(fromByteOffset: 32, as: V.self), addC, bias, relu)
     }
 
     @inline(__always)
@@ -170,6 +182,13 @@ enum GEMMKernelF64: GEMMKernel {
             p += 1
         }
         out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3
+    }
+
+    @inline(__always)
+    static func storeTileRow(_ row: UnsafePointer<Double>, _ c: UnsafeMutablePointer<Double>,
+                             _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
+        let r = UnsafeRawPointer(row)
+        storeRow(c, r.loadUnaligned(as: V.self), r.loadUnaligned(fromByteOffset: 32, as: V.self), addC, bias, relu)
     }
 
     @inline(__always)
