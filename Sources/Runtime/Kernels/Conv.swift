@@ -95,21 +95,44 @@ func im2col<T: KernelScalar>(_ src: UnsafePointer<T>, channels: Int, channelStri
                     let dst = dstRow + oy * outWidth
                     let iy = oy * strideH - padH + i
                     if iy < 0 || iy >= height || lo > hi {
-                        dst.update(repeating: 0, count: outWidth)
+                        zeroShort(dst, outWidth)
                         continue
                     }
-                    if lo > 0 { dst.update(repeating: 0, count: lo) }
+                    zeroShort(dst, lo)
                     let srcRow = plane + iy * width - padW + j
                     if strideW == 1 {
-                        (dst + lo).update(from: srcRow + lo, count: hi + 1 - lo)
+                        copyShort(dst + lo, srcRow + lo, hi + 1 - lo)
                     } else {
                         for ox in lo..<(hi + 1) { dst[ox] = srcRow[ox * strideW] }
                     }
-                    if hi + 1 < outWidth { (dst + hi + 1).update(repeating: 0, count: outWidth - hi - 1) }
+                    zeroShort(dst + hi + 1, outWidth - hi - 1)
                 }
             }
         }
     }
+}
+
+/// dst[0..<count] = src[0..<count] for the short rows of im2col (a library memmove call costs more
+/// than the copy at image widths of 7–28): eight lanes at a time, the last eight overlapping.
+@inline(__always) func copyShort<T: KernelScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ count: Int) {
+    if count < 8 {
+        for i in 0..<count { dst[i] = src[i] }
+        return
+    }
+    var i = 0
+    while i + 8 <= count { storeLanes(loadLanes(src + i), dst + i); i += 8 }
+    if i < count { storeLanes(loadLanes(src + count - 8), dst + count - 8) }
+}
+
+/// dst[0..<count] = 0, like copyShort.
+@inline(__always) func zeroShort<T: KernelScalar>(_ dst: UnsafeMutablePointer<T>, _ count: Int) {
+    if count < 8 {
+        for i in 0..<count { dst[i] = 0 }
+        return
+    }
+    var i = 0
+    while i + 8 <= count { storeLanes(Lanes<T>(), dst + i); i += 8 }
+    if i < count { storeLanes(Lanes<T>(), dst + count - 8) }
 }
 
 /// Scatters-adds col[K × Ho·Wo] back into an image (dst must be zeroed first by the caller).
@@ -200,8 +223,9 @@ public func conv2DForward<T: KernelScalar>(
 
 /// How many samples the backward pass batches into a single weight-gradient GEMM: as many as keep the
 /// group's dZ and im2col matrices within ~`convBackwardChunkTarget` elements (at least 1). Independent of
-/// the thread count, so scratch sized for more threads also fits fewer.
-let convBackwardChunkTarget = 128 * 1024
+/// the thread count, so scratch sized for more threads also fits fewer. (Measured on the Fashion-MNIST
+/// CNN: 512k elements, 8 samples per GEMM, beat 128k by 5% and 2M by 7%.)
+let convBackwardChunkTarget = 512 * 1024
 
 func convBackwardSamplesPerGEMM(_ s: Conv2DShape) -> Int {
     let p = s.outHeight * s.outWidth
