@@ -374,11 +374,6 @@ struct Lowering {
             failed = true
             return
         }
-        guard pad < kh, pad < kw else {
-            error("conv padding \(pad) must be smaller than the kernel \(kh)x\(kw)", at: conv.padding.range)
-            failed = true
-            return
-        }
         let outHeight = (paddedHeight - kh) / stride + 1, outWidth = (paddedWidth - kw) / stride + 1
         let outputs = conv.outputs.value
         let index = layerIndex

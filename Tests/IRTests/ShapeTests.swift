@@ -30,6 +30,9 @@ struct ShapeTests {
         .init("input 1x1x1\nconv 1->5 1", [5, 1, 1]),
         .init("input 1x9x9\nconv 1->1 3 stride 5", [1, 2, 2]),
         .init("input 1x4x4\nconv 1->1 3 pad 2 stride 1", [1, 6, 6]),
+        // Padding as large as the kernel or larger is allowed, as in PyTorch (border outputs see only zeros).
+        .init("input 1x4x4\nconv 1->1 1 pad 1", [1, 6, 6]),
+        .init("input 2x5x5\nconv 2->3 3 pad 4 stride 2", [3, 6, 6]),
         .init("input 1x28x28\nconv 8 3\nconv 16 3\nconv 4 3 stride 2", [4, 11, 11]),
     ]
 

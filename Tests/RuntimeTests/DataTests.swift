@@ -423,11 +423,12 @@ fileprivate let classify3 = DataExpectation(featureCount: 2, targets: .classLabe
         #expect(ds.count == 3)
         #expect(features(ds, [0, 2], as: Double.self) == [0.5, 1, 5, 6])
         #expect(targets(ds, [0, 1, 2], as: Double.self) == [2, 0, 1])
-        // Images [N, 1, 2, 2] in uint8 as features only: values as stored (no scaling).
+        // Images [N, 1, 2, 2] in uint8 as features only: pixels scaled to [0,1], as IDX images are.
         let im = dir.write("im.npy", npyFile("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 1, 2, 2), }", data: [0, 1, 2, 255, 9, 8, 7, 6]))
         let x = try loadData(path: im, expecting: DataExpectation(featureCount: 4, targets: .none)).train
         #expect(x.count == 2)
-        #expect(features(x, [1, 0], as: Float.self) == [9, 8, 7, 6, 0, 1, 2, 255])
+        #expect(features(x, [1, 0], as: Float.self) == [9, 8, 7, 6, 0, 1, 2, 255].map { Float(Double($0) / 255) })
+        #expect(features(x, [0], as: Double.self) == [0, 1.0 / 255, 2.0 / 255, 1])
         // float32 table with values targets.
         let v = dir.write("v.npy", npyFile("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: leF([1, 2, 3, 4, 5, 6])))
         let r = try loadData(path: v, expecting: DataExpectation(featureCount: 1, targets: .values(count: 2))).train

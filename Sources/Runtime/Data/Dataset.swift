@@ -299,12 +299,12 @@ func loadData(bytes raw: [UInt8], path: String, expecting: DataExpectation) thro
 // MARK: - Arrays as data sets
 
 /// Features of an array [N, ...] whose rows hold `rowLength` elements, keeping columns `columns` of each row.
-/// uint8 stays bytes (scale 1: the values are what the file says), float32 stays Float, the rest becomes Double.
+/// uint8 is pixels, as in IDX files: it stays bytes and scales to [0,1]; float32 stays Float, the rest becomes Double.
 private func arrayFeatures(_ b: [UInt8], _ h: NPYHeader, rows: Int, rowLength: Int, columns: Range<Int>) -> Dataset.Features {
     let t = h.dtype
     if columns == 0..<rowLength {
         if t.kind == .unsigned && t.size == 1 {
-            return .bytes(Array(b[h.dataOffset..<h.dataOffset + rows * rowLength]), scale: 1)
+            return .bytes(Array(b[h.dataOffset..<h.dataOffset + rows * rowLength]), scale: 1.0 / 255.0)
         }
         if t.kind == .float && t.size <= 4 { return .float32(npyFloats(b, h)) }
         return .float64(npyDoubles(b, h))
@@ -316,7 +316,7 @@ private func arrayFeatures(_ b: [UInt8], _ h: NPYHeader, rows: Int, rowLength: I
             let s = h.dataOffset + r * rowLength
             out += b[s + columns.lowerBound..<s + columns.upperBound]
         }
-        return .bytes(out, scale: 1)
+        return .bytes(out, scale: 1.0 / 255.0)
     }
     if t.kind == .float && t.size <= 4 {
         var out: [Float] = []
