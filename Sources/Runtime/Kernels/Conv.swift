@@ -348,13 +348,14 @@ public func conv2DBackward<T: KernelScalar>(
                 }
             }
             if let dx {
-                // dcol[K × bsz·P] = Wᵀ · dZ, then scatter-add each sample into dX.
-                gemm(transA: true, transB: false, m: k, n: ld, k: cout, a: weight, lda: k,
-                     b: UnsafePointer(dz), ldb: ld, c: dxcol, ldc: ld, context: context, worker: worker)
+                // Per sample, dcol[K × P] = Wᵀ · dZ, then scatter-add it into dX while it is still in
+                // cache (one GEMM for the whole group wrote a dcol too large for L2: measured slower).
                 for b in 0..<bsz {
+                    gemm(transA: true, transB: false, m: k, n: p, k: cout, a: weight, lda: k,
+                         b: UnsafePointer(dz + b * p), ldb: ld, c: dxcol, ldc: p, context: context, worker: worker)
                     let dxn = dx + (start + b) * cin * h * w
                     dxn.update(repeating: 0, count: cin * h * w)
-                    col2im(UnsafePointer(dxcol + b * p), ldcol: ld, channels: cin, height: h, width: w,
+                    col2im(UnsafePointer(dxcol), ldcol: p, channels: cin, height: h, width: w,
                            kernelH: kh, kernelW: kw, strideH: s.strideH, strideW: s.strideW,
                            padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, dst: dxn)
                 }
