@@ -57,9 +57,10 @@ public final class GEMMContext: @unchecked Sendable {
 
     /// Runs body(shared, i, worker) for every i in 0..<count, spread over the pool's threads (the
     /// calling thread takes part as worker 0); returns when all are done. worker is in 0..<threads
-    /// and identifies the scratch buffers that thread may use. Deterministic static partition (same
-    /// count, same threads -> same i-to-worker assignment). Inside body, call gemm with worker: w
-    /// (a nested parallelFor runs serially on its thread).
+    /// and identifies the scratch buffers that thread may use. Threads claim indices one at a time,
+    /// so which thread runs an index varies: a body's result must not depend on it (only scratch
+    /// is chosen by worker). Inside body, call gemm with worker: w (a nested parallelFor runs
+    /// serially on its thread).
     ///
     /// `shared` points at a copy of `state`; body must capture nothing and read what it needs from
     /// there. (Handing a capturing closure, or one of a generic type, to the worker threads boxes it on

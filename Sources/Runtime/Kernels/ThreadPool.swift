@@ -7,7 +7,8 @@ import Glibc
 /// Persistent worker threads woken per `run` (used by `GEMMContext.parallelFor`).
 ///
 /// Worker 0 is the calling thread; workers 1..<threads are persistent threads. A job is published by
-/// bumping `generation`; workers spin briefly (yielding) and then sleep on a condition variable.
+/// bumping `generation`; idle workers poll for a while and then sleep on a condition variable. All
+/// threads, the caller included, claim the job's indices one at a time.
 /// A job is a function that captures nothing plus a pointer to its state on the caller's stack, so
 /// nothing is allocated per job (a capturing closure would need a heap box to be shared with the
 /// workers). One `run` at a time per pool: a nested or concurrent `run` executes serially on its
@@ -16,6 +17,9 @@ final class WorkerPool: @unchecked Sendable {
     let threads: Int
     private let generation = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
+    /// The next index of the current job to hand out: threads claim indices one at a time, so a
+    /// thread the machine delays (a shared VM) does fewer of them instead of holding the others up.
+    private let nextIndex = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     private let shutdown = Atomic<Bool>(false)
     /// A job is in flight (guards against a nested or concurrent `run`, which then runs inline).
@@ -67,7 +71,7 @@ final class WorkerPool: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    /// Static contiguous partition of 0..<count over the workers.
+    /// Part `worker` of `threads` contiguous parts of 0..<count (for bodies that split their own work).
     @inline(__always) static func range(_ count: Int, worker: Int, of threads: Int) -> Range<Int> {
         let lo = count * worker / threads
         let hi = count * (worker + 1) / threads
@@ -91,6 +95,7 @@ final class WorkerPool: @unchecked Sendable {
         job = function
         jobState = state
         jobCount = count
+        nextIndex.store(0, ordering: .relaxed)
         pending.store(threads - 1, ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
@@ -98,7 +103,7 @@ final class WorkerPool: @unchecked Sendable {
             pthread_cond_broadcast(cond)
             pthread_mutex_unlock(mutex)
         }
-        for i in WorkerPool.range(count, worker: 0, of: threads) { function(state, i, 0) }
+        runClaimed(function, state, count, worker: 0)
         var spins = 0
         while pending.load(ordering: .acquiring) != 0 {
             spins += 1
@@ -106,6 +111,16 @@ final class WorkerPool: @unchecked Sendable {
         }
         job = nil
         jobState = nil
+    }
+
+    /// Runs the current job's indices this thread claims until none are left.
+    @inline(__always)
+    private func runClaimed(_ function: (UnsafeRawPointer, Int, Int) -> Void, _ state: UnsafeRawPointer, _ count: Int, worker: Int) {
+        while true {
+            let i = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= count { return }
+            function(state, i, worker)
+        }
     }
 
     private func workerLoop(_ w: Int) {
@@ -141,7 +156,7 @@ final class WorkerPool: @unchecked Sendable {
             seen = current
             if shutdown.load(ordering: .acquiring) { return }
             if let function = job, let state = jobState {
-                for i in WorkerPool.range(jobCount, worker: w, of: threads) { function(state, i, w) }
+                runClaimed(function, state, jobCount, worker: w)
             }
             pending.subtract(1, ordering: .releasing)
         }
