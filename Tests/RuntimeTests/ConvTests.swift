@@ -191,6 +191,21 @@ private let convCases: [Conv2DShape] = [
         #expect(Conv2DShape(batch: 1, inChannels: 1, height: 6, width: 7, outChannels: 16, kernelH: 3, kernelW: 3).weightGradientTransposed)
         #expect(!Conv2DShape(batch: 1, inChannels: 1, height: 6, width: 7, outChannels: 2, kernelH: 3, kernelW: 3).weightGradientTransposed)
         #expect(conv2DForwardScratchCount(Conv2DShape(batch: 1, inChannels: 1, height: 2, width: 2, outChannels: 1, kernelH: 5, kernelW: 5), threads: 2) == 0)
+        // Both forward orientations occur among the reference cases (the 16- and 2-channel shapes here).
+        #expect(Conv2DShape(batch: 1, inChannels: 1, height: 6, width: 7, outChannels: 16, kernelH: 3, kernelW: 3, stride: 1, padding: 1).forwardTransposed)
+        #expect(!Conv2DShape(batch: 1, inChannels: 1, height: 5, width: 7, outChannels: 2, kernelH: 3, kernelW: 3, stride: 1, padding: 1).forwardTransposed)
+    }
+
+    @Test func transposeMatchesDefinition() {
+        for (rows, columns) in [(1, 1), (8, 8), (13, 16), (17, 5), (196, 32), (3, 24)] {
+            let src = (0..<rows * columns).map { Float($0) * 0.5 - 3 }
+            var dst = [Float](repeating: .nan, count: rows * columns)
+            src.withUnsafeBufferPointer { s in
+                dst.withUnsafeMutableBufferPointer { d in transpose(s.baseAddress!, rows: rows, columns: columns, into: d.baseAddress!) }
+            }
+            #expect((0..<rows).allSatisfy { r in (0..<columns).allSatisfy { c in dst[c * rows + r] == src[r * columns + c] } },
+                    "\(rows)×\(columns)")
+        }
     }
 
     @Test(arguments: [1, 2])

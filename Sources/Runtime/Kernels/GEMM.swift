@@ -660,20 +660,20 @@ func packBBlock<T: KernelScalar>(
 
 // MARK: - f32 packing with 8×8 transposes
 
-private typealias F8 = SIMD8<Float>
+typealias F8 = SIMD8<Float>
 
-@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> F8 {
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> F8 {
     UnsafeRawPointer(p).loadUnaligned(as: F8.self)
 }
 
-@inline(__always) private func store8(_ v: F8, _ p: UnsafeMutablePointer<Float>) {
+@inline(__always) func store8(_ v: F8, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: F8.self)
 }
 
 /// Transposes eight rows of eight lanes: element (r, c), at bit pattern rrrccc of the 64, moves to
 /// cccrrr, a rotation by three bits, which three perfect unshuffles (even lanes of each pair of rows,
 /// then odd lanes) perform.
-@inline(__always) private func transpose8x8(_ r: inout (F8, F8, F8, F8, F8, F8, F8, F8)) {
+@inline(__always) func transpose8x8(_ r: inout (F8, F8, F8, F8, F8, F8, F8, F8)) {
     @inline(__always) func unshuffle(_ a: F8, _ b: F8) -> (F8, F8) {
         let pair = SIMD16<Float>(lowHalf: a, highHalf: b)
         return (pair.evenHalf, pair.oddHalf)

@@ -239,7 +239,7 @@ public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePoint
 // MARK: - f32 2×2 max pooling, four windows at a time
 
 private typealias F4 = SIMD4<Float>
-private typealias F8 = SIMD8<Float>
+
 
 /// The starts of four-window chunks covering 0..<count (count ≥ 4): 0, 4, 8, …, and count − 4 last
 /// (overlapping the one before: its windows are recomputed to the same values).
