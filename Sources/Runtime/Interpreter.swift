@@ -206,7 +206,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .powGrad(k, x, dy, dx, count): powBackward(k, x, dy, dx, count)
         case let .softmaxGrad(y, dy, dx, rows, columns): softmaxBackward(y, dy, dx, rows: rows, columns: columns)
         case let .activationGradBias(f, y, dy, dz, db, outer, channels, inner):
-            activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner)
+            activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
         case let .add(a, b, c, count): for i in 0..<count { c[i] = a[i] + b[i] }
         case let .subtract(a, b, c, count): for i in 0..<count { c[i] = a[i] - b[i] }
         case let .multiply(a, b, c, count): for i in 0..<count { c[i] = a[i] * b[i] }

@@ -119,35 +119,48 @@ func activationBackwardSum<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePo
 let elementwiseParallelMinimum = 1 << 14
 
 /// dz = dy ⊙ f'(y) and db[c] = Σ dz over rows and the inner (spatial) axis, in one pass.
-/// Layout [outer, channels, inner]. (One thread: measured, splitting it slowed the GEMMs around it
-/// by more than it saved.)
+/// Layout [outer, channels, inner]. Threads split the channels (whole 8-lane groups), so each sum is
+/// taken in the same order whatever the thread count.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 func activationBackwardBias<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dz: UnsafeMutablePointer<T>,
-                                            _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int) {
-    db.update(repeating: 0, count: channels)
-    if inner == 1 {
-        withDerivative(f) { vector, scalar in
-            for r in 0..<outer {
-                let base = r * channels
-                var c = 0
-                while c + 8 <= channels {
-                    let v = vector(loadLanes(dy + base + c), loadLanes(y + base + c))
-                    storeLanes(v, dz + base + c)
-                    storeLanes(loadLanes(db + c) + v, db + c)
-                    c += 8
-                }
-                while c < channels {
-                    let v = scalar(dy[base + c], y[base + c])
-                    dz[base + c] = v
-                    db[c] += v
-                    c += 1
+                                            _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int,
+                                            context: GEMMContext? = nil) {
+    typealias Operands = (KernelActivation, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>,
+                          Int, Int, Int, Int)
+    let parts = min(elementwiseParts(outer * channels * inner, context), (channels + 7) / 8)
+    let operands: Operands = (f, y, dy, dz, db, outer, channels, inner, parts)
+    runParts(parts, context, sharing: operands) { shared, part, _ in
+        let (f, y, dy, dz, db, outer, channels, inner, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let columns = laneRange(channels, part: part, of: parts)
+        let c0 = columns.lowerBound, c1 = columns.upperBound
+        if c0 >= c1 { return }
+        (db + c0).update(repeating: 0, count: c1 - c0)
+        if inner == 1 {
+            withDerivative(f) { vector, scalar in
+                for r in 0..<outer {
+                    let base = r * channels
+                    var c = c0
+                    while c + 8 <= c1 {
+                        let v = vector(loadLanes(dy + base + c), loadLanes(y + base + c))
+                        storeLanes(v, dz + base + c)
+                        storeLanes(loadLanes(db + c) + v, db + c)
+                        c += 8
+                    }
+                    while c < c1 {
+                        let v = scalar(dy[base + c], y[base + c])
+                        dz[base + c] = v
+                        db[c] += v
+                        c += 1
+                    }
                 }
             }
-        }
-    } else {
-        for r in 0..<outer {
-            for c in 0..<channels {
-                let base = (r * channels + c) * inner
-                db[c] += activationBackwardSum(f, y + base, dy + base, dz + base, inner)
+        } else {
+            for r in 0..<outer {
+                for c in c0..<c1 {
+                    let base = (r * channels + c) * inner
+                    db[c] += activationBackwardSum(f, y + base, dy + base, dz + base, inner)
+                }
             }
         }
     }

@@ -250,7 +250,7 @@ struct GEMMArgs<T: KernelScalar> {
 /// Below this many multiply-adds, a plain loop beats packing.
 let gemmTinyThreshold = 512
 /// From this many multiply-adds on, worker: nil splits the work over the context's threads.
-let gemmParallelThreshold = 1 << 18
+let gemmParallelThreshold = 1 << 16
 /// Up to this many rows of C, a transposed B is used through dot products instead of packing.
 let gemmDotMaxRows = 2
 
