@@ -20,11 +20,13 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["IR", "CZlib"], swiftSettings: fast + optimizedInDebug),
         .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime"], swiftSettings: fast),
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
-        .testTarget(name: "ParserTests", dependencies: ["Parser"]),
-        .testTarget(name: "IRTests", dependencies: ["IR", "Parser"]),
+        // Helpers shared by the test targets (marked model texts, a seeded generator).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ParserTests", dependencies: ["Parser", "TestSupport"]),
+        .testTarget(name: "IRTests", dependencies: ["IR", "Parser", "TestSupport"]),
         // Counts malloc calls in the test process, to check that a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "IR"]),
-        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser", "AllocationCounter"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "IR", "TestSupport"]),
+        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser", "AllocationCounter", "TestSupport"]),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import IR
 @testable import NNC
 import Parser
@@ -65,17 +66,6 @@ func compileThroughPlan(_ source: SourceFile, batch: Int = 2) -> String {
     }
 }
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 @Suite("The shipped models and mutations of them")
 struct ModelsTests {
     @Test func thereAreShippedModels() {
@@ -101,7 +91,7 @@ struct ModelsTests {
     /// Thousands of token and byte mutations of real models: every one compiles or fails with an error.
     @Test(.timeLimit(.minutes(1)))
     func mutatedModelsNeverCrash() throws {
-        var random = SplitMix64(state: 42)
+        var random = SplitMix64(seed: 42)
         let corpus = FrontEnd.corpus + FrontEnd.modelFiles().compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }
         let inserts: [[UInt8]] = ["fc", "conv", "input", "loss", "mse", "->", "x", "3x3", "1x28x28", ";", "\n", "#", "\"", "(", ")", ",",
                                   "0", "-1", "1e999", "99999999999999999999", "2147483647", "65536", "0.5", "..", "nobias", "init", "he",
@@ -149,7 +139,7 @@ struct ModelsTests {
     /// Random sequences of statements: mostly valid models of every shape, through to the plan.
     @Test(.timeLimit(.minutes(1)))
     func randomModelsNeverCrash() {
-        var random = SplitMix64(state: 7)
+        var random = SplitMix64(seed: 7)
         let statements = ["fc 3", "fc 1", "fc 7->2", "conv 2 3", "conv 1->2 2 stride 2", "conv 4 1 pad 0", "maxpool 2", "avgpool 3 stride 1",
                           "flatten", "dropout 0.5", "tanh", "sigmoid", "relu", "leakyrelu 0.2", "softmax", "identity", "pow 2"]
         let losses = ["loss mse", "loss sse", "loss sum", "loss crossentropy", "loss bce", ""]

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import Parser
 
 /// The parse diagnostics of a model that must fail, rendered.

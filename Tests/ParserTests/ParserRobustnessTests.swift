@@ -1,19 +1,7 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Parser
-
-/// A small deterministic generator (SplitMix64), so a failing input can be reproduced from its seed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Checks what must hold for any input: tokens advance, diagnostics point inside the file and render.
 func checkInvariants(_ source: SourceFile, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -52,7 +40,7 @@ struct ParserRobustnessTests {
     ].map { Array($0.utf8) } + [[0xFF], [0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x98], [0x00], [0x7F], [0xED, 0xA0, 0x80]]
 
     @Test func randomTokenSoup() {
-        var random = SplitMix(seed: 1)
+        var random = SplitMix64(seed: 1)
         for _ in 0..<2000 {
             var bytes: [UInt8] = []
             for _ in 0..<Int.random(in: 0..<40, using: &random) {
@@ -64,7 +52,7 @@ struct ParserRobustnessTests {
     }
 
     @Test func randomBytes() {
-        var random = SplitMix(seed: 2)
+        var random = SplitMix64(seed: 2)
         for _ in 0..<1000 {
             let bytes = (0..<Int.random(in: 0..<64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
             checkInvariants(SourceFile(path: "bytes.nn", bytes: bytes))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Runtime
 
 // MARK: - Helpers
@@ -170,7 +171,7 @@ fileprivate let classify3 = DataExpectation(featureCount: 2, targets: .classLabe
     }
 
     @Test func numbersParseLikeStrtod() throws {
-        var rng = DataFuzzTests.SplitMix(state: 99)
+        var rng = SplitMix64(seed: 99)
         var cells = ["0", "-0", "+3", ".5", "5.", "1e5", "1E-3", "-1.5e+2", "123456789012345678", "0.1", "0.30000000000000004",
                      "1e22", "1e23", "9007199254740993", "4.9e-324", "1.7976931348623157e308", "000012.5000", "2.5e-0"]
         for _ in 0..<2000 {
@@ -549,19 +550,7 @@ fileprivate let numpySavezCompressed = "UEsDBC0AAAAIAAAAIQC//bEw//////////8FABQA
 // MARK: - Fuzzing: mutated files load or throw DataError, never crash
 
 @Suite struct DataFuzzTests {
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
-    }
-
-    func mutate(_ b: [UInt8], _ rng: inout SplitMix) -> [UInt8] {
+    func mutate(_ b: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
         var m = b
         for _ in 0..<(1 + rng.below(4)) {
             switch rng.below(6) {
@@ -601,7 +590,7 @@ fileprivate let numpySavezCompressed = "UEsDBC0AAAAIAAAAIQC//bEw//////////8FABQA
             DataExpectation(featureCount: 6, targets: .none),
             DataExpectation(featureCount: 3, targets: .values(count: 1)),
         ]
-        var rng = SplitMix(state: 12345)
+        var rng = SplitMix64(seed: 12345)
         var loaded = 0, failed = 0
         let seeds: [(String, [UInt8])] = [("f.csv", csv), ("f-images-idx3-ubyte", idx), ("f.npy", npy), ("f.npz", npz), ("c.npz", npzc), ("g-images-idx3-ubyte.gz", gz), ("x.bin", [])]
         for round in 0..<3500 {

@@ -68,18 +68,28 @@ public struct Conv2DShape: Equatable, Sendable, CustomStringConvertible {
     /// 7,488); the bias then runs along the GEMM's columns, in its epilogue.
     var forwardTransposed: Bool {
         let p = outHeight * outWidth
-        func padded(_ m: Int, _ n: Int) -> Int { (m + 5) / 6 * 6 * ((n + 15) / 16 * 16) }
-        return !isPointwise && padded(p, outChannels) < padded(outChannels, p)
+        return !isPointwise && Self.tileSlots(p, outChannels) < Self.tileSlots(outChannels, p)
     }
     /// The weight-gradient GEMM computes dWᵀ [K × Cout] instead of dW [Cout × K] when that wastes less of
     /// the GEMM's 6×16 register tiles (e.g. K = 9, Cout = 16 for a first 3×3 layer on one channel).
     var weightGradientTransposed: Bool {
-        func padded(_ m: Int, _ n: Int) -> Int { (m + 5) / 6 * 6 * ((n + 15) / 16 * 16) }
-        return padded(patchSize, outChannels) < padded(outChannels, patchSize)
+        Self.tileSlots(patchSize, outChannels) < Self.tileSlots(outChannels, patchSize)
+    }
+    /// Output slots an m × n f32 GEMM computes: rows padded to the 6-row and columns to the 16-column
+    /// register tile.
+    static func tileSlots(_ m: Int, _ n: Int) -> Int {
+        (m + GEMMKernelF32.mr - 1) / GEMMKernelF32.mr * GEMMKernelF32.mr * ((n + GEMMKernelF32.nr - 1) / GEMMKernelF32.nr * GEMMKernelF32.nr)
     }
 }
 
 // MARK: - im2col / col2im
+
+/// The output columns lo...hi whose input column ox·stride − pad + j lies in 0..<width (lo > hi: none).
+@inline(__always) func validColumns(_ j: Int, width: Int, outWidth: Int, stride: Int, pad: Int) -> (lo: Int, hi: Int) {
+    let lo = j >= pad ? 0 : (pad - j + stride - 1) / stride
+    let hiRaw = width - 1 + pad - j
+    return (lo, hiRaw < 0 ? -1 : min(outWidth - 1, hiRaw / stride))
+}
 
 /// Gathers the patches of one image into col[K × Ho·Wo] (row (c, i, j), leading dimension `ldcol`).
 /// The image has `channels` planes of `height × width`, plane stride `channelStride`, rows contiguous.
@@ -95,10 +105,7 @@ func im2col<T: KernelScalar>(_ src: UnsafePointer<T>, channels: Int, channelStri
             for j in 0..<kernelW {
                 let dstRow = col + row * ldcol
                 row += 1
-                // valid ox: 0 ≤ ox·sw − pw + j < width
-                let lo = j >= padW ? 0 : (padW - j + strideW - 1) / strideW
-                let hiRaw = width - 1 + padW - j
-                let hi = hiRaw < 0 ? -1 : min(outWidth - 1, hiRaw / strideW)
+                let (lo, hi) = validColumns(j, width: width, outWidth: outWidth, stride: strideW, pad: padW)
                 for oy in 0..<outHeight {
                     let dst = dstRow + oy * outWidth
                     let iy = oy * strideH - padH + i
@@ -145,26 +152,12 @@ func im2col<T: KernelScalar>(_ src: UnsafePointer<T>, channels: Int, channelStri
 
 /// dst[c × rows + r] = src[r × columns + c]: a rows × columns matrix transposed (f32: 8×8 blocks).
 func transpose<T: KernelScalar>(_ src: UnsafePointer<T>, rows: Int, columns: Int, into dst: UnsafeMutablePointer<T>) {
-    var r0 = 0
     if T.self == Float.self {
-        let s = UnsafeRawPointer(src).assumingMemoryBound(to: Float.self)
-        let d = UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self)
-        while r0 + 8 <= rows && columns % 8 == 0 {
-            var c0 = 0
-            while c0 < columns {
-                let q = s + r0 * columns + c0
-                var t = (load8(q), load8(q + columns), load8(q + 2 * columns), load8(q + 3 * columns),
-                         load8(q + 4 * columns), load8(q + 5 * columns), load8(q + 6 * columns), load8(q + 7 * columns))
-                transpose8x8(&t)
-                let e = d + c0 * rows + r0
-                store8(t.0, e); store8(t.1, e + rows); store8(t.2, e + 2 * rows); store8(t.3, e + 3 * rows)
-                store8(t.4, e + 4 * rows); store8(t.5, e + 5 * rows); store8(t.6, e + 6 * rows); store8(t.7, e + 7 * rows)
-                c0 += 8
-            }
-            r0 += 8
-        }
+        transposeF32(UnsafeRawPointer(src).assumingMemoryBound(to: Float.self), ldSrc: columns, rows: rows, columns: columns,
+                     UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self), ldDst: rows)
+        return
     }
-    for r in r0..<rows {
+    for r in 0..<rows {
         for c in 0..<columns { dst[c * rows + r] = src[r * columns + c] }
     }
 }
@@ -181,9 +174,7 @@ func col2im<T: KernelScalar>(_ col: UnsafePointer<T>, ldcol: Int, channels: Int,
             for j in 0..<kernelW {
                 let srcRow = col + row * ldcol
                 row += 1
-                let lo = j >= padW ? 0 : (padW - j + strideW - 1) / strideW
-                let hiRaw = width - 1 + padW - j
-                let hi = hiRaw < 0 ? -1 : min(outWidth - 1, hiRaw / strideW)
+                let (lo, hi) = validColumns(j, width: width, outWidth: outWidth, stride: strideW, pad: padW)
                 if lo > hi { continue }
                 for oy in 0..<outHeight {
                     let iy = oy * strideH - padH + i

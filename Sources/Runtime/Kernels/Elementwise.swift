@@ -130,7 +130,7 @@ func activationBackwardBias<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafeP
                           Int, Int, Int, Int)
     let parts = min(elementwiseParts(outer * channels * inner, context), (channels + 7) / 8)
     let operands: Operands = (f, y, dy, dz, db, outer, channels, inner, parts)
-    runParts(parts, context, sharing: operands) { shared, part, _ in
+    parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
         let (f, y, dy, dz, db, outer, channels, inner, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
         let columns = laneRange(channels, part: part, of: parts)
         let c0 = columns.lowerBound, c1 = columns.upperBound
@@ -312,18 +312,6 @@ func binaryCrossEntropyBackward<T: KernelScalar>(_ p: UnsafePointer<T>, _ y: Uns
     return min(count, groups * part / parts * 8)..<min(count, groups * (part + 1) / parts * 8)
 }
 
-/// body(shared, part, worker) for part in 0..<parts: over the context's threads when parts > 1, else
-/// on this thread. body captures nothing (see `GEMMContext.parallelFor`).
-@inline(__always)
-func runParts<State>(_ parts: Int, _ context: GEMMContext?, sharing state: State,
-                     _ body: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
-    if parts > 1, let context {
-        context.parallelFor(parts, sharing: state, body)
-    } else {
-        withUnsafePointer(to: state) { body(UnsafeRawPointer($0), 0, 0) }
-    }
-}
-
 /// SGD (PyTorch's semantics): g += decay·p; v = μv + g; p −= lr·(nesterov ? g + μv : v).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
@@ -332,7 +320,7 @@ func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer
     typealias Operands = (UnsafeMutablePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>?, Int, T, T, Bool, T, Int)
     let parts = elementwiseParts(count, context)
     let operands: Operands = (p, g, velocity, count, lr, momentum, nesterov, decay, parts)
-    runParts(parts, context, sharing: operands) { shared, part, _ in
+    parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
         let (p, g, velocity, count, lr, momentum, nesterov, decay, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
         let range = laneRange(count, part: part, of: parts)
         var i = range.lowerBound
@@ -382,7 +370,7 @@ func adamUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointe
     typealias Operands = (UnsafeMutablePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, Int, T, T, T, T, T, T, Int)
     let parts = elementwiseParts(count, context)
     let operands: Operands = (p, g, m, v, count, stepSize, b1, b2, e, d, inverseRootCorrection2, parts)
-    runParts(parts, context, sharing: operands) { shared, part, _ in
+    parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
         let (p, g, m, v, count, stepSize, b1, b2, e, d, inverseRootCorrection2, parts) =
             shared.assumingMemoryBound(to: Operands.self).pointee
         let range = laneRange(count, part: part, of: parts)

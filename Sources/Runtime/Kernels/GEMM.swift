@@ -80,6 +80,20 @@ public final class GEMMContext: @unchecked Sendable {
     }
 }
 
+/// body(shared, i, worker) for every i in 0..<count: over the context's threads (see
+/// `GEMMContext.parallelFor`), or on this thread when there is no context.
+@inline(__always)
+func parallelFor<State>(_ count: Int, on context: GEMMContext?, sharing state: State,
+                        _ body: @escaping (_ shared: UnsafeRawPointer, _ index: Int, _ worker: Int) -> Void) {
+    if let context {
+        context.parallelFor(count, sharing: state, body)
+    } else {
+        withUnsafePointer(to: state) { shared in
+            for i in 0..<max(0, count) { body(UnsafeRawPointer(shared), i, 0) }
+        }
+    }
+}
+
 /// One worker's packing buffers (raw bytes, 64-byte aligned, allocated once).
 struct GEMMScratch {
     let packA: UnsafeMutableRawPointer
@@ -131,76 +145,65 @@ public func gemm<T: KernelScalar>(
 ) {
     // Non-generic entry points on raw pointers: the type test folds away in specialised callers,
     // and unspecialised callers pay no generic-metadata look-ups.
+    let call = GEMMCall(transA: transA, transB: transB, m: m, n: n, k: k,
+                        a: UnsafeRawPointer(a), lda: lda, b: UnsafeRawPointer(b), ldb: ldb,
+                        c: UnsafeMutableRawPointer(c), ldc: ldc, accumulate: accumulate,
+                        bias: UnsafeRawPointer(bias), activation: activation, gradientThrough: gradientThrough,
+                        gradient: UnsafeRawPointer(gradientOutput), ldg: ldg, worker: worker ?? -1)
     if T.self == Float.self {
-        gemmFloat(transA, transB, m, n, k, UnsafeRawPointer(a), lda, UnsafeRawPointer(b), ldb,
-                  UnsafeMutableRawPointer(c), ldc, accumulate, UnsafeRawPointer(bias), activation,
-                  gradientThrough, UnsafeRawPointer(gradientOutput), ldg, context, worker ?? -1)
+        gemmFloat(call, context)
     } else if T.self == Double.self {
-        gemmDouble(transA, transB, m, n, k, UnsafeRawPointer(a), lda, UnsafeRawPointer(b), ldb,
-                   UnsafeMutableRawPointer(c), ldc, accumulate, UnsafeRawPointer(bias), activation,
-                   gradientThrough, UnsafeRawPointer(gradientOutput), ldg, context, worker ?? -1)
+        gemmDouble(call, context)
     } else {
-        gemmGeneric(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                    c: c, ldc: ldc, accumulate: accumulate, bias: bias, activation: activation,
-                    gradientThrough: gradientThrough, gradientOutput: gradientOutput, ldg: ldg)
+        gemmGeneric(T.self, call)
     }
 }
 
-/// f32 entry point (worker < 0: none given).
+/// One GEMM call's arguments with untyped pointers (worker < 0: none given), as `gemm` hands them
+/// to the per-type entry points.
 @usableFromInline
-func gemmFloat(
-    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
-    _ a: UnsafeRawPointer, _ lda: Int, _ b: UnsafeRawPointer, _ ldb: Int,
-    _ c: UnsafeMutableRawPointer, _ ldc: Int, _ accumulate: Bool, _ bias: UnsafeRawPointer?,
-    _ activation: KernelActivation, _ gradientThrough: KernelActivation,
-    _ gradient: UnsafeRawPointer?, _ ldg: Int, _ context: GEMMContext, _ worker: Int
-) {
-    typealias T = Float
-    let g = GEMMArgs(transA: transA, transB: transB, m: m, n: n, k: k,
-                     a: a.assumingMemoryBound(to: T.self), lda: lda,
-                     b: b.assumingMemoryBound(to: T.self), ldb: ldb,
-                     c: c.assumingMemoryBound(to: T.self), ldc: ldc,
-                     accumulate: accumulate, bias: bias?.assumingMemoryBound(to: T.self),
-                     activation: activation, gradientThrough: gradientThrough,
-                     gradient: gradient?.assumingMemoryBound(to: T.self), ldg: ldg)
-    gemmTyped(GEMMKernelF32.self, g, context, worker)
+struct GEMMCall {
+    var transA: Bool, transB: Bool
+    var m: Int, n: Int, k: Int
+    var a: UnsafeRawPointer, lda: Int
+    var b: UnsafeRawPointer, ldb: Int
+    var c: UnsafeMutableRawPointer, ldc: Int
+    var accumulate: Bool
+    var bias: UnsafeRawPointer?
+    var activation: KernelActivation, gradientThrough: KernelActivation
+    var gradient: UnsafeRawPointer?, ldg: Int
+    var worker: Int
+
+    @usableFromInline
+    init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafeRawPointer, lda: Int,
+         b: UnsafeRawPointer, ldb: Int, c: UnsafeMutableRawPointer, ldc: Int, accumulate: Bool,
+         bias: UnsafeRawPointer?, activation: KernelActivation, gradientThrough: KernelActivation,
+         gradient: UnsafeRawPointer?, ldg: Int, worker: Int) {
+        (self.transA, self.transB, self.m, self.n, self.k) = (transA, transB, m, n, k)
+        (self.a, self.lda, self.b, self.ldb, self.c, self.ldc) = (a, lda, b, ldb, c, ldc)
+        (self.accumulate, self.bias, self.activation, self.gradientThrough) = (accumulate, bias, activation, gradientThrough)
+        (self.gradient, self.ldg, self.worker) = (gradient, ldg, worker)
+    }
 }
 
-/// f64 entry point (worker < 0: none given).
+/// f32 entry point.
 @usableFromInline
-func gemmDouble(
-    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
-    _ a: UnsafeRawPointer, _ lda: Int, _ b: UnsafeRawPointer, _ ldb: Int,
-    _ c: UnsafeMutableRawPointer, _ ldc: Int, _ accumulate: Bool, _ bias: UnsafeRawPointer?,
-    _ activation: KernelActivation, _ gradientThrough: KernelActivation,
-    _ gradient: UnsafeRawPointer?, _ ldg: Int, _ context: GEMMContext, _ worker: Int
-) {
-    typealias T = Double
-    let g = GEMMArgs(transA: transA, transB: transB, m: m, n: n, k: k,
-                     a: a.assumingMemoryBound(to: T.self), lda: lda,
-                     b: b.assumingMemoryBound(to: T.self), ldb: ldb,
-                     c: c.assumingMemoryBound(to: T.self), ldc: ldc,
-                     accumulate: accumulate, bias: bias?.assumingMemoryBound(to: T.self),
-                     activation: activation, gradientThrough: gradientThrough,
-                     gradient: gradient?.assumingMemoryBound(to: T.self), ldg: ldg)
-    gemmTyped(GEMMKernelF64.self, g, context, worker)
+func gemmFloat(_ call: GEMMCall, _ context: GEMMContext) {
+    gemmTyped(GEMMKernelF32.self, GEMMArgs(call), context, call.worker)
+}
+
+/// f64 entry point.
+@usableFromInline
+func gemmDouble(_ call: GEMMCall, _ context: GEMMContext) {
+    gemmTyped(GEMMKernelF64.self, GEMMArgs(call), context, call.worker)
 }
 
 /// Any other scalar type (not used by nnc): plain loops.
 @usableFromInline
-func gemmGeneric<T: KernelScalar>(
-    transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
-    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-    c: UnsafeMutablePointer<T>, ldc: Int, accumulate: Bool, bias: UnsafePointer<T>?,
-    activation: KernelActivation, gradientThrough: KernelActivation,
-    gradientOutput: UnsafePointer<T>?, ldg: Int
-) {
-    if m <= 0 || n <= 0 { return }
-    let g = GEMMArgs(transA: transA, transB: transB, m: m, n: n, k: k,
-                     a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
-                     accumulate: accumulate, bias: bias, activation: activation,
-                     gradientThrough: gradientThrough, gradient: gradientOutput, ldg: ldg)
-    gemmReference(g, rows: 0..<m, cols: 0..<n)
+func gemmGeneric<T: KernelScalar>(_: T.Type, _ call: GEMMCall) {
+    let g = GEMMArgs<T>(call)
+    if g.m <= 0 || g.n <= 0 { return }
+    gemmReference(g, rows: 0..<g.m, cols: 0..<g.n)
 }
 
 /// All the arguments of one GEMM call.
@@ -244,6 +247,19 @@ struct GEMMArgs<T: KernelScalar> {
         if !(activation == .relu) { y = activation.apply(y) }
         if let gradient { y *= gradientThrough.derivative(output: gradient[i * ldg + j]) }
         return y
+    }
+}
+
+extension GEMMArgs {
+    /// The typed view of an untyped call.
+    init(_ call: GEMMCall) {
+        self.init(transA: call.transA, transB: call.transB, m: call.m, n: call.n, k: call.k,
+                  a: call.a.assumingMemoryBound(to: T.self), lda: call.lda,
+                  b: call.b.assumingMemoryBound(to: T.self), ldb: call.ldb,
+                  c: call.c.assumingMemoryBound(to: T.self), ldc: call.ldc,
+                  accumulate: call.accumulate, bias: call.bias?.assumingMemoryBound(to: T.self),
+                  activation: call.activation, gradientThrough: call.gradientThrough,
+                  gradient: call.gradient?.assumingMemoryBound(to: T.self), ldg: call.ldg)
     }
 }
 
@@ -687,29 +703,37 @@ typealias F8 = SIMD8<Float>
     }
 }
 
+/// dst[c * ldDst + r] = src[r * ldSrc + c] for r in 0..<rows, c in 0..<columns: whole 8×8 blocks
+/// through `transpose8x8`, the ragged edges one by one.
+func transposeF32(_ src: UnsafePointer<Float>, ldSrc: Int, rows: Int, columns: Int,
+                  _ dst: UnsafeMutablePointer<Float>, ldDst: Int) {
+    let fullRows = rows / 8 * 8, fullColumns = columns / 8 * 8
+    for r0 in stride(from: 0, to: fullRows, by: 8) {
+        for c0 in stride(from: 0, to: fullColumns, by: 8) {
+            let q = src + r0 * ldSrc + c0
+            var t = (load8(q), load8(q + ldSrc), load8(q + 2 * ldSrc), load8(q + 3 * ldSrc),
+                     load8(q + 4 * ldSrc), load8(q + 5 * ldSrc), load8(q + 6 * ldSrc), load8(q + 7 * ldSrc))
+            transpose8x8(&t)
+            let e = dst + c0 * ldDst + r0
+            store8(t.0, e); store8(t.1, e + ldDst); store8(t.2, e + 2 * ldDst); store8(t.3, e + 3 * ldDst)
+            store8(t.4, e + 4 * ldDst); store8(t.5, e + 5 * ldDst); store8(t.6, e + 6 * ldDst); store8(t.7, e + 7 * ldDst)
+        }
+        for r in r0..<(r0 + 8) {
+            for c in fullColumns..<columns { dst[c * ldDst + r] = src[r * ldSrc + c] }
+        }
+    }
+    for r in fullRows..<rows {
+        for c in 0..<columns { dst[c * ldDst + r] = src[r * ldSrc + c] }
+    }
+}
+
 /// dst[p * 16 + jj] = src[jj * ldb + p] for the first `columns` (≤ 16) rows jj of src and p in
 /// 0..<kc (a transposed B panel), zero for jj ≥ columns.
 private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int, columns: Int,
                                   dst: UnsafeMutablePointer<Float>) {
-    for half in 0..<2 {
-        let s = src + half * 8 * ldb
-        let d = dst + half * 8
-        let rows = min(8, max(0, columns - half * 8))
-        var p = 0
-        while p + 8 <= kc {
-            let q = s + p
-            @inline(__always) func row(_ r: Int) -> F8 { r < rows ? load8(q + r * ldb) : F8() }
-            var t = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7))
-            transpose8x8(&t)
-            let e = d + p * 16
-            store8(t.0, e); store8(t.1, e + 16); store8(t.2, e + 32); store8(t.3, e + 48)
-            store8(t.4, e + 64); store8(t.5, e + 80); store8(t.6, e + 96); store8(t.7, e + 112)
-            p += 8
-        }
-        while p < kc {
-            for jj in 0..<8 { d[p * 16 + jj] = jj < rows ? s[jj * ldb + p] : 0 }
-            p += 1
-        }
+    transposeF32(src, ldSrc: ldb, rows: columns, columns: kc, dst, ldDst: 16)
+    if columns < 16 {
+        for p in 0..<kc { (dst + p * 16 + columns).update(repeating: 0, count: 16 - columns) }
     }
 }
 

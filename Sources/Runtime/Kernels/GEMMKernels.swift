@@ -4,6 +4,8 @@
 // from a packed A micro-panel (kc steps of MR values) and a packed B micro-panel (kc steps of NR
 // values): 12 vector accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
 // The store applies the vectorisable part of the epilogue (+= C, += bias, relu) on the hot tile.
+// The two are written out per type on purpose: on a generic SIMD type the standard library's
+// comparisons (relu) fall back to loops over the lanes, and the loop must stay in registers.
 
 /// A micro-kernel and its cache-blocking parameters.
 protocol GEMMKernel {

@@ -43,20 +43,6 @@ public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// body(shared, n, worker) for every sample n, spread over the context's threads (see
-/// `GEMMContext.parallelFor`: body captures nothing and reads `state` through `shared`).
-@inline(__always)
-private func forEachSample<State>(_ n: Int, _ context: GEMMContext?, sharing state: State,
-                                  _ body: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
-    if let context, context.threads > 1, n > 1 {
-        context.parallelFor(n, sharing: state, body)
-    } else {
-        withUnsafePointer(to: state) { shared in
-            for i in 0..<n { body(UnsafeRawPointer(shared), i, 0) }
-        }
-    }
-}
-
 /// y[n,c,oy,ox] = max over the window of x.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
@@ -65,7 +51,7 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
     guard s.isValid else { return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, x, y)
-    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+    parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
         let (s, x, y) = shared.assumingMemoryBound(to: Operands.self).pointee
         let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
         let sh = s.strideH, sw = s.strideW, c = s.channels
@@ -116,7 +102,7 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
     guard s.isValid else { return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, x, dy, dx)
-    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+    parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
         let (s, x, dy, dx) = shared.assumingMemoryBound(to: Operands.self).pointee
         let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
         let sh = s.strideH, sw = s.strideW, c = s.channels
@@ -182,7 +168,7 @@ public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
     guard s.isValid else { return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, x, y)
-    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+    parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
         let (s, x, y) = shared.assumingMemoryBound(to: Operands.self).pointee
         let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
         let sh = s.strideH, sw = s.strideW, c = s.channels
@@ -213,7 +199,7 @@ public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePoint
     guard s.isValid else { return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, dy, dx)
-    forEachSample(s.batch, context, sharing: operands) { shared, n, _ in
+    parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
         let (s, dy, dx) = shared.assumingMemoryBound(to: Operands.self).pointee
         let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
         let sh = s.strideH, sw = s.strideW, c = s.channels

@@ -1,11 +1,13 @@
+// Helpers shared by the test targets.
+
 /// A model text with position markers (1️⃣ 2️⃣ …) where diagnostics must point. The markers are
 /// removed; each one's 1-based line and column (in Unicode scalars, as diagnostics count) is kept.
-struct Marked {
-    static let names = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣"]
-    let text: String
+public struct Marked {
+    public static let names = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣"]
+    public let text: String
     private var positions: [String: (line: Int, column: Int)] = [:]
 
-    init(_ marked: String) {
+    public init(_ marked: String) {
         var text = ""
         var line = 1, column = 1
         for character in marked {
@@ -19,27 +21,43 @@ struct Marked {
         self.text = text
     }
 
-    subscript(_ marker: String) -> (line: Int, column: Int) {
+    public subscript(_ marker: String) -> (line: Int, column: Int) {
         guard let position = positions[marker] else { fatalError("no marker \(marker) in the test text") }
         return position
     }
 
     /// The text of a 1-based line.
-    func line(_ number: Int) -> String {
+    public func line(_ number: Int) -> String {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         return number <= lines.count ? String(lines[number - 1]) : ""
     }
 
     /// `path:L:C: error: message`, the source line and the caret line (with `width - 1` tildes).
-    func error(_ marker: String, _ message: String, width: Int = 1, path: String = "m.nn") -> String {
+    public func error(_ marker: String, _ message: String, width: Int = 1, path: String = "m.nn") -> String {
         let (line, column) = self[marker]
         return "\(path):\(line):\(column): error: \(message)\n\(self.line(line))\n"
             + String(repeating: " ", count: column - 1) + "^" + String(repeating: "~", count: width - 1) + "\n"
     }
 
     /// `path:L:C: note: message`
-    func note(_ marker: String, _ message: String, path: String = "m.nn") -> String {
+    public func note(_ marker: String, _ message: String, path: String = "m.nn") -> String {
         let (line, column) = self[marker]
         return "\(path):\(line):\(column): note: \(message)\n"
     }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing random test input can be reproduced
+/// from its seed.
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A value in 0..<n (0 when n ≤ 1).
+    public mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
 }
