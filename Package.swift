@@ -15,9 +15,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // A header-only module for the cache prefetch hint (the data loader fetches the next batch's rows early).
+        .systemLibrary(name: "CPrefetch", path: "Sources/CPrefetch"),
         .target(name: "Parser"),
         .target(name: "IR", dependencies: ["Parser"]),
-        .target(name: "Runtime", dependencies: ["IR", "CZlib"], swiftSettings: fast + optimizedInDebug),
+        .target(name: "Runtime", dependencies: ["IR", "CZlib", "CPrefetch"], swiftSettings: fast + optimizedInDebug),
         .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime"], swiftSettings: fast),
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
         // Helpers shared by the test targets (marked model texts, a seeded generator).

@@ -1,4 +1,5 @@
 import Foundation
+import CPrefetch
 
 /// A data set kept compact in memory: pixels stay bytes and are converted per batch.
 public struct Dataset: Sendable {
@@ -73,6 +74,10 @@ public struct Dataset: Sendable {
         }
     }
 
+    /// How many rows ahead of the one it converts a batch copy asks for (the rows are scattered over the
+    /// data set, so each waits on main memory unless requested early).
+    let prefetchDistance = 4
+
     /// Copies the features of samples indices[0..<indices.count] into dst (row after row, featureCount each), converting.
     public func copyFeatures<T: KernelScalar>(_ indices: UnsafeBufferPointer<Int>, into dst: UnsafeMutablePointer<T>) {
         // Dispatch to specialised copies (callers in other modules would otherwise run the unspecialised generic).
@@ -101,8 +106,15 @@ public struct Dataset: Sendable {
                 if T.self == Float.self && divide && inverse <= 255 && (0..<256).allSatisfy({ table[$0] == T($0) / T(inverse) }) {
                     let out = UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self)
                     a.withUnsafeBufferPointer { src in
+                        for idx in indices.prefix(prefetchDistance) where idx >= 0 && idx < count {
+                            prefetchBytes(src.baseAddress! + idx * f, f)
+                        }
                         for (r, idx) in indices.enumerated() {
                             precondition(idx >= 0 && idx < count, "Dataset.copyFeatures: index \(idx) out of range 0..<\(count)")
+                            if r + prefetchDistance < indices.count {
+                                let ahead = indices[r + prefetchDistance]
+                                if ahead >= 0 && ahead < count { prefetchBytes(src.baseAddress! + ahead * f, f) }
+                            }
                             bytesToFloats(src.baseAddress! + idx * f, out + r * f, f, dividedBy: Float(inverse))
                         }
                     }
@@ -487,6 +499,12 @@ func npzDatasets(_ file: LoadedFile, expecting: DataExpectation) throws(DataErro
         sets.append(Dataset(count: n, featureCount: xs.featureCount, features: xs.features, targets: targets, source: path))
     }
     return DataSplits(train: sets[0], test: sets.count > 1 ? sets[1] : nil)
+}
+
+/// Asks for the cache lines of start..<start+count ahead of use.
+@inline(__always) private func prefetchBytes(_ start: UnsafeRawPointer, _ count: Int) {
+    var offset = 0
+    while offset < count { nnc_prefetch(start + offset); offset += 64 }
 }
 
 /// dst[j] = Float(src[j]) / k for j in 0..<count, eight at a time.

@@ -203,6 +203,11 @@ func biasGradient<T: KernelScalar>(_ dy: UnsafePointer<T>, _ db: UnsafeMutablePo
 
 /// Row-wise softmax over the last axis, max-subtracted.
 func softmaxForward<T: KernelScalar>(_ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, rows: Int, columns: Int) {
+    if T.self == Float.self {
+        softmaxForwardF32(UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                          UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self), rows: rows, columns: columns)
+        return
+    }
     for r in 0..<rows {
         let row = x + r * columns, out = y + r * columns
         var maximum = row[0]
@@ -212,6 +217,88 @@ func softmaxForward<T: KernelScalar>(_ x: UnsafePointer<T>, _ y: UnsafeMutablePo
         let inverse = 1 / sum
         for c in 0..<columns { out[c] *= inverse }
     }
+}
+
+// MARK: - f32 softmax with a vector exp
+
+/// e^x for eight f32 lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-7 polynomial (Cephes'
+/// expf coefficients), 2^n put together from its exponent bits. Relative error within 2 ulp of expf.
+/// Results below the smallest normal float (x < −87.3) flush to 0; NaN stays NaN; +∞ stays +∞.
+@inline(__always) func expLanes(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    // Written with compares, blends and bit casts only: the standard library's SIMD clamped(), rounded()
+    // and integer conversions compile to calls here.
+    let low = SIMD8<Float>(repeating: -87.3), high = SIMD8<Float>(repeating: 88.3)
+    let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
+    // n = round(x·log2 e) by the 1.5·2²³ trick: adding it leaves n in the low mantissa bits.
+    let shifter = SIMD8<Float>(repeating: 12_582_912)
+    let shifted = clamped * 1.44269504088896341 + shifter
+    let n = shifted - shifter
+    var r = clamped - n * 0.693359375          // ln2 split in two: n·C1 is exact
+    r = r + n * 2.12194440e-4
+    var p = SIMD8<Float>(repeating: 1.9875691500e-4)
+    p = p * r + 1.3981999507e-3
+    p = p * r + 8.3334519073e-3
+    p = p * r + 4.1665795894e-2
+    p = p * r + 1.6666665459e-1
+    p = p * r + 5.0000001201e-1
+    p = p * (r * r) + r + 1
+    let nBits = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(shifter, to: SIMD8<Int32>.self)
+    var result = p * unsafeBitCast((nBits &+ 127) &<< 23, to: SIMD8<Float>.self)
+    result.replace(with: SIMD8(), where: x .< low)
+    result.replace(with: SIMD8(repeating: .infinity), where: x .> high)
+    result.replace(with: x, where: x .!= x)
+    return result
+}
+
+/// A row's maximum and Σ e^(x − max), optionally storing the e^(x − max) (f32, eight lanes at a time;
+/// rows shorter than eight in scalar code).
+@inline(__always) private func rowMaxAndExpSum(_ row: UnsafePointer<Float>, _ count: Int, into out: UnsafeMutablePointer<Float>?) -> (max: Float, sum: Float) {
+    var maximum = row[0]
+    for c in 1..<max(1, count) where row[c] > maximum { maximum = row[c] }
+    if count < 8 {
+        var sum: Float = 0
+        for c in 0..<count {
+            let e = Foundation.exp(row[c] - maximum)
+            out?[c] = e
+            sum += e
+        }
+        return (maximum, sum)
+    }
+    // Eight lanes at a time; a ragged tail is done as the row's last eight lanes, with the lanes
+    // already summed masked out of the sum (the store rewrites them with the same values).
+    var sums = SIMD8<Float>()
+    let lane = SIMD8<Float>(0, 1, 2, 3, 4, 5, 6, 7)   // (an Int32 compare builds its mask lane by lane)
+    var c = 0
+    while c < count {
+        let start = min(c, count - 8)
+        let e = expLanes(loadLanes(row + start) - maximum)
+        if let out { storeLanes(e, out + start) }
+        sums += e.replacing(with: SIMD8(), where: lane .< Float(c - start))
+        c = start + 8
+    }
+    return (maximum, sums.sum())
+}
+
+private func softmaxForwardF32(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+    guard columns > 0 else { return }
+    for r in 0..<rows {
+        let out = y + r * columns
+        let inverse = 1 / rowMaxAndExpSum(x + r * columns, columns, into: out).sum
+        var c = 0
+        while c + 8 <= columns { storeLanes(loadLanes(out + c) * inverse, out + c); c += 8 }
+        while c < columns { out[c] *= inverse; c += 1 }
+    }
+}
+
+private func softmaxCrossEntropyF32(_ logits: UnsafePointer<Float>, _ labels: UnsafePointer<Float>, rows: Int, classes: Int) -> Double {
+    guard classes > 0 else { return 0 }
+    var total = 0.0
+    for r in 0..<rows {
+        let row = logits + r * classes
+        let (maximum, sum) = rowMaxAndExpSum(row, classes, into: nil)
+        total += Foundation.log(Double(sum)) + Double(maximum) - Double(row[label(labels, r, classes: classes)])
+    }
+    return total / Double(max(1, rows))
 }
 
 /// dx = y ⊙ (dy − Σ dy⊙y) per row.
@@ -240,6 +327,10 @@ func sumAll<T: KernelScalar>(_ x: UnsafePointer<T>, _ count: Int) -> Double {
 
 /// Mean over rows of −log softmax(z)[label], stable (log-sum-exp with the max subtracted).
 func softmaxCrossEntropy<T: KernelScalar>(_ logits: UnsafePointer<T>, _ labels: UnsafePointer<T>, rows: Int, classes: Int) -> Double {
+    if T.self == Float.self {
+        return softmaxCrossEntropyF32(UnsafeRawPointer(logits).assumingMemoryBound(to: Float.self),
+                                      UnsafeRawPointer(labels).assumingMemoryBound(to: Float.self), rows: rows, classes: classes)
+    }
     var total = 0.0
     for r in 0..<rows {
         let row = logits + r * classes
