@@ -75,7 +75,7 @@ extension Op {
             return []
         case .activationGrad, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
              .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .update,
-             .dense, .convFused, .activationGradBias, .convBackward:
+             .dense, .convFused, .activationGradBias, .convBackward, .matmulUpdate:
             throw AutodiffError(op: name, location: at)
         }
     }

@@ -148,6 +148,10 @@ public enum Op: Hashable, Sendable {
     /// The whole backward of act(conv(x, W) + b) in one kernel call: operands x, W, y, dy;
     /// results dW, then db (when bias), then dx (when inputGradient).
     case convBackward(ConvGeometry, ActivationFunction, bias: Bool, inputGradient: Bool)
+    /// A parameter's gradient computed by a matmul, with the parameter's SGD step taken in the GEMM's
+    /// epilogue, tile by tile: operands a, b (as for matmul), the parameter, then its state (velocity);
+    /// result the gradient.
+    case matmulUpdate(transposeA: Bool, transposeB: Bool, OptimizerUpdate)
 
     /// The printed name.
     public var name: String {
@@ -183,6 +187,7 @@ public enum Op: Hashable, Sendable {
         case .softmaxCrossEntropy: return "softmax_cross_entropy"
         case .softmaxCrossEntropyGrad: return "softmax_cross_entropy_grad"
         case .update(let u): return "update \(u)"
+        case .matmulUpdate(let ta, let tb, let u): return Op.matmul(transposeA: ta, transposeB: tb).name + "+update \(u)"
         case .dense(let f, let bias): return "dense" + (bias ? "" : ".nobias") + (f == .identity ? "" : " \(f)")
         case .convFused(let g, let f, let bias):
             return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " stride=\(g.stride) pad=\(g.padding)"
@@ -204,8 +209,10 @@ public enum Op: Hashable, Sendable {
 
     /// Ops with an effect beyond their results (never removed as dead code).
     public var hasEffect: Bool {
-        if case .update = self { return true }
-        return false
+        switch self {
+        case .update, .matmulUpdate: return true
+        default: return false
+        }
     }
 
     /// Whether a loss op (the seed of the backward pass).
@@ -329,6 +336,11 @@ extension Op {
             try need(2 + u.stateNames.count)
             for operand in operands.dropFirst() { try same(operands[0], operand) }
             return []
+        case .matmulUpdate(let ta, let tb, let u):
+            try need(3 + u.stateNames.count)
+            let shape = try Op.matmul(transposeA: ta, transposeB: tb).resultShapes(Array(operands.prefix(2)))
+            for operand in operands.dropFirst(2) { try same(shape[0], operand) }
+            return shape
         case .dense(let f, let bias):
             var shape = try Op.matmul(transposeA: false, transposeB: false).resultShapes(Array(operands.prefix(2)))
             if bias { shape = try Op.biasAdd.resultShapes([shape[0], operands[2]]) }
@@ -381,6 +393,9 @@ extension Op {
         case .update(let u):
             let n = count(operands[0])
             switch u { case .sgd: return 4 * n; case .adam: return 12 * n }
+        case .matmulUpdate(let ta, let tb, let u):
+            return Op.matmul(transposeA: ta, transposeB: tb).flops(operands: operands, results: results)
+                + Op.update(u).flops(operands: [results[0]], results: [])
         default:
             return operands.map(count).max() ?? 0
         }

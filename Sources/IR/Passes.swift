@@ -34,6 +34,8 @@ public let optimizationPasses: [Pass] = [
     Pass(name: "fuse-conv-grad", summary: "activation_grad + bias_grad + conv2d grads → conv2d_backward", run: fuseConvolutionGradient),
     // activation gradient and bias gradient computed in one pass over the output gradient
     Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy", run: fuseActivationGradient),
+    // a weight gradient's matmul takes the parameter's SGD step in its epilogue
+    Pass(name: "fuse-update", summary: "matmul (weight gradient) + sgd update → one GEMM", run: fuseUpdate),
     // nodes whose results nobody uses
     Pass(name: "dce", summary: "dead-code elimination", run: eliminateDeadCode),
 ]
@@ -262,4 +264,59 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]
         log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: true, reason: "", location: node.location, line: graph.line(node.location)))
     }
     graph.removeNodes(removed)
+}
+
+/// matmul → update(sgd) of the parameter whose gradient it computes ⇒ matmul+update: the GEMM takes
+/// the SGD step on each tile of the gradient as it finishes, while the tile is in cache, instead of a
+/// separate pass over the gradient, velocity and parameter afterwards.
+///
+/// The fused node stays at the matmul's place when no later node reads the parameter or its state
+/// (the step may only come after the parameter's last use); otherwise it moves to the update's place,
+/// where the matmul's operands are still defined.
+func fuseUpdate(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    let producers = graph.producers()
+    let users = graph.users()
+    var removed: Set<Int> = []
+    var replacements: [(Int, Node)] = []
+    for (index, node) in graph.nodes.enumerated() {
+        guard case .update(let update) = node.op, node.operands.count >= 2 else { continue }
+        let parameter = node.operands[0], gradient = node.operands[1]
+        let pattern = "update %\(graph[parameter].name)"
+        func skip(_ reason: String) {
+            log.append(.init(pass: "fuse-update", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
+        }
+        guard case .sgd = update else { skip("only sgd steps are fused"); continue }
+        guard let producer = producers[gradient.index], case .matmul(let ta, let tb) = graph.nodes[producer].op else {
+            skip("its gradient %\(graph[gradient].name) is not computed by a matmul"); continue
+        }
+        guard !removed.contains(producer), producer < index else { skip("the matmul is already fused"); continue }
+        // Readers of the parameter or its state after the matmul, other than this update.
+        let touched = [parameter] + node.operands.dropFirst(2)
+        let laterReaders = touched.flatMap { users[$0.index] }.filter { $0 > producer && $0 != index }
+        let matmul = graph.nodes[producer]
+        let fused = Node(op: .matmulUpdate(transposeA: ta, transposeB: tb, update),
+                         operands: Array(matmul.operands.prefix(2)) + [parameter] + node.operands.dropFirst(2),
+                         results: matmul.results, location: matmul.location, phase: matmul.phase)
+        if laterReaders.isEmpty {
+            replacements.append((producer, fused))
+            removed.insert(index)
+        } else {
+            // Every user of the gradient must then come after the update's place too.
+            guard users[gradient.index].allSatisfy({ $0 >= index }) else {
+                skip("%\(graph[parameter].name) is read after its gradient, which is used before the update"); continue
+            }
+            var moved = fused
+            moved.phase = node.phase
+            replacements.append((index, moved))
+            removed.insert(producer)
+        }
+        log.append(.init(pass: "fuse-update", pattern: "\(matmul.op.name) %\(graph[gradient].name) + " + pattern, fused: true, reason: "",
+                         location: node.location, line: graph.line(node.location)))
+    }
+    for (index, node) in replacements { graph.nodes[index] = node }
+    graph.removeNodes(removed)
+    // Optimizer state comes in as source nodes after the backward pass; a fused step that stayed at its
+    // matmul's place reads it earlier, so the state sources move to the front (sources run nothing).
+    let isState: (Node) -> Bool = { if case .state = $0.op { return true }; return false }
+    graph.nodes = graph.nodes.filter(isState) + graph.nodes.filter { !isState($0) }
 }

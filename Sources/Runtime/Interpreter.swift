@@ -64,6 +64,8 @@ enum Instruction<T: KernelScalar> {
     typealias P = UnsafeMutablePointer<T>
     case gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, ldc: Int,
               bias: P?, activation: KernelActivation)
+    /// A weight gradient's GEMM that takes the parameter's SGD step in its epilogue.
+    case gemmUpdate(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, update: SGDStep<T>)
     case biasAdd(x: P, b: P, y: P, outer: Int, channels: Int, inner: Int)
     case activation(KernelActivation, x: P, y: P, count: Int)
     case pow(Int, x: P, y: P, count: Int)
@@ -126,7 +128,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         self.scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
         scratch.initialize(repeating: 0, count: scratchCount)
         self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
-        self.updatesParameters = plan.graph.nodes.contains { if case .update = $0.op { return true }; return false }
+        self.updatesParameters = plan.graph.nodes.contains { $0.op.hasEffect }
         executables = [try makeExecutable(batch: plan.batch)]
         lossPointerStorage = plan.graph.loss.map(pointer)
     }
@@ -198,6 +200,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation):
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
                  bias: bias.map { UnsafePointer($0) }, activation: activation, context: context)
+        case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update):
+            gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: update, context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
         case let .activation(f, x, y, count): activationForward(f, x, y, count)
         case let .pow(k, x, y, count): powForward(k, x, y, count)
@@ -264,6 +268,14 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
                 made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
                              c: results[0], ldc: n, bias: nil, activation: .identity)
+            case .matmulUpdate(let ta, let tb, let update):
+                let a = operandDims[0], b = operandDims[1]
+                let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
+                guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps run in a GEMM epilogue") }
+                let step = SGDStep(parameter: operands[2], velocity: operands.count > 3 ? operands[3] : nil,
+                                   lr: T(lr), momentum: T(momentum), nesterov: nesterov, decay: T(decay))
+                made = .gemmUpdate(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
+                                   c: results[0], update: step)
             case .dense(let f, let bias):
                 let a = operandDims[0], b = operandDims[1]
                 made = .gemm(transA: false, transB: false, m: a[0], n: b[1], k: a[1], a: operands[0], lda: a[1], b: operands[1], ldb: b[1],

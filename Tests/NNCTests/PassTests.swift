@@ -34,7 +34,83 @@ func lossAndGradients<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: In
     return (session.lossValue, gradients)
 }
 
+/// Parameters after `steps` training steps on fixed random data, in a given training graph.
+func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, batch: Int, steps: Int, threads: Int) throws -> [[Double]] {
+    let plan = try Plan(graph: graph, batch: batch)
+    let store = ParameterStore<T>(graph: graph)
+    let values = initialValues(for: graph.parameters, seed: 3)
+    for (buffer, initial) in zip(store.parameters, values) { store.load(initial, into: buffer) }
+    let session = try Session<T>(plan: plan, store: store, threads: threads, seed: 5)
+    var random = MT19937(seed: 11)
+    for step in 0..<steps {
+        fillRandomBatch(session, batch: batch, random: &random)
+        session.reseed(UInt32(step))
+        try session.run(batch: batch)
+    }
+    return store.parameters.map { Array($0).map(Double.init) }
+}
+
 @Suite struct PassTests {
+    /// For every model in models/: training with the SGD steps fused into the weight-gradient GEMMs
+    /// gives the same parameters, bit for bit, as training with separate update passes.
+    @Test(arguments: shippedModelFiles())
+    func fusedUpdatesMatchSeparateUpdates(_ path: String) throws {
+        let program = try ModelProgram.load(path: path)
+        guard program.model.graph.loss != nil else { return }
+        var settings = TrainingSettings()
+        settings.momentum = 0.9
+        settings.decay = 0.001
+        for dtype in [DType.f32, .f64] {
+            let training = try program.trainingGraph(dtype: dtype, settings: settings)
+            let separate = try training.optimized(through: "fuse-activation-grad", verify: true).graph
+            let (fused, log) = try training.optimized(verify: true)
+            #expect(log.contains { $0.pass == "fuse-update" && $0.fused }, "\(path): no update fused")
+            #expect(fused.nodes.contains { if case .matmulUpdate = $0.op { return true }; return false })
+            let a = dtype == .f32 ? try parametersAfterTraining(Float.self, separate, batch: 3, steps: 3, threads: 2)
+                                  : try parametersAfterTraining(Double.self, separate, batch: 3, steps: 3, threads: 2)
+            let b = dtype == .f32 ? try parametersAfterTraining(Float.self, fused, batch: 3, steps: 3, threads: 2)
+                                  : try parametersAfterTraining(Double.self, fused, batch: 3, steps: 3, threads: 2)
+            #expect(a == b, "\(path) \(dtype): parameters differ")
+        }
+    }
+
+    /// The fused step stays at the matmul when nothing later reads the parameter, and moves to the
+    /// update's place when something does; Adam steps and non-matmul gradients are logged, not fused.
+    @Test func updateFusionPlacementAndReasons() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 4\nfc 4->3\nrelu\nfc 3->2\nloss crossentropy"))
+        var settings = TrainingSettings()
+        settings.momentum = 0.9
+        var training = try program.trainingGraph(dtype: .f32, settings: settings)
+        var (fused, log) = try training.optimized(verify: true)
+        #expect(log.filter { $0.pass == "fuse-update" && $0.fused }.count == 2)
+        #expect(log.contains { $0.pass == "fuse-update" && !$0.fused && $0.reason.contains("not computed by a matmul") && $0.line == 2 })
+        let placed = fused.nodes.filter { if case .matmulUpdate = $0.op { return true }; return false }
+        #expect(placed.allSatisfy { $0.phase == .backward })
+
+        // Put the second layer's weight gradient before the input gradient that reads its weight:
+        // its fused step must then wait for the update's place.
+        let producers = training.producers()
+        let w1 = training.parameters[2].value
+        let g1 = try #require(training.gradients[2])
+        let dw = try #require(producers[g1.index])
+        let dh = try #require(training.nodes.indices.first { training.nodes[$0].operands.contains(w1) && training.nodes[$0].phase == .backward })
+        #expect(dh < dw)
+        let moved = training.nodes.remove(at: dw)
+        training.nodes.insert(moved, at: dh)
+        (fused, log) = try training.optimized(verify: true)
+        let fusedW1 = try #require(fused.nodes.firstIndex { if case .matmulUpdate = $0.op, $0.operands[2] == w1 { return true }; return false })
+        let readsW1 = fused.nodes.indices.filter { fused.nodes[$0].operands.contains(w1) && $0 != fusedW1 }
+        #expect(readsW1.allSatisfy { $0 < fusedW1 })
+        #expect(fused.nodes[fusedW1].phase == .update)
+        #expect(try parametersAfterTraining(Float.self, fused, batch: 2, steps: 2, threads: 1)
+                == parametersAfterTraining(Float.self, training.optimized(through: "fuse-activation-grad").graph, batch: 2, steps: 2, threads: 1))
+
+        settings.optimizer = .adam
+        log = try program.trainingGraph(dtype: .f32, settings: settings).optimized(verify: true).log
+        #expect(!log.contains { $0.pass == "fuse-update" && $0.fused })
+        #expect(log.contains { $0.pass == "fuse-update" && $0.reason == "only sgd steps are fused" })
+    }
+
     /// For every model in models/: the optimized graph gives the same loss and gradients as the
     /// unoptimized one (1e-5 relative in f32, 1e-12 in f64), and the verifier passes after each pass.
     @Test(arguments: shippedModelFiles())

@@ -164,6 +164,59 @@ import Testing
                                     bias: true, activation: .leakyRelu(alpha: 0.1)), context: ctx)
     }
 
+    /// gemm(update:) takes the same SGD step as a plain GEMM followed by sgdUpdate over C, bit for bit,
+    /// on every path: tiny loops, dot rows, one thread, split over threads, shared packing, k > kc.
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func updateEpilogueMatchesSeparateStep(transA: Bool, transB: Bool) {
+        func check<T: KernelScalar>(_ t: T.Type, _ cs: Case, context: GEMMContext, velocity: Bool, nesterov: Bool, decay: Double) {
+            let x = Self.inputs(T.self, cs, seed: 7)
+            var rng = LCG(state: 99)
+            let count = cs.m * x.ldc
+            let p0 = (0..<count).map { _ in T(rng.next()) }, v0 = (0..<count).map { _ in T(rng.next()) }
+            let (lr, momentum) = (T(0.05), T(0.9))
+            // Separately: C, then the step over C (padding columns included: they are C's too).
+            let c = Self.run(cs, x, context: context)
+            var pA = p0, vA = v0
+            c.withUnsafeBufferPointer { g in pA.withUnsafeMutableBufferPointer { pp in vA.withUnsafeMutableBufferPointer { pv in
+                sgdUpdate(pp.baseAddress!, g.baseAddress!, velocity: velocity ? pv.baseAddress! : nil, count: count, lr: lr,
+                          momentum: momentum, nesterov: nesterov, decay: T(decay))
+            }}}
+            // Fused.
+            var pB = p0, vB = v0, cB = x.c0
+            pB.withUnsafeMutableBufferPointer { pp in vB.withUnsafeMutableBufferPointer { pv in
+                let step = SGDStep(parameter: pp.baseAddress!, velocity: velocity ? pv.baseAddress! : nil, lr: lr, momentum: momentum,
+                                   nesterov: nesterov, decay: T(decay))
+                x.a.withUnsafeBufferPointer { pa in x.b.withUnsafeBufferPointer { pb in cB.withUnsafeMutableBufferPointer { pc in
+                    gemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k, a: pa.baseAddress!, lda: x.lda,
+                         b: pb.baseAddress!, ldb: x.ldb, c: pc.baseAddress!, ldc: x.ldc, accumulate: cs.accumulate,
+                         update: step, context: context, worker: cs.worker)
+                }}}
+            }}
+            // Only the columns GEMM writes are stepped; compare those, and C itself.
+            for i in 0..<cs.m {
+                for j in 0..<cs.n {
+                    let e = i * x.ldc + j
+                    #expect(cB[e] == c[e], "C \(cs) [\(i),\(j)]")
+                    #expect(pB[e] == pA[e], "parameter \(cs) [\(i),\(j)]: \(pB[e]) vs \(pA[e])")
+                    if velocity { #expect(vB[e] == vA[e], "velocity \(cs) [\(i),\(j)]") }
+                }
+            }
+        }
+        let two = GEMMContext(threads: 2)
+        let sharing = GEMMContext(threads: 2)
+        sharing.sharedPackMinWork = 1
+        let sizes = [(1, 1, 1), (3, 17, 5), (2, 40, 9), (17, 33, 129), (129, 20, 17), (40, 300, 300)]
+        for (m, n, k) in sizes {
+            for (velocity, nesterov, decay) in [(true, false, 0.0), (true, true, 0.01), (false, false, 0.001)] {
+                let cs = Case(m: m, n: n, k: k, transA: transA, transB: transB, padC: 3, accumulate: m == 17)
+                check(Float.self, cs, context: two, velocity: velocity, nesterov: nesterov, decay: decay)
+                check(Double.self, cs, context: GEMMContext(threads: 1), velocity: velocity, nesterov: nesterov, decay: decay)
+            }
+            check(Float.self, Case(m: m, n: n, k: k, transA: transA, transB: transB), context: sharing, velocity: true, nesterov: false, decay: 0)
+            check(Float.self, Case(m: m, n: n, k: k, transA: transA, transB: transB, worker: 1), context: two, velocity: true, nesterov: false, decay: 0)
+        }
+    }
+
     @Test func leadingDimensions() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for (m, n, k) in [(3, 17, 5), (17, 33, 20), (20, 16, 129)] {

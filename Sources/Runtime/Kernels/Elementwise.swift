@@ -403,20 +403,27 @@ func binaryCrossEntropyBackward<T: KernelScalar>(_ p: UnsafePointer<T>, _ y: Uns
     return min(count, groups * part / parts * 8)..<min(count, groups * (part + 1) / parts * 8)
 }
 
-/// SGD (PyTorch's semantics): g += decay·p; v = μv + g; p −= lr·(nesterov ? g + μv : v).
-@_specialize(where T == Float)
-@_specialize(where T == Double)
-func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, velocity: UnsafeMutablePointer<T>?, count: Int,
-                                lr: T, momentum: T, nesterov: Bool, decay: T, context: GEMMContext? = nil) {
-    typealias Operands = (UnsafeMutablePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>?, Int, T, T, Bool, T, Int)
-    let parts = elementwiseParts(count, context)
-    let operands: Operands = (p, g, velocity, count, lr, momentum, nesterov, decay, parts)
-    parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
-        let (p, g, velocity, count, lr, momentum, nesterov, decay, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
-        let range = laneRange(count, part: part, of: parts)
-        var i = range.lowerBound
-        if let v = velocity {
-            while i + 8 <= range.upperBound {
+/// One SGD step (PyTorch's semantics) on a parameter, its gradient and velocity: g += decay·p;
+/// v = momentum·v + g; p −= lr·(nesterov ? g + momentum·v : v) (without velocity: p −= lr·g). The vector
+/// and scalar forms do the same IEEE operations, so results do not depend on where a split falls, and
+/// the GEMM epilogue (`gemm(update:)`) gives the same parameters as `sgdUpdate`.
+public struct SGDStep<T: KernelScalar> {
+    public var parameter: UnsafeMutablePointer<T>
+    public var velocity: UnsafeMutablePointer<T>?
+    public var lr: T, momentum: T, nesterov: Bool, decay: T
+
+    public init(parameter: UnsafeMutablePointer<T>, velocity: UnsafeMutablePointer<T>?, lr: T, momentum: T, nesterov: Bool, decay: T) {
+        (self.parameter, self.velocity, self.lr, self.momentum, self.nesterov, self.decay) = (parameter, velocity, lr, momentum, nesterov, decay)
+    }
+
+    /// The step for elements offset..<offset+count of the parameter, with their gradient at g.
+    @inline(__always)
+    func apply(gradient g: UnsafePointer<T>, at offset: Int, count: Int) {
+        let p = parameter + offset
+        var i = 0
+        if let velocity {
+            let v = velocity + offset
+            while i + 8 <= count {
                 var gi = loadLanes(g + i)
                 if decay != 0 { gi += decay * loadLanes(p + i) }
                 let vi = momentum * loadLanes(v + i) + gi
@@ -424,7 +431,7 @@ func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer
                 storeLanes(loadLanes(p + i) - lr * (nesterov ? gi + momentum * vi : vi), p + i)
                 i += 8
             }
-            while i < range.upperBound {
+            while i < count {
                 var gi = g[i]
                 if decay != 0 { gi += decay * p[i] }
                 let vi = momentum * v[i] + gi
@@ -433,19 +440,35 @@ func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer
                 i += 1
             }
         } else {
-            while i + 8 <= range.upperBound {
+            while i + 8 <= count {
                 var gi = loadLanes(g + i)
                 if decay != 0 { gi += decay * loadLanes(p + i) }
                 storeLanes(loadLanes(p + i) - lr * gi, p + i)
                 i += 8
             }
-            while i < range.upperBound {
+            while i < count {
                 var gi = g[i]
                 if decay != 0 { gi += decay * p[i] }
                 p[i] -= lr * gi
                 i += 1
             }
         }
+    }
+}
+
+/// SGD over count elements (see `SGDStep`), split over the context's threads for large tensors.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
+func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, velocity: UnsafeMutablePointer<T>?, count: Int,
+                                lr: T, momentum: T, nesterov: Bool, decay: T, context: GEMMContext? = nil) {
+    typealias Operands = (SGDStep<T>, UnsafePointer<T>, Int, Int)
+    let parts = elementwiseParts(count, context)
+    let step = SGDStep(parameter: p, velocity: velocity, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay)
+    let operands: Operands = (step, g, count, parts)
+    parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
+        let (step, g, count, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let range = laneRange(count, part: part, of: parts)
+        step.apply(gradient: g + range.lowerBound, at: range.lowerBound, count: range.count)
     }
 }
 

@@ -130,6 +130,9 @@ struct GEMMScratch {
 /// worker == nil: may use all the context's threads above a size threshold.
 /// worker == w: runs single-threaded on the calling thread using worker w's scratch (for calls made inside parallelFor).
 /// m, n or k may be 0 (k == 0 gives C = epilogue(0)).
+/// With `update` (a weight gradient GEMM, C = the gradient of a parameter laid out like C), each tile of
+/// C, once final, also takes an SGD step on the parameter while it is in cache; the result is the same
+/// as `sgdUpdate` over C afterwards.
 @inlinable
 public func gemm<T: KernelScalar>(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
@@ -141,15 +144,24 @@ public func gemm<T: KernelScalar>(
     activation: KernelActivation = .identity,
     gradientThrough: KernelActivation = .identity,
     gradientOutput: UnsafePointer<T>? = nil, ldg: Int = 0,
+    update: SGDStep<T>? = nil,
     context: GEMMContext, worker: Int? = nil
 ) {
     // Non-generic entry points on raw pointers: the type test folds away in specialised callers,
     // and unspecialised callers pay no generic-metadata look-ups.
-    let call = GEMMCall(transA: transA, transB: transB, m: m, n: n, k: k,
+    var call = GEMMCall(transA: transA, transB: transB, m: m, n: n, k: k,
                         a: UnsafeRawPointer(a), lda: lda, b: UnsafeRawPointer(b), ldb: ldb,
                         c: UnsafeMutableRawPointer(c), ldc: ldc, accumulate: accumulate,
                         bias: UnsafeRawPointer(bias), activation: activation, gradientThrough: gradientThrough,
                         gradient: UnsafeRawPointer(gradientOutput), ldg: ldg, worker: worker ?? -1)
+    if let update {
+        // (No closures here: in an unspecialised caller, one over T would allocate its context.)
+        var velocity: UnsafeMutableRawPointer? = nil
+        if let v = update.velocity { velocity = UnsafeMutableRawPointer(v) }
+        call.update = GEMMCall.Update(parameter: UnsafeMutableRawPointer(update.parameter), velocity: velocity,
+                                      lr: Double(update.lr), momentum: Double(update.momentum),
+                                      nesterov: update.nesterov, decay: Double(update.decay))
+    }
     if T.self == Float.self {
         gemmFloat(call, context)
     } else if T.self == Double.self {
@@ -173,6 +185,19 @@ struct GEMMCall {
     var activation: KernelActivation, gradientThrough: KernelActivation
     var gradient: UnsafeRawPointer?, ldg: Int
     var worker: Int
+    /// The SGD step of `gemm(update:)`, untyped (the values convert back exactly: they came from T).
+    @usableFromInline
+    struct Update {
+        var parameter: UnsafeMutableRawPointer, velocity: UnsafeMutableRawPointer?
+        var lr: Double, momentum: Double, nesterov: Bool, decay: Double
+
+        @usableFromInline
+        init(parameter: UnsafeMutableRawPointer, velocity: UnsafeMutableRawPointer?, lr: Double, momentum: Double,
+             nesterov: Bool, decay: Double) {
+            (self.parameter, self.velocity, self.lr, self.momentum, self.nesterov, self.decay) = (parameter, velocity, lr, momentum, nesterov, decay)
+        }
+    }
+    @usableFromInline var update: Update?
 
     @usableFromInline
     init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafeRawPointer, lda: Int,
@@ -183,6 +208,7 @@ struct GEMMCall {
         (self.a, self.lda, self.b, self.ldb, self.c, self.ldc) = (a, lda, b, ldb, c, ldc)
         (self.accumulate, self.bias, self.activation, self.gradientThrough) = (accumulate, bias, activation, gradientThrough)
         (self.gradient, self.ldg, self.worker) = (gradient, ldg, worker)
+        self.update = nil
     }
 }
 
@@ -219,6 +245,8 @@ struct GEMMArgs<T: KernelScalar> {
     var gradientThrough: KernelActivation
     var gradient: UnsafePointer<T>?
     var ldg: Int
+    /// An SGD step on a parameter laid out like C (leading dimension ldc), from the final C.
+    var update: SGDStep<T>?
 
     /// The activation is relu and is applied by the vector store.
     var reluInKernel: Bool { activation == .relu }
@@ -259,7 +287,21 @@ extension GEMMArgs {
                   c: call.c.assumingMemoryBound(to: T.self), ldc: call.ldc,
                   accumulate: call.accumulate, bias: call.bias?.assumingMemoryBound(to: T.self),
                   activation: call.activation, gradientThrough: call.gradientThrough,
-                  gradient: call.gradient?.assumingMemoryBound(to: T.self), ldg: call.ldg)
+                  gradient: call.gradient?.assumingMemoryBound(to: T.self), ldg: call.ldg,
+                  update: call.update.map {
+                      SGDStep(parameter: $0.parameter.assumingMemoryBound(to: T.self),
+                              velocity: $0.velocity?.assumingMemoryBound(to: T.self),
+                              lr: T($0.lr), momentum: T($0.momentum), nesterov: $0.nesterov, decay: T($0.decay))
+                  })
+    }
+
+    /// The SGD step on rows × cols of the parameter, from the finished gradient in C.
+    @inline(__always)
+    func applyUpdate(rows: Range<Int>, cols: Range<Int>) {
+        guard let update else { return }
+        for i in rows {
+            update.apply(gradient: UnsafePointer(c + i * ldc + cols.lowerBound), at: i * ldc + cols.lowerBound, count: cols.count)
+        }
     }
 }
 
@@ -287,6 +329,7 @@ func gemmReference<T: KernelScalar>(_ g: GEMMArgs<T>, rows: Range<Int>, cols: Ra
             }
             g.c[i * g.ldc + j] = g.finish(s, i, j, addC: g.accumulate)
         }
+        g.applyUpdate(rows: i..<(i + 1), cols: cols)
     }
 }
 
@@ -388,6 +431,7 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
                                packB: packB + pc * ncPad, directB: false, scratch: context.scratch[w])
                 pc += KC
             }
+            g.applyUpdate(rows: rows, cols: jc..<(jc + nc))
         }
         jc += nc
     }
@@ -429,6 +473,8 @@ func gemmBlocked<K: GEMMKernel>(
                            packB: packB, directB: directB, scratch: scratch)
             pc += KC
         }
+        // The block of C is final: its parameter step, while it is still in this core's cache.
+        g.applyUpdate(rows: rows, cols: jc..<(jc + nc))
         jc += NC
     }
 }
@@ -464,6 +510,7 @@ func gemmDotRows<K: GEMMKernel>(
             for q in 0..<cnt { g.c[i * g.ldc + j + q] = g.finish(out[q], i, j + q, addC: g.accumulate) }
             j += 4
         }
+        g.applyUpdate(rows: i..<(i + 1), cols: cols)
     }
 }
 
