@@ -270,7 +270,7 @@ func convBackwardSamplesPerGEMM(_ s: Conv2DShape) -> Int {
 struct ConvBackwardLayout {
     var samplesPerGEMM: Int
     var dz: Int            // per thread: [Cout × B·P]
-    var col: Int           // per thread: [K × B·P]
+    var col: Int           // per thread: [K × B·P], or the direct path's padded input and dZ planes
     var dw: Int            // per thread: [Cout × K]
     var db: Int            // per thread: [Cout]
     var dxcol: Int         // per thread: [K × B·P]
@@ -280,10 +280,43 @@ struct ConvBackwardLayout {
         let p = s.outHeight * s.outWidth, k = s.patchSize
         samplesPerGEMM = convBackwardSamplesPerGEMM(s)
         dz = s.outChannels * samplesPerGEMM * p
-        col = k * samplesPerGEMM * p
+        col = max(k * samplesPerGEMM * p, s.directWeightGradient ? DirectWeightGradient(s).scratch : 0)
         dw = s.outChannels * k
         db = s.outChannels
         dxcol = k * samplesPerGEMM * p
+    }
+}
+
+extension Conv2DShape {
+    /// The weight gradient is computed directly from the padded input and dZ planes (no im2col, no
+    /// packing) for stride-1, 3-wide kernels over few input channels (K < 64), three output channels
+    /// by three kernel columns at a time in nine vector accumulators. f32 only. Measured on the
+    /// Fashion-MNIST CNN: the first layer's backward (K = 9) went from 475 to 250 µs; for the second
+    /// (K = 144) im2col + GEMM is as fast, and needs no second copy of dZ for the input gradient.
+    var directWeightGradient: Bool { strideH == 1 && strideW == 1 && kernelW == 3 && patchSize < 64 }
+}
+
+/// Sizes of the direct weight-gradient path's per-thread buffers (f32 elements).
+struct DirectWeightGradient {
+    /// Output row length rounded up to whole vectors; columns past outWidth hold dZ = 0.
+    let rowLength: Int
+    /// Padded input plane: outHeight + kh − 1 rows of rowLength + 2 (zero outside the image).
+    let paddedWidth: Int, paddedHeight: Int
+    /// Output channels per pass over the input rows.
+    static let channelBlock = 3
+    /// dZ planes: Cout rounded up to the channel block (extra planes stay zero).
+    let planes: Int
+    /// Offset of the dZ planes (after the Cin padded input planes).
+    let dz: Int
+    let scratch: Int
+
+    init(_ s: Conv2DShape) {
+        rowLength = (s.outWidth + 7) / 8 * 8
+        paddedWidth = rowLength + s.kernelW - 1
+        paddedHeight = s.outHeight + s.kernelH - 1
+        planes = (s.outChannels + DirectWeightGradient.channelBlock - 1) / DirectWeightGradient.channelBlock * DirectWeightGradient.channelBlock
+        dz = s.inChannels * paddedHeight * paddedWidth
+        scratch = dz + planes * s.outHeight * rowLength
     }
 }
 
@@ -323,7 +356,8 @@ public func conv2DBackward<T: KernelScalar>(
     let needDZ = dWeight != nil || dBias != nil || dx != nil
     guard needDZ else { return }
     let activeY: UnsafePointer<T>? = activation == .identity ? nil : y
-    let transposedDW = s.weightGradientTransposed
+    let direct = T.self == Float.self && s.directWeightGradient
+    let transposedDW = s.weightGradientTransposed && !direct
     let perThreadBase = scratch
 
     typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, KernelActivation,
@@ -346,6 +380,13 @@ public func conv2DBackward<T: KernelScalar>(
         let first = n * chunk / chunks, last = n * (chunk + 1) / chunks
         if dWeight != nil { for i in 0..<(cout * k) { dwPart[i] = 0 } }
         if dBias != nil { for i in 0..<cout { dbPart[i] = 0 } }
+        if T.self == Float.self && s.directWeightGradient {  // (dW partials then in [Cout × K] layout)
+            convBackwardDirect(s, x: x, weight: weight, dy: dy, activation: activation, y: activeY,
+                               dx: dx, needWeight: dWeight != nil, needBias: dBias != nil,
+                               samples: first..<last, dz: dz, buffers: col, dwPart: dwPart, dbPart: dbPart, dxcol: dxcol,
+                               context: context, worker: worker)
+            return
+        }
         var start = first
         while start < last {
             let bsz = min(bmax, last - start)
@@ -419,4 +460,119 @@ public func conv2DBackward<T: KernelScalar>(
             }
         }
     }
+}
+
+// MARK: - Direct weight gradient (stride 1, 3-wide kernels, f32)
+
+/// The backward pass for the samples of one chunk with the weight gradient computed directly:
+/// per sample, the input planes are copied into zero-padded planes and dZ = dY ⊙ act'(Y) into planes
+/// with whole-vector rows (zero past the output width), so that
+/// dW[co, c, i, j] = Σ_oy Σ_ox dZ[co, oy, ox] · Xpad[c, oy + i, ox + j] is a sum of vector products of
+/// contiguous rows. The input gradient, when asked for, goes through the GEMM and col2im as before.
+@inline(__always)
+func convBackwardDirect<T: KernelScalar>(
+    _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
+    activation: KernelActivation, y: UnsafePointer<T>?, dx: UnsafeMutablePointer<T>?, needWeight: Bool, needBias: Bool,
+    samples: Range<Int>, dz: UnsafeMutablePointer<T>, buffers: UnsafeMutablePointer<T>,
+    dwPart: UnsafeMutablePointer<T>, dbPart: UnsafeMutablePointer<T>, dxcol: UnsafeMutablePointer<T>,
+    context: GEMMContext, worker: Int
+) {
+    let d = DirectWeightGradient(s)
+    let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+    let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+    let xpad = buffers, dzPlanes = buffers + d.dz
+    let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
+    // Borders and row tails are written once and stay zero.
+    buffers.update(repeating: 0, count: d.scratch)
+    for n in samples {
+        // dZ planes (and their compact copy for the input gradient's GEMM), with db.
+        for co in 0..<cout {
+            let plane = co * p + n * cout * p
+            var sum: T = 0
+            for oy in 0..<ho {
+                let row = dzPlanes + co * dzPlaneSize + oy * d.rowLength
+                sum += activationBackwardSum(activation, y.map { $0 + plane + oy * wo }, dy + plane + oy * wo, row, wo)
+                if dx != nil { copyShort(dz + co * p + oy * wo, row, wo) }
+            }
+            if needBias { dbPart[co] += sum }
+        }
+        if needWeight {
+            for c in 0..<cin {
+                let src = x + (n * cin + c) * h * w
+                let dst = xpad + c * planeSize + s.padH * d.paddedWidth + s.padW
+                for iy in 0..<h { copyShort(dst + iy * d.paddedWidth, src + iy * w, w) }
+            }
+            directWeightGradientF32(s, d, xpad: UnsafeRawPointer(xpad).assumingMemoryBound(to: Float.self),
+                                    dz: UnsafeRawPointer(dzPlanes).assumingMemoryBound(to: Float.self),
+                                    dw: UnsafeMutableRawPointer(dwPart).assumingMemoryBound(to: Float.self))
+        }
+        if let dx {
+            gemm(transA: true, transB: false, m: k, n: p, k: cout, a: weight, lda: k,
+                 b: UnsafePointer(dz), ldb: p, c: dxcol, ldc: p, context: context, worker: worker)
+            let dxn = dx + n * cin * h * w
+            dxn.update(repeating: 0, count: cin * h * w)
+            col2im(UnsafePointer(dxcol), ldcol: p, channels: cin, height: h, width: w,
+                   kernelH: s.kernelH, kernelW: s.kernelW, strideH: 1, strideW: 1,
+                   padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, dst: dxn)
+        }
+    }
+}
+
+/// dw[co, c, i, 0..<3] += Σ_oy Σ_ox dz[co, oy, ox] · xpad[c, oy + i, ox + 0..<3] for one sample, three
+/// output channels at a time (see `directRowsF32`).
+private func directWeightGradientF32(_ s: Conv2DShape, _ d: DirectWeightGradient,
+                                     xpad: UnsafePointer<Float>, dz: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>) {
+    let cin = s.inChannels, cout = s.outChannels, kh = s.kernelH, ho = s.outHeight
+    let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
+    var sums = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+    withUnsafeMutableBytes(of: &sums) { raw in
+        let out = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+        var co0 = 0
+        while co0 < cout {
+            let z0 = dz + co0 * dzPlaneSize
+            for c in 0..<cin {
+                for i in 0..<kh {
+                    let x = xpad + c * planeSize + i * d.paddedWidth
+                    directRowsF32(ho, d.rowLength, d.paddedWidth, x, x + 1, x + 2, z0, z0 + dzPlaneSize, z0 + 2 * dzPlaneSize, out)
+                    for b in 0..<min(DirectWeightGradient.channelBlock, cout - co0) {
+                        let w = dw + ((co0 + b) * cin + c) * kh * 3 + i * 3
+                        w[0] += out[b * 3]; w[1] += out[b * 3 + 1]; w[2] += out[b * 3 + 2]
+                    }
+                }
+            }
+            co0 += DirectWeightGradient.channelBlock
+        }
+    }
+}
+
+/// out[b·3 + j] = Σ_row Σ_q z_b[row, q] · x_j[row, q] for three dZ planes b and the input rows at
+/// column offsets j = 0, 1, 2: nine vector accumulators (enough independent chains to keep both FMA
+/// units busy), and each loaded vector feeds three multiply-adds. The three input pointers are
+/// passed separately, not as x + j, so that the compiler loads them rather than building the shifted
+/// vectors with permutes (measured: 3× slower).
+@inline(never)
+private func directRowsF32(_ rows: Int, _ rowLength: Int, _ inputStride: Int,
+                           _ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+                           _ z0: UnsafePointer<Float>, _ z1: UnsafePointer<Float>, _ z2: UnsafePointer<Float>,
+                           _ out: UnsafeMutablePointer<Float>) {
+    typealias V = SIMD8<Float>
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V(), a20 = V(), a21 = V(), a22 = V()
+    for row in 0..<rows {
+        let xo = row * inputStride, zo = row * rowLength
+        var q = 0
+        while q < rowLength {
+            let v0 = load(x0 + xo + q), v1 = load(x1 + xo + q), v2 = load(x2 + xo + q)
+            var g = load(z0 + zo + q)
+            a00 = a00.addingProduct(g, v0); a01 = a01.addingProduct(g, v1); a02 = a02.addingProduct(g, v2)
+            g = load(z1 + zo + q)
+            a10 = a10.addingProduct(g, v0); a11 = a11.addingProduct(g, v1); a12 = a12.addingProduct(g, v2)
+            g = load(z2 + zo + q)
+            a20 = a20.addingProduct(g, v0); a21 = a21.addingProduct(g, v1); a22 = a22.addingProduct(g, v2)
+            q += 8
+        }
+    }
+    out[0] = a00.sum(); out[1] = a01.sum(); out[2] = a02.sum()
+    out[3] = a10.sum(); out[4] = a11.sum(); out[5] = a12.sum()
+    out[6] = a20.sum(); out[7] = a21.sum(); out[8] = a22.sum()
 }
