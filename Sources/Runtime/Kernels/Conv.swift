@@ -197,11 +197,57 @@ func col2im<T: KernelScalar>(_ col: UnsafePointer<T>, ldcol: Int, channels: Int,
 // MARK: - Forward
 
 /// Scratch elements `conv2DForward` needs with up to `threads` threads: one im2col buffer [K × Ho·Wo]
-/// per thread (none for pointwise convolutions).
+/// per thread (none for pointwise convolutions), or the direct path's buffers.
 public func conv2DForwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
     guard s.isValid, !s.isPointwise else { return 0 }
     let perThread = (s.patchSize + (s.forwardTransposed ? s.outChannels : 0)) * s.outHeight * s.outWidth
-    return max(threads, 1) * perThread
+    let im2col = max(threads, 1) * perThread
+    guard s.directForward else { return im2col }
+    let d = DirectForward(s)
+    return max(im2col, d.weights + max(threads, 1) * d.perThread)
+}
+
+extension Conv2DShape {
+    /// Stride-1 convolutions run directly on zero-padded input planes (no im2col, no packing): see
+    /// `DirectForward`. f32 only.
+    var directForward: Bool { strideH == 1 && strideW == 1 && !isPointwise }
+}
+
+/// The direct stride-1 convolution. Input planes are copied into rows of `rowLength` (a multiple of
+/// eight, at least Wo + kw − 1) with zero padding, and the output is computed over planes with the
+/// same row length, so that output position f = oy·rowLength + ox reads input position
+/// f + i·rowLength + j for every (c, i, j): the convolution becomes a sum over K shifted copies of
+/// the flat plane. Positions with ox ≥ Wo are computed and dropped. Four output channels by three
+/// 8-wide chunks are accumulated at a time in twelve vector registers; each loaded input vector feeds
+/// four multiply-adds, each broadcast weight three.
+struct DirectForward {
+    static let channelBlock = 4, chunkBlock = 3
+    let rowLength: Int
+    /// Rows of a padded input plane: Ho + kh − 1.
+    let inputRows: Int
+    /// Elements of one padded input plane (plus slack for the reads past the last row).
+    let inputPlane: Int
+    /// Elements of one output plane: Ho·rowLength rounded up to whole chunk blocks.
+    let outputPlane: Int
+    /// Output channels rounded up to the channel block.
+    let channels: Int
+    /// Shared: the weights transposed to [K × channels] (zero past Cout).
+    let weights: Int
+    /// Per thread: the padded input planes, then the output planes.
+    let perThread: Int
+
+    init(_ s: Conv2DShape) {
+        rowLength = (s.outWidth + s.kernelW - 1 + 7) / 8 * 8
+        inputRows = s.outHeight + s.kernelH - 1
+        let blockWidth = DirectForward.chunkBlock * 8
+        outputPlane = (s.outHeight * rowLength + blockWidth - 1) / blockWidth * blockWidth
+        // Reads reach (kh − 1)·rowLength + kw − 1 past an output position, and the last block of the
+        // output plane may extend past Ho·rowLength.
+        inputPlane = max(inputRows * rowLength, outputPlane + (s.kernelH - 1) * rowLength) + s.kernelW - 1 + 8
+        channels = (s.outChannels + DirectForward.channelBlock - 1) / DirectForward.channelBlock * DirectForward.channelBlock
+        weights = s.patchSize * channels
+        perThread = s.inChannels * inputPlane + channels * outputPlane
+    }
 }
 
 /// y = act(conv(x, weight) + bias), NCHW. `bias` may be nil. `scratch` holds at least
@@ -214,6 +260,14 @@ public func conv2DForward<T: KernelScalar>(
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
+    if T.self == Float.self && s.directForward {
+        conv2DForwardDirect(s, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                            weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
+                            bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
+                            y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
+                            scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), context: context)
+        return
+    }
     typealias Forward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>?, KernelActivation,
                          UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, GEMMContext)
     let forward: Forward = (s, x, weight, bias, activation, y, scratch, context)
@@ -250,6 +304,122 @@ public func conv2DForward<T: KernelScalar>(
         }
         gemm(transA: false, transB: false, m: cout, n: p, k: k, a: weight, lda: k, b: colPtr, ldb: p,
              c: yn, ldc: p, accumulate: bias != nil, activation: activation, context: context, worker: worker)
+    }
+}
+
+/// The direct stride-1 forward pass (see `DirectForward`), samples spread over the context's threads.
+private func conv2DForwardDirect(
+    _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    activation: KernelActivation, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+) {
+    let d = DirectForward(s)
+    let k = s.patchSize, cout = s.outChannels
+    // Weights as [K × channels]: the channel block's four weights for one (c, i, j) are adjacent.
+    let wt = scratch
+    for kk in 0..<k {
+        for co in 0..<d.channels { wt[kk * d.channels + co] = co < cout ? weight[co * k + kk] : 0 }
+    }
+    typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, KernelActivation,
+                         UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)
+    let forward: Forward = (s, x, bias, activation, y, scratch)
+    context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
+        let (s, x, bias, activation, y, scratch) = shared.assumingMemoryBound(to: Forward.self).pointee
+        let d = DirectForward(s)
+        let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+        let ho = s.outHeight, wo = s.outWidth
+        let wt = UnsafePointer(scratch)
+        let input = scratch + d.weights + worker * d.perThread
+        let output = input + cin * d.inputPlane
+        // Padded input planes: zero, then the image rows at (padH, padW).
+        input.update(repeating: 0, count: cin * d.inputPlane)
+        for c in 0..<cin {
+            let src = x + (n * cin + c) * h * w
+            let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
+            for iy in 0..<h { copyShort(dst + iy * d.rowLength, src + iy * w, w) }
+        }
+        directForwardPlanes(s, d, input: UnsafePointer(input), weights: wt, output: output)
+        // The valid columns of each output row, + bias, activation.
+        let yn = y + n * cout * ho * wo
+        for co in 0..<cout {
+            let b = bias?[co] ?? 0
+            for oy in 0..<ho {
+                biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
+            }
+        }
+    }
+}
+
+/// dst[0..<count] = activation(src[0..<count] + bias) in one vector pass (relu and identity; the others
+/// finish in scalar code). A ragged end is done as the row's last eight lanes, never past count: the
+/// next row may belong to another thread.
+@inline(__always)
+private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
+                               bias: Float, _ activation: KernelActivation) {
+    let relu = activation == .relu
+    @inline(__always) func lanes(_ at: Int) {
+        let v = loadLanes(src + at) + bias
+        storeLanes(relu ? Float.selectPositive(v, v, SIMD8()) : v, dst + at)
+    }
+    if count >= 8 {
+        var ox = 0
+        while ox + 8 <= count { lanes(ox); ox += 8 }
+        if ox < count { lanes(count - 8) }
+    } else {
+        for ox in 0..<count { dst[ox] = src[ox] + bias }
+        if relu { for ox in 0..<count where !(dst[ox] > 0) { dst[ox] = 0 } }
+    }
+    if !(relu || activation == .identity) {
+        for ox in 0..<count { dst[ox] = activation.apply(dst[ox]) }
+    }
+}
+
+/// output[co][f] = Σ_(c, i, j) W[co, c, i, j] · input[c][f + i·rowLength + j] over whole output planes,
+/// four channels by three chunks at a time.
+private func directForwardPlanes(_ s: Conv2DShape, _ d: DirectForward, input: UnsafePointer<Float>,
+                                 weights: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+    typealias V = SIMD8<Float>
+    let cin = s.inChannels, kh = s.kernelH, kw = s.kernelW, channels = d.channels
+    let blockWidth = DirectForward.chunkBlock * 8
+    var co0 = 0
+    while co0 < channels {
+        var f = 0
+        while f < d.outputPlane {
+            var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V()
+            var a20 = V(), a21 = V(), a22 = V(), a30 = V(), a31 = V(), a32 = V()
+            var wp = weights + co0
+            for c in 0..<cin {
+                for i in 0..<kh {
+                    var xp = input + c * d.inputPlane + i * d.rowLength + f
+                    for _ in 0..<kw {
+                        let raw = UnsafeRawPointer(xp)
+                        let x0 = raw.loadUnaligned(as: V.self)
+                        let x1 = raw.loadUnaligned(fromByteOffset: 32, as: V.self)
+                        let x2 = raw.loadUnaligned(fromByteOffset: 64, as: V.self)
+                        var g = V(repeating: wp[0])
+                        a00 = a00.addingProduct(g, x0); a01 = a01.addingProduct(g, x1); a02 = a02.addingProduct(g, x2)
+                        g = V(repeating: wp[1])
+                        a10 = a10.addingProduct(g, x0); a11 = a11.addingProduct(g, x1); a12 = a12.addingProduct(g, x2)
+                        g = V(repeating: wp[2])
+                        a20 = a20.addingProduct(g, x0); a21 = a21.addingProduct(g, x1); a22 = a22.addingProduct(g, x2)
+                        g = V(repeating: wp[3])
+                        a30 = a30.addingProduct(g, x0); a31 = a31.addingProduct(g, x1); a32 = a32.addingProduct(g, x2)
+                        wp += channels
+                        xp += 1
+                    }
+                }
+            }
+            let out = UnsafeMutableRawPointer(output + co0 * d.outputPlane + f)
+            let plane = d.outputPlane * 4
+            out.storeBytes(of: a00, as: V.self); out.storeBytes(of: a01, toByteOffset: 32, as: V.self); out.storeBytes(of: a02, toByteOffset: 64, as: V.self)
+            out.storeBytes(of: a10, toByteOffset: plane, as: V.self); out.storeBytes(of: a11, toByteOffset: plane + 32, as: V.self)
+            out.storeBytes(of: a12, toByteOffset: plane + 64, as: V.self)
+            out.storeBytes(of: a20, toByteOffset: 2 * plane, as: V.self); out.storeBytes(of: a21, toByteOffset: 2 * plane + 32, as: V.self)
+            out.storeBytes(of: a22, toByteOffset: 2 * plane + 64, as: V.self)
+            out.storeBytes(of: a30, toByteOffset: 3 * plane, as: V.self); out.storeBytes(of: a31, toByteOffset: 3 * plane + 32, as: V.self)
+            out.storeBytes(of: a32, toByteOffset: 3 * plane + 64, as: V.self)
+            f += blockWidth
+        }
+        co0 += DirectForward.channelBlock
     }
 }
 
