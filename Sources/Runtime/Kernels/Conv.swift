@@ -494,7 +494,24 @@ struct DirectWeightGradient {
 public func conv2DBackwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
     guard s.isValid else { return 0 }
     let l = ConvBackwardLayout(s)
-    return max(threads, 1) * l.perThread
+    let direct = s.directInputGradient
+        ? s.outputCount + s.weightCount + conv2DForwardScratchCount(s.inputGradientShape, threads: threads) : 0
+    return max(threads, 1) * l.perThread + direct
+}
+
+extension Conv2DShape {
+    /// The input gradient of a stride-1 convolution with padding below the kernel size is itself a
+    /// stride-1 convolution (of dZ, padded by k − 1 − pad, with the kernel flipped and its channel axes
+    /// swapped), run by the direct forward kernel instead of a GEMM and col2im per sample. f32 only.
+    var directInputGradient: Bool {
+        strideH == 1 && strideW == 1 && padH < kernelH && padW < kernelW && !isPointwise
+    }
+
+    /// The convolution that computes dX from dZ (see `directInputGradient`).
+    var inputGradientShape: Conv2DShape {
+        Conv2DShape(batch: batch, inChannels: outChannels, height: outHeight, width: outWidth, outChannels: inChannels,
+                    kernelH: kernelH, kernelW: kernelW, strideH: 1, strideW: 1, padH: kernelH - 1 - padH, padW: kernelW - 1 - padW)
+    }
 }
 
 /// Gradients of `y = act(conv(x, weight) + bias)`.
@@ -529,13 +546,17 @@ public func conv2DBackward<T: KernelScalar>(
     let direct = T.self == Float.self && s.directWeightGradient
     let transposedDW = s.weightGradientTransposed && !direct
     let perThreadBase = scratch
+    // With the direct input gradient, the chunks also store dZ sample by sample for it.
+    let directInput = T.self == Float.self && s.directInputGradient && dx != nil
+    let fullDZ: UnsafeMutablePointer<T>? = directInput ? scratch + threads * layout.perThread : nil
 
     typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, KernelActivation,
                           UnsafePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?,
-                          UnsafeMutablePointer<T>, ConvBackwardLayout, Int, GEMMContext)
-    let backward: Backward = (s, x, weight, dy, activation, activeY, dx, dWeight, dBias, perThreadBase, layout, chunks, context)
+                          UnsafeMutablePointer<T>, ConvBackwardLayout, Int, GEMMContext, UnsafeMutablePointer<T>?)
+    let backward: Backward = (s, x, weight, dy, activation, activeY, directInput ? nil : dx, dWeight, dBias, perThreadBase,
+                              layout, chunks, context, fullDZ)
     context.parallelFor(chunks, sharing: backward) { shared, chunk, worker in
-        let (s, x, weight, dy, activation, activeY, dx, dWeight, dBias, perThreadBase, layout, chunks, context) =
+        let (s, x, weight, dy, activation, activeY, dx, dWeight, dBias, perThreadBase, layout, chunks, context, fullDZ) =
             shared.assumingMemoryBound(to: Backward.self).pointee
         let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
         let kh = s.kernelH, kw = s.kernelW
@@ -552,7 +573,7 @@ public func conv2DBackward<T: KernelScalar>(
         if dBias != nil { for i in 0..<cout { dbPart[i] = 0 } }
         if T.self == Float.self && s.directWeightGradient {  // (dW partials then in [Cout × K] layout)
             convBackwardDirect(s, x: x, weight: weight, dy: dy, activation: activation, y: activeY,
-                               dx: dx, needWeight: dWeight != nil, needBias: dBias != nil,
+                               dx: dx, fullDZ: fullDZ, needWeight: dWeight != nil, needBias: dBias != nil,
                                samples: first..<last, dz: dz, buffers: col, dwPart: dwPart, dbPart: dbPart, dxcol: dxcol,
                                context: context, worker: worker)
             return
@@ -571,6 +592,7 @@ public func conv2DBackward<T: KernelScalar>(
                     let yr = activeY.map { $0 + sample * cout * p + co * p }
                     let acc = activationBackwardSum(activation, yr, src, dst, p)
                     if dBias != nil { dbPart[co] += acc }
+                    if let fullDZ { (fullDZ + sample * cout * p + co * p).update(from: dst, count: p) }
                 }
             }
             if dWeight != nil {
@@ -609,6 +631,24 @@ public func conv2DBackward<T: KernelScalar>(
         }
     }
 
+    if directInput, let dx, let fullDZ {
+        // dX = conv(dZ, W flipped, channel axes swapped), stride 1, padding k − 1 − pad.
+        let t = s.inputGradientShape
+        let flipped = fullDZ + s.outputCount
+        let cin = s.inChannels, kh = s.kernelH, kw = s.kernelW
+        for co in 0..<cout {
+            for c in 0..<cin {
+                for i in 0..<kh {
+                    for j in 0..<kw {
+                        flipped[((c * cout + co) * kh + i) * kw + j] = weight[((co * cin + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)]
+                    }
+                }
+            }
+        }
+        conv2DForward(t, x: UnsafePointer(fullDZ), weight: UnsafePointer(flipped), bias: nil, activation: .identity, y: dx,
+                      scratch: flipped + s.weightCount, context: context)
+    }
+
     // Fixed-order reduction of the chunk partials.
     if let dWeight {
         for c in 0..<chunks {
@@ -642,7 +682,8 @@ public func conv2DBackward<T: KernelScalar>(
 @inline(__always)
 func convBackwardDirect<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
-    activation: KernelActivation, y: UnsafePointer<T>?, dx: UnsafeMutablePointer<T>?, needWeight: Bool, needBias: Bool,
+    activation: KernelActivation, y: UnsafePointer<T>?, dx: UnsafeMutablePointer<T>?, fullDZ: UnsafeMutablePointer<T>?,
+    needWeight: Bool, needBias: Bool,
     samples: Range<Int>, dz: UnsafeMutablePointer<T>, buffers: UnsafeMutablePointer<T>,
     dwPart: UnsafeMutablePointer<T>, dbPart: UnsafeMutablePointer<T>, dxcol: UnsafeMutablePointer<T>,
     context: GEMMContext, worker: Int
@@ -663,6 +704,7 @@ func convBackwardDirect<T: KernelScalar>(
                 let row = dzPlanes + co * dzPlaneSize + oy * d.rowLength
                 sum += activationBackwardSum(activation, y.map { $0 + plane + oy * wo }, dy + plane + oy * wo, row, wo)
                 if dx != nil { copyShort(dz + co * p + oy * wo, row, wo) }
+                if let fullDZ { copyShort(fullDZ + plane + oy * wo, row, wo) }
             }
             if needBias { dbPart[co] += sum }
         }
