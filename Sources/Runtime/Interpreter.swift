@@ -95,11 +95,17 @@ enum Instruction<T: KernelScalar> {
 }
 
 /// A plan made runnable for one batch size: the instruction list and where each value lives.
-public struct Executable<T: KernelScalar> {
+/// (A class: handing a generic struct to the Session from another module costs a generic-metadata
+/// look-up per step, measured at about 10% of the XOR network's step.)
+public final class Executable<T: KernelScalar> {
     let instructions: [Instruction<T>]
     /// The graph node each instruction came from (for per-op timing).
     public let nodeOfInstruction: [Int]
     public let batch: Int
+
+    init(instructions: [Instruction<T>], nodeOfInstruction: [Int], batch: Int) {
+        (self.instructions, self.nodeOfInstruction, self.batch) = (instructions, nodeOfInstruction, batch)
+    }
 }
 
 /// Runs plans: owns the arena, the worker threads, the dropout RNG, and the compiled executables
@@ -166,12 +172,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     public func reseed(_ seed: UInt32) { random = MT19937(seed: seed) }
 
     /// Runs one step (forward, and backward and updates when the plan has them) on `batch` rows.
-    @_specialize(where T == Float)
-    @_specialize(where T == Double)
     public func run(batch: Int) throws {
-        let executable = try executable(batch: batch)
-        if updatesParameters { store.step += 1 }
-        for instruction in executable.instructions { execute(instruction) }
+        run(try executable(batch: batch))
     }
 
     /// Runs an executable, recording the time of each instruction (nanoseconds, added to `times`).
@@ -187,9 +189,22 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     }
 
     /// Runs an already-made executable without timing.
-    @_specialize(where T == Float)
-    @_specialize(where T == Double)
+    ///
+    /// Callers in other modules reach the unspecialised entry point, whose prologue instantiates the
+    /// generic metadata of everything the interpreter loop uses (about 10% of the XOR network's step),
+    /// so this entry point only picks the specialisation by hand.
     public func run(_ executable: Executable<T>) {
+        if T.self == Float.self {
+            unsafeDowncast(self, to: Session<Float>.self).runInstructions(unsafeDowncast(executable, to: Executable<Float>.self))
+        } else if T.self == Double.self {
+            unsafeDowncast(self, to: Session<Double>.self).runInstructions(unsafeDowncast(executable, to: Executable<Double>.self))
+        } else {
+            runInstructions(executable)
+        }
+    }
+
+    @inline(never)
+    func runInstructions(_ executable: Executable<T>) {
         if updatesParameters { store.step += 1 }
         for instruction in executable.instructions { execute(instruction) }
     }
@@ -261,6 +276,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 return k
             }
             var made: Instruction<T>?
+            var following: Instruction<T>?
             switch node.op {
             case .input, .target, .parameter, .state: break
             case .matmul(let ta, let tb):
@@ -272,10 +288,19 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let a = operandDims[0], b = operandDims[1]
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
                 guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps run in a GEMM epilogue") }
-                let step = SGDStep(parameter: operands[2], velocity: operands.count > 3 ? operands[3] : nil,
-                                   lr: T(lr), momentum: T(momentum), nesterov: nesterov, decay: T(decay))
-                made = .gemmUpdate(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                                   c: results[0], update: step)
+                let velocity = operands.count > 3 ? operands[3] : nil
+                if m * n * k <= gemmTinyThreshold {
+                    // Tiny products (the XOR network's) run faster as the plain GEMM and step.
+                    made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
+                                 c: results[0], ldc: n, bias: nil, activation: .identity)
+                    following = .sgd(p: operands[2], g: results[0], velocity: velocity, count: m * n,
+                                     lr: T(lr), momentum: T(momentum), nesterov: nesterov, decay: T(decay))
+                } else {
+                    let step = SGDStep(parameter: operands[2], velocity: velocity, lr: T(lr), momentum: T(momentum),
+                                       nesterov: nesterov, decay: T(decay))
+                    made = .gemmUpdate(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
+                                       c: results[0], update: step)
+                }
             case .dense(let f, let bias):
                 let a = operandDims[0], b = operandDims[1]
                 made = .gemm(transA: false, transB: false, m: a[0], n: b[1], k: a[1], a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
@@ -337,8 +362,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .convFused, .convBackward, .pool, .poolGrad, .dropoutMask:
                 made = .kernel(try KernelCall<T>(op: node.op, operands: operands, results: results, operandDims: operandDims, resultDims: resultDims, threads: context.threads))
             }
-            if let made {
-                instructions.append(made)
+            for instruction in [made, following].compactMap({ $0 }) {
+                instructions.append(instruction)
                 nodeOf.append(index)
             }
         }

@@ -154,14 +154,19 @@ public func gemm<T: KernelScalar>(
                         c: UnsafeMutableRawPointer(c), ldc: ldc, accumulate: accumulate,
                         bias: UnsafeRawPointer(bias), activation: activation, gradientThrough: gradientThrough,
                         gradient: UnsafeRawPointer(gradientOutput), ldg: ldg, worker: worker ?? -1)
-    if let update {
-        // (No closures here: in an unspecialised caller, one over T would allocate its context.)
-        var velocity: UnsafeMutableRawPointer? = nil
-        if let v = update.velocity { velocity = UnsafeMutableRawPointer(v) }
-        call.update = GEMMCall.Update(parameter: UnsafeMutableRawPointer(update.parameter), velocity: velocity,
-                                      lr: Double(update.lr), momentum: Double(update.momentum),
-                                      nesterov: update.nesterov, decay: Double(update.decay))
+    guard var update else {
+        gemmDispatch(T.self, call, context)
+        return
     }
+    // The step travels as a pointer to it (the common call without one stays small).
+    withUnsafePointer(to: &update) { step in
+        call.update = UnsafeRawPointer(step)
+        gemmDispatch(T.self, call, context)
+    }
+}
+
+@inlinable @inline(__always)
+func gemmDispatch<T: KernelScalar>(_: T.Type, _ call: GEMMCall, _ context: GEMMContext) {
     if T.self == Float.self {
         gemmFloat(call, context)
     } else if T.self == Double.self {
@@ -185,19 +190,8 @@ struct GEMMCall {
     var activation: KernelActivation, gradientThrough: KernelActivation
     var gradient: UnsafeRawPointer?, ldg: Int
     var worker: Int
-    /// The SGD step of `gemm(update:)`, untyped (the values convert back exactly: they came from T).
-    @usableFromInline
-    struct Update {
-        var parameter: UnsafeMutableRawPointer, velocity: UnsafeMutableRawPointer?
-        var lr: Double, momentum: Double, nesterov: Bool, decay: Double
-
-        @usableFromInline
-        init(parameter: UnsafeMutableRawPointer, velocity: UnsafeMutableRawPointer?, lr: Double, momentum: Double,
-             nesterov: Bool, decay: Double) {
-            (self.parameter, self.velocity, self.lr, self.momentum, self.nesterov, self.decay) = (parameter, velocity, lr, momentum, nesterov, decay)
-        }
-    }
-    @usableFromInline var update: Update?
+    /// The `SGDStep<T>` of `gemm(update:)`, on the caller's stack.
+    @usableFromInline var update: UnsafeRawPointer?
 
     @usableFromInline
     init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafeRawPointer, lda: Int,
@@ -246,7 +240,7 @@ struct GEMMArgs<T: KernelScalar> {
     var gradient: UnsafePointer<T>?
     var ldg: Int
     /// An SGD step on a parameter laid out like C (leading dimension ldc), from the final C.
-    var update: SGDStep<T>?
+    var update: UnsafePointer<SGDStep<T>>?
 
     /// The activation is relu and is applied by the vector store.
     var reluInKernel: Bool { activation == .relu }
@@ -288,17 +282,13 @@ extension GEMMArgs {
                   accumulate: call.accumulate, bias: call.bias?.assumingMemoryBound(to: T.self),
                   activation: call.activation, gradientThrough: call.gradientThrough,
                   gradient: call.gradient?.assumingMemoryBound(to: T.self), ldg: call.ldg,
-                  update: call.update.map {
-                      SGDStep(parameter: $0.parameter.assumingMemoryBound(to: T.self),
-                              velocity: $0.velocity?.assumingMemoryBound(to: T.self),
-                              lr: T($0.lr), momentum: T($0.momentum), nesterov: $0.nesterov, decay: T($0.decay))
-                  })
+                  update: call.update?.assumingMemoryBound(to: SGDStep<T>.self))
     }
 
     /// The SGD step on rows × cols of the parameter, from the finished gradient in C.
     @inline(__always)
     func applyUpdate(rows: Range<Int>, cols: Range<Int>) {
-        guard let update else { return }
+        guard let update = update?.pointee else { return }
         for i in rows {
             update.apply(gradient: UnsafePointer(c + i * ldc + cols.lowerBound), at: i * ldc + cols.lowerBound, count: cols.count)
         }
