@@ -313,9 +313,27 @@ func softmaxBackward<T: KernelScalar>(_ y: UnsafePointer<T>, _ dy: UnsafePointer
 
 /// Σ x, accumulated in Double.
 func sumAll<T: KernelScalar>(_ x: UnsafePointer<T>, _ count: Int) -> Double {
+    if T.self == Float.self {
+        return sumAllF32(UnsafeRawPointer(x).assumingMemoryBound(to: Float.self), count)
+    }
+    // f64 in order (the tutorials' losses are reproduced digit for digit).
     var sum = 0.0
     for i in 0..<count { sum += Double(x[i]) }
     return sum
+}
+
+/// Σ x in Double, eight running sums (one chain of dependent adds took 1 ns an element: the fc 1024
+/// benchmark's loss, a sum over 1M outputs, took 1 ms).
+private func sumAllF32(_ x: UnsafePointer<Float>, _ count: Int) -> Double {
+    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0, s5 = 0.0, s6 = 0.0, s7 = 0.0
+    var i = 0
+    while i + 8 <= count {
+        s0 += Double(x[i]); s1 += Double(x[i + 1]); s2 += Double(x[i + 2]); s3 += Double(x[i + 3])
+        s4 += Double(x[i + 4]); s5 += Double(x[i + 5]); s6 += Double(x[i + 6]); s7 += Double(x[i + 7])
+        i += 8
+    }
+    while i < count { s0 += Double(x[i]); i += 1 }
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 }
 
 /// The class index stored (as a float) in a label tensor, clamped into range.
