@@ -179,6 +179,8 @@ private let convCases: [Conv2DShape] = [
     Conv2DShape(batch: 3, inChannels: 1, height: 6, width: 7, outChannels: 16, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
     // Several samples per weight-gradient GEMM and more than one group per chunk.
     Conv2DShape(batch: 7, inChannels: 3, height: 17, width: 17, outChannels: 4, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    // Planes large enough that the direct weight gradient holds two samples a pass: full and partial groups.
+    Conv2DShape(batch: 7, inChannels: 1, height: 62, width: 62, outChannels: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
 ]
 
 @Suite struct ConvTests {
