@@ -162,6 +162,12 @@ import Testing
                                      gradient: .sigmoid), context: ctx)
         Self.check(Float.self, Case(m: 1000, n: 33, k: 40, transA: true, padA: 3, padC: 1,
                                     bias: true, activation: .leakyRelu(alpha: 0.1)), context: ctx)
+        // Few rows, long k, split by columns: A packed once for both workers (gemmParallelColumnsSharedA).
+        for transA in [false, true] {
+            Self.check(Float.self, Case(m: 100, n: 300, k: 421, transA: transA, padA: 2, padC: 3, accumulate: transA,
+                                        bias: true, activation: .relu), context: ctx)
+            Self.check(Double.self, Case(m: 61, n: 200, k: 700, transA: transA, bias: true), context: ctx)
+        }
     }
 
     /// gemm(update:) takes the same SGD step as a plain GEMM followed by sgdUpdate over C, bit for bit,

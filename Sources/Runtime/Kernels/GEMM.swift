@@ -355,6 +355,7 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
     let parts = min(threads, max(tilesM, tilesN))
     let packRows = m * k / parts + k * n, packColumns = m * k + k * n / parts
     let splitColumns = tilesN >= parts && (tilesM < parts || packColumns <= packRows)
+    if splitColumns && gemmParallelColumnsSharedA(K.self, g, context, parts: parts) { return }
     typealias Split = (GEMMArgs<K.Scalar>, GEMMContext, Int, Bool, Int, Int)
     let split: Split = (g, context, parts, splitColumns, tilesM, tilesN)
     context.parallelFor(parts, sharing: split) { shared, part, w in
@@ -371,6 +372,41 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
         }
     }
 }
+
+/// A split by columns in which every worker would pack all of A (few rows, long k: the MLP's first
+/// layer, 128 × 784): the workers pack A once, together, into the shared buffer (one synchronisation),
+/// then each computes its columns from it, packing only its share of B. Only for A within one block
+/// of rows (m ≤ mc) and large enough to repay the synchronisation; returns false (nothing done)
+/// otherwise. (Measured on 128 × 256 × 784 with bias and relu: 322 → 311 µs; the MLP step 0.901 → 0.886 ms.)
+func gemmParallelColumnsSharedA<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext, parts: Int) -> Bool {
+    typealias T = K.Scalar
+    let MR = K.mr, m = g.m, k = g.k
+    let mPad = (m + MR - 1) / MR * MR
+    guard m <= K.mcBlock, m * k >= gemmSharedAMinimum, mPad * k <= GEMMContext.sharedPackBytes / MemoryLayout<T>.stride else { return false }
+    let packA = context.sharedPackB.assumingMemoryBound(to: T.self)
+    typealias Job = (GEMMArgs<T>, GEMMContext, Int, UnsafeMutablePointer<T>)
+    let job: Job = (g, context, parts, packA)
+    // Each k block of A packed as the macro-kernel packs it, at offset p0·mPad; the workers take turns
+    // over the k blocks.
+    let KC = kBlockDepth(k, K.kcBlock), blocks = (k + KC - 1) / KC
+    context.parallelFor(blocks, sharing: job) { shared, block, _ in
+        let (g, _, _, packA) = shared.assumingMemoryBound(to: Job.self).pointee
+        let KC = kBlockDepth(g.k, K.kcBlock), p0 = block * KC
+        let mPad = (g.m + K.mr - 1) / K.mr * K.mr
+        packABlock(g, K.mr, i0: 0, mc: g.m, p0: p0, kc: min(KC, g.k - p0), dst: packA + p0 * mPad)
+    }
+    context.parallelFor(parts, sharing: job) { shared, part, w in
+        let (g, context, parts, packA) = shared.assumingMemoryBound(to: Job.self).pointee
+        let tilesN = (g.n + K.nr - 1) / K.nr
+        let t = WorkerPool.range(tilesN, worker: part, of: parts)
+        let cols = (t.lowerBound * K.nr)..<min(g.n, t.upperBound * K.nr)
+        gemmBlocked(K.self, g, rows: 0..<g.m, cols: cols, scratch: context.scratch[w], prepackedA: UnsafePointer(packA))
+    }
+    return true
+}
+
+/// From this many elements of A on, a column split packs A once, shared (gemmParallelColumnsSharedA).
+let gemmSharedAMinimum = 1 << 15
 
 /// Large multi-threaded GEMM: for each block of nc columns, the workers pack all of its k rows of B
 /// together into the shared buffer (one synchronisation), then each computes its own rows of C,
@@ -438,7 +474,8 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
 
 /// Single-threaded blocked GEMM over the block rows×cols of C.
 func gemmBlocked<K: GEMMKernel>(
-    _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, cols: Range<Int>, scratch: GEMMScratch
+    _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, cols: Range<Int>, scratch: GEMMScratch,
+    prepackedA: UnsafePointer<K.Scalar>? = nil
 ) {
     typealias T = K.Scalar
     let MR = K.mr, NR = K.nr, KC = kBlockDepth(g.k, K.kcBlock), NC = K.ncBlock
@@ -460,7 +497,8 @@ func gemmBlocked<K: GEMMKernel>(
             let kc = min(KC, k - pc)
             if !directB { packBBlock(g, NR, p0: pc, kc: kc, j0: jc, nc: nc, dst: packB) }
             gemmMacroBlock(K.self, g, rows: rows, jc: jc, nc: nc, pc: pc, kc: kc,
-                           packB: packB, directB: directB, scratch: scratch)
+                           packB: packB, directB: directB, scratch: scratch,
+                           packedA: prepackedA.map { $0 + pc * ((g.m + MR - 1) / MR * MR) })
             pc += KC
         }
         // The block of C is final: its parameter step, while it is still in this core's cache.
@@ -509,7 +547,7 @@ func gemmDotRows<K: GEMMKernel>(
 @inline(__always)
 func gemmMacroBlock<K: GEMMKernel>(
     _ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, rows: Range<Int>, jc: Int, nc: Int, pc: Int, kc: Int,
-    packB: UnsafeMutablePointer<K.Scalar>, directB: Bool, scratch: GEMMScratch
+    packB: UnsafeMutablePointer<K.Scalar>, directB: Bool, scratch: GEMMScratch, packedA: UnsafePointer<K.Scalar>? = nil
 ) {
     typealias T = K.Scalar
     let MR = K.mr, NR = K.nr, MC = K.mcBlock
@@ -522,7 +560,9 @@ func gemmMacroBlock<K: GEMMKernel>(
     var ic = rows.lowerBound
     while ic < rows.upperBound {
         let mc = min(MC, rows.upperBound - ic)
-        packABlock(g, MR, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
+        // (A already packed: the whole of it, rows 0..<m, a single block of rows.)
+        let blockA = packedA ?? UnsafePointer(packA)
+        if packedA == nil { packABlock(g, MR, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA) }
         var jr = 0
         while jr < nc {
             let nr = min(NR, nc - jr)
@@ -543,7 +583,7 @@ func gemmMacroBlock<K: GEMMKernel>(
             while ir < mc {
                 let mr = min(MR, mc - ir)
                 let i = ic + ir
-                let pa = UnsafePointer(packA + ir * kc)
+                let pa = blockA + ir * kc
                 let cp = g.c + i * g.ldc + j
                 if mr == MR && nr == NR {
                     K.kernel(kc, pa, pb, bStride, cp, g.ldc, addC, biasJ, last && relu)
