@@ -4,7 +4,11 @@
 ///   Ho = ⌊(H + 2·padH − kh)/strideH⌋ + 1 and Wo likewise; zero padding.
 /// - Forward: y = act(conv(x, w) + b), im2col + `gemm` per sample ([Cout × K]·[K × Ho·Wo], K = Cin·kh·kw),
 ///   bias pre-filled into y and the activation fused into the GEMM epilogue. Samples are spread over
-///   `context.parallelFor`; each GEMM runs single-threaded on its worker.
+///   `context.parallelFor`; each GEMM runs single-threaded on its worker. Stride-1 convolutions in f32
+///   run directly on zero-padded planes instead (`DirectForward`).
+/// - Stride-1 in f32, the backward pass also avoids im2col: the weight gradient of 3-wide kernels is
+///   summed directly from padded planes (`directWeightGradient`), and the input gradient is the direct
+///   forward convolution of dZ with the flipped kernel (`directInputGradient`).
 /// - Backward: dZ = dY ⊙ act'(Y) (when the forward output `y` is given), db = Σ dZ, dW = Σₙ dZₙ·colₙᵀ,
 ///   dX = col2im(Wᵀ·dZ). Samples are processed in groups of B (sized to stay in cache): the group's dZ and
 ///   im2col matrices are laid out side by side ([Cout × B·P], [K × B·P]) so dW and Wᵀ·dZ are one GEMM each
@@ -683,11 +687,12 @@ public func conv2DBackward<T: KernelScalar>(
 
 // MARK: - Direct weight gradient (stride 1, 3-wide kernels, f32)
 
-/// The backward pass for the samples of one chunk with the weight gradient computed directly:
-/// per sample, the input planes are copied into zero-padded planes and dZ = dY ⊙ act'(Y) into planes
-/// with whole-vector rows (zero past the output width), so that
+/// The backward pass for the samples of one chunk with the weight gradient computed directly: for a
+/// group of samples at a time, the input planes are copied into zero-padded planes and dZ = dY ⊙ act'(Y)
+/// into planes with whole-vector rows (zero past the output width), so that
 /// dW[co, c, i, j] = Σ_oy Σ_ox dZ[co, oy, ox] · Xpad[c, oy + i, ox + j] is a sum of vector products of
-/// contiguous rows. The input gradient, when asked for, goes through the GEMM and col2im as before.
+/// contiguous rows. dZ is also stored sample by sample for the direct input gradient (`fullDZ`); when
+/// that does not apply, the input gradient goes through the GEMM and col2im per sample (`dx`).
 @inline(__always)
 func convBackwardDirect<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
