@@ -196,6 +196,8 @@ struct Lowering {
             let at = ast.statements.first?.range ?? SourceRange(start: 0, end: 0)
             error("the model has no layers; write at least 'input N' or 'fc I->O'", at: at)
         }
+        // Without a loss, the model's output is its last layer's (what `run` and `bench` compute).
+        if graph.output == nil, lossStatement == nil { graph.output = value }
     }
 
     /// Checks that a per-sample tensor stays below 2^31 elements.

@@ -9,12 +9,11 @@ struct BenchRow { var name: String; var phase: Phase; var line: Int?; var second
 let benchCommand = Command(
     name: "bench", summary: "time each fused op of a training step; steps/s and GFLOP/s",
     usage: "nnc bench MODEL.nn [--batch N] [--steps N] [--threads N] [--dtype f32|f64]",
-    details: "Runs training steps on random data. Prints, per op of the optimized graph, the forward or\nbackward time per step, its share of the step, GFLOP/s and the source line, then one summary line.",
+    details: "Runs training steps on random data (forward passes only for a model without a loss). Prints,\nper op of the optimized graph, the forward or backward time per step, its share of the step,\nGFLOP/s and the source line, then one summary line.",
     valueOptions: ["--batch", "--steps", "--threads", "--dtype"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
     let program = try ModelProgram.load(path: path)
-    guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
     let batch = try arguments.integer("--batch") ?? program.settings.training.batch ?? 32
     let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
     let steps = try arguments.integer("--steps")
@@ -26,7 +25,10 @@ let benchCommand = Command(
 
 func bench<T: KernelScalar>(_ type: T.Type, _ program: ModelProgram, batch: Int, steps requested: Int?, threads: Int, console: Console) throws {
     let dtype: DType = T.self == Double.self ? .f64 : .f32
-    let graph = try program.trainingGraph(dtype: dtype, settings: program.settings.training).optimized().graph
+    // Without a loss there is nothing to train: the step is the (optimized) forward pass, as in `run`.
+    let graph = program.model.graph.loss == nil
+        ? try program.inferenceGraph(dtype: dtype, withLoss: false)
+        : try program.trainingGraph(dtype: dtype, settings: program.settings.training).optimized().graph
     let plan = try Plan(graph: graph, batch: batch)
     let store = ParameterStore<T>(graph: graph)
     let values = initialValues(for: graph.parameters, seed: 0)

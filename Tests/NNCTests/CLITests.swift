@@ -261,4 +261,22 @@ struct CLITests {
         #expect(grad.status == 1)
         #expect(grad.errors.contains("error: the model has no loss to train"))
     }
+
+    /// A model without a loss is an inference model: `bench` times its forward pass and `run`
+    /// predicts with its last layer.
+    @Test func modelWithoutLossBenchesAndRunsItsForwardPass() throws {
+        let path = try CLITests.model("input 4\nfc 4->3\ntanh\nfc 3->2\n")
+        let bench = FrontEnd.run(["bench", path, "--batch", "8", "--steps", "5", "--threads", "1"])
+        #expect(bench.status == 0, "\(bench.errors)")
+        #expect(bench.output.contains("= dense tanh"))
+        #expect(bench.output.contains("= dense "))
+        #expect(!bench.output.contains("backward2") && !bench.output.contains("update"))
+        #expect(bench.output.contains("bench: batch 8, forward "))
+        let input = try FrontEnd.scratch().appendingPathComponent("rows.csv").path
+        try "0.5,-1,2,0\n1,1,1,1\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let run = FrontEnd.run(["run", path, "--input", input])
+        #expect(run.status == 0, "\(run.errors)")
+        let rows = run.output.split(separator: "\n")
+        #expect(rows.count == 2 && rows.allSatisfy { $0.split(separator: ",").count == 2 })
+    }
 }
