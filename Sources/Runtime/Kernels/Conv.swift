@@ -323,6 +323,10 @@ private func conv2DForwardDirect(
     for kk in 0..<k {
         for co in 0..<d.channels { wt[kk * d.channels + co] = co < cout ? weight[co * k + kk] : 0 }
     }
+    // The padded input planes' borders stay zero: each sample rewrites only the image inside them.
+    for worker in 0..<max(1, context.threads) {
+        (scratch + d.weights + worker * d.perThread).update(repeating: 0, count: s.inChannels * d.inputPlane)
+    }
     typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, KernelActivation,
                          UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)
     let forward: Forward = (s, x, bias, activation, y, scratch)
@@ -334,8 +338,7 @@ private func conv2DForwardDirect(
         let wt = UnsafePointer(scratch)
         let input = scratch + d.weights + worker * d.perThread
         let output = input + cin * d.inputPlane
-        // Padded input planes: zero, then the image rows at (padH, padW).
-        input.update(repeating: 0, count: cin * d.inputPlane)
+        // The image rows at (padH, padW) of the padded input planes.
         for c in 0..<cin {
             let src = x + (n * cin + c) * h * w
             let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
@@ -631,13 +634,8 @@ public func conv2DBackward<T: KernelScalar>(
                 // Per sample, dcol[K × P] = Wᵀ · dZ, then scatter-add it into dX while it is still in
                 // cache (one GEMM for the whole group wrote a dcol too large for L2: measured slower).
                 for b in 0..<bsz {
-                    gemm(transA: true, transB: false, m: k, n: p, k: cout, a: weight, lda: k,
-                         b: UnsafePointer(dz + b * p), ldb: ld, c: dxcol, ldc: p, context: context, worker: worker)
-                    let dxn = dx + (start + b) * cin * h * w
-                    dxn.update(repeating: 0, count: cin * h * w)
-                    col2im(UnsafePointer(dxcol), ldcol: p, channels: cin, height: h, width: w,
-                           kernelH: kh, kernelW: kw, strideH: s.strideH, strideW: s.strideW,
-                           padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, dst: dxn)
+                    inputGradientOfSample(s, weight: weight, dz: UnsafePointer(dz + b * p), ldz: ld, dxcol: dxcol,
+                                          dx: dx + (start + b) * cin * h * w, context: context, worker: worker)
                 }
             }
             start += bsz
@@ -685,6 +683,21 @@ public func conv2DBackward<T: KernelScalar>(
     }
 }
 
+/// One sample's dX = col2im(Wᵀ · dZ) (dZ [Cout × P] with row stride ldz; dxcol holds K × P), on the
+/// calling worker, while dcol is still in cache.
+@inline(__always)
+func inputGradientOfSample<T: KernelScalar>(_ s: Conv2DShape, weight: UnsafePointer<T>, dz: UnsafePointer<T>, ldz: Int,
+                                            dxcol: UnsafeMutablePointer<T>, dx: UnsafeMutablePointer<T>,
+                                            context: GEMMContext, worker: Int) {
+    let p = s.outHeight * s.outWidth, k = s.patchSize
+    gemm(transA: true, transB: false, m: k, n: p, k: s.outChannels, a: weight, lda: k,
+         b: dz, ldb: ldz, c: dxcol, ldc: p, context: context, worker: worker)
+    dx.update(repeating: 0, count: s.inChannels * s.height * s.width)
+    col2im(UnsafePointer(dxcol), ldcol: p, channels: s.inChannels, height: s.height, width: s.width,
+           kernelH: s.kernelH, kernelW: s.kernelW, strideH: s.strideH, strideW: s.strideW,
+           padH: s.padH, padW: s.padW, outHeight: s.outHeight, outWidth: s.outWidth, dst: dx)
+}
+
 // MARK: - Direct weight gradient (stride 1, 3-wide kernels, f32)
 
 /// The backward pass for the samples of one chunk with the weight gradient computed directly: for a
@@ -704,7 +717,7 @@ func convBackwardDirect<T: KernelScalar>(
 ) {
     let d = DirectWeightGradient(s)
     let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
-    let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+    let ho = s.outHeight, wo = s.outWidth, p = ho * wo
     let xpad = buffers, dzPlanes = buffers + d.dz
     let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
     // Borders and row tails are written once and stay zero.
@@ -735,13 +748,8 @@ func convBackwardDirect<T: KernelScalar>(
             }
             if let dx {
                 // The input gradient through the GEMM and col2im (when it is not done directly).
-                gemm(transA: true, transB: false, m: k, n: p, k: cout, a: weight, lda: k,
-                     b: UnsafePointer(dz), ldb: p, c: dxcol, ldc: p, context: context, worker: worker)
-                let dxn = dx + n * cin * h * w
-                dxn.update(repeating: 0, count: cin * h * w)
-                col2im(UnsafePointer(dxcol), ldcol: p, channels: cin, height: h, width: w,
-                       kernelH: s.kernelH, kernelW: s.kernelW, strideH: 1, strideW: 1,
-                       padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, dst: dxn)
+                inputGradientOfSample(s, weight: weight, dz: UnsafePointer(dz), ldz: p, dxcol: dxcol,
+                                      dx: dx + n * cin * h * w, context: context, worker: worker)
             }
         }
         if needWeight {
