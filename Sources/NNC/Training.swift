@@ -241,6 +241,9 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
             order.withUnsafeBufferPointer { all in
                 let indices = UnsafeBufferPointer(rebasing: all[start..<(start + rows)])
                 job.train.copyBatch(indices, features: input, targets: target, context: session.context)
+                // The next batch's rows start loading while this step computes.
+                let next = min(count, start + rows + batch)
+                if start + rows < next { job.train.prefetchRows(UnsafeBufferPointer(rebasing: all[(start + rows)..<next])) }
             }
             if hasDropout { session.reseed(derivedSeed(settings.seed, epoch, step + 1)) }
             session.run(rows == batch ? full : partial)

@@ -18,26 +18,35 @@ public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
     /// Optimizer steps taken (Adam's bias correction needs it).
     public var step: Int = 0
 
+    /// One block holds every parameter and state buffer (each 64-byte aligned), so that they share
+    /// huge pages.
+    private let memory: LargeBuffer
+
     public init(graph: Graph) {
         names = graph.parameters.map(\.name)
         shapes = graph.parameters.map(\.shape.dims)
-        parameters = graph.parameters.map { parameter in
-            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, parameter.shape.rowElements))
-            buffer.initialize(repeating: 0)
-            return UnsafeMutableBufferPointer(rebasing: buffer[0..<parameter.shape.rowElements])
-        }
         stateNames = graph.states.map(\.name)
-        states = graph.states.map { state in
-            let count = graph[state.value].shape.rowElements
-            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, count))
-            buffer.initialize(repeating: 0)
-            return UnsafeMutableBufferPointer(rebasing: buffer[0..<count])
+        let parameterCounts = graph.parameters.map(\.shape.rowElements)
+        let stateCounts = graph.states.map { graph[$0.value].shape.rowElements }
+        // Offsets in elements, each rounded up to 64 bytes.
+        let align = max(1, 64 / MemoryLayout<T>.stride)
+        var offsets: [Int] = []
+        var total = 0
+        for count in parameterCounts + stateCounts {
+            offsets.append(total)
+            total += (count + align - 1) / align * align
+        }
+        memory = LargeBuffer.allocate(byteCount: max(1, total) * MemoryLayout<T>.stride)
+        let base = memory.pointer.bindMemory(to: T.self, capacity: max(1, total))
+        base.initialize(repeating: 0, count: max(1, total))
+        parameters = parameterCounts.indices.map { UnsafeMutableBufferPointer(start: base + offsets[$0], count: parameterCounts[$0]) }
+        states = stateCounts.indices.map {
+            UnsafeMutableBufferPointer(start: base + offsets[parameterCounts.count + $0], count: stateCounts[$0])
         }
     }
 
     deinit {
-        for buffer in parameters { buffer.baseAddress?.deallocate() }
-        for buffer in states { buffer.baseAddress?.deallocate() }
+        memory.deallocate()
     }
 
     public func parameter(named name: String) -> UnsafeMutableBufferPointer<T>? {
@@ -116,6 +125,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     public let context: GEMMContext
     let arena: UnsafeMutableRawPointer
     let scratch: UnsafeMutablePointer<T>
+    /// The memory of the arena and of the kernels' scratch.
+    private let arenaMemory: LargeBuffer, scratchMemory: LargeBuffer
     let scratchCount: Int
     var random: MT19937
     private var executables: [Executable<T>] = []
@@ -128,11 +139,11 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         self.plan = plan
         self.store = store
         self.context = GEMMContext(threads: max(1, threads))
-        self.arena = UnsafeMutableRawPointer.allocate(byteCount: max(64, plan.arenaBytes), alignment: 64)
-        arena.initializeMemory(as: UInt8.self, repeating: 0, count: max(64, plan.arenaBytes))
+        arenaMemory = LargeBuffer.allocate(byteCount: plan.arenaBytes)
+        self.arena = arenaMemory.pointer
         self.scratchCount = max(1, KernelCall<T>.scratchElements(plan: plan, threads: max(1, threads)))
-        self.scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
-        scratch.initialize(repeating: 0, count: scratchCount)
+        scratchMemory = LargeBuffer.allocate(byteCount: scratchCount * MemoryLayout<T>.stride)
+        self.scratch = scratchMemory.pointer.bindMemory(to: T.self, capacity: scratchCount)
         self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
         self.updatesParameters = plan.graph.nodes.contains { $0.op.hasEffect }
         executables = [try makeExecutable(batch: plan.batch)]
@@ -140,8 +151,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     }
 
     deinit {
-        arena.deallocate()
-        scratch.deallocate()
+        arenaMemory.deallocate()
+        scratchMemory.deallocate()
     }
 
     /// Where a value lives (arena or parameter store).

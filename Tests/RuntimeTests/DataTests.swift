@@ -234,6 +234,15 @@ fileprivate let classify3 = DataExpectation(featureCount: 2, targets: .classLabe
         #expect(x.count == 3)
     }
 
+    /// Every byte value, through the vector conversion (eight at a time, no division) and its scalar
+    /// tail: exactly the f32 quotient b / 255 (and the f64 one).
+    @Test func pixelScalingIsExactForEveryByte() {
+        let bytes = (0..<259).map { UInt8($0 % 256) } + (0..<259).map { UInt8(255 - $0 % 256) }
+        let ds = Dataset(count: 2, featureCount: 259, features: .bytes(bytes, scale: 1.0 / 255.0), targets: .none, source: "bytes")
+        #expect(features(ds, [0, 1], as: Float.self) == bytes.map { Float($0) / 255 })
+        #expect(features(ds, [1, 0], as: Double.self) == (bytes[259...] + bytes[..<259]).map { Double($0) / 255 })
+    }
+
     @Test func mnistDirectoryWithGzip() throws {
         let dir = TempDir()
         dir.write("train-images-idx3-ubyte.gz", gzipCompress(idxImages(5, 2, 3)))

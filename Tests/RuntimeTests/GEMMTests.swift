@@ -170,6 +170,26 @@ import Testing
         }
     }
 
+    /// Tiles cut short by the last rows (m = 6q + r, r = 1...5) run a kernel for only those rows: whole and
+    /// ragged panels of B, several k blocks, every part of the epilogue; and splits by rows into shares
+    /// that are not whole tiles (1030 rows: 515 each; the shared-B path: 1024 rows, 512 each).
+    @Test func shortEdgeTiles() {
+        for r in 1...5 {
+            for n in [32, 37] {
+                Self.check(Float.self, Case(m: 12 + r, n: n, k: 300, padC: 1, accumulate: r % 2 == 0, bias: true, activation: .relu))
+                Self.check(Float.self, Case(m: 6 + r, n: n, k: 40, transB: true, gradient: .tanh))
+                Self.check(Double.self, Case(m: 12 + r, n: n, k: 300, transA: true, accumulate: r % 2 == 1, bias: true, activation: .relu))
+            }
+        }
+        let two = GEMMContext(threads: 2)
+        Self.check(Float.self, Case(m: 1030, n: 64, k: 270, bias: true, activation: .relu), context: two)
+        Self.check(Double.self, Case(m: 1030, n: 40, k: 70, transA: true, accumulate: true), context: two)
+        let shared = GEMMContext(threads: 2)
+        shared.sharedPackMinWork = 0
+        Self.check(Float.self, Case(m: 1024, n: 300, k: 270, transB: true, bias: true, activation: .relu), context: shared)
+        Self.check(Double.self, Case(m: 1019, n: 200, k: 30), context: shared)
+    }
+
     /// gemm(update:) takes the same SGD step as a plain GEMM followed by sgdUpdate over C, bit for bit,
     /// on every path: tiny loops, dot rows, one thread, split over threads, shared packing, k > kc.
     @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])

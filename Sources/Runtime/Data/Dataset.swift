@@ -40,6 +40,12 @@ public struct Dataset: Sendable {
         case .values(let v, let w): precondition(w >= 0 && v.count == count * w, "Dataset: target count mismatch")
         case .labels(let l): precondition(l.count == count, "Dataset: label count mismatch")
         }
+        // Batches gather rows from all over the set: huge pages spare a TLB miss per row.
+        switch features {
+        case .bytes(let a, _): a.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
+        case .float32(let a): a.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
+        case .float64(let a): a.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
+        }
         self.count = count
         self.featureCount = featureCount
         self.features = features
@@ -71,6 +77,27 @@ public struct Dataset: Sendable {
             let slice = UnsafeBufferPointer(rebasing: indices[rows])
             data.copyFeatures(slice, into: features + rows.lowerBound * data.featureCount)
             if let targets { data.copyTargets(slice, into: targets + rows.lowerBound * data.targetWidth) }
+        }
+    }
+
+    /// Asks the CPU to start loading the feature rows of samples `indices` (a hint; out-of-range
+    /// indices are skipped). A training loop calls it for the next batch before running a step: the
+    /// rows, scattered over the data set, then arrive from main memory while the step computes, and
+    /// the next copy finds them in cache.
+    public func prefetchRows(_ indices: UnsafeBufferPointer<Int>) {
+        let f = featureCount
+        func rows<E>(_ a: [E]) {
+            a.withUnsafeBufferPointer { src in
+                guard let base = src.baseAddress else { return }
+                for idx in indices where idx >= 0 && idx < count {
+                    prefetchBytes(base + idx * f, f * MemoryLayout<E>.stride)
+                }
+            }
+        }
+        switch features {
+        case .bytes(let a, _): rows(a)
+        case .float32(let a): rows(a)
+        case .float64(let a): rows(a)
         }
     }
 

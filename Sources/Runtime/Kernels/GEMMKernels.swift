@@ -28,10 +28,12 @@ protocol GEMMKernel {
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 
-    /// c[0..<nr] = (addC ? c : 0) + row[0..<nr] (+ bias, then relu): one row of a tile computed into
-    /// scratch, stored with the kernel's own vector epilogue.
-    static func storeTileRow(_ row: UnsafePointer<Scalar>, _ c: UnsafeMutablePointer<Scalar>,
-                             _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+    /// The same for the first `rows` (1...MR) rows only, at the cost of the next even number of rows
+    /// (a short tile at the bottom edge of C: m = 128 is 21 tiles of six rows and one of two).
+    static func kernel(
+        rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
+        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 
     /// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4 (four dot products sharing x).
     static func dot4(_ k: Int, _ x: UnsafePointer<Scalar>, _ y: UnsafePointer<Scalar>, _ ldy: Int,
@@ -71,13 +73,6 @@ enum GEMMKernelF32: GEMMKernel {
     }
 
     @inline(__always)
-    static func storeTileRow(_ row: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                             _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
-        let r = UnsafeRawPointer(row)
-        storeRow(c, r.loadUnaligned(as: V.self), r.loadUnaligned(fromByteOffset: 32, as: V.self), addC, bias, relu)
-    }
-
-    @inline(__always)
     static func storeRow(_ cp: UnsafeMutablePointer<Float>, _ x0: V, _ x1: V,
                          _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
         let raw = UnsafeMutableRawPointer(cp)
@@ -106,6 +101,51 @@ enum GEMMKernelF32: GEMMKernel {
         _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
     ) {
+        tile(6, rows: 6, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    static func kernel(
+        rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
+        _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
+    ) {
+        // One function per computed height: with the three in one body the compiler kept `tile` out of
+        // line, its height a run-time value.
+        if rows > 4 {
+            kernel6(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        } else if rows > 2 {
+            kernel4(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        } else {
+            kernel2(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        }
+    }
+
+    @inline(never)
+    static func kernel6(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
+        tile(6, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    @inline(never)
+    static func kernel4(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
+        tile(4, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    @inline(never)
+    static func kernel2(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool) {
+        tile(2, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    /// The kernel's body for the first `computed` (2, 4 or 6, a constant once inlined) rows of the
+    /// A micro-panel, of which the first `rows` are stored.
+    @inline(__always)
+    static func tile(
+        _ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
+        _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
+    ) {
         var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
         var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
         var pa = a
@@ -119,14 +159,18 @@ enum GEMMKernelF32: GEMMKernel {
             c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
             x = V(repeating: a[1])
             c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V(repeating: a[2])
-            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V(repeating: a[3])
-            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V(repeating: a[4])
-            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V(repeating: a[5])
-            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            if computed > 2 {
+                x = V(repeating: a[2])
+                c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+                x = V(repeating: a[3])
+                c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            }
+            if computed > 4 {
+                x = V(repeating: a[4])
+                c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+                x = V(repeating: a[5])
+                c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            }
         }
         // Unrolled by four (measured: 4% faster than the compiler's unroll by two).
         var p = 0
@@ -146,11 +190,11 @@ enum GEMMKernelF32: GEMMKernel {
             p += 1
         }
         storeRow(c, c00, c01, addC, bias, relu)
-        storeRow(c + ldc, c10, c11, addC, bias, relu)
-        storeRow(c + 2 * ldc, c20, c21, addC, bias, relu)
-        storeRow(c + 3 * ldc, c30, c31, addC, bias, relu)
-        storeRow(c + 4 * ldc, c40, c41, addC, bias, relu)
-        storeRow(c + 5 * ldc, c50, c51, addC, bias, relu)
+        if rows > 1 { storeRow(c + ldc, c10, c11, addC, bias, relu) }
+        if rows > 2 { storeRow(c + 2 * ldc, c20, c21, addC, bias, relu) }
+        if rows > 3 { storeRow(c + 3 * ldc, c30, c31, addC, bias, relu) }
+        if rows > 4 { storeRow(c + 4 * ldc, c40, c41, addC, bias, relu) }
+        if rows > 5 { storeRow(c + 5 * ldc, c50, c51, addC, bias, relu) }
     }
 }
 
@@ -187,13 +231,6 @@ enum GEMMKernelF64: GEMMKernel {
     }
 
     @inline(__always)
-    static func storeTileRow(_ row: UnsafePointer<Double>, _ c: UnsafeMutablePointer<Double>,
-                             _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
-        let r = UnsafeRawPointer(row)
-        storeRow(c, r.loadUnaligned(as: V.self), r.loadUnaligned(fromByteOffset: 32, as: V.self), addC, bias, relu)
-    }
-
-    @inline(__always)
     static func storeRow(_ cp: UnsafeMutablePointer<Double>, _ x0: V, _ x1: V,
                          _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
         let raw = UnsafeMutableRawPointer(cp)
@@ -222,6 +259,51 @@ enum GEMMKernelF64: GEMMKernel {
         _ c: UnsafeMutablePointer<Double>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
     ) {
+        tile(6, rows: 6, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    static func kernel(
+        rows: Int, _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
+        _ c: UnsafeMutablePointer<Double>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
+    ) {
+        // One function per computed height: with the three in one body the compiler kept `tile` out of
+        // line, its height a run-time value.
+        if rows > 4 {
+            kernel6(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        } else if rows > 2 {
+            kernel4(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        } else {
+            kernel2(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        }
+    }
+
+    @inline(never)
+    static func kernel6(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Double>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
+        tile(6, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    @inline(never)
+    static func kernel4(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Double>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
+        tile(4, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    @inline(never)
+    static func kernel2(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Double>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool) {
+        tile(2, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+    }
+
+    /// The kernel's body for the first `computed` (2, 4 or 6, a constant once inlined) rows of the
+    /// A micro-panel, of which the first `rows` are stored.
+    @inline(__always)
+    static func tile(
+        _ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
+        _ c: UnsafeMutablePointer<Double>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
+    ) {
         var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
         var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
         var pa = a
@@ -235,14 +317,18 @@ enum GEMMKernelF64: GEMMKernel {
             c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
             x = V(repeating: a[1])
             c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V(repeating: a[2])
-            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V(repeating: a[3])
-            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V(repeating: a[4])
-            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V(repeating: a[5])
-            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            if computed > 2 {
+                x = V(repeating: a[2])
+                c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+                x = V(repeating: a[3])
+                c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            }
+            if computed > 4 {
+                x = V(repeating: a[4])
+                c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+                x = V(repeating: a[5])
+                c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            }
         }
         // Unrolled by four (measured: 4% faster than the compiler's unroll by two).
         var p = 0
@@ -262,10 +348,10 @@ enum GEMMKernelF64: GEMMKernel {
             p += 1
         }
         storeRow(c, c00, c01, addC, bias, relu)
-        storeRow(c + ldc, c10, c11, addC, bias, relu)
-        storeRow(c + 2 * ldc, c20, c21, addC, bias, relu)
-        storeRow(c + 3 * ldc, c30, c31, addC, bias, relu)
-        storeRow(c + 4 * ldc, c40, c41, addC, bias, relu)
-        storeRow(c + 5 * ldc, c50, c51, addC, bias, relu)
+        if rows > 1 { storeRow(c + ldc, c10, c11, addC, bias, relu) }
+        if rows > 2 { storeRow(c + 2 * ldc, c20, c21, addC, bias, relu) }
+        if rows > 3 { storeRow(c + 3 * ldc, c30, c31, addC, bias, relu) }
+        if rows > 4 { storeRow(c + 4 * ldc, c40, c41, addC, bias, relu) }
+        if rows > 5 { storeRow(c + 5 * ldc, c50, c51, addC, bias, relu) }
     }
 }
