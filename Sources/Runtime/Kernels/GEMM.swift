@@ -457,7 +457,6 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
                                packB: packB + pc * ncPad, directB: false, scratch: context.scratch[w])
                 pc += KC
             }
-            g.applyUpdate(rows: rows, cols: jc..<(jc + nc))
         }
         jc += nc
     }
@@ -508,8 +507,6 @@ func gemmBlocked<K: GEMMKernel>(
                            packedA: prepackedA.map { $0 + pc * ((g.m + MR - 1) / MR * MR) })
             pc += KC
         }
-        // The block of C is final: its parameter step, while it is still in this core's cache.
-        g.applyUpdate(rows: rows, cols: jc..<(jc + nc))
         jc += NC
     }
 }
@@ -627,6 +624,8 @@ func gemmMacroBlock<K: GEMMKernel>(
             }
             jr += NR
         }
+        // This block of C is final: its parameter step, while it is still in this core's L2.
+        if last { g.applyUpdate(rows: ic..<(ic + mc), cols: jc..<(jc + nc)) }
         ic += MC
     }
 }
