@@ -204,7 +204,9 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
     // Evaluation on test data shares the parameter store.
     var evaluator: Evaluator<T>?
     if let test = job.test, test.count > 0 {
-        evaluator = try Evaluator<T>(program: program, dtype: state.dtype, store: store, threads: job.threads, batch: min(1000, test.count))
+        // On the training session's threads: a second set would poll for work while the first trains.
+        evaluator = try Evaluator<T>(program: program, dtype: state.dtype, store: store, threads: job.threads,
+                                     batch: min(1000, test.count), context: session.context)
     }
 
     guard let input = session.inputPointer else { throw InputError("the model has no input") }
@@ -354,11 +356,11 @@ final class Evaluator<T: KernelScalar> {
     let batch: Int
     let sumLoss: Bool
 
-    init(program: ModelProgram, dtype: DType, store: ParameterStore<T>, threads: Int, batch: Int) throws {
+    init(program: ModelProgram, dtype: DType, store: ParameterStore<T>, threads: Int, batch: Int, context: GEMMContext? = nil) throws {
         graph = try program.inferenceGraph(dtype: dtype, withLoss: true)
         sumLoss = program.lossSumsOverBatch
         self.batch = max(1, batch)
-        session = try Session<T>(plan: try Plan(graph: graph, batch: self.batch), store: store, threads: threads)
+        session = try Session<T>(plan: try Plan(graph: graph, batch: self.batch), store: store, threads: threads, context: context)
     }
 
     /// Mean loss (sum for sum-type losses) and accuracy (for classifiers).

@@ -135,10 +135,13 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     /// Where the loss lands (nil without a loss).
     private var lossPointerStorage: UnsafeMutablePointer<T>?
 
-    public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0) throws {
+    /// `context`: the worker threads to run on, shared with another session that runs at other times
+    /// (a training run's evaluation on test data); by default (nil), its own, `threads` of them.
+    public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0, context: GEMMContext? = nil) throws {
         self.plan = plan
         self.store = store
-        self.context = GEMMContext(threads: max(1, threads))
+        self.context = context ?? GEMMContext(threads: max(1, threads))
+        let threads = self.context.threads
         arenaMemory = LargeBuffer.allocate(byteCount: plan.arenaBytes)
         self.arena = arenaMemory.pointer
         self.scratchCount = max(1, KernelCall<T>.scratchElements(plan: plan, threads: max(1, threads)))

@@ -33,6 +33,8 @@ struct LargeBuffer {
                 let address = (UInt(bitPattern: mapped) + UInt(huge - 1)) & ~UInt(huge - 1)
                 if let aligned = UnsafeMutableRawPointer(bitPattern: address) {
                     _ = madvise(aligned, length, MADV_HUGEPAGE)
+                    // Fault the pages in now, in the set-up, rather than in the first step that uses them.
+                    memset(aligned, 0, bytes)
                     return LargeBuffer(pointer: aligned, byteCount: bytes, mapping: (mapped, length + huge))
                 }
                 munmap(mapped, length + huge)

@@ -127,6 +127,9 @@ final class WorkerPool: @unchecked Sendable {
         // Generation 0 is the state before the first job; jobs may be published before this thread
         // first runs, so it must not read its starting point from `generation`.
         var seen = 0
+        // Until its first job the thread sleeps: a pool made ahead of its use (a session set up before
+        // the data is read, one kept for evaluation) must not take a core from the work in between.
+        var polls = false
         while true {
             // Wait for a new generation: spin, then sleep.
             // Poll with plain loads (no system calls: sched_yield slowed the caller's serial work),
@@ -134,7 +137,7 @@ final class WorkerPool: @unchecked Sendable {
             var spins = 0
             var current = generation.load(ordering: .acquiring)
             var deadline: UInt64 = 0
-            while current == seen {
+            while current == seen && polls {
                 spins += 1
                 if spins & 255 == 0 {
                     let now = DispatchTime.now().uptimeNanoseconds
@@ -154,6 +157,7 @@ final class WorkerPool: @unchecked Sendable {
                 pthread_mutex_unlock(mutex)
             }
             seen = current
+            polls = true
             if shutdown.load(ordering: .acquiring) { return }
             if let function = job, let state = jobState {
                 runClaimed(function, state, jobCount, worker: w)
