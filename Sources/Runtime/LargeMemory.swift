@@ -21,7 +21,9 @@ struct LargeBuffer {
     /// From this size on a buffer gets its own 2 MB-aligned mapping (smaller ones would waste most of a page).
     static let hugePageMinimum = 1 << 20
 
-    static func allocate(byteCount: Int) -> LargeBuffer {
+    /// `faultIn`: touch the pages now (memory every step uses: the first step should not pay for it);
+    /// otherwise they are faulted in when first used (scratch that small models never touch).
+    static func allocate(byteCount: Int, faultIn: Bool = true) -> LargeBuffer {
         let bytes = max(64, byteCount)
         #if os(Linux)
         if bytes >= hugePageMinimum {
@@ -33,8 +35,7 @@ struct LargeBuffer {
                 let address = (UInt(bitPattern: mapped) + UInt(huge - 1)) & ~UInt(huge - 1)
                 if let aligned = UnsafeMutableRawPointer(bitPattern: address) {
                     _ = madvise(aligned, length, MADV_HUGEPAGE)
-                    // Fault the pages in now, in the set-up, rather than in the first step that uses them.
-                    memset(aligned, 0, bytes)
+                    if faultIn { memset(aligned, 0, bytes) }
                     return LargeBuffer(pointer: aligned, byteCount: bytes, mapping: (mapped, length + huge))
                 }
                 munmap(mapped, length + huge)

@@ -47,7 +47,7 @@ public final class GEMMContext: @unchecked Sendable {
         self.threads = max(1, threads)
         pool = WorkerPool(threads: self.threads)
         scratch = (0..<self.threads).map { _ in GEMMScratch() }
-        sharedPackMemory = LargeBuffer.allocate(byteCount: self.threads > 1 ? GEMMContext.sharedPackBytes : 64)
+        sharedPackMemory = LargeBuffer.allocate(byteCount: self.threads > 1 ? GEMMContext.sharedPackBytes : 64, faultIn: false)
         sharedPackB = sharedPackMemory.pointer
     }
 
@@ -114,7 +114,7 @@ struct GEMMScratch {
     init() {
         // 64 bytes of slack: the f32 packing stores eight lanes for six values (see packA6F32).
         packA = .allocate(byteCount: GEMMScratch.packABytes + 64, alignment: 64)
-        packBMemory = LargeBuffer.allocate(byteCount: GEMMScratch.packBBytes)
+        packBMemory = LargeBuffer.allocate(byteCount: GEMMScratch.packBBytes, faultIn: false)
         packB = packBMemory.pointer
         tile = .allocate(byteCount: GEMMScratch.tileBytes, alignment: 64)
     }
