@@ -1,4 +1,5 @@
 import Foundation
+import CPrefetch
 
 // GEMM: C = epilogue(op(A)·op(B)), BLIS-style.
 //
@@ -714,6 +715,10 @@ func packBBlock<T: KernelScalar>(
             for p in 0..<kc {
                 let src = g.b + (p0 + p) * ldb + j0
                 let dp = dst + p * NR
+                if p + 8 < kc {
+                    let ahead = UnsafeRawPointer(src + 8 * ldb + q0 * NR)
+                    for line in 0..<(q1 - q0) { nnc_prefetch(ahead + line * NR * MemoryLayout<T>.stride) }
+                }
                 if NR * MemoryLayout<T>.stride == 64 {
                     // A panel row is 64 bytes for both kernels: two 32-byte vector moves.
                     for q in q0..<q1 {
