@@ -267,7 +267,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]
 }
 
 /// matmul → update(sgd) of the parameter whose gradient it computes ⇒ matmul+update: the GEMM takes
-/// the SGD step on each tile of the gradient as it finishes, while the tile is in cache, instead of a
+/// the SGD step on each block of the gradient as it finishes, while the block is in cache, instead of a
 /// separate pass over the gradient, velocity and parameter afterwards.
 ///
 /// The fused node stays at the matmul's place when no later node reads the parameter or its state

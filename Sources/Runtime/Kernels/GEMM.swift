@@ -11,8 +11,9 @@ import CPrefetch
 //         for jr in 0..<nc step NR     (one B micro-panel, in L1)
 //           for ir in 0..<mc step MR   micro-kernel: MR×NR tile in registers
 //
-// Transposes are absorbed by the packing routines. Edge tiles are computed into a small scratch
-// tile and merged. The epilogue (+= old C, += bias, activation, ⊙ activation-gradient) is applied
+// Transposes are absorbed by the packing routines. Tiles cut short by the last rows of C run a
+// kernel for 2 or 4 rows (and store only theirs); tiles cut short by the last columns are computed
+// into a small scratch tile and merged. The epilogue (+= old C, += bias, activation, ⊙ activation-gradient) is applied
 // to each tile when its last k block is stored (bias and relu in the vector store, the rest by a
 // scalar pass over the hot tile).
 //
@@ -135,9 +136,9 @@ struct GEMMScratch {
 /// worker == nil: may use all the context's threads above a size threshold.
 /// worker == w: runs single-threaded on the calling thread using worker w's scratch (for calls made inside parallelFor).
 /// m, n or k may be 0 (k == 0 gives C = epilogue(0)).
-/// With `update` (a weight gradient GEMM, C = the gradient of a parameter laid out like C), each tile of
-/// C, once final, also takes an SGD step on the parameter while it is in cache; the result is the same
-/// as `sgdUpdate` over C afterwards.
+/// With `update` (a weight gradient GEMM, C = the gradient of a parameter laid out like C), each block
+/// of C (mc rows × nc columns), once final, also takes an SGD step on the parameter while it is in
+/// cache; the result is the same as `sgdUpdate` over C afterwards.
 @inlinable
 public func gemm<T: KernelScalar>(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
