@@ -8,6 +8,24 @@ public struct Dataset: Sendable {
         case bytes([UInt8], scale: Double)
         case float32([Float])
         case float64([Double])
+
+        /// Bytes per stored value.
+        var elementBytes: Int {
+            switch self {
+            case .bytes: return 1
+            case .float32: return 4
+            case .float64: return 8
+            }
+        }
+
+        /// The stored values as raw bytes.
+        func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+            switch self {
+            case .bytes(let a, _): return a.withUnsafeBytes(body)
+            case .float32(let a): return a.withUnsafeBytes(body)
+            case .float64(let a): return a.withUnsafeBytes(body)
+            }
+        }
     }
 
     public enum Targets: Sendable {
@@ -41,11 +59,7 @@ public struct Dataset: Sendable {
         case .labels(let l): precondition(l.count == count, "Dataset: label count mismatch")
         }
         // Batches gather rows from all over the set: huge pages spare a TLB miss per row.
-        switch features {
-        case .bytes(let a, _): a.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
-        case .float32(let a): a.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
-        case .float64(let a): a.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
-        }
+        features.withUnsafeBytes { LargeBuffer.adviseHugePages($0) }
         self.count = count
         self.featureCount = featureCount
         self.features = features
@@ -85,19 +99,10 @@ public struct Dataset: Sendable {
     /// rows, scattered over the data set, then arrive from main memory while the step computes, and
     /// the next copy finds them in cache.
     public func prefetchRows(_ indices: UnsafeBufferPointer<Int>) {
-        let f = featureCount
-        func rows<E>(_ a: [E]) {
-            a.withUnsafeBufferPointer { src in
-                guard let base = src.baseAddress else { return }
-                for idx in indices where idx >= 0 && idx < count {
-                    prefetchBytes(base + idx * f, f * MemoryLayout<E>.stride)
-                }
-            }
-        }
-        switch features {
-        case .bytes(let a, _): rows(a)
-        case .float32(let a): rows(a)
-        case .float64(let a): rows(a)
+        let rowBytes = featureCount * features.elementBytes
+        features.withUnsafeBytes { all in
+            guard let base = all.baseAddress else { return }
+            for idx in indices where idx >= 0 && idx < count { prefetchBytes(base + idx * rowBytes, rowBytes) }
         }
     }
 

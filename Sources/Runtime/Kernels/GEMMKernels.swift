@@ -28,16 +28,38 @@ protocol GEMMKernel {
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 
-    /// The same for the first `rows` (1...MR) rows only, at the cost of the next even number of rows
-    /// (a short tile at the bottom edge of C: m = 128 is 21 tiles of six rows and one of two).
-    static func kernel(
-        rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
-        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
-        _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+    /// `kernel` for the first `rows` rows only, computing 6, 4 or 2 of them (`kernel(rows:)` picks).
+    static func kernel6(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+    static func kernel4(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
+    static func kernel2(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
+                        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 
     /// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4 (four dot products sharing x).
     static func dot4(_ k: Int, _ x: UnsafePointer<Scalar>, _ y: UnsafePointer<Scalar>, _ ldy: Int,
                      _ out: UnsafeMutablePointer<Scalar>)
+}
+
+extension GEMMKernel {
+    /// `kernel` for the first `rows` (1...MR) rows only, at the cost of the next even number of rows
+    /// (a short tile at the bottom edge of C: m = 128 is 21 tiles of six rows and one of two).
+    /// One function per computed height: with the three in one body the compiler kept the tile code
+    /// out of line, its height a run-time value.
+    @inline(__always)
+    static func kernel(
+        rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
+        _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
+        _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool
+    ) {
+        if rows > 4 {
+            kernel6(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        } else if rows > 2 {
+            kernel4(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        } else {
+            kernel2(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
+        }
+    }
 }
 
 enum GEMMKernelF32: GEMMKernel {
@@ -102,22 +124,6 @@ enum GEMMKernelF32: GEMMKernel {
         _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
     ) {
         tile(6, rows: 6, kc, a, b, bStride, c, ldc, addC, bias, relu)
-    }
-
-    static func kernel(
-        rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ bStride: Int,
-        _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-        _ addC: Bool, _ bias: UnsafePointer<Float>?, _ relu: Bool
-    ) {
-        // One function per computed height: with the three in one body the compiler kept `tile` out of
-        // line, its height a run-time value.
-        if rows > 4 {
-            kernel6(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-        } else if rows > 2 {
-            kernel4(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-        } else {
-            kernel2(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-        }
     }
 
     @inline(never)
@@ -260,22 +266,6 @@ enum GEMMKernelF64: GEMMKernel {
         _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
     ) {
         tile(6, rows: 6, kc, a, b, bStride, c, ldc, addC, bias, relu)
-    }
-
-    static func kernel(
-        rows: Int, _ kc: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ bStride: Int,
-        _ c: UnsafeMutablePointer<Double>, _ ldc: Int,
-        _ addC: Bool, _ bias: UnsafePointer<Double>?, _ relu: Bool
-    ) {
-        // One function per computed height: with the three in one body the compiler kept `tile` out of
-        // line, its height a run-time value.
-        if rows > 4 {
-            kernel6(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-        } else if rows > 2 {
-            kernel4(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-        } else {
-            kernel2(rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-        }
     }
 
     @inline(never)
