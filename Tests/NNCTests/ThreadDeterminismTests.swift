@@ -49,4 +49,12 @@ private func trainedParameters(_ text: String, batch: Int, threads: Int, steps: 
         let adam = try trainedParameters(Self.mlp, batch: 64, threads: 1, adam: true)
         #expect(try trainedParameters(Self.mlp, batch: 64, threads: 2, adam: true) == adam)
     }
+
+    /// The Fashion-MNIST MLP on the short last batch of an epoch (60,000 = 468 · 128 + 96): its first
+    /// layer packs A once for both threads, and a packing overrun once made two threads differ there.
+    @Test func fashionMLPOnItsLastBatch() throws {
+        let text = "input 784\nfc 784->256\nrelu\nfc 256->128\nrelu\nfc 128->10\nloss crossentropy"
+        let one = try trainedParameters(text, batch: 96, threads: 1, steps: 1)
+        #expect(try trainedParameters(text, batch: 96, threads: 2, steps: 1) == one)
+    }
 }

@@ -371,6 +371,62 @@ import Testing
         Self.check(Float.self, Case(m: 25, n: 2100, k: 3, accumulate: true, gradient: .tanh), context: shared)
     }
 
+    /// Packing an A block writes its mPad × kc values and nothing past them: the shared A of a column
+    /// split packs its k blocks end to end, in parallel, and a store past one block's end would
+    /// overwrite the start of the next one (it did: rows 0 and 1 of a 96-row batch came out wrong
+    /// on two threads, but only when the first block was packed last).
+    @Test func packingABlockStaysInsideIt() {
+        for transA in [false, true] {
+            for (mc, kc) in [(6, 1), (6, 8), (12, 16), (96, 200), (96, 9), (5, 8), (7, 24)] {
+                let m = mc + 8, k = kc + 3
+                let a = (0..<(m * k)).map { Float($0 % 251) + 1 }
+                let mPad = (mc + 5) / 6 * 6
+                let guardValue: Float = -7
+                var dst = [Float](repeating: guardValue, count: mPad * kc + 16)
+                a.withUnsafeBufferPointer { pa in
+                    dst.withUnsafeMutableBufferPointer { pd in
+                        let g = GEMMArgs<Float>(GEMMCall(
+                            transA: transA, transB: false, m: m, n: 1, k: k,
+                            a: UnsafeRawPointer(pa.baseAddress!), lda: transA ? m : k,
+                            b: UnsafeRawPointer(pa.baseAddress!), ldb: 1,
+                            c: UnsafeMutableRawPointer(pd.baseAddress!), ldc: 1, accumulate: false, bias: nil,
+                            activation: .identity, gradientThrough: .identity, gradient: nil, ldg: 0, worker: -1))
+                        packABlock(g, 6, i0: 1, mc: mc, p0: 2, kc: kc, dst: pd.baseAddress!)
+                    }
+                }
+                for r in 0..<mPad {
+                    for p in 0..<kc {
+                        let i = 1 + r, q = 2 + p
+                        let expected = r < mc ? (transA ? a[q * m + i] : a[i * k + q]) : 0
+                        let got = dst[(r / 6) * 6 * kc + p * 6 + r % 6]
+                        if got != expected {
+                            Issue.record("transA \(transA) mc \(mc) kc \(kc): row \(r) p \(p) is \(got), expected \(expected)")
+                            return
+                        }
+                    }
+                }
+                #expect(dst[(mPad * kc)...].allSatisfy { $0 == guardValue }, "transA \(transA) mc \(mc) kc \(kc): written past the block")
+            }
+        }
+    }
+
+    /// The MLP's first layer on a short last batch (96 rows: whole 6-row tiles, k = 784 in four
+    /// blocks) takes the shared-A column split: right, and the same bits on one thread and two.
+    @Test func sharedAOnWholeTiles() {
+        for m in [96, 120] {
+            for cs in [Case(m: m, n: 256, k: 784, bias: true, activation: .relu),
+                       Case(m: m, n: 256, k: 784, transA: true)] {
+                let x = Self.inputs(Float.self, cs, seed: 4)
+                let one = Self.run(cs, x, context: GEMMContext(threads: 1))
+                for _ in 0..<3 {
+                    let same = Self.run(cs, x, context: GEMMContext(threads: 2)) == one
+                    #expect(same, "\(cs)")
+                }
+            }
+        }
+        Self.check(Float.self, Case(m: 96, n: 256, k: 784, bias: true, activation: .relu), context: GEMMContext(threads: 2))
+    }
+
     @Test func parallelForCoversEachIndexOnce() {
         for threads in [1, 2, 4] {
             let ctx = GEMMContext(threads: threads)

@@ -114,8 +114,7 @@ struct GEMMScratch {
     static let tileBytes = 1024
 
     init() {
-        // 64 bytes of slack: the f32 packing stores eight lanes for six values (see packA6F32).
-        packA = .allocate(byteCount: GEMMScratch.packABytes + 64, alignment: 64)
+        packA = .allocate(byteCount: GEMMScratch.packABytes, alignment: 64)
         packBMemory = LargeBuffer.allocate(byteCount: GEMMScratch.packBBytes, faultIn: false)
         packB = packBMemory.pointer
         tile = .allocate(byteCount: GEMMScratch.tileBytes, alignment: 64)
@@ -837,12 +836,13 @@ private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int
 
 /// dst[p * 6 + r] = src[r * lda + p] for six rows r and p in 0..<kc (an A panel). Each group of eight
 /// p is transposed (rows 6 and 7 repeat row 5) and stored as eight lanes per p, in increasing order,
-/// so the two extra lanes land where the next p's store, or the next panel, overwrites them; past
-/// the last panel they land in the buffer's slack.
+/// so the two extra lanes land where the next p's store overwrites them. The last p is copied one
+/// by one: nothing is written past the panel, which may be followed by another worker's (the
+/// shared A of `gemmParallelColumnsSharedA` packs its k blocks in parallel, end to end).
 private func packA6F32(_ src: UnsafePointer<Float>, lda: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
     let r5 = src + 5 * lda
     var p = 0
-    while p + 8 <= kc {
+    while p + 8 < kc {
         let q = src + p
         let last = load8(r5 + p)
         var t = (load8(q), load8(q + lda), load8(q + 2 * lda), load8(q + 3 * lda), load8(q + 4 * lda), last, last, last)
@@ -859,7 +859,11 @@ private func packA6F32(_ src: UnsafePointer<Float>, lda: Int, kc: Int, dst: Unsa
 }
 
 /// dst[p * 6 + r] = src[p * lda + r] for r in 0..<6 (a transposed A panel): eight lanes loaded and
-/// stored per p, in increasing order (the caller checks the two extra lanes are inside A).
+/// stored per p, in increasing order (the caller checks the two extra lanes are inside A); the last
+/// p one by one, so nothing is written past the panel.
 private func packA6TransposedF32(_ src: UnsafePointer<Float>, lda: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
-    for p in 0..<kc { store8(load8(src + p * lda), dst + p * 6) }
+    if kc <= 0 { return }
+    for p in 0..<(kc - 1) { store8(load8(src + p * lda), dst + p * 6) }
+    let p = kc - 1
+    for r in 0..<6 { dst[p * 6 + r] = src[p * lda + r] }
 }
