@@ -836,20 +836,26 @@ private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int
 
 /// dst[p * 6 + r] = src[r * lda + p] for six rows r and p in 0..<kc (an A panel). Each group of eight
 /// p is transposed (rows 6 and 7 repeat row 5) and stored as eight lanes per p, in increasing order,
-/// so the two extra lanes land where the next p's store overwrites them. The last p is copied one
-/// by one: nothing is written past the panel, which may be followed by another worker's (the
-/// shared A of `gemmParallelColumnsSharedA` packs its k blocks in parallel, end to end).
+/// so the two extra lanes land where the next p's store overwrites them. The panel's last p stores
+/// six lanes only: nothing is written past the panel, which may be followed by another worker's
+/// (the shared A of `gemmParallelColumnsSharedA` packs its k blocks in parallel, end to end).
 private func packA6F32(_ src: UnsafePointer<Float>, lda: Int, kc: Int, dst: UnsafeMutablePointer<Float>) {
     let r5 = src + 5 * lda
     var p = 0
-    while p + 8 < kc {
+    while p + 8 <= kc {
         let q = src + p
         let last = load8(r5 + p)
         var t = (load8(q), load8(q + lda), load8(q + 2 * lda), load8(q + 3 * lda), load8(q + 4 * lda), last, last, last)
         transpose8x8(&t)
         let e = dst + p * 6
         store8(t.0, e); store8(t.1, e + 6); store8(t.2, e + 12); store8(t.3, e + 18)
-        store8(t.4, e + 24); store8(t.5, e + 30); store8(t.6, e + 36); store8(t.7, e + 42)
+        store8(t.4, e + 24); store8(t.5, e + 30); store8(t.6, e + 36)
+        if p + 8 < kc {
+            store8(t.7, e + 42)
+        } else {
+            UnsafeMutableRawPointer(e + 42).storeBytes(of: t.7.lowHalf, as: SIMD4<Float>.self)
+            UnsafeMutableRawPointer(e + 46).storeBytes(of: SIMD2(t.7[4], t.7[5]), as: SIMD2<Float>.self)
+        }
         p += 8
     }
     while p < kc {
