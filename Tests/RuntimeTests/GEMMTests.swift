@@ -427,6 +427,23 @@ import Testing
         Self.check(Float.self, Case(m: 96, n: 256, k: 784, bias: true, activation: .relu), context: GEMMContext(threads: 2))
     }
 
+    /// The shared packed B when the parts of the job run one after another on one thread (a GEMM
+    /// called inside a parallel job runs its parts inline): a part that needs a share nobody packed
+    /// yet packs it itself instead of waiting for it, and the result is the same.
+    @Test func sharedPackingWhenPartsRunInline() {
+        let cs = Case(m: 60, n: 300, k: 530, bias: true, activation: .relu)
+        let x = Self.inputs(Float.self, cs, seed: 9)
+        let one = Self.run(cs, x, context: GEMMContext(threads: 1))
+        let ctx = GEMMContext(threads: 2)
+        ctx.sharedPackMinWork = 0
+        nonisolated(unsafe) var nested: [Float] = []
+        ctx.parallelFor(2) { i, _ in
+            if i == 0 { nested = Self.run(cs, x, context: ctx) }
+        }
+        #expect(nested == one)
+        #expect(Self.run(cs, x, context: ctx) == one)
+    }
+
     @Test func parallelForCoversEachIndexOnce() {
         for threads in [1, 2, 4] {
             let ctx = GEMMContext(threads: threads)

@@ -1,5 +1,6 @@
 import Foundation
 import CPrefetch
+import Synchronization
 
 // GEMM: C = epilogue(op(A)·op(B)), BLIS-style.
 //
@@ -44,6 +45,12 @@ public final class GEMMContext: @unchecked Sendable {
     var sharedPackMinWork = 1 << 26
     /// Size of the shared packed-B buffer (a k × nc block of B: 2M floats, 1M doubles).
     static let sharedPackBytes = 8 << 20
+    /// One flag per part of the shared packed B (a worker's share of its panels, per k block), saying
+    /// whether that part is packed, being packed, or neither, in the current call (see `SharedPacking`).
+    let packFlags: UnsafeMutablePointer<Atomic<Int>>
+    static let packFlagCount = 512
+    /// The flags' values below this mean "not packed" (raised by each use instead of clearing them).
+    var packGeneration = 0
 
     public init(threads: Int) {
         self.threads = max(1, threads)
@@ -51,12 +58,16 @@ public final class GEMMContext: @unchecked Sendable {
         scratch = (0..<self.threads).map { _ in GEMMScratch() }
         sharedPackMemory = LargeBuffer.allocate(byteCount: self.threads > 1 ? GEMMContext.sharedPackBytes : 64, faultIn: false)
         sharedPackB = sharedPackMemory.pointer
+        packFlags = .allocate(capacity: GEMMContext.packFlagCount)
+        for i in 0..<GEMMContext.packFlagCount { (packFlags + i).initialize(to: Atomic(0)) }
     }
 
     deinit {
         pool.stop()
         for s in scratch { s.deallocate() }
         sharedPackMemory.deallocate()
+        packFlags.deinitialize(count: GEMMContext.packFlagCount)
+        packFlags.deallocate()
     }
 
     /// Runs body(shared, i, worker) for every i in 0..<count, spread over the pool's threads (the
@@ -411,10 +422,13 @@ func gemmParallelColumnsSharedA<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K
 /// From this many elements of A on, a column split packs A once, shared (gemmParallelColumnsSharedA).
 let gemmSharedAMinimum = 1 << 15
 
-/// Large multi-threaded GEMM: for each block of nc columns, the workers pack all of its k rows of B
-/// together into the shared buffer (one synchronisation), then each computes its own rows of C,
-/// packing its own A (a second one). No operand is packed twice. Returns false (nothing done) when
-/// the shared buffer cannot hold a useful block.
+/// Large multi-threaded GEMM, split by rows of C, with B packed once into a shared buffer, as
+/// OpenBLAS does it: for each k block, each worker packs its own share of B's panels and computes its
+/// rows with them while they are in its cache, then goes on to the other workers' shares, waiting
+/// only for a share not yet packed. No barrier between packing and computing, and no operand packed
+/// twice. A share still untouched when a worker needs it is packed by that worker (so a job whose
+/// parts run one after another on one thread cannot wait for itself). Returns false (nothing done)
+/// when the shared buffer cannot hold a useful block.
 func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext) -> Bool {
     typealias T = K.Scalar
     let NR = K.nr
@@ -422,46 +436,78 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
     // Widest block of columns whose k packed rows fit the shared buffer.
     let capacity = GEMMContext.sharedPackBytes / MemoryLayout<T>.stride
     let ncMax = min(K.ncBlock, capacity / k / NR * NR)
-    if ncMax < 8 * NR { return false }
     let parts = context.threads
+    let KC = kBlockDepth(k, K.kcBlock), kBlocks = (k + KC - 1) / KC
+    if ncMax < 8 * NR || parts * kBlocks > GEMMContext.packFlagCount { return false }
     let packB = context.sharedPackB.assumingMemoryBound(to: T.self)
     var jc = 0
     while jc < n {
         let nc = min(ncMax, n - jc)
         let panels = (nc + NR - 1) / NR
         let ncPad = panels * NR
-        typealias Block = (GEMMArgs<T>, GEMMContext, Int, Int, Int, Int, Int, UnsafeMutablePointer<T>)
-        let block: Block = (g, context, parts, panels, jc, nc, ncPad, packB)
-        context.parallelFor(parts, sharing: block) { shared, part, _ in
-            let (g, _, parts, panels, jc, nc, ncPad, packB) = shared.assumingMemoryBound(to: Block.self).pointee
-            let NR = K.nr, k = g.k, KC = kBlockDepth(k, K.kcBlock)
-            let r = WorkerPool.range(panels, worker: part, of: parts)
-            if r.isEmpty { return }
-            let j0 = r.lowerBound * NR
-            let cols = min(nc, r.upperBound * NR) - j0
-            var pc = 0
-            while pc < k {
-                let kc = min(KC, k - pc)
-                packBBlock(g, NR, p0: pc, kc: kc, j0: jc + j0, nc: cols, dst: packB + pc * ncPad + j0 * kc)
-                pc += KC
-            }
-        }
+        context.packGeneration += 2
+        let sharing = SharedPacking(flags: context.packFlags, generation: context.packGeneration)
+        typealias Block = (GEMMArgs<T>, GEMMContext, Int, Int, Int, Int, Int, UnsafeMutablePointer<T>, SharedPacking)
+        let block: Block = (g, context, parts, panels, jc, nc, ncPad, packB, sharing)
         context.parallelFor(parts, sharing: block) { shared, part, w in
-            let (g, context, parts, _, jc, nc, ncPad, packB) = shared.assumingMemoryBound(to: Block.self).pointee
-            let k = g.k, KC = kBlockDepth(k, K.kcBlock)
+            let (g, context, parts, panels, jc, nc, ncPad, packB, sharing) = shared.assumingMemoryBound(to: Block.self).pointee
+            let MR = K.mr, NR = K.nr, k = g.k, KC = kBlockDepth(k, K.kcBlock)
             let rows = gemmRowShare(g.m, part: part, of: parts)
             if rows.isEmpty { return }
-            var pc = 0
+            let scratch = context.scratch[w]
+            let packA = scratch.packA.assumingMemoryBound(to: T.self)
+            var pc = 0, kBlock = 0
             while pc < k {
                 let kc = min(KC, k - pc)
-                gemmMacroBlock(K.self, g, rows: rows, jc: jc, nc: nc, pc: pc, kc: kc,
-                               packB: packB + pc * ncPad, directB: false, scratch: context.scratch[w])
+                let packedK = packB + pc * ncPad
+                var ic = rows.lowerBound
+                while ic < rows.upperBound {
+                    let mc = min(K.mcBlock, rows.upperBound - ic)
+                    packABlock(g, MR, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
+                    // This worker's share of the panels first, then the others' in turn.
+                    for step in 0..<parts {
+                        let owner = (part + step) % parts
+                        let share = WorkerPool.range(panels, worker: owner, of: parts)
+                        if share.isEmpty { continue }
+                        let j0 = share.lowerBound * NR
+                        let cols = min(nc, share.upperBound * NR) - j0
+                        sharing.ensure(kBlock * parts + owner) {
+                            packBBlock(g, NR, p0: pc, kc: kc, j0: jc + j0, nc: cols, dst: packedK + j0 * kc)
+                        }
+                        gemmMacroBlock(K.self, g, rows: ic..<(ic + mc), jc: jc + j0, nc: cols, pc: pc, kc: kc,
+                                       packB: packedK + j0 * kc, directB: false, scratch: scratch, packedA: UnsafePointer(packA))
+                    }
+                    ic += mc
+                }
                 pc += KC
+                kBlock += 1
             }
         }
         jc += nc
     }
     return true
+}
+
+/// The states of the parts of a shared packed B in one call: a flag below `generation` means not
+/// packed, `generation` being packed, `generation + 1` packed. Raising the generation by two for each
+/// call resets them all at once.
+struct SharedPacking {
+    let flags: UnsafeMutablePointer<Atomic<Int>>
+    let generation: Int
+
+    /// Runs pack() if no worker has claimed part `index` yet; otherwise waits until it is packed.
+    @inline(__always)
+    func ensure(_ index: Int, _ pack: () -> Void) {
+        let flag = flags + index
+        let state = flag.pointee.load(ordering: .relaxed)
+        if state < generation
+            && flag.pointee.compareExchange(expected: state, desired: generation, ordering: .acquiring).exchanged {
+            pack()
+            flag.pointee.store(generation + 1, ordering: .releasing)
+            return
+        }
+        while flag.pointee.load(ordering: .acquiring) != generation + 1 { nnc_pause() }
+    }
 }
 
 /// A worker's rows of C in a split by rows: equal shares, not whole tiles (1024 rows in two are 85 tiles
