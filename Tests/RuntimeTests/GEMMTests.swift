@@ -176,17 +176,17 @@ import Testing
     @Test func shortEdgeTiles() {
         for r in 1...5 {
             for n in [32, 37] {
-                Self.check(Float.self, Case(m: 12 + r, n: n, k: 300, padC: 1, accumulate: r % 2 == 0, bias: true, activation: .relu))
+                Self.check(Float.self, Case(m: 12 + r, n: n, k: 390, padC: 1, accumulate: r % 2 == 0, bias: true, activation: .relu))
                 Self.check(Float.self, Case(m: 6 + r, n: n, k: 40, transB: true, gradient: .tanh))
                 Self.check(Double.self, Case(m: 12 + r, n: n, k: 300, transA: true, accumulate: r % 2 == 1, bias: true, activation: .relu))
             }
         }
         let two = GEMMContext(threads: 2)
-        Self.check(Float.self, Case(m: 1030, n: 64, k: 270, bias: true, activation: .relu), context: two)
+        Self.check(Float.self, Case(m: 1030, n: 64, k: 390, bias: true, activation: .relu), context: two)
         Self.check(Double.self, Case(m: 1030, n: 40, k: 70, transA: true, accumulate: true), context: two)
         let shared = GEMMContext(threads: 2)
         shared.sharedPackMinWork = 0
-        Self.check(Float.self, Case(m: 1024, n: 300, k: 270, transB: true, bias: true, activation: .relu), context: shared)
+        Self.check(Float.self, Case(m: 1024, n: 200, k: 390, transB: true, bias: true, activation: .relu), context: shared)
         Self.check(Double.self, Case(m: 1019, n: 200, k: 30), context: shared)
     }
 
@@ -231,7 +231,7 @@ import Testing
         let two = GEMMContext(threads: 2)
         let sharing = GEMMContext(threads: 2)
         sharing.sharedPackMinWork = 1
-        let sizes = [(1, 1, 1), (3, 17, 5), (2, 40, 9), (17, 33, 129), (129, 20, 17), (40, 300, 300)]
+        let sizes = [(1, 1, 1), (3, 17, 5), (2, 40, 9), (17, 33, 129), (129, 20, 17), (40, 300, 390)]
         for (m, n, k) in sizes {
             for (velocity, nesterov, decay) in [(true, false, 0.0), (true, true, 0.01), (false, false, 0.001)] {
                 let cs = Case(m: m, n: n, k: k, transA: transA, transB: transB, padC: 3, accumulate: m == 17)
@@ -256,7 +256,7 @@ import Testing
 
     @Test(arguments: activations)
     func epilogues(activation: KernelActivation) {
-        for (m, n, k) in [(1, 3, 2), (3, 1, 1), (17, 33, 20), (13, 40, 300), (6, 16, 8), (12, 32, 256)] {
+        for (m, n, k) in [(1, 3, 2), (3, 1, 1), (17, 33, 20), (13, 40, 400), (6, 16, 8), (12, 32, 256)] {
             for accumulate in [false, true] {
                 for bias in [false, true] {
                     Self.check(Float.self, Case(m: m, n: n, k: k, padC: 2, accumulate: accumulate, bias: bias,
@@ -270,7 +270,7 @@ import Testing
 
     @Test(arguments: activations)
     func gradientEpilogue(through: KernelActivation) {
-        for (m, n, k) in [(1, 2, 3), (17, 33, 20), (6, 16, 8), (30, 50, 260)] {
+        for (m, n, k) in [(1, 2, 3), (17, 33, 20), (6, 16, 8), (30, 50, 400)] {
             Self.check(Float.self, Case(m: m, n: n, k: k, transB: true, gradient: through))
             Self.check(Double.self, Case(m: m, n: n, k: k, transB: true, accumulate: true, bias: true, gradient: through))
         }
@@ -344,7 +344,7 @@ import Testing
 
     @Test func determinism() {
         // Above the parallel threshold, with several k blocks.
-        let big = Case(m: 70, n: 60, k: 300, transA: true, accumulate: true, bias: true, activation: .tanh)
+        let big = Case(m: 70, n: 60, k: 390, transA: true, accumulate: true, bias: true, activation: .tanh)
         let xf = Self.inputs(Float.self, big, seed: 3)
         let xd = Self.inputs(Double.self, big, seed: 3)
         Self.check(Float.self, big, context: GEMMContext(threads: 2))

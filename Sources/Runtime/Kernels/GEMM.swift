@@ -518,8 +518,8 @@ struct SharedPacking {
 }
 
 /// The depth of the k blocks: k split into equal blocks of at most `limit` (a multiple of 8), so no
-/// block is a thin remainder (k = 784 gives 200, 200, 200, 184 rather than 256, 256, 256, 16: every
-/// block re-reads and re-writes C). Depends on k only, so results do not depend on threads.
+/// block is a thin remainder (k = 784 with f32's limit 384 gives 264, 264, 256 rather than 384, 384,
+/// 16: every block re-reads and re-writes C). Depends on k only, so results do not depend on threads.
 @inline(__always) func kBlockDepth(_ k: Int, _ limit: Int) -> Int {
     let blocks = max(1, (k + limit - 1) / limit)
     return min(limit, ((k + blocks - 1) / blocks + 7) / 8 * 8)
@@ -750,8 +750,8 @@ func packBBlock<T: KernelScalar>(
     if !g.transB {
         // op(B)(p, j) = b[p * ldb + j]: four panels at a time, each row's 4·NR values read at once and
         // stored into four panels. (A sweep over whole rows stores into every panel, kc·NR values
-        // apart, in turn: with kc = 256 they all fall in one L1 set, and the stores miss. Measured
-        // on a 1024 × 1024 B: 361 µs by whole rows, 190 by four panels, 200 by two or eight.)
+        // apart, in turn: with kc = 256, panels 16 KB apart, they all fall in one L1 set, and the stores
+        // miss. Measured on a 1024 × 1024 B with kc = 256: 361 µs by whole rows, 190 by four panels, 200 by two or eight.)
         let full = nc / NR
         let rest = nc - full * NR
         let group = 4
