@@ -33,7 +33,8 @@ func predict<T: KernelScalar>(_ type: T.Type, _ state: ModelState, _ data: Datas
     let batch = max(1, min(1024, data.count))
     let store = ParameterStore<T>(graph: graph)
     state.fill(store)
-    let session = try Session<T>(plan: try Plan(graph: graph, batch: batch), store: store, threads: threads)
+    // The weights stay as loaded: packed for the GEMMs once.
+    let session = try Session<T>(plan: try Plan(graph: graph, batch: batch), store: store, threads: threads, constantParameters: true)
     guard let input = session.inputPointer, let outputValue = graph.output else { return [] }
     let output = session.pointer(outputValue)
     let width = graph[outputValue].shape.rowElements

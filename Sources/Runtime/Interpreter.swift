@@ -71,8 +71,9 @@ extension KernelActivation {
 /// and concrete sizes. The interpreter's loop is a switch over these.
 enum Instruction<T: KernelScalar> {
     typealias P = UnsafeMutablePointer<T>
+    /// packedB: B packed once, when B is a parameter of a session whose parameters stay constant.
     case gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, ldc: Int,
-              bias: P?, activation: KernelActivation)
+              bias: P?, activation: KernelActivation, packedB: UnsafePointer<T>?)
     /// A weight gradient's GEMM that takes the parameter's SGD step in its epilogue.
     case gemmUpdate(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, update: SGDStep<T>)
     case biasAdd(x: P, b: P, y: P, outer: Int, channels: Int, inner: Int)
@@ -134,10 +135,24 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     let updatesParameters: Bool
     /// Where the loss lands (nil without a loss).
     private var lossPointerStorage: UnsafeMutablePointer<T>?
+    /// The parameters do not change while the session runs: weights multiplied as B are packed once.
+    public let constantParameters: Bool
+    /// Those packed weights (kept across executables; see `parametersChanged`).
+    private var packedWeights: [PackedWeight] = []
+
+    /// A parameter packed as a GEMM's B (op(B) is k × n).
+    private struct PackedWeight {
+        let parameter: Int, transB: Bool, k: Int, n: Int, ldb: Int
+        let memory: LargeBuffer
+    }
 
     /// `context`: the worker threads to run on, shared with another session that runs at other times
     /// (a training run's evaluation on test data); by default (nil), its own, `threads` of them.
-    public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0, context: GEMMContext? = nil) throws {
+    /// `constantParameters` (inference, as ONNX Runtime does with its initializers): the weights that
+    /// multiply as a GEMM's B are packed for the kernels once, here, instead of in every step; after
+    /// changing parameters, call `parametersChanged()`. Ignored when the plan updates parameters.
+    public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0, context: GEMMContext? = nil,
+                constantParameters: Bool = false) throws {
         self.plan = plan
         self.store = store
         self.context = context ?? GEMMContext(threads: max(1, threads))
@@ -149,6 +164,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         self.scratch = scratchMemory.pointer.bindMemory(to: T.self, capacity: scratchCount)
         self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
         self.updatesParameters = plan.graph.nodes.contains { $0.op.hasEffect }
+        self.constantParameters = constantParameters && !updatesParameters
         executables = [try makeExecutable(batch: plan.batch)]
         lossPointerStorage = plan.graph.loss.map(pointer)
     }
@@ -156,6 +172,33 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     deinit {
         arenaMemory.deallocate()
         scratchMemory.deallocate()
+        for weight in packedWeights { weight.memory.deallocate() }
+    }
+
+    /// Packs the weights again after the parameters changed (sessions with `constantParameters`).
+    public func parametersChanged() {
+        for weight in packedWeights { pack(weight) }
+    }
+
+    private func pack(_ weight: PackedWeight) {
+        guard let b = store.parameters[weight.parameter].baseAddress else { return }
+        gemmPackB(transB: weight.transB, k: weight.k, n: weight.n, b: b, ldb: weight.ldb,
+                  into: weight.memory.pointer.assumingMemoryBound(to: T.self))
+    }
+
+    /// B packed once for a GEMM, when B is a parameter and the parameters are constant; else nil.
+    private func packedWeight(_ value: ValueID, transB: Bool, k: Int, n: Int, ldb: Int) -> UnsafePointer<T>? {
+        guard constantParameters, case .parameter(let index)? = plan.storage[value.index] else { return nil }
+        if let made = packedWeights.first(where: { $0.parameter == index && $0.transB == transB && $0.k == k && $0.n == n }) {
+            return UnsafePointer(made.memory.pointer.assumingMemoryBound(to: T.self))
+        }
+        let count = gemmPackedBCount(T.self, k: k, n: n)
+        guard count > 0 else { return nil }
+        let weight = PackedWeight(parameter: index, transB: transB, k: k, n: n, ldb: ldb,
+                                  memory: LargeBuffer.allocate(byteCount: count * MemoryLayout<T>.stride))
+        packedWeights.append(weight)
+        pack(weight)
+        return UnsafePointer(weight.memory.pointer.assumingMemoryBound(to: T.self))
     }
 
     /// Where a value lives (arena or parameter store).
@@ -226,9 +269,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     @inline(__always)
     private func execute(_ instruction: Instruction<T>) {
         switch instruction {
-        case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation):
+        case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation, packedB):
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
-                 bias: bias.map { UnsafePointer($0) }, activation: activation, context: context)
+                 bias: bias.map { UnsafePointer($0) }, activation: activation, packedB: packedB, context: context)
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update):
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: update, context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
@@ -297,7 +340,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let a = operandDims[0], b = operandDims[1]
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
                 made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                             c: results[0], ldc: n, bias: nil, activation: .identity)
+                             c: results[0], ldc: n, bias: nil, activation: .identity,
+                             packedB: packedWeight(node.operands[1], transB: tb, k: k, n: n, ldb: b[1]))
             case .matmulUpdate(let ta, let tb, let update):
                 let a = operandDims[0], b = operandDims[1]
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
@@ -306,7 +350,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 if m * n * k <= gemmTinyThreshold {
                     // Tiny products (the XOR network's) run faster as the plain GEMM and step.
                     made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                                 c: results[0], ldc: n, bias: nil, activation: .identity)
+                                 c: results[0], ldc: n, bias: nil, activation: .identity, packedB: nil)
                     following = .sgd(p: operands[2], g: results[0], velocity: velocity, count: m * n,
                                      lr: T(lr), momentum: T(momentum), nesterov: nesterov, decay: T(decay))
                 } else {
@@ -318,7 +362,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .dense(let f, let bias):
                 let a = operandDims[0], b = operandDims[1]
                 made = .gemm(transA: false, transB: false, m: a[0], n: b[1], k: a[1], a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                             c: results[0], ldc: b[1], bias: bias ? operands[2] : nil, activation: try activation(f))
+                             c: results[0], ldc: b[1], bias: bias ? operands[2] : nil, activation: try activation(f),
+                             packedB: packedWeight(node.operands[1], transB: false, k: a[1], n: b[1], ldb: b[1]))
             case .biasAdd:
                 let (outer, channels, inner) = channelLayout(operandDims[0])
                 made = .biasAdd(x: operands[0], b: operands[1], y: results[0], outer: outer, channels: channels, inner: inner)

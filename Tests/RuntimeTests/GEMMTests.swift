@@ -444,6 +444,50 @@ import Testing
         #expect(Self.run(cs, x, context: ctx) == one)
     }
 
+    /// B packed once (`gemmPackB`, constant weights) gives the same C, bit for bit, as B read and packed
+    /// by the call: ragged panels, several k blocks, more columns than one block (f32 2048, f64 1024),
+    /// transposed B, epilogues, one thread and two.
+    @Test func prepackedB() {
+        func check<T: KernelScalar>(_ t: T.Type, _ cs: Case, threads: Int) {
+            let x = Self.inputs(T.self, cs, seed: 5)
+            let context = GEMMContext(threads: threads)
+            let expected = Self.run(cs, x, context: context)
+            var packed = [T](repeating: .nan, count: gemmPackedBCount(T.self, k: cs.k, n: cs.n))
+            x.b.withUnsafeBufferPointer { pb in
+                packed.withUnsafeMutableBufferPointer { pp in
+                    gemmPackB(transB: cs.transB, k: cs.k, n: cs.n, b: pb.baseAddress!, ldb: x.ldb, into: pp.baseAddress!)
+                }
+            }
+            var c = x.c0
+            // Tiny products, one or two rows times a transposed B, and threaded products with too few
+            // rows to split by rows still read B; otherwise B is not read at all: NaNs stand in for it.
+            let work = cs.m * cs.n * cs.k
+            let readsB = work <= gemmTinyThreshold || (cs.transB && cs.m <= gemmDotMaxRows)
+                || (threads > 1 && work >= gemmParallelThreshold && (cs.m + 5) / 6 < 2 * threads)
+            let b = readsB ? x.b : [T](repeating: .nan, count: x.b.count)
+            x.a.withUnsafeBufferPointer { pa in x.bias.withUnsafeBufferPointer { pbias in packed.withUnsafeBufferPointer { pp in
+                c.withUnsafeMutableBufferPointer { pc in b.withUnsafeBufferPointer { pb in
+                    gemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k, a: pa.baseAddress!, lda: x.lda,
+                         b: pb.baseAddress!, ldb: x.ldb, c: pc.baseAddress!, ldc: x.ldc, accumulate: cs.accumulate,
+                         bias: cs.bias ? pbias.baseAddress! : nil, activation: cs.activation,
+                         packedB: pp.baseAddress!, context: context)
+                }}
+            }}}
+            let same = c == expected
+            #expect(same, "\(T.self) \(cs) on \(threads) threads")
+        }
+        let cases = [Case(m: 3, n: 17, k: 5), Case(m: 13, n: 37, k: 390, accumulate: true),
+                     Case(m: 129, n: 100, k: 129, transB: true, bias: true, activation: .relu),
+                     Case(m: 40, n: 2100, k: 20, transA: true, bias: true, activation: .tanh),
+                     Case(m: 2, n: 33, k: 17, transB: true), Case(m: 1, n: 40, k: 1000, padA: 1, padB: 2, padC: 3)]
+        for cs in cases {
+            for threads in [1, 2] {
+                check(Float.self, cs, threads: threads)
+                check(Double.self, cs, threads: threads)
+            }
+        }
+    }
+
     @Test func parallelForCoversEachIndexOnce() {
         for threads in [1, 2, 4] {
             let ctx = GEMMContext(threads: threads)

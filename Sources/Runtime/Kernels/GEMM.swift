@@ -149,6 +149,9 @@ struct GEMMScratch {
 /// With `update` (a weight gradient GEMM, C = the gradient of a parameter laid out like C), each block
 /// of C (mc rows × nc columns), once final, also takes an SGD step on the parameter while it is in
 /// cache; the result is the same as `sgdUpdate` over C afterwards.
+/// With `packedB` (op(B) packed once by `gemmPackB`, for constant weights), B is not packed again,
+/// nor read (but for tiny products, one or two rows times a transposed B, and threaded products with
+/// too few rows to split by rows, which read B: pass it too); the result is the same, bit for bit.
 @inlinable
 public func gemm<T: KernelScalar>(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
@@ -161,6 +164,7 @@ public func gemm<T: KernelScalar>(
     gradientThrough: KernelActivation = .identity,
     gradientOutput: UnsafePointer<T>? = nil, ldg: Int = 0,
     update: SGDStep<T>? = nil,
+    packedB: UnsafePointer<T>? = nil,
     context: GEMMContext, worker: Int? = nil
 ) {
     // Non-generic entry points on raw pointers: the type test folds away in specialised callers,
@@ -170,6 +174,7 @@ public func gemm<T: KernelScalar>(
                         c: UnsafeMutableRawPointer(c), ldc: ldc, accumulate: accumulate,
                         bias: UnsafeRawPointer(bias), activation: activation, gradientThrough: gradientThrough,
                         gradient: UnsafeRawPointer(gradientOutput), ldg: ldg, worker: worker ?? -1)
+    call.packedB = UnsafeRawPointer(packedB)
     guard var update else {
         gemmDispatch(T.self, call, context)
         return
@@ -208,6 +213,8 @@ struct GEMMCall {
     var worker: Int
     /// The `SGDStep<T>` of `gemm(update:)`, on the caller's stack.
     @usableFromInline var update: UnsafeRawPointer?
+    /// op(B) packed by `gemmPackB`.
+    @usableFromInline var packedB: UnsafeRawPointer?
 
     @usableFromInline
     init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafeRawPointer, lda: Int,
@@ -219,6 +226,7 @@ struct GEMMCall {
         (self.accumulate, self.bias, self.activation, self.gradientThrough) = (accumulate, bias, activation, gradientThrough)
         (self.gradient, self.ldg, self.worker) = (gradient, ldg, worker)
         self.update = nil
+        self.packedB = nil
     }
 }
 
@@ -257,6 +265,8 @@ struct GEMMArgs<T: KernelScalar> {
     var ldg: Int
     /// An SGD step on a parameter laid out like C (leading dimension ldc), from the final C.
     var update: UnsafePointer<SGDStep<T>>?
+    /// op(B), packed whole by `gemmPackB`.
+    var packedB: UnsafePointer<T>? = nil
 
     /// The activation is relu and is applied by the vector store.
     var reluInKernel: Bool { activation == .relu }
@@ -298,7 +308,8 @@ extension GEMMArgs {
                   accumulate: call.accumulate, bias: call.bias?.assumingMemoryBound(to: T.self),
                   activation: call.activation, gradientThrough: call.gradientThrough,
                   gradient: call.gradient?.assumingMemoryBound(to: T.self), ldg: call.ldg,
-                  update: call.update?.assumingMemoryBound(to: SGDStep<T>.self))
+                  update: call.update?.assumingMemoryBound(to: SGDStep<T>.self),
+                  packedB: call.packedB?.assumingMemoryBound(to: T.self))
     }
 
     /// The SGD step on rows × cols of the parameter, from the finished gradient in C.
@@ -353,6 +364,9 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
     if worker >= 0 {
         let w = min(max(worker, 0), threads - 1)
         gemmBlocked(K.self, g, rows: 0..<m, cols: 0..<n, scratch: context.scratch[w])
+        return
+    }
+    if let packedB = g.packedB, !(g.transB && m <= gemmDotMaxRows), gemmPrepackedB(K.self, g, packedB, context) {
         return
     }
     let tilesM = (m + K.mr - 1) / K.mr
@@ -508,6 +522,103 @@ struct SharedPacking {
         }
         while flag.pointee.load(ordering: .acquiring) != generation + 1 { nnc_pause() }
     }
+}
+
+/// The packed form of a whole op(B) (k × n), for `gemm(packedB:)`: blocks of up to ncBlock columns,
+/// each its k blocks (of `kBlockDepth`) in turn, each k block its NR-column micro-panels, the last
+/// one zero-padded. The layout `gemmParallelRows` packs its shared blocks in.
+public func gemmPackedBCount<T: KernelScalar>(_: T.Type, k: Int, n: Int) -> Int {
+    if T.self == Float.self { return packedBCount(GEMMKernelF32.self, k: k, n: n) }
+    if T.self == Double.self { return packedBCount(GEMMKernelF64.self, k: k, n: n) }
+    return 0
+}
+
+func packedBCount<K: GEMMKernel>(_: K.Type, k: Int, n: Int) -> Int {
+    let NR = K.nr, NC = K.ncBlock
+    let fullBlocks = n / NC, rest = n - fullBlocks * NC
+    return k * (fullBlocks * NC + (rest + NR - 1) / NR * NR)
+}
+
+/// Packs op(B) (k × n; B stored n × k when transB) into `packed` (`gemmPackedBCount` elements).
+public func gemmPackB<T: KernelScalar>(transB: Bool, k: Int, n: Int, b: UnsafePointer<T>, ldb: Int, into packed: UnsafeMutablePointer<T>) {
+    if T.self == Float.self {
+        packWholeB(GEMMKernelF32.self, transB: transB, k: k, n: n, b: UnsafeRawPointer(b), ldb: ldb, into: UnsafeMutableRawPointer(packed))
+    } else if T.self == Double.self {
+        packWholeB(GEMMKernelF64.self, transB: transB, k: k, n: n, b: UnsafeRawPointer(b), ldb: ldb, into: UnsafeMutableRawPointer(packed))
+    }
+}
+
+func packWholeB<K: GEMMKernel>(_: K.Type, transB: Bool, k: Int, n: Int, b: UnsafeRawPointer, ldb: Int, into packed: UnsafeMutableRawPointer) {
+    typealias T = K.Scalar
+    let NR = K.nr, NC = K.ncBlock, KC = kBlockDepth(k, K.kcBlock)
+    let dst = packed.assumingMemoryBound(to: T.self)
+    // Only B's fields are read by the packing.
+    let g = GEMMArgs<T>(transA: false, transB: transB, m: 0, n: n, k: k, a: b.assumingMemoryBound(to: T.self), lda: 0,
+                        b: b.assumingMemoryBound(to: T.self), ldb: ldb, c: UnsafeMutablePointer(mutating: b.assumingMemoryBound(to: T.self)),
+                        ldc: 0, accumulate: false, bias: nil, activation: .identity, gradientThrough: .identity, gradient: nil, ldg: 0,
+                        update: nil)
+    var jc = 0
+    while jc < n {
+        let nc = min(NC, n - jc)
+        let ncPad = (nc + NR - 1) / NR * NR
+        let block = dst + jc * k
+        var pc = 0
+        while pc < k {
+            let kc = min(KC, k - pc)
+            packBBlock(g, NR, p0: pc, kc: kc, j0: jc, nc: nc, dst: block + pc * ncPad)
+            pc += KC
+        }
+        jc += NC
+    }
+}
+
+/// GEMM with op(B) packed beforehand (`gemm(packedB:)`): split by rows over the threads when large
+/// enough (each worker packs only its rows of A), the packed blocks read in place. Returns false
+/// (nothing done) for a product worth threads but with too few rows to split (the plain paths
+/// split those by columns).
+func gemmPrepackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
+                                   _ context: GEMMContext) -> Bool {
+    typealias T = K.Scalar
+    let tilesM = (g.m + K.mr - 1) / K.mr
+    let threaded = context.threads > 1 && g.m * g.n * g.k >= gemmParallelThreshold
+    if threaded && tilesM < 2 * context.threads { return false }
+    let parts = threaded ? context.threads : 1
+    typealias Job = (GEMMArgs<T>, GEMMContext, Int, UnsafePointer<T>)
+    let job: Job = (g, context, parts, packedB)
+    let body: (UnsafeRawPointer, Int, Int) -> Void = { shared, part, w in
+        let (g, context, parts, packedB) = shared.assumingMemoryBound(to: Job.self).pointee
+        let NR = K.nr, NC = K.ncBlock, k = g.k, KC = kBlockDepth(k, K.kcBlock)
+        let rows = gemmRowShare(g.m, part: part, of: parts)
+        if rows.isEmpty { return }
+        let scratch = context.scratch[w]
+        let packA = scratch.packA.assumingMemoryBound(to: T.self)
+        var jc = 0
+        while jc < g.n {
+            let nc = min(NC, g.n - jc)
+            let ncPad = (nc + NR - 1) / NR * NR
+            let block = UnsafeMutablePointer(mutating: packedB + jc * k)
+            var pc = 0
+            while pc < k {
+                let kc = min(KC, k - pc)
+                var ic = rows.lowerBound
+                while ic < rows.upperBound {
+                    let mc = min(K.mcBlock, rows.upperBound - ic)
+                    packABlock(g, K.mr, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
+                    gemmMacroBlock(K.self, g, rows: ic..<(ic + mc), jc: jc, nc: nc, pc: pc, kc: kc,
+                                   packB: block + pc * ncPad, directB: false, scratch: scratch, packedA: UnsafePointer(packA))
+                    ic += mc
+                }
+                pc += KC
+            }
+            jc += NC
+        }
+    }
+    if parts == 1 {
+        withUnsafePointer(to: job) { body(UnsafeRawPointer($0), 0, 0) }
+    } else {
+        context.parallelFor(parts, sharing: job, body)
+    }
+    return true
 }
 
 /// A worker's rows of C in a split by rows: equal shares, not whole tiles (1024 rows in two are 85 tiles
