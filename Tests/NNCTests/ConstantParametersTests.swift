@@ -38,8 +38,7 @@ import Parser
             #expect(try Self.output(packed, batch: batch) == Self.output(plain, batch: batch), "batch \(batch)")
         }
         // New parameters: the packed session keeps multiplying by the old weights until told.
-        let fresh: ParameterStore<T> = Self.store(graph, seed: 2)
-        for (buffer, values) in zip(store.parameters, fresh.parameters) { buffer.update(from: values) }
+        for (buffer, initial) in zip(store.parameters, initialValues(for: graph.parameters, seed: 2)) { store.load(initial, into: buffer) }
         let expected = try Self.output(plain, batch: 64)
         #expect(try Self.output(packed, batch: 64) != expected)
         packed.parametersChanged()
