@@ -22,13 +22,14 @@ import Synchronization
 // calling thread; with few rows of C, a non-transposed B is read in place instead of packed, and a
 // transposed B with m ≤ 2 goes through dot products of contiguous rows.
 //
-// Threads (worker: nil, from 2^18 multiply-adds): medium sizes give each worker one contiguous
-// block of columns (or rows) of C, packing its own operands (one synchronisation); large sizes
-// (2^24) pack each block of nc columns of B (all of k) once, together, into a shared buffer, then
-// split the rows of C (two synchronisations per block). k is never split, and the choice of
-// path depends only on the shape, so every element is computed by the same sequence of operations
-// whatever the split: results are bit-identical run to run, for any thread count, and for
-// worker: nil / worker: w.
+// Threads (worker: nil, from 2^16 multiply-adds): medium sizes give each worker one contiguous
+// block of columns (or rows) of C, packing its own operands (one synchronisation; with few rows
+// and a long k, A is packed once for both); large sizes (2^26) split the rows of C and pack B once
+// into a shared buffer, each worker its share of a k block's panels, used by the others as soon as
+// it is ready (no barrier). B packed beforehand (`gemm(packedB:)`, constant weights) is read in
+// place by a split by rows. k is never split, and the choice of path depends only on the shape,
+// so every element is computed by the same sequence of operations whatever the split: results
+// are bit-identical run to run, for any thread count, and for worker: nil / worker: w.
 
 /// Reusable state for GEMM calls: per-worker packing buffers and persistent worker threads.
 /// Create once (per interpreter) and reuse; calls must not allocate memory after warm-up.
