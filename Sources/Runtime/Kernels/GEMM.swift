@@ -446,23 +446,49 @@ let gemmSharedAMinimum = 1 << 15
 /// when the shared buffer cannot hold a useful block.
 func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext) -> Bool {
     typealias T = K.Scalar
-    let NR = K.nr
-    let n = g.n, k = g.k
     // Widest block of columns whose k packed rows fit the shared buffer.
     let capacity = GEMMContext.sharedPackBytes / MemoryLayout<T>.stride
-    let ncMax = min(K.ncBlock, capacity / k / NR * NR)
-    let parts = context.threads
-    let KC = kBlockDepth(k, K.kcBlock), kBlocks = (k + KC - 1) / KC
-    if ncMax < 8 * NR || parts * kBlocks > GEMMContext.packFlagCount { return false }
-    let packB = context.sharedPackB.assumingMemoryBound(to: T.self)
+    let ncMax = min(K.ncBlock, capacity / g.k / K.nr * K.nr)
+    let KC = kBlockDepth(g.k, K.kcBlock), kBlocks = (g.k + KC - 1) / KC
+    if ncMax < 8 * K.nr || context.threads * kBlocks > GEMMContext.packFlagCount { return false }
+    gemmRowsOverPackedB(K.self, g, context, parts: context.threads, ncMax: ncMax, prepacked: nil)
+    return true
+}
+
+/// GEMM with op(B) packed beforehand (`gemm(packedB:)`): split by rows over the threads when large
+/// enough (each worker packs only its rows of A), the packed blocks read in place. Returns false
+/// (nothing done) for a product worth threads but with too few rows to split (the plain paths
+/// split those by columns).
+func gemmPrepackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
+                                   _ context: GEMMContext) -> Bool {
+    let tilesM = (g.m + K.mr - 1) / K.mr
+    let threaded = context.threads > 1 && g.m * g.n * g.k >= gemmParallelThreshold
+    if threaded && tilesM < 2 * context.threads { return false }
+    gemmRowsOverPackedB(K.self, g, context, parts: threaded ? context.threads : 1, ncMax: K.ncBlock, prepacked: packedB)
+    return true
+}
+
+/// The rows of C split into `parts`, each computed against all of B packed in blocks of ncMax
+/// columns (the layout of `gemmPackB`): either `prepacked`, or packed into the context's shared
+/// buffer as the workers go (see `gemmParallelRows`).
+func gemmRowsOverPackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext, parts: Int,
+                                        ncMax: Int, prepacked: UnsafePointer<K.Scalar>?) {
+    typealias T = K.Scalar
+    let NR = K.nr
     var jc = 0
-    while jc < n {
-        let nc = min(ncMax, n - jc)
+    while jc < g.n {
+        let nc = min(ncMax, g.n - jc)
         let panels = (nc + NR - 1) / NR
         let ncPad = panels * NR
-        context.packGeneration += 2
-        let sharing = SharedPacking(flags: context.packFlags, generation: context.packGeneration)
-        typealias Block = (GEMMArgs<T>, GEMMContext, Int, Int, Int, Int, Int, UnsafeMutablePointer<T>, SharedPacking)
+        // Prepacked: this block of columns in place, all packed. Else the shared buffer, to be packed.
+        let packB = prepacked.map { UnsafeMutablePointer(mutating: $0 + jc * g.k) }
+            ?? context.sharedPackB.assumingMemoryBound(to: T.self)
+        var sharing: SharedPacking? = nil
+        if prepacked == nil {
+            context.packGeneration += 2
+            sharing = SharedPacking(flags: context.packFlags, generation: context.packGeneration)
+        }
+        typealias Block = (GEMMArgs<T>, GEMMContext, Int, Int, Int, Int, Int, UnsafeMutablePointer<T>, SharedPacking?)
         let block: Block = (g, context, parts, panels, jc, nc, ncPad, packB, sharing)
         context.parallelFor(parts, sharing: block) { shared, part, w in
             let (g, context, parts, panels, jc, nc, ncPad, packB, sharing) = shared.assumingMemoryBound(to: Block.self).pointee
@@ -486,7 +512,7 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
                         if share.isEmpty { continue }
                         let j0 = share.lowerBound * NR
                         let cols = min(nc, share.upperBound * NR) - j0
-                        sharing.ensure(kBlock * parts + owner) {
+                        sharing?.ensure(kBlock * parts + owner) {
                             packBBlock(g, NR, p0: pc, kc: kc, j0: jc + j0, nc: cols, dst: packedK + j0 * kc)
                         }
                         gemmMacroBlock(K.self, g, rows: ic..<(ic + mc), jc: jc + j0, nc: cols, pc: pc, kc: kc,
@@ -500,7 +526,6 @@ func gemmParallelRows<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, 
         }
         jc += nc
     }
-    return true
 }
 
 /// The states of the parts of a shared packed B in one call: a flag below `generation` means not
@@ -527,7 +552,7 @@ struct SharedPacking {
 
 /// The packed form of a whole op(B) (k × n), for `gemm(packedB:)`: blocks of up to ncBlock columns,
 /// each its k blocks (of `kBlockDepth`) in turn, each k block its NR-column micro-panels, the last
-/// one zero-padded. The layout `gemmParallelRows` packs its shared blocks in.
+/// one zero-padded: the layout `gemmRowsOverPackedB` reads (and packs the shared blocks in).
 public func gemmPackedBCount<T: KernelScalar>(_: T.Type, k: Int, n: Int) -> Int {
     if T.self == Float.self { return packedBCount(GEMMKernelF32.self, k: k, n: n) }
     if T.self == Double.self { return packedBCount(GEMMKernelF64.self, k: k, n: n) }
@@ -571,55 +596,6 @@ func packWholeB<K: GEMMKernel>(_: K.Type, transB: Bool, k: Int, n: Int, b: Unsaf
         }
         jc += NC
     }
-}
-
-/// GEMM with op(B) packed beforehand (`gemm(packedB:)`): split by rows over the threads when large
-/// enough (each worker packs only its rows of A), the packed blocks read in place. Returns false
-/// (nothing done) for a product worth threads but with too few rows to split (the plain paths
-/// split those by columns).
-func gemmPrepackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
-                                   _ context: GEMMContext) -> Bool {
-    typealias T = K.Scalar
-    let tilesM = (g.m + K.mr - 1) / K.mr
-    let threaded = context.threads > 1 && g.m * g.n * g.k >= gemmParallelThreshold
-    if threaded && tilesM < 2 * context.threads { return false }
-    let parts = threaded ? context.threads : 1
-    typealias Job = (GEMMArgs<T>, GEMMContext, Int, UnsafePointer<T>)
-    let job: Job = (g, context, parts, packedB)
-    let body: (UnsafeRawPointer, Int, Int) -> Void = { shared, part, w in
-        let (g, context, parts, packedB) = shared.assumingMemoryBound(to: Job.self).pointee
-        let NR = K.nr, NC = K.ncBlock, k = g.k, KC = kBlockDepth(k, K.kcBlock)
-        let rows = gemmRowShare(g.m, part: part, of: parts)
-        if rows.isEmpty { return }
-        let scratch = context.scratch[w]
-        let packA = scratch.packA.assumingMemoryBound(to: T.self)
-        var jc = 0
-        while jc < g.n {
-            let nc = min(NC, g.n - jc)
-            let ncPad = (nc + NR - 1) / NR * NR
-            let block = UnsafeMutablePointer(mutating: packedB + jc * k)
-            var pc = 0
-            while pc < k {
-                let kc = min(KC, k - pc)
-                var ic = rows.lowerBound
-                while ic < rows.upperBound {
-                    let mc = min(K.mcBlock, rows.upperBound - ic)
-                    packABlock(g, K.mr, i0: ic, mc: mc, p0: pc, kc: kc, dst: packA)
-                    gemmMacroBlock(K.self, g, rows: ic..<(ic + mc), jc: jc, nc: nc, pc: pc, kc: kc,
-                                   packB: block + pc * ncPad, directB: false, scratch: scratch, packedA: UnsafePointer(packA))
-                    ic += mc
-                }
-                pc += KC
-            }
-            jc += NC
-        }
-    }
-    if parts == 1 {
-        withUnsafePointer(to: job) { body(UnsafeRawPointer($0), 0, 0) }
-    } else {
-        context.parallelFor(parts, sharing: job, body)
-    }
-    return true
 }
 
 /// A worker's rows of C in a split by rows: equal shares, not whole tiles (1024 rows in two are 85 tiles
