@@ -24,7 +24,7 @@ let package = Package(
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
         // Helpers shared by the test targets (marked model texts, a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "ParserTests", dependencies: ["Parser", "TestSupport"]),
+        .testTarget(name: "ParserTests", dependencies: ["Parser", "IR", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Parser", "TestSupport"]),
         // Counts malloc calls in the test process, to check that a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),

@@ -3,8 +3,15 @@ import Parser
 /// Autodiff failed: an op on the path from the parameters to the loss has no gradient rule.
 public struct AutodiffError: Error, CustomStringConvertible, Sendable {
     public var op: String
+    /// The statement the op came from, and its file.
     public var location: SourceRange?
+    public var source: SourceFile?
     public var description: String { "no gradient rule for '\(op)'" }
+    /// `file:line:col: error[E032]: no gradient rule for '…'` with the statement.
+    public var rendered: String {
+        guard let location, let source else { return "nnc: error[\(DiagnosticCode.noGradientRule.rawValue)]: \(description)\n" }
+        return Diagnostic(.noGradientRule, description, at: location).render(in: source)
+    }
 }
 
 extension Op {
@@ -42,6 +49,8 @@ extension Op {
         case .activation(let f):
             let keep = f.derivativeFromOutput ? node.results[0] : operands[0]
             return [try emit(.activationGrad(f), [keep, g], d(operands[0]))]
+        case .softmax:
+            return [try emit(.softmaxGrad, [node.results[0], g], d(operands[0]))]
         case .add:
             return [g, g]
         case .subtract:
@@ -73,10 +82,10 @@ extension Op {
             return [try emit(.softmaxCrossEntropyGrad, [operands[0], operands[1], g], d(operands[0])), nil]
         case .input, .target, .parameter, .state, .constant:
             return []
-        case .activationGrad, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
+        case .activationGrad, .softmaxGrad, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
              .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .update,
              .dense, .convFused, .activationGradBias, .convBackward, .matmulUpdate:
-            throw AutodiffError(op: name, location: at)
+            throw AutodiffError(op: name, location: at, source: graph.source)
         }
     }
 }

@@ -25,12 +25,28 @@ public struct Node: Sendable {
     public var phase: Phase
 }
 
+/// How a parameter starts. Lowering resolves the language's `xavier` and `he` to these from the
+/// layer's fan-in and fan-out, so the runtime draws only these three.
+public enum ParameterInit: Sendable, Equatable, CustomStringConvertible {
+    case uniform(low: Double, high: Double)
+    case normal(mean: Double, std: Double)
+    case zeros
+
+    public var description: String {
+        switch self {
+        case .uniform(let a, let b): return "uniform(\(formatNumber(a)),\(formatNumber(b)))"
+        case .normal(let m, let s): return "normal(\(formatNumber(m)),\(formatNumber(s)))"
+        case .zeros: return "zeros"
+        }
+    }
+}
+
 /// A trainable parameter: its value, the layer it belongs to and how it starts.
 public struct Parameter: Sendable {
     public var name: String          // fc1.weight
     public var value: ValueID
     public var shape: Shape
-    public var initializer: Initializer
+    public var initializer: ParameterInit
     public var location: SourceRange?
 }
 
@@ -88,8 +104,13 @@ public struct Graph: Sendable {
     /// Appends a node, applying the op's shape rule. Returns its results.
     @discardableResult
     public mutating func add(_ op: Op, _ operands: [ValueID], names: [String], at location: SourceRange?, phase: Phase) throws(IRError) -> [ValueID] {
-        let shapes = try op.resultShapes(operands.map { self[$0].shape })
-        guard shapes.count == names.count else { throw IRError("\(op.name) makes \(shapes.count) results, \(names.count) names given") }
+        let shapes: [Shape]
+        do {
+            shapes = try op.resultShapes(operands.map { self[$0].shape })
+        } catch {
+            throw IRError(error.message, at: location, in: source)
+        }
+        guard shapes.count == names.count else { throw IRError("\(op.name) makes \(shapes.count) results, \(names.count) names given", at: location, in: source) }
         let results = zip(names, shapes).map { newValue($0, $1) }
         nodes.append(Node(op: op, operands: operands, results: results, location: location, phase: phase))
         return results
@@ -130,25 +151,28 @@ public struct Graph: Sendable {
         var defined = [Bool](repeating: false, count: values.count)
         for node in nodes {
             for operand in node.operands {
-                guard operand.index < values.count, defined[operand.index] else {
-                    throw IRError("\(node.op.name) uses %\(operand.index < values.count ? self[operand].name : "?") before it is defined")
+                guard operand.index >= 0, operand.index < values.count, defined[operand.index] else {
+                    throw IRError("\(node.op.name) uses %\(operand.index >= 0 && operand.index < values.count ? self[operand].name : "?") before it is defined", at: node.location, in: source)
                 }
             }
-            switch node.op {
-            case .input, .target, .parameter, .state: break
-            default:
-                let shapes = try node.op.resultShapes(node.operands.map { self[$0].shape })
+            if node.op.isSource {
+                guard node.operands.isEmpty, node.results.count == 1 else { throw IRError("\(node.op.name) is a source and takes no operands", at: node.location, in: source) }
+            } else {
+                let shapes: [Shape]
+                do { shapes = try node.op.resultShapes(node.operands.map { self[$0].shape }) }
+                catch { throw IRError(error.message, at: node.location, in: source) }
                 guard shapes == node.results.map({ self[$0].shape }) else {
-                    throw IRError("\(node.op.name): declared shapes \(node.results.map { self[$0].shape }) but the rule gives \(shapes)")
+                    throw IRError("\(node.op.name): declared shapes \(node.results.map { self[$0].shape }) but the rule gives \(shapes)", at: node.location, in: source)
                 }
             }
             for result in node.results {
-                guard !defined[result.index] else { throw IRError("%\(self[result].name) is defined twice") }
+                guard result.index < values.count else { throw IRError("\(node.op.name) defines an unknown value", at: node.location, in: source) }
+                guard !defined[result.index] else { throw IRError("%\(self[result].name) is defined twice", at: node.location, in: source) }
                 defined[result.index] = true
             }
         }
-        for root in roots + gradients.compactMap({ $0 }) where !defined[root.index] {
-            throw IRError("%\(self[root].name) is used as a result but never defined")
+        for root in roots + gradients.compactMap({ $0 }) where root.index < 0 || root.index >= values.count || !defined[root.index] {
+            throw IRError("%\(root.index >= 0 && root.index < values.count ? self[root].name : "?") is used as a result but never defined", in: source)
         }
     }
 }

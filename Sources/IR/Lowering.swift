@@ -80,6 +80,8 @@ public struct LoweredModel: Sendable {
     public var layers: [LayerSummary]
     public var inputShape: Shape
     public var outputShape: Shape
+    /// Warnings about a legal model (rendered by the commands; they do not stop compilation).
+    public var warnings: [Diagnostic]
 
     public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameters } }
     public var flopsPerSample: Int { layers.reduce(0) { $0 + $1.flops } }
@@ -94,12 +96,12 @@ public let maxTensorElements = 1 << 31
 public func lower(_ ast: ModelAST, dtype: DType = .f32, training: Bool = false) throws(DiagnosticError) -> LoweredModel {
     var lowering = Lowering(ast: ast, dtype: dtype, training: training)
     lowering.run()
-    if !lowering.diagnostics.isEmpty {
-        throw DiagnosticError(source: ast.source, diagnostics: lowering.diagnostics.sorted { $0.range.start < $1.range.start })
+    if lowering.diagnostics.containsErrors {
+        throw DiagnosticError(source: ast.source, diagnostics: lowering.diagnostics.filter { $0.severity == .error }.inFileOrder())
     }
     return LoweredModel(graph: lowering.graph, settings: lowering.settings, layers: lowering.layers,
                         inputShape: Shape(batched: true, lowering.inputDims ?? []),
-                        outputShape: Shape(batched: true, lowering.shape))
+                        outputShape: Shape(batched: true, lowering.shape), warnings: lowering.diagnostics.inFileOrder())
 }
 
 struct Lowering {
@@ -121,6 +123,8 @@ struct Lowering {
     var denseCount = 0, convCount = 0, layerIndex = 0, otherCount = 0
     var lossStatement: Statement?
     var failed = false
+    /// Where the current statement's nodes start (its summary row counts their FLOPs and parameters).
+    var statementFirstNode = 0
 
     init(ast: ModelAST, dtype: DType, training: Bool) {
         self.ast = ast
@@ -136,14 +140,20 @@ struct Lowering {
         return String(String.UnicodeScalarView(text.unicodeScalars.prefix(80))) + "…"
     }
 
-    mutating func error(_ message: String, at range: SourceRange, notes: [Diagnostic.Note] = []) {
-        diagnostics.append(Diagnostic(message, at: range, notes: notes))
+    mutating func error(_ code: DiagnosticCode, _ message: String, at range: SourceRange, notes: [Diagnostic.Note] = []) {
+        diagnostics.append(Diagnostic(code, message, at: range, notes: notes))
     }
 
     func previousNote() -> [Diagnostic.Note] {
         guard let producer = shapeProducer ?? producer else { return [] }
-        return [.init("the previous layer is '\(text(producer))'", at: producer.range)]
+        return [.init(.previousLayer, "the previous layer is '\(text(producer))'", at: producer.range)]
     }
+
+    /// "the first is here", for a statement given twice.
+    func firstNote(_ first: Statement) -> [Diagnostic.Note] { [.init(.firstDefinition, "the first is here", at: first.range)] }
+
+    /// "W×H×…" of a shape, for messages.
+    func dimsText(_ dims: [Int]) -> String { dims.map(String.init).joined(separator: "x") }
 
     mutating func run() {
         var trainStatement: Statement?, dataStatement: Statement?, testStatement: Statement?
@@ -151,29 +161,29 @@ struct Lowering {
             switch statement.kind {
             case .data(let test, let path, _):
                 if let earlier = test ? testStatement : dataStatement {
-                    error("the model has two 'data\(test ? " test" : "")' statements", at: statement.range, notes: [.init("the first is here", at: earlier.range)])
+                    error(.statementGivenTwice, "the model has two 'data\(test ? " test" : "")' statements", at: statement.range, notes: firstNote(earlier))
                 }
                 if test { testStatement = statement; settings.testDataPath = path } else { dataStatement = statement; settings.dataPath = path }
                 continue
             case .train(let spec):
                 if let earlier = trainStatement {
-                    error("the model has two 'train' statements", at: statement.range, notes: [.init("the first is here", at: earlier.range)])
+                    error(.statementGivenTwice, "the model has two 'train' statements", at: statement.range, notes: firstNote(earlier))
                 }
                 trainStatement = statement
                 settings.hasTrainStatement = true
                 settings.training.optimizer = spec.optimizer
                 for option in spec.options {
-                    if let complaint = settings.training.set(option.key, option.value) { error(complaint, at: option.valueRange) }
+                    if let complaint = settings.training.set(option.key, option.value) { error(.valueOutOfRange, complaint, at: option.valueRange) }
                 }
                 continue
             case .input(let dims, let range):
                 if let first = ast.statements.first(where: { if case .input = $0.kind { return true }; return false }),
                    first.range != statement.range {
-                    error("the model has two 'input' statements", at: statement.range, notes: [.init("the first is here", at: first.range)])
+                    error(.statementGivenTwice, "the model has two 'input' statements", at: statement.range, notes: firstNote(first))
                     continue
                 }
                 if value != nil || lossStatement != nil {
-                    error("'input' must come before the layers", at: statement.range)
+                    error(.inputAfterLayers, "'input' must come before the layers", at: statement.range)
                     continue
                 }
                 guard checkSize(dims, what: "the input", at: range) else { failed = true; continue }
@@ -182,20 +192,22 @@ struct Lowering {
             default: break
             }
             if let lossStatement {
-                error("'\(text(statement))' comes after the loss; the loss must be the last layer statement",
-                      at: statement.range, notes: [.init("the loss is here", at: lossStatement.range)])
+                error(.statementAfterLoss, "'\(text(statement))' comes after the loss; the loss must be the last layer statement",
+                      at: statement.range, notes: [.init(.lossIsHere, "the loss is here", at: lossStatement.range)])
                 continue
             }
             if failed {  // shapes are unknown after an error; later layers would only echo it
                 if case .loss = statement.kind { lossStatement = statement }  // but a statement after the loss is still wrong
                 continue
             }
+            statementFirstNode = graph.nodes.count
             lowerLayer(statement)
         }
-        if ast.statements.isEmpty || (value == nil && !failed && diagnostics.isEmpty) {
+        if ast.statements.isEmpty || (value == nil && !failed && !diagnostics.containsErrors) {
             let at = ast.statements.first?.range ?? SourceRange(start: 0, end: 0)
-            error("the model has no layers; write at least 'input N' or 'fc I->O'", at: at)
+            error(.noLayers, "the model has no layers; write at least 'input N' or 'fc I->O'", at: at)
         }
+        warnAboutSuspiciousEndings()
         // Without a loss, the model's output is its last layer's (what `run` and `bench` compute).
         if graph.output == nil, lossStatement == nil { graph.output = value }
     }
@@ -206,7 +218,7 @@ struct Lowering {
         for d in dims {
             let (product, overflow) = total.multipliedReportingOverflow(by: d)
             if overflow || product > maxTensorElements {
-                error("\(what) would have \(overflow ? "more than 2^63" : String(product)) elements (\(dims.map(String.init).joined(separator: "×"))), more than the limit of 2^31", at: range)
+                error(.tensorTooLarge, "\(what) would have \(overflow ? "more than 2^63" : String(product)) elements (\(dims.map(String.init).joined(separator: "×"))), more than the limit of 2^31", at: range)
                 return false
             }
             total = product
@@ -224,7 +236,7 @@ struct Lowering {
         layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, dims), parameters: 0, flops: 0, location: statement.range))
     }
 
-    mutating func addParameter(_ name: String, _ valueName: String, _ dims: [Int], _ initializer: Initializer, at statement: Statement) -> ValueID? {
+    mutating func addParameter(_ name: String, _ valueName: String, _ dims: [Int], _ initializer: ParameterInit, at statement: Statement) -> ValueID? {
         guard checkSize(dims, what: "parameter \(name)", at: statement.range) else { return nil }
         let shape = Shape(batched: false, dims)
         let id = graph.addSource(.parameter(name: name), name: valueName, shape: shape, at: statement.range)
@@ -237,7 +249,7 @@ struct Lowering {
         do {
             return try graph.add1(op, operands, name: name, at: statement.range, phase: .forward)
         } catch {
-            self.error("\(error)", at: statement.range)
+            self.error(.internalError, "\(error)", at: statement.range)
             failed = true
             return nil
         }
@@ -257,7 +269,7 @@ struct Lowering {
                 value = y
             }
             shape = [flat]
-            finish(statement, parameters: 0, flops: 0)
+            finish(statement)
         case .dropout(let p, _):
             guard let x = requireInput(statement) else { return }
             if training && p > 0 {
@@ -266,8 +278,8 @@ struct Lowering {
                 otherCount += 1
                 value = y
             }
-            finish(statement, parameters: 0, flops: shape.reduce(1, *))
-        case .activation(let activation): lowerActivation(activation, statement)
+            finish(statement)
+        case .activation(let word): lowerActivation(word, statement)
         case .loss(let loss): lowerLoss(loss, statement)
         case .input, .data, .train: break
         }
@@ -276,18 +288,55 @@ struct Lowering {
     /// The current value, or an error when no layer has defined the input yet.
     mutating func requireInput(_ statement: Statement) -> ValueID? {
         if let value { return value }
-        error("'\(text(statement))' needs an input; start the model with 'input N' (or 'input CxHxW' for images) or 'fc I->O'", at: statement.range)
+        error(.missingInput, "'\(text(statement))' needs an input; start the model with 'input N' (or 'input CxHxW' for images) or 'fc I->O'", at: statement.range)
         failed = true
         return nil
     }
 
-    mutating func finish(_ statement: Statement, parameters: Int, flops: Int) {
+    /// Ends a layer statement: its summary row, with the parameters it declared and the FLOPs of the
+    /// nodes it added, per sample, as the op table counts them.
+    mutating func finish(_ statement: Statement, outputShape: Shape? = nil) {
         producer = statement
         switch statement.kind {
         case .activation, .dropout: break
-        default: shapeProducer = statement
+        case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train: shapeProducer = statement
         }
-        layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, shape), parameters: parameters, flops: flops, location: statement.range))
+        var parameters = 0, flops = 0
+        for node in graph.nodes[statementFirstNode...] {
+            if node.op.isSource {
+                if case .parameter = node.op { parameters += node.results.reduce(0) { $0 + graph[$1].shape.rowElements } }
+                continue
+            }
+            flops += node.op.flops(operands: node.operands.map { graph[$0].shape.concrete(batch: 1) },
+                                   results: node.results.map { graph[$0].shape.concrete(batch: 1) })
+        }
+        layers.append(LayerSummary(statement: text(statement), outputShape: outputShape ?? Shape(batched: true, shape),
+                                   parameters: parameters, flops: flops, location: statement.range))
+    }
+
+    /// Warnings for legal models that are probably mistakes: probabilities regressed with a
+    /// regression loss, and dropout as the last layer (it only adds noise to the output).
+    mutating func warnAboutSuspiciousEndings() {
+        let layerStatements = ast.statements.filter {
+            switch $0.kind {
+            case .input, .data, .train: return false
+            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss: return true
+            }
+        }
+        guard let last = layerStatements.last else { return }
+        var beforeLoss: Statement? = last
+        if case .loss(let loss) = last.kind {
+            beforeLoss = layerStatements.dropLast().last
+            if let before = beforeLoss, case .activation(let word) = before.kind, word.word == "softmax", loss == .mse || loss == .sse || loss == .bce {
+                diagnostics.append(Diagnostic(.softmaxBeforeRegressionLoss,
+                                              "softmax before 'loss \(loss.rawValue)' regresses probabilities; for classification use 'loss crossentropy' (with or without the softmax)",
+                                              at: before.range, notes: [.init(.lossIsHere, "the loss is here", at: last.range)]))
+            }
+        }
+        if let before = beforeLoss, case .dropout = before.kind {
+            diagnostics.append(Diagnostic(.dropoutAtTheEnd, "dropout as the last layer only adds noise to the output; put it before a layer with weights",
+                                          at: before.range))
+        }
     }
 
     mutating func lowerDense(_ fc: FullyConnected, _ statement: Statement) {
@@ -301,7 +350,7 @@ struct Lowering {
         guard let x = requireInput(statement) else { return }
         guard shape.count == 1 else {
             let flat = shape.reduce(1, *)
-            error("fc needs a flat input, but the previous layer produces \(shape.map(String.init).joined(separator: "x")); add 'flatten' before it (it gives \(flat) features)",
+            error(.flatInputNeeded, "fc needs a flat input, but the previous layer produces \(dimsText(shape)); add 'flatten' before it (it gives \(flat) features)",
                   at: statement.range, notes: previousNote())
             failed = true
             return
@@ -310,10 +359,10 @@ struct Lowering {
         if let inputs = fc.inputs, inputs.value != features {
             let fix = "fc \(features)->\(fc.outputs.value)"
             if let producer, case .flatten = producer.kind {
-                error("flatten produces \(features) features; did you mean '\(fix)'?", at: inputs.range, notes: previousNote())
+                error(.featureMismatch, "flatten produces \(features) features; did you mean '\(fix)'?", at: inputs.range, notes: previousNote())
             } else {
-                error("fc expects \(inputs.value) input features, but the previous layer produces \(features)",
-                      at: inputs.range, notes: previousNote() + [.init("did you mean '\(fix)'?", at: nil)])
+                error(.featureMismatch, "fc expects \(inputs.value) input features, but the previous layer produces \(features)",
+                      at: inputs.range, notes: previousNote() + [.init(.didYouMean, "did you mean '\(fix)'?", at: nil)])
             }
             failed = true
             return
@@ -324,14 +373,7 @@ struct Lowering {
         layerIndex += 1
         let fanIn = features
         let bound = 1 / Double(fanIn).squareRoot()
-        let weightInit: Initializer, biasInit: Initializer
-        switch fc.initializer ?? .uniform(low: -bound, high: bound) {
-        case .xavier:
-            let limit = (6 / Double(features + outputs)).squareRoot()
-            (weightInit, biasInit) = (.uniform(low: -limit, high: limit), .zeros)
-        case .he: (weightInit, biasInit) = (.normal(mean: 0, std: (2 / Double(fanIn)).squareRoot()), .zeros)
-        case let other: (weightInit, biasInit) = (other, other)
-        }
+        let (weightInit, biasInit) = initializers(fc.initializer, bound: bound, fanIn: fanIn, fanOut: outputs)
         guard let w = addParameter("fc\(denseCount).weight", "w\(index)", [features, outputs], weightInit, at: statement) else { failed = true; return }
         var b: ValueID?
         if fc.bias {
@@ -346,51 +388,43 @@ struct Lowering {
         }
         value = y
         shape = [outputs]
-        finish(statement, parameters: features * outputs + (fc.bias ? outputs : 0), flops: 2 * features * outputs + (fc.bias ? outputs : 0))
+        finish(statement)
     }
 
     mutating func lowerConvolution(_ conv: Convolution, _ statement: Statement) {
         guard let x = value else {
-            error("a conv net needs its image size: start the model with 'input CxHxW' (e.g. 'input 1x28x28')", at: statement.range)
+            error(.imageInputNeeded, "a conv net needs its image size: start the model with 'input CxHxW' (e.g. 'input 1x28x28')", at: statement.range)
             failed = true
             return
         }
         guard shape.count == 3 else {
-            error("conv needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : shape.map(String.init).joined(separator: "x"))",
+            error(.imageInputNeeded, "conv needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : dimsText(shape))",
                   at: statement.range, notes: previousNote())
             failed = true
             return
         }
         let (channels, height, width) = (shape[0], shape[1], shape[2])
         if let inputs = conv.inputs, inputs.value != channels {
-            error("conv expects \(inputs.value) input channels, but the previous layer produces \(channels)",
-                  at: inputs.range, notes: previousNote() + [.init("did you mean 'conv \(channels)->\(conv.outputs.value) …'?", at: nil)])
+            error(.channelMismatch, "conv expects \(inputs.value) input channels, but the previous layer produces \(channels)",
+                  at: inputs.range, notes: previousNote() + [.init(.didYouMean, "did you mean 'conv \(channels)->\(conv.outputs.value) …'?", at: nil)])
             failed = true
             return
         }
         let (kh, kw, stride, pad) = (conv.kernelHeight.value, conv.kernelWidth.value, conv.stride.value, conv.padding.value)
-        let paddedHeight = height + 2 * pad, paddedWidth = width + 2 * pad
-        guard kh <= paddedHeight, kw <= paddedWidth else {
-            error("conv kernel \(kh)x\(kw) is larger than its input \(height)x\(width)\(pad > 0 ? " padded by \(pad)" : "")",
+        guard let outHeight = windowOutputSize(input: height, window: kh, stride: stride, padding: pad),
+              let outWidth = windowOutputSize(input: width, window: kw, stride: stride, padding: pad) else {
+            error(.windowTooLarge, "conv kernel \(kh)x\(kw) is larger than its input \(height)x\(width)\(pad > 0 ? " padded by \(pad)" : "")",
                   at: conv.kernelHeight.range.through(conv.kernelWidth.range), notes: previousNote())
             failed = true
             return
         }
-        let outHeight = (paddedHeight - kh) / stride + 1, outWidth = (paddedWidth - kw) / stride + 1
         let outputs = conv.outputs.value
         let index = layerIndex
         convCount += 1
         layerIndex += 1
         let fanIn = channels * kh * kw
         let bound = 1 / Double(fanIn).squareRoot()
-        let weightInit: Initializer, biasInit: Initializer
-        switch conv.initializer ?? .uniform(low: -bound, high: bound) {
-        case .xavier:
-            let limit = (6 / Double(fanIn + outputs * kh * kw)).squareRoot()
-            (weightInit, biasInit) = (.uniform(low: -limit, high: limit), .zeros)
-        case .he: (weightInit, biasInit) = (.normal(mean: 0, std: (2 / Double(fanIn)).squareRoot()), .zeros)
-        case let other: (weightInit, biasInit) = (other, other)
-        }
+        let (weightInit, biasInit) = initializers(conv.initializer, bound: bound, fanIn: fanIn, fanOut: outputs * kh * kw)
         guard checkSize([outputs, outHeight, outWidth], what: "the output of '\(text(statement))'", at: statement.range),
               let w = addParameter("conv\(convCount).weight", "w\(index)", [outputs, channels, kh, kw], weightInit, at: statement) else { failed = true; return }
         var b: ValueID?
@@ -405,15 +439,13 @@ struct Lowering {
         }
         value = y
         shape = [outputs, outHeight, outWidth]
-        let outElements = outputs * outHeight * outWidth
-        finish(statement, parameters: outputs * channels * kh * kw + (conv.bias ? outputs : 0),
-               flops: 2 * outElements * channels * kh * kw + (conv.bias ? outElements : 0))
+        finish(statement)
     }
 
     mutating func lowerPooling(_ pool: Pooling, _ statement: Statement) {
         guard let x = requireInput(statement) else { return }
         guard shape.count == 3 else {
-            error("\(pool.kind.rawValue) needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : shape.map(String.init).joined(separator: "x"))",
+            error(.imageInputNeeded, "\(pool.kind.rawValue) needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : dimsText(shape))",
                   at: statement.range, notes: previousNote())
             failed = true
             return
@@ -421,45 +453,47 @@ struct Lowering {
         let (kh, kw) = (pool.windowHeight.value, pool.windowWidth.value)
         // The stride defaults to the window, per axis (as PyTorch's kernel_size default).
         let stride = pool.stride.map { [$0.value, $0.value] } ?? [kh, kw]
-        guard kh <= shape[1], kw <= shape[2] else {
-            error("\(pool.kind.rawValue) window \(kh)x\(kw) is larger than its input \(shape[1])x\(shape[2])",
+        guard let outHeight = windowOutputSize(input: shape[1], window: kh, stride: stride[0], padding: 0),
+              let outWidth = windowOutputSize(input: shape[2], window: kw, stride: stride[1], padding: 0) else {
+            error(.windowTooLarge, "\(pool.kind.rawValue) window \(kh)x\(kw) is larger than its input \(shape[1])x\(shape[2])",
                   at: pool.windowHeight.range.through(pool.windowWidth.range), notes: previousNote())
             failed = true
             return
         }
-        let outShape = [shape[0], (shape[1] - kh) / stride[0] + 1, (shape[2] - kw) / stride[1] + 1]
+        let outShape = [shape[0], outHeight, outWidth]
         let kind: PoolKind = pool.kind == .max ? .max : .average
         guard let y = emit(.pool(kind, window: [kh, kw], stride: stride), [x], "p\(otherCount)", at: statement) else { return }
         otherCount += 1
         value = y
         shape = outShape
-        finish(statement, parameters: 0, flops: outShape.reduce(1, *) * kh * kw)
+        finish(statement)
     }
 
-    mutating func lowerActivation(_ activation: Activation, _ statement: Statement) {
+    mutating func lowerActivation(_ word: WordStatement, _ statement: Statement) {
+        // Resolved without errors by parseModel; a failure here is a model that skipped it.
+        let meaning: ActivationWordMeaning
+        switch resolveActivation(word) {
+        case .success(let resolved): meaning = resolved
+        case .failure(let diagnostic): diagnostics.append(diagnostic); failed = true; return
+        }
         guard let x = requireInput(statement) else { return }
-        let function: ActivationFunction
-        switch activation {
-        case .tanh: function = .tanh
-        case .sigmoid: function = .sigmoid
-        case .relu: function = .relu
-        case .softmax: function = .softmax
-        case .identity: function = .identity
-        case .leakyRelu(let alpha): function = .leakyRelu(alpha: alpha)
-        case .pow(let k): function = .pow(k)
-        }
-        if function == .softmax, shape.count != 1 {
-            error("softmax needs a flat input, but the previous layer produces \(shape.map(String.init).joined(separator: "x")); add 'flatten' before it",
-                  at: statement.range, notes: previousNote())
-            failed = true
-            return
-        }
-        let elements = shape.reduce(1, *)
-        if function != .identity {
+        switch meaning {
+        case .softmax:
+            guard shape.count == 1 else {
+                error(.flatInputNeeded, "softmax needs a flat input, but the previous layer produces \(dimsText(shape)); add 'flatten' before it",
+                      at: statement.range, notes: previousNote())
+                failed = true
+                return
+            }
+            guard let y = emit(.softmax, [x], "h\(max(0, layerIndex - 1))", at: statement) else { return }
+            value = y
+        case .elementwise(.identity):
+            break
+        case .elementwise(let function):
             guard let y = emit(.activation(function), [x], "h\(max(0, layerIndex - 1))", at: statement) else { return }
             value = y
         }
-        finish(statement, parameters: 0, flops: elements * max(function == .identity ? 0 : 1, function.flopsPerElement))
+        finish(statement)
     }
 
     mutating func lowerLoss(_ loss: LossKind, _ statement: Statement) {
@@ -468,7 +502,7 @@ struct Lowering {
         settings.loss = loss
         graph.output = prediction
         if loss != .sum, shape.count != 1 {
-            error("loss \(loss.rawValue) needs a flat output, but the last layer produces \(shape.map(String.init).joined(separator: "x")); add 'flatten' and an 'fc' before it",
+            error(.flatInputNeeded, "loss \(loss.rawValue) needs a flat output, but the last layer produces \(dimsText(shape)); add 'flatten' and an 'fc' before it",
                   at: statement.range, notes: previousNote())
             failed = true
             return
@@ -497,7 +531,7 @@ struct Lowering {
             let labels = target(.batch(), .classLabels(classes: width))
             // softmax followed by cross-entropy stays as written here; the fusion pass turns it into
             // the numerically stable softmax_cross_entropy on the logits.
-            if let producer, case .activation(.softmax) = producer.kind {
+            if let producer, case .activation(let word) = producer.kind, case .success(.softmax) = resolveActivation(word) {
                 lossValue = emit(.crossEntropy, [prediction, labels], "loss", at: statement)
             } else {
                 lossValue = emit(.softmaxCrossEntropy, [prediction, labels], "loss", at: statement)
@@ -512,6 +546,21 @@ struct Lowering {
                 index -= 1
             }
         }
-        layers.append(LayerSummary(statement: text(statement), outputShape: .scalar, parameters: 0, flops: 3 * width, location: statement.range))
+        finish(statement, outputShape: .scalar)
+    }
+
+    /// The weight and bias initializers of a layer: the one written (`xavier` and `he` resolved from
+    /// the fan-in and fan-out, biases zero), or U(−bound, bound) for both.
+    func initializers(_ written: Initializer?, bound: Double, fanIn: Int, fanOut: Int) -> (weight: ParameterInit, bias: ParameterInit) {
+        switch written {
+        case nil: return (.uniform(low: -bound, high: bound), .uniform(low: -bound, high: bound))
+        case .xavier:
+            let limit = (6 / Double(fanIn + fanOut)).squareRoot()
+            return (.uniform(low: -limit, high: limit), .zeros)
+        case .he: return (.normal(mean: 0, std: (2 / Double(fanIn)).squareRoot()), .zeros)
+        case .uniform(let low, let high): return (.uniform(low: low, high: high), .uniform(low: low, high: high))
+        case .normal(let mean, let std): return (.normal(mean: mean, std: std), .normal(mean: mean, std: std))
+        case .zeros: return (.zeros, .zeros)
+        }
     }
 }

@@ -1,50 +1,5 @@
 import Parser
 
-/// An element-wise activation, as the IR sees it.
-public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
-    case tanh, sigmoid, relu, identity
-    case leakyRelu(alpha: Double)
-    case pow(Int)
-    /// Row-wise over the last axis.
-    case softmax
-
-    /// Whether the derivative can be computed from the output y alone (so the input need not be kept).
-    public var derivativeFromOutput: Bool {
-        switch self {
-        case .pow: return false
-        default: return true
-        }
-    }
-    /// Activations a GEMM or conv epilogue can apply (element-wise, derivative from the output).
-    public var fusable: Bool {
-        switch self {
-        case .tanh, .sigmoid, .relu, .identity, .leakyRelu: return true
-        case .pow, .softmax: return false
-        }
-    }
-    public var description: String {
-        switch self {
-        case .tanh: return "tanh"
-        case .sigmoid: return "sigmoid"
-        case .relu: return "relu"
-        case .identity: return "identity"
-        case .softmax: return "softmax"
-        case .leakyRelu(let alpha): return "leakyrelu(\(formatNumber(alpha)))"
-        case .pow(let k): return "pow(\(k))"
-        }
-    }
-    /// FLOPs per element (rough: transcendental functions count as several).
-    var flopsPerElement: Int {
-        switch self {
-        case .identity: return 0
-        case .relu, .leakyRelu: return 1
-        case .pow(let k): return max(1, k - 1)
-        case .tanh, .sigmoid: return 4
-        case .softmax: return 5
-        }
-    }
-}
-
 public enum PoolKind: String, Hashable, Sendable { case max, average }
 
 /// Hyperparameters of an optimizer update op.
@@ -82,8 +37,18 @@ public struct ConvGeometry: Hashable, Sendable {
     public init(stride: Int, padding: Int) { self.stride = stride; self.padding = padding }
 }
 
-/// The op table: every op of the IR, with its shape rule, gradient rule, FLOP count and printed
-/// name in one place. The interpreter's kernel selection (Runtime) is the only other switch.
+/// The output length of a convolution or pooling window along one axis (floor, as PyTorch), or nil
+/// when the window does not fit the padded input. Lowering's diagnostics and the shape rules use it.
+public func windowOutputSize(input: Int, window: Int, stride: Int, padding: Int) -> Int? {
+    let padded = input + 2 * padding
+    guard window <= padded, stride >= 1 else { return nil }
+    return (padded - window) / stride + 1
+}
+
+/// The op table: every op of the IR. Each property of an op is one exhaustive switch (no `default:`),
+/// so adding an op makes the compiler list every place it must be handled: its printed name and
+/// effects here, its shape rule and FLOPs below, its gradient rule in Autodiff.swift, and its kernel
+/// binding in the runtime's interpreter (Runtime/Interpreter.swift, `makeExecutable`).
 public enum Op: Hashable, Sendable {
     // Sources: no operands.
     case input
@@ -97,8 +62,13 @@ public enum Op: Hashable, Sendable {
     /// x + b, b broadcast along axis 1 (features of an fc output, channels of a conv output).
     case biasAdd
     case activation(ActivationFunction)
-    /// dx from (y, dy) (or (x, dy) for pow): the activation's vector-Jacobian product.
+    /// dx from (y, dy) (or (x, dy) when the derivative needs the input): the activation's
+    /// vector-Jacobian product.
     case activationGrad(ActivationFunction)
+    /// Row-wise softmax over the last axis of [N,C].
+    case softmax
+    /// dx from (y, dy).
+    case softmaxGrad
     case add, subtract, multiply
     /// x · factor
     case scale(Double)
@@ -164,6 +134,8 @@ public enum Op: Hashable, Sendable {
         case .biasAdd: return "bias_add"
         case .activation(let f): return "\(f)"
         case .activationGrad(let f): return "\(f)_grad"
+        case .softmax: return "softmax"
+        case .softmaxGrad: return "softmax_grad"
         case .add: return "add"
         case .subtract: return "sub"
         case .multiply: return "mul"
@@ -199,11 +171,12 @@ public enum Op: Hashable, Sendable {
     /// Element-wise ops whose result may take an operand's buffer (in-place).
     public var elementwise: Bool {
         switch self {
-        case .biasAdd, .add, .subtract, .multiply, .scale: return true
-        case .activation(let f): return f != .softmax
-        case .activationGrad(let f): return f != .softmax
-        case .activationGradBias: return true
-        default: return false
+        case .biasAdd, .add, .subtract, .multiply, .scale, .activation, .activationGrad, .activationGradBias: return true
+        case .input, .target, .parameter, .state, .matmul, .softmax, .softmaxGrad, .constant, .biasGrad, .sumAll, .meanAll,
+             .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask,
+             .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
+             .softmaxCrossEntropyGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate:
+            return false
         }
     }
 
@@ -211,15 +184,25 @@ public enum Op: Hashable, Sendable {
     public var hasEffect: Bool {
         switch self {
         case .update, .matmulUpdate: return true
-        default: return false
+        case .input, .target, .parameter, .state, .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad,
+             .add, .subtract, .multiply, .scale, .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d,
+             .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask, .crossEntropy,
+             .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
+             .softmaxCrossEntropyGrad, .dense, .convFused, .activationGradBias, .convBackward:
+            return false
         }
     }
 
-    /// Whether a loss op (the seed of the backward pass).
-    public var isLoss: Bool {
+    /// Source ops: no operands, their values come from outside the step (data, parameters, state).
+    public var isSource: Bool {
         switch self {
-        case .meanAll, .sumAll, .crossEntropy, .binaryCrossEntropy, .softmaxCrossEntropy: return true
-        default: return false
+        case .input, .target, .parameter, .state: return true
+        case .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad, .add, .subtract, .multiply, .scale,
+             .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool,
+             .poolGrad, .reshape, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
+             .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .update, .dense, .convFused,
+             .activationGradBias, .convBackward, .matmulUpdate:
+            return false
         }
     }
 }
@@ -233,8 +216,18 @@ func strideText(_ stride: [Int]) -> String {
 /// reports user errors with their source location before any op is built).
 public struct IRError: Error, CustomStringConvertible, Sendable {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The statement whose node failed, and its file (set by `Graph.add`).
+    public var location: SourceRange?
+    public var source: SourceFile?
+    public init(_ message: String, at location: SourceRange? = nil, in source: SourceFile? = nil) {
+        self.message = message; self.location = location; self.source = source
+    }
     public var description: String { "internal error: \(message)" }
+    /// `file:line:col: error[E031]: internal error: …` with the statement, when the place is known.
+    public var rendered: String {
+        guard let location, let source else { return "nnc: error[\(DiagnosticCode.internalError.rawValue)]: \(description)\n" }
+        return Diagnostic(.internalError, description, at: location).render(in: source)
+    }
 }
 
 extension Op {
@@ -270,11 +263,13 @@ extension Op {
                 throw IRError("bias_add: bias \(operands[1]) does not match \(operands[0])")
             }
             return [operands[0]]
-        case .activation(let f):
+        case .activation:
+            try need(1); return [operands[0]]
+        case .softmax:
             try need(1)
-            if f == .softmax, operands[0].dims.count != 1 { throw IRError("softmax needs [N,C], got \(operands[0])") }
+            guard operands[0].batched, operands[0].dims.count == 1 else { throw IRError("softmax needs [N,C], got \(operands[0])") }
             return [operands[0]]
-        case .activationGrad:
+        case .activationGrad, .softmaxGrad:
             try need(2); try same(operands[0], operands[1]); return [operands[0]]
         case .add, .subtract, .multiply:
             try need(2); try same(operands[0], operands[1]); return [operands[0]]
@@ -298,20 +293,22 @@ extension Op {
             guard x.batched, x.dims.count == 3, !w.batched, w.dims.count == 4, w.dims[1] == x.dims[0] else {
                 throw IRError("conv2d: input \(x) and weight \(w) do not fit")
             }
-            let h = (x.dims[1] + 2 * g.padding - w.dims[2]) / g.stride + 1
-            let wd = (x.dims[2] + 2 * g.padding - w.dims[3]) / g.stride + 1
-            guard h >= 1, wd >= 1 else { throw IRError("conv2d: kernel larger than input") }
+            guard let h = windowOutputSize(input: x.dims[1], window: w.dims[2], stride: g.stride, padding: g.padding),
+                  let wd = windowOutputSize(input: x.dims[2], window: w.dims[3], stride: g.stride, padding: g.padding) else {
+                throw IRError("conv2d: kernel larger than input")
+            }
             return [.init(batched: true, [w.dims[0], h, wd])]
         case .conv2dInputGrad, .conv2dWeightGrad:
             try need(3); return [operands[2]]
         case .pool(_, let window, let stride):
             try need(1)
             let x = operands[0]
-            guard x.batched, x.dims.count == 3, window.count == 2, stride.count == 2, stride.allSatisfy({ $0 >= 1 }),
-                  x.dims[1] >= window[0], x.dims[2] >= window[1] else {
+            guard x.batched, x.dims.count == 3, window.count == 2, stride.count == 2,
+                  let h = windowOutputSize(input: x.dims[1], window: window[0], stride: stride[0], padding: 0),
+                  let w = windowOutputSize(input: x.dims[2], window: window[1], stride: stride[1], padding: 0) else {
                 throw IRError("pool: window \(window) does not fit \(x)")
             }
-            return [.init(batched: true, [x.dims[0], (x.dims[1] - window[0]) / stride[0] + 1, (x.dims[2] - window[1]) / stride[1] + 1])]
+            return [.init(batched: true, [x.dims[0], h, w])]
         case .poolGrad:
             try need(3); return [operands[0]]
         case .reshape(let shape):
@@ -362,33 +359,40 @@ extension Op {
         }
     }
 
-    /// FLOPs for one execution with the given concrete operand and result dimensions
-    /// (multiply-add counts as 2).
+    /// FLOPs for one execution with the given concrete operand and result dimensions (multiply-add
+    /// counts as 2). `nnc check` (per sample, on the forward graph) and `nnc bench` (per op of the
+    /// optimized step) both count with this.
     public func flops(operands: [[Int]], results: [[Int]]) -> Int {
         func count(_ dims: [Int]) -> Int { dims.reduce(1, *) }
         let out = results.first.map(count) ?? 0
         switch self {
-        case .input, .target, .parameter, .state, .reshape, .broadcast, .constant: return 0
+        case .input, .target, .parameter, .state, .reshape, .broadcast, .constant, .dropoutMask: return 0
         case .matmul(let ta, _):
             let k = ta ? operands[0][0] : operands[0].last ?? 0
             return 2 * out * k
         case .dense(let f, let bias):
             let k = operands[0].last ?? 0
             return out * (2 * k + (bias ? 1 : 0) + f.flopsPerElement)
-        case .conv2d, .convFused:
+        case .conv2d:
             let w = operands[1]
             return 2 * out * w[1] * w[2] * w[3]
+        case .convFused(_, let f, let bias):
+            let w = operands[1]
+            return out * (2 * w[1] * w[2] * w[3] + (bias ? 1 : 0) + f.flopsPerElement)
         case .convBackward(_, _, _, let inputGradient):
             let w = operands[1]
             return 2 * count(operands[3]) * w[1] * w[2] * w[3] * (inputGradient ? 2 : 1)
-        case .conv2dInputGrad, .conv2dWeightGrad:
-            // the same multiply-adds as the forward convolution
-            let w = self.isWeightGrad ? results[0] : operands[1]
-            let y = self.isWeightGrad ? operands[1] : operands[0]
-            return 2 * count(y) * w[1] * w[2] * w[3]
+        case .conv2dInputGrad:  // (dy, w, x): the forward convolution's multiply-adds
+            let w = operands[1]
+            return 2 * count(operands[0]) * w[1] * w[2] * w[3]
+        case .conv2dWeightGrad:  // (x, dy, w)
+            let w = results[0]
+            return 2 * count(operands[1]) * w[1] * w[2] * w[3]
         case .pool(_, let window, _): return out * window[0] * window[1]
         case .poolGrad(_, let window, _): return count(operands[2]) * window[0] * window[1]
-        case .activation(let f), .activationGrad(let f): return out * max(1, f.flopsPerElement)
+        case .activation(let f): return out * f.flopsPerElement
+        case .activationGrad(let f): return out * max(1, f.flopsPerElement)
+        case .softmax, .softmaxGrad: return 5 * out
         case .activationGradBias(let f, let bias): return out * (max(1, f.flopsPerElement) + (bias ? 1 : 0))
         case .update(let u):
             let n = count(operands[0])
@@ -396,13 +400,12 @@ extension Op {
         case .matmulUpdate(let ta, let tb, let u):
             return Op.matmul(transposeA: ta, transposeB: tb).flops(operands: operands, results: results)
                 + Op.update(u).flops(operands: [results[0]], results: [])
-        default:
+        case .biasAdd, .add, .subtract, .multiply, .scale, .biasGrad, .sumAll, .meanAll:
+            // one operation per element of the largest operand
             return operands.map(count).max() ?? 0
+        case .crossEntropy, .softmaxCrossEntropy, .binaryCrossEntropy, .crossEntropyGrad, .softmaxCrossEntropyGrad,
+             .binaryCrossEntropyGrad:
+            return 3 * count(operands[0])
         }
-    }
-
-    var isWeightGrad: Bool {
-        if case .conv2dWeightGrad = self { return true }
-        return false
     }
 }

@@ -52,7 +52,7 @@ extension Graph {
         for pass in optimizationPasses {
             try pass.run(&graph, &log)
             if verify {
-                do { try graph.verify() } catch { throw IRError("after pass \(pass.name): \(error.message)") }
+                do { try graph.verify() } catch { throw IRError("after pass \(pass.name): \(error.message)", at: error.location, in: error.source) }
             }
             if pass.name == lastPass { break }
         }
@@ -126,7 +126,7 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass
         if let user = users[result.index].first(where: { if case .activation = graph.nodes[$0].op { return true }; return false }),
            case .activation(let f) = graph.nodes[user].op {
             let candidate = pattern + " + \(f) %\(graph[graph.nodes[user].results[0]].name)"
-            if !f.fusable {
+            if !f.epilogueFusable {
                 log.append(.init(pass: pass, pattern: candidate, fused: false, reason: "\(f) is not an element-wise activation the epilogue supports", location: node.location, line: graph.line(node.location)))
             } else if let reason = graph.blocker(result, users: users) {
                 log.append(.init(pass: pass, pattern: candidate, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
@@ -161,8 +161,8 @@ func fuseActivationGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry])
         guard case .activationGrad(let f) = node.op else { continue }
         let dz = node.results[0]
         let pattern = "\(f)_grad %\(graph[dz].name)"
-        guard f.fusable else {
-            log.append(.init(pass: "fuse-activation-grad", pattern: pattern, fused: false, reason: "\(f) is not supported by the fused kernel", location: node.location, line: graph.line(node.location)))
+        guard f.backwardFusable else {
+            log.append(.init(pass: "fuse-activation-grad", pattern: pattern, fused: false, reason: f.derivativeFromOutput ? "\(f) is not supported by the fused kernel" : "\(f)'s derivative needs its input, the fused kernel sees only the output", location: node.location, line: graph.line(node.location)))
             continue
         }
         guard let biasUser = users[dz.index].first(where: { graph.nodes[$0].op == .biasGrad }) else {
@@ -183,10 +183,9 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]
     let producers = graph.producers()
     for index in graph.nodes.indices {
         let node = graph.nodes[index]
-        switch node.op {
-        case .crossEntropy:
+        if node.op == .crossEntropy {
             let probabilities = node.operands[0]
-            guard let p = producers[probabilities.index], graph.nodes[p].op == .activation(.softmax) else {
+            guard let p = producers[probabilities.index], graph.nodes[p].op == .softmax else {
                 log.append(.init(pass: "fuse-softmax-crossentropy", pattern: "cross_entropy %\(graph[node.results[0]].name)", fused: false, reason: "its input is not a softmax", location: node.location, line: graph.line(node.location)))
                 continue
             }
@@ -194,14 +193,13 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]
             graph.nodes[index].op = .softmaxCrossEntropy
             graph.nodes[index].operands = [logits, node.operands[1]]
             log.append(.init(pass: "fuse-softmax-crossentropy", pattern: "softmax %\(graph[probabilities].name) + cross_entropy %\(graph[node.results[0]].name)", fused: true, reason: "", location: node.location, line: graph.line(node.location)))
-        case .activationGrad(.softmax):
+        } else if node.op == .softmaxGrad {
             // softmax_grad(p, cross_entropy_grad(p, labels, g)) = softmax_cross_entropy_grad(logits, labels, g)
             guard let c = producers[node.operands[1].index], graph.nodes[c].op == .crossEntropyGrad,
-                  let p = producers[node.operands[0].index], graph.nodes[p].op == .activation(.softmax) else { continue }
+                  let p = producers[node.operands[0].index], graph.nodes[p].op == .softmax else { continue }
             let crossEntropyGrad = graph.nodes[c]
             graph.nodes[index].op = .softmaxCrossEntropyGrad
             graph.nodes[index].operands = [graph.nodes[p].operands[0], crossEntropyGrad.operands[1], crossEntropyGrad.operands[2]]
-        default: continue
         }
     }
 }
@@ -213,13 +211,8 @@ func eliminateDeadCode(_ graph: inout Graph, _ log: inout [FusionLogEntry]) thro
     var keep = [Bool](repeating: false, count: graph.nodes.count)
     for index in graph.nodes.indices.reversed() {
         let node = graph.nodes[index]
-        let isSource: Bool
-        switch node.op {
-        case .input, .target, .parameter, .state: isSource = true
-        default: isSource = false
-        }
         // Sources stay: they are the model's interface (parameters must be saved even if unused).
-        guard node.op.hasEffect || isSource || node.results.contains(where: { live[$0.index] }) else { continue }
+        guard node.op.hasEffect || node.op.isSource || node.results.contains(where: { live[$0.index] }) else { continue }
         keep[index] = true
         for operand in node.operands { live[operand.index] = true }
     }
@@ -232,11 +225,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]
     let users = graph.users()
     var removed: Set<Int> = []
     for (index, node) in graph.nodes.enumerated() {
-        let f: ActivationFunction
-        switch node.op {
-        case .activationGrad(let a): f = a
-        default: continue
-        }
+        guard case .activationGrad(let f) = node.op else { continue }
         let dz = node.results[0]
         let consumers = users[dz.index]
         guard let weightUser = consumers.first(where: { if case .conv2dWeightGrad = graph.nodes[$0].op { return true }; return false }),
@@ -245,7 +234,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]
         func skip(_ reason: String) {
             log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
         }
-        guard f.fusable else { skip("\(f) is not supported by the conv kernel"); continue }
+        guard f.backwardFusable else { skip(f.derivativeFromOutput ? "\(f) is not supported by the conv kernel" : "\(f)'s derivative needs its input, the conv kernel sees only the output"); continue }
         guard !graph.keptValues.contains(dz) else { skip("%\(graph[dz].name) is a graph output"); continue }
         let biasUser = consumers.first { graph.nodes[$0].op == .biasGrad }
         let inputUser = consumers.first { if case .conv2dInputGrad(let g) = graph.nodes[$0].op { return g == geometry }; return false }

@@ -83,18 +83,17 @@ public struct Plan: Sendable {
         var classLastUse = lastUse
 
         for (position, node) in graph.nodes.enumerated() {
-            switch node.op {
-            case .parameter(let name):
+            if case .parameter(let name) = node.op {
                 let index = graph.parameters.firstIndex { $0.name == name } ?? 0
                 storage[node.results[0].index] = .parameter(index)
                 persistent[node.results[0].index] = true
                 continue
-            case .state:
+            }
+            if case .state = node.op {
                 storage[node.results[0].index] = .state(stateIndex)
                 stateIndex += 1
                 persistent[node.results[0].index] = true
                 continue
-            default: break
             }
             // Reuse an operand's buffer: reshape always aliases; element-wise ops when the operand dies here.
             var reused: Int?

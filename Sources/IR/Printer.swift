@@ -19,16 +19,17 @@ extension Graph {
             let lhs = node.results.map { "%" + self[$0].name }.joined(separator: ", ")
             let type = node.results.map { dtype.rawValue + self[$0].shape.description }.joined(separator: ", ")
             var rhs: String
-            switch node.op {
-            case .parameter(let name):
+            if case .parameter(let name) = node.op {
                 rhs = "param \(name)"
                 if let initializer = node.results.first.flatMap({ parameterInit[$0] }) { rhs += "  \(initializer)" }
-            case .state(let name): rhs = "state \(name)"
-            case .reshape(let shape): rhs = "reshape %\(self[node.operands[0]].name) to \(shape)"
-            case .dense(let f, let bias):
+            } else if case .state(let name) = node.op {
+                rhs = "state \(name)"
+            } else if case .reshape(let shape) = node.op {
+                rhs = "reshape %\(self[node.operands[0]].name) to \(shape)"
+            } else if case .dense(let f, let bias) = node.op {
                 rhs = (bias ? "dense " : "dense.nobias ") + node.operands.map { "%" + self[$0].name }.joined(separator: ", ")
                 if f != .identity { rhs += ", \(f)" }
-            default:
+            } else {
                 rhs = node.op.name
                 if !node.operands.isEmpty { rhs += " " + node.operands.map { "%" + self[$0].name }.joined(separator: ", ") }
             }

@@ -13,7 +13,7 @@ let benchCommand = Command(
     valueOptions: ["--batch", "--steps", "--threads", "--dtype"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
-    let program = try ModelProgram.load(path: path)
+    let program = try loadModel(path, console: console)
     let batch = try arguments.integer("--batch") ?? program.settings.training.batch ?? 32
     let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
     let steps = try arguments.integer("--steps")

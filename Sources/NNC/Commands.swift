@@ -55,6 +55,12 @@ public func runCommandLine(_ arguments: [String], console: Console) -> Int32 {
     } catch let error as CompiledFileError {
         console.error(error.description)
         return 1
+    } catch let error as AutodiffError {
+        console.error(error.rendered, terminator: "")
+        return 1
+    } catch let error as IRError {
+        console.error(error.rendered, terminator: "")
+        return 1
     } catch {
         console.error("nnc \(command.name): error: \(error)")
         return 1
@@ -84,6 +90,14 @@ var generalHelp: String {
     return text
 }
 
+/// Reads and checks a model file, printing its warnings (to standard error).
+func loadModel(_ path: String, console: Console) throws -> ModelProgram {
+    let program = try ModelProgram.load(path: path)
+    let warnings = program.renderedWarnings
+    if !warnings.isEmpty { console.error(warnings, terminator: "") }
+    return program
+}
+
 /// Exactly one positional argument: the file the command works on.
 func onePath(_ arguments: Arguments, _ what: String) throws(UsageError) -> String {
     guard arguments.positional.count == 1 else {
@@ -107,7 +121,7 @@ let checkCommand = Command(
     valueOptions: [], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
-    let program = try ModelProgram.load(path: path)
+    let program = try loadModel(path, console: console)
     // The training graph must build too (autodiff, passes), when the model has a loss.
     if program.model.graph.loss != nil {
         _ = try program.trainingGraph(dtype: .f32, settings: program.settings.training).optimized(verify: verifyPasses)
@@ -136,7 +150,7 @@ let compileCommand = Command(
     valueOptions: ["-o", "--emit", "--dtype", "--batch", "--seed"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
-    let program = try ModelProgram.load(path: path)
+    let program = try loadModel(path, console: console)
     let type = try dtype(arguments)
     guard let stage = arguments.values["--emit"] else {
         var settings = program.settings.training

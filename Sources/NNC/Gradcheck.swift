@@ -76,7 +76,7 @@ func fillRandomBatch<T: KernelScalar>(_ session: Session<T>, batch: Int, random:
         switch graph.targetKind {
         case .classLabels(let classes):
             for i in 0..<batch { target[i] = T(min(classes - 1, Int(random.randomSample() * Double(classes)))) }
-        default:
+        case .values, .none:
             for i in 0..<graph[y].shape.elements(batch: batch) { target[i] = T(random.uniform(0.05, 0.95)) }
         }
     }
@@ -89,7 +89,7 @@ let gradcheckCommand = Command(
     valueOptions: ["--batch", "--seed", "--samples", "--tolerance"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
-    let program = try ModelProgram.load(path: path)
+    let program = try loadModel(path, console: console)
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
     let tolerance = try arguments.number("--tolerance") ?? 1e-5
     let batch = try arguments.integer("--batch") ?? 3

@@ -12,6 +12,9 @@ public struct ModelProgram: Sendable {
 
     public var settings: ModelSettings { model.settings }
 
+    /// Warnings about the model (legal, but probably not what was meant), rendered.
+    public var renderedWarnings: String { model.warnings.map { $0.render(in: source) }.joined() }
+
     /// Reads, parses and checks a model file. Diagnostics are thrown as `DiagnosticError`.
     public static func load(path: String) throws -> ModelProgram {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -25,7 +28,7 @@ public struct ModelProgram: Sendable {
     }
 
     public static func compile(_ source: SourceFile) throws -> ModelProgram {
-        let ast = try Parser.parse(source)
+        let ast = try parseModel(source)
         let model = try lower(ast, dtype: .f32, training: false)
         return ModelProgram(source: source, ast: ast, model: model)
     }

@@ -65,6 +65,7 @@ let trainCommand = Command(
     let seedFlag = try arguments.integer("--seed", minimum: 0)
     var state = try ModelState.open(path: path, dtype: requestedType, seed: seedFlag)
     let program = state.program
+    if !isCompiledFile(path), !program.renderedWarnings.isEmpty { console.error(program.renderedWarnings, terminator: "") }
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
 
     // Settings: the model's train statement, then what a compiled file recorded, then the flags.

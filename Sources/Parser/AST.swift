@@ -19,7 +19,7 @@ public enum StatementKind: Sendable {
     case pool(Pooling)
     case flatten
     case dropout(probability: Double, range: SourceRange)
-    case activation(Activation)
+    case activation(WordStatement)
     case loss(LossKind)
     case data(test: Bool, path: String, pathRange: SourceRange)
     case train(TrainSpec)
@@ -62,24 +62,14 @@ public struct Pooling: Sendable {
     public var stride: Sized?
 }
 
-public enum Activation: Sendable, Equatable, CustomStringConvertible {
-    case tanh, sigmoid, relu, softmax, identity
-    case leakyRelu(alpha: Double)
-    case pow(Int)
-
-    public static let names = ["tanh", "sigmoid", "relu", "leakyrelu", "softmax", "identity", "pow"]
-
-    public var description: String {
-        switch self {
-        case .tanh: return "tanh"
-        case .sigmoid: return "sigmoid"
-        case .relu: return "relu"
-        case .softmax: return "softmax"
-        case .identity: return "identity"
-        case .leakyRelu(let alpha): return "leakyrelu \(formatNumber(alpha))"
-        case .pow(let k): return "pow \(k)"
-        }
-    }
+/// A statement the parser does not know: an activation (`tanh`, `leakyrelu 0.2`, `pow 3`) by its
+/// word and argument tokens. The activation vocabulary lives with the ops (IR), where name
+/// resolution turns the word into an activation or an "unknown statement" error.
+public struct WordStatement: Sendable {
+    public var word: String
+    public var wordRange: SourceRange
+    /// The tokens after the word, up to the end of the statement.
+    public var arguments: [Token]
 }
 
 public enum LossKind: String, Sendable, CaseIterable {

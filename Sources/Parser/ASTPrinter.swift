@@ -21,7 +21,7 @@ extension ModelAST {
             return "Pooling(kind: \(p.kind.rawValue), window: \(p.windowHeight.value)x\(p.windowWidth.value), stride: \(p.stride.map { String($0.value) } ?? "window"))"
         case .flatten: return "Flatten"
         case .dropout(let p, _): return "Dropout(probability: \(formatNumber(p)))"
-        case .activation(let a): return "Activation(\(a))"
+        case .activation(let a): return "Activation(" + ([a.word] + a.arguments.map(\.text)).joined(separator: " ") + ")"
         case .loss(let l): return "Loss(\(l.rawValue))"
         case .data(let test, let path, _): return "Data(\(test ? "test" : "train"): \"\(path)\")"
         case .train(let spec):

@@ -7,26 +7,42 @@
 public struct Diagnostic: Error, Sendable, Equatable {
     public enum Severity: String, Sendable { case error, warning, note }
     public struct Note: Sendable, Equatable {
+        public var code: DiagnosticCode
         public var message: String
         public var range: SourceRange?
-        public init(_ message: String, at range: SourceRange?) { self.message = message; self.range = range }
+        public init(_ code: DiagnosticCode, _ message: String, at range: SourceRange?) {
+            self.code = code; self.message = message; self.range = range
+        }
     }
+    /// The catalog entry (its id is printed after the severity); nil only for diagnostics made by
+    /// tests to render a message alone.
+    public var code: DiagnosticCode?
     public var severity: Severity
     public var message: String
     public var range: SourceRange
     public var notes: [Note]
 
+    public init(_ code: DiagnosticCode, _ message: String, at range: SourceRange, notes: [Note] = []) {
+        self.code = code
+        self.severity = code.severity
+        self.message = message
+        self.range = range
+        self.notes = notes
+    }
+
+    /// A message without a catalog id (tests render expected messages with it).
     public init(_ message: String, at range: SourceRange, notes: [Note] = [], severity: Severity = .error) {
+        self.code = nil
         self.severity = severity
         self.message = message
         self.range = range
         self.notes = notes
     }
 
-    /// `file:line:col: severity: message`, the source line and a caret under the range, then the notes.
+    /// `file:line:col: severity[ID]: message`, the source line and a caret under the range, then the notes.
     public func render(in source: SourceFile) -> String {
         let (line, column) = source.lineAndColumn(of: range.start)
-        var out = "\(source.path):\(line):\(column): \(severity.rawValue): \(message)\n"
+        var out = "\(source.path):\(line):\(column): \(severity.rawValue)\(code.map { "[\($0.rawValue)]" } ?? ""): \(message)\n"
         out += Diagnostic.snippet(source: source, range: range, line: line, column: column)
         for note in notes {
             if let range = note.range {
@@ -74,6 +90,14 @@ public struct DiagnosticError: Error, Sendable {
         self.diagnostics = diagnostics
     }
     public var rendered: String { diagnostics.map { $0.render(in: source) }.joined() }
+}
+
+extension Array where Element == Diagnostic {
+    /// In file order (stable for diagnostics at the same place).
+    public func inFileOrder() -> [Diagnostic] {
+        enumerated().sorted { ($0.element.range.start, $0.offset) < ($1.element.range.start, $1.offset) }.map(\.element)
+    }
+    public var containsErrors: Bool { contains { $0.severity == .error } }
 }
 
 /// A token's text as quoted in a message: `'text'`, with very long text cut (a 10 MB word must not

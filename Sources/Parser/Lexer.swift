@@ -75,7 +75,7 @@ public struct Lexer {
                     value.append(bytes[i]); i += 1
                 }
                 if !closed {
-                    diagnostics.append(Diagnostic("unterminated string; add a closing '\"'", at: SourceRange(start: start, end: i)))
+                    diagnostics.append(Diagnostic(.unterminatedString, "unterminated string; add a closing '\"'", at: SourceRange(start: start, end: i)))
                 }
                 tokens.append(Token(kind: .string, range: SourceRange(start: start, end: i), text: String(decoding: value, as: UTF8.self)))
             // A number starts with a digit, a sign or a point followed by a digit, or a sign and a point
@@ -129,10 +129,10 @@ public struct Lexer {
                 let range = SourceRange(start: i, end: i + length)
                 i += length
                 // Report a run of junk once, not byte by byte.
-                if let last = diagnostics.last, last.range.end == start, last.message.hasPrefix("unexpected") {
+                if let last = diagnostics.last, last.range.end == start, last.code == .unexpectedCharacter {
                     diagnostics[diagnostics.count - 1].range.end = i
                 } else {
-                    diagnostics.append(Diagnostic("unexpected \(shown)", at: range))
+                    diagnostics.append(Diagnostic(.unexpectedCharacter, "unexpected \(shown)", at: range))
                 }
             }
         }

@@ -4,8 +4,10 @@
 /// Verbs: `peek…` looks, `take…` consumes on a match and returns an optional, `expect…` consumes
 /// or throws a diagnostic pointing at the offending token.
 public struct Parser {
+    /// The statements the parser knows. Any other word starts a `WordStatement` (an activation),
+    /// resolved with the op vocabulary after parsing.
     public static let statementKeywords = ["input", "fc", "conv", "maxpool", "avgpool", "flatten", "dropout",
-                                           "loss", "data", "train"] + Activation.names
+                                           "loss", "data", "train"]
 
     let source: SourceFile
     var tokens: [Token]
@@ -19,14 +21,19 @@ public struct Parser {
         self.diagnostics = lexer.diagnostics
     }
 
-    /// Parses the whole file; throws all diagnostics if there is any error.
+    /// Parses the whole file; throws all diagnostics if there is any error. (Activation words are
+    /// not checked here: `parseModel` in IR parses and resolves them, reporting both kinds together.)
     public static func parse(_ source: SourceFile) throws(DiagnosticError) -> ModelAST {
+        let (ast, diagnostics) = parseRecovering(source)
+        if !diagnostics.isEmpty { throw DiagnosticError(source: source, diagnostics: diagnostics) }
+        return ast
+    }
+
+    /// The statements that parsed, and the diagnostics of those that did not (in file order).
+    public static func parseRecovering(_ source: SourceFile) -> (ast: ModelAST, diagnostics: [Diagnostic]) {
         var parser = Parser(source: source)
         let statements = parser.parseStatements()
-        if !parser.diagnostics.isEmpty {
-            throw DiagnosticError(source: source, diagnostics: parser.diagnostics.sorted { $0.range.start < $1.range.start })
-        }
-        return ModelAST(source: source, statements: statements)
+        return (ModelAST(source: source, statements: statements), parser.diagnostics.inFileOrder())
     }
 
     // MARK: Token verbs
@@ -57,13 +64,28 @@ public struct Parser {
         }
     }
 
-    func error(_ message: String, at range: SourceRange? = nil, notes: [Diagnostic.Note] = []) -> Diagnostic {
-        Diagnostic(message, at: range ?? current.range, notes: notes)
+    func error(_ code: DiagnosticCode, _ message: String, at range: SourceRange? = nil, notes: [Diagnostic.Note] = []) -> Diagnostic {
+        Diagnostic(code, message, at: range ?? current.range, notes: notes)
     }
 
+    /// `expected WHAT, found …` at the current token.
+    func expected(_ what: String) -> Diagnostic { error(.expectedToken, "expected \(what), found \(currentDescription)") }
+
     mutating func expect(_ kind: TokenKind, _ what: String) throws(Diagnostic) -> Token {
-        guard let token = take(kind) else { throw error("expected \(what), found \(currentDescription)") }
+        guard let token = take(kind) else { throw expected(what) }
         return token
+    }
+
+    /// A word that must be one of `candidates`: `expected EXPECTED` when there is no word, else
+    /// `unknown WHAT 'word'` with a did-you-mean (or `otherwise`, the list of what is accepted).
+    mutating func expectWord(oneOf candidates: [String], expected what: String, unknown: String, code: DiagnosticCode,
+                             otherwise: String? = nil) throws(Diagnostic) -> Token {
+        guard current.kind == .word else { throw expected(what) }
+        let word = advance()
+        guard candidates.contains(word.text) else {
+            throw error(code, unknownWordMessage(unknown, word.text, among: candidates, otherwise: otherwise), at: word.range)
+        }
+        return word
     }
 
     /// A non-negative integer literal, with overflow checked.
@@ -77,29 +99,27 @@ public struct Parser {
                 let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
                 let (sum, overflow2) = times10.addingReportingOverflow(Int(byte) - 48)
                 if overflow1 || overflow2 || sum > Int(Int32.max) {
-                    throw error("\(what) \(token.text.utf8.count > 40 ? quoted(token.text) : token.text) is too large (the limit is \(Int32.max))", at: token.range)
+                    throw error(.numberTooLarge, "\(what) \(token.text.utf8.count > 40 ? quoted(token.text) : token.text) is too large (the limit is \(Int32.max))", at: token.range)
                 }
                 value = sum
             }
             if value < minimum {
-                throw error("\(what) must be at least \(minimum), found \(value)", at: token.range)
+                throw error(.numberTooSmall, "\(what) must be at least \(minimum), found \(value)", at: token.range)
             }
             return Sized(value, token.range)
         case .number:
-            throw error("\(what) must be a whole number of at least \(minimum), found \(quoted(token.text))", at: token.range)
+            throw error(.notWholeNumber, "\(what) must be a whole number of at least \(minimum), found \(quoted(token.text))", at: token.range)
         default:
-            throw error("expected \(what), found \(currentDescription)")
+            throw expected(what)
         }
     }
 
     mutating func expectNumber(_ what: String) throws(Diagnostic) -> (Double, SourceRange) {
         let token = current
-        guard token.kind == .integer || token.kind == .number else {
-            throw error("expected \(what), found \(currentDescription)")
-        }
+        guard token.kind == .integer || token.kind == .number else { throw expected(what) }
         _ = advance()
         guard let value = Double(token.text), value.isFinite else {
-            throw error("\(what) must be a finite number, found \(quoted(token.text))", at: token.range)
+            throw error(.notFinite, "\(what) must be a finite number, found \(quoted(token.text))", at: token.range)
         }
         return (value, token.range)
     }
@@ -116,7 +136,7 @@ public struct Parser {
                 let end = tokens[max(0, position - 1)].range
                 statements.append(Statement(kind: kind, range: start.through(end), keywordRange: start))
                 if !atStatementEnd {
-                    throw error("expected ';' or a new line after the statement, found \(currentDescription)")
+                    throw error(.expectedStatementEnd, "expected ';' or a new line after the statement, found \(currentDescription)")
                 }
             } catch {
                 diagnostics.append(error)
@@ -128,7 +148,7 @@ public struct Parser {
 
     mutating func parseStatement() throws(Diagnostic) -> StatementKind {
         guard current.kind == .word else {
-            throw error("expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found \(currentDescription)")
+            throw error(.expectedStatement, "expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found \(currentDescription)")
         }
         let keyword = advance()
         switch keyword.text {
@@ -140,36 +160,20 @@ public struct Parser {
         case "flatten": return .flatten
         case "dropout":
             let (p, range) = try expectNumber("a drop probability")
-            guard p >= 0, p < 1 else { throw error("dropout probability must be in [0, 1), found \(formatNumber(p))", at: range) }
+            guard p >= 0, p < 1 else { throw error(.valueOutOfRange, "dropout probability must be in [0, 1), found \(formatNumber(p))", at: range) }
             return .dropout(probability: p, range: range)
-        case "tanh": return .activation(.tanh)
-        case "sigmoid": return .activation(.sigmoid)
-        case "relu": return .activation(.relu)
-        case "softmax": return .activation(.softmax)
-        case "identity": return .activation(.identity)
-        case "leakyrelu":
-            var alpha = 0.01
-            if peek(.integer) || peek(.number) {
-                let (value, range) = try expectNumber("a slope")
-                guard value >= 0, value < 1 else { throw error("leakyrelu slope must be in [0, 1), found \(formatNumber(value))", at: range) }
-                alpha = value
-            }
-            return .activation(.leakyRelu(alpha: alpha))
-        case "pow":
-            let k = try expectInteger("pow exponent", minimum: 1)
-            guard k.value <= 64 else { throw error("pow exponent must be at most 64, found \(k.value)", at: k.range) }
-            return .activation(.pow(k.value))
         case "loss": return .loss(try parseLoss())
         case "data":
             let test = takeWord("test") != nil
             let path = try expect(.string, "a file name in double quotes")
-            guard !path.text.isEmpty else { throw error("the data file name is empty", at: path.range) }
+            guard !path.text.isEmpty else { throw error(.emptyDataPath, "the data file name is empty", at: path.range) }
             return .data(test: test, path: path.text, pathRange: path.range)
         case "train": return .train(try parseTrain())
         default:
-            var message = "unknown statement \(quoted(keyword.text))"
-            if let guess = suggestion(for: keyword.text, among: Parser.statementKeywords) { message += "; did you mean '\(guess)'?" }
-            throw error(message, at: keyword.range)
+            // An activation (or a misspelt statement): its word and arguments, for name resolution.
+            var arguments: [Token] = []
+            while !atStatementEnd { arguments.append(advance()) }
+            return .activation(WordStatement(word: keyword.text, wordRange: keyword.range, arguments: arguments))
         }
     }
 
@@ -183,7 +187,7 @@ public struct Parser {
             range = range.through(next.range)
         }
         guard dims.count <= 3 else {
-            throw error("input takes at most 3 dimensions (channels x height x width), found \(dims.count)", at: range)
+            throw error(.tooManyInputDimensions, "input takes at most 3 dimensions (channels x height x width), found \(dims.count)", at: range)
         }
         return .input(dims: dims, dimsRange: range)
     }
@@ -208,15 +212,10 @@ public struct Parser {
     mutating func parseOptions(_ layer: String, allowed: [String], _ handle: (inout Parser, Token) throws(Diagnostic) -> Void) throws(Diagnostic) {
         var seen: Set<String> = []
         while !atStatementEnd {
-            guard current.kind == .word else { throw error("expected one of \(allowed.map { "'\($0)'" }.joined(separator: ", ")) after \(layer), found \(currentDescription)") }
-            let word = advance()
-            guard allowed.contains(word.text) else {
-                var message = "unknown \(layer) option \(quoted(word.text))"
-                if let guess = suggestion(for: word.text, among: allowed) { message += "; did you mean '\(guess)'?" }
-                else { message += " (\(layer) takes \(allowed.map { "'\($0)'" }.joined(separator: ", ")))" }
-                throw error(message, at: word.range)
-            }
-            guard seen.insert(word.text).inserted else { throw error("'\(word.text)' is given twice", at: word.range) }
+            let listed = allowed.map { "'\($0)'" }.joined(separator: ", ")
+            let word = try expectWord(oneOf: allowed, expected: "one of \(listed) after \(layer)", unknown: "\(layer) option",
+                                      code: .unknownOption, otherwise: "\(layer) takes \(listed)")
+            guard seen.insert(word.text).inserted else { throw error(.optionGivenTwice, "'\(word.text)' is given twice", at: word.range) }
             try handle(&self, word)
         }
     }
@@ -257,12 +256,11 @@ public struct Parser {
     }
 
     mutating func parseInitializer() throws(Diagnostic) -> Initializer {
-        guard current.kind == .word else { throw error("expected an initializer (\(Initializer.names.joined(separator: ", "))), found \(currentDescription)") }
-        let word = advance()
+        let word = try expectWord(oneOf: Initializer.names, expected: "an initializer (\(Initializer.names.joined(separator: ", ")))",
+                                  unknown: "initializer", code: .unknownInitializer)
         switch word.text {
         case "xavier": return .xavier
         case "he": return .he
-        case "zeros": return .zeros
         case "uniform", "normal":
             _ = try expect(.leftParen, "'(' after \(word.text)")
             let (a, aRange) = try expectNumber(word.text == "uniform" ? "a lower bound" : "a mean")
@@ -270,59 +268,40 @@ public struct Parser {
             let (b, bRange) = try expectNumber(word.text == "uniform" ? "an upper bound" : "a standard deviation")
             _ = try expect(.rightParen, "')'")
             if word.text == "uniform" {
-                guard a <= b else { throw error("uniform bounds must be in order (low, high), found (\(formatNumber(a)), \(formatNumber(b)))", at: aRange.through(bRange)) }
+                guard a <= b else { throw error(.valueOutOfRange, "uniform bounds must be in order (low, high), found (\(formatNumber(a)), \(formatNumber(b)))", at: aRange.through(bRange)) }
                 return .uniform(low: a, high: b)
             }
-            guard b >= 0 else { throw error("the standard deviation must not be negative, found \(formatNumber(b))", at: bRange) }
+            guard b >= 0 else { throw error(.valueOutOfRange, "the standard deviation must not be negative, found \(formatNumber(b))", at: bRange) }
             return .normal(mean: a, std: b)
-        default:
-            var message = "unknown initializer \(quoted(word.text))"
-            if let guess = suggestion(for: word.text, among: Initializer.names) { message += "; did you mean '\(guess)'?" }
-            throw error(message, at: word.range)
+        default: return .zeros  // the only name left in Initializer.names
         }
     }
 
     mutating func parseLoss() throws(Diagnostic) -> LossKind {
         let names = LossKind.allCases.map(\.rawValue)
-        guard current.kind == .word else { throw error("expected a loss (\(names.joined(separator: ", "))), found \(currentDescription)") }
-        let word = advance()
-        guard let loss = LossKind(rawValue: word.text) else {
-            var message = "unknown loss \(quoted(word.text))"
-            if let guess = suggestion(for: word.text, among: names) { message += "; did you mean '\(guess)'?" }
-            else { message += " (expected one of \(names.joined(separator: ", ")))" }
-            throw error(message, at: word.range)
-        }
-        return loss
+        let word = try expectWord(oneOf: names, expected: "a loss (\(names.joined(separator: ", ")))", unknown: "loss",
+                                  code: .unknownLoss, otherwise: "expected one of \(names.joined(separator: ", "))")
+        return LossKind(rawValue: word.text) ?? .mse
     }
 
     mutating func parseTrain() throws(Diagnostic) -> TrainSpec {
         let names = OptimizerKind.allCases.map(\.rawValue)
-        guard current.kind == .word else { throw error("expected an optimizer (\(names.joined(separator: ", "))), found \(currentDescription)") }
-        let word = advance()
-        guard let optimizer = OptimizerKind(rawValue: word.text) else {
-            var message = "unknown optimizer \(quoted(word.text))"
-            if let guess = suggestion(for: word.text, among: names) { message += "; did you mean '\(guess)'?" }
-            else { message += " (expected one of \(names.joined(separator: ", ")))" }
-            throw error(message, at: word.range)
-        }
+        let word = try expectWord(oneOf: names, expected: "an optimizer (\(names.joined(separator: ", ")))", unknown: "optimizer",
+                                  code: .unknownOptimizer, otherwise: "expected one of \(names.joined(separator: ", "))")
+        let optimizer = OptimizerKind(rawValue: word.text) ?? .sgd
         var spec = TrainSpec(optimizer: optimizer, optimizerRange: word.range, options: [])
         let keys = TrainKeys.keys(for: optimizer)
         while !atStatementEnd {
-            guard current.kind == .word else { throw error("expected a training option (\(keys.joined(separator: ", "))), found \(currentDescription)") }
-            let key = advance()
-            guard keys.contains(key.text) else {
-                var message = "unknown \(optimizer.rawValue) option \(quoted(key.text))"
-                if let guess = suggestion(for: key.text, among: keys) { message += "; did you mean '\(guess)'?" }
-                else { message += " (\(optimizer.rawValue) takes \(keys.joined(separator: ", ")))" }
-                throw error(message, at: key.range)
-            }
+            let key = try expectWord(oneOf: keys, expected: "a training option (\(keys.joined(separator: ", ")))",
+                                     unknown: "\(optimizer.rawValue) option", code: .unknownOption,
+                                     otherwise: "\(optimizer.rawValue) takes \(keys.joined(separator: ", "))")
             if let earlier = spec.options.first(where: { $0.key == key.text }) {
-                throw error("'\(key.text)' is given twice", at: key.range, notes: [.init("first given here", at: earlier.keyRange)])
+                throw error(.optionGivenTwice, "'\(key.text)' is given twice", at: key.range, notes: [.init(.firstDefinition, "first given here", at: earlier.keyRange)])
             }
             let option: TrainOption
             if TrainKeys.switches.contains(key.text) {
                 guard current.kind == .word, current.text == "on" || current.text == "off" else {
-                    throw error("'\(key.text)' takes 'on' or 'off', found \(currentDescription)")
+                    throw error(.expectedToken, "'\(key.text)' takes 'on' or 'off', found \(currentDescription)")
                 }
                 let value = advance()
                 option = TrainOption(key: key.text, value: value.text == "on" ? 1 : 0, keyRange: key.range, valueRange: value.range)
@@ -331,7 +310,7 @@ public struct Parser {
                 option = TrainOption(key: key.text, value: Double(value.value), keyRange: key.range, valueRange: value.range)
             } else {
                 let (value, range) = try expectNumber("a value for '\(key.text)'")
-                try TrainKeys.check(key: key.text, value: value).map { message throws(Diagnostic) in throw error(message, at: range) }
+                try TrainKeys.check(key: key.text, value: value).map { message throws(Diagnostic) in throw error(.valueOutOfRange, message, at: range) }
                 option = TrainOption(key: key.text, value: value, keyRange: key.range, valueRange: range)
             }
             spec.options.append(option)

@@ -97,9 +97,6 @@ public struct SourceRange: Hashable, Sendable, CustomStringConvertible {
     public var start: Int
     public var end: Int
     public init(start: Int, end: Int) { self.start = start; self.end = max(start, end) }
-    public static func to(_ other: SourceRange, from first: SourceRange) -> SourceRange {
-        SourceRange(start: first.start, end: other.end)
-    }
     public func through(_ other: SourceRange) -> SourceRange { SourceRange(start: start, end: max(end, other.end)) }
     public var description: String { "\(start)..<\(end)" }
 }

@@ -1,5 +1,4 @@
 import IR
-import Parser
 
 /// Initial parameter values, drawn from one MT19937 seeded like NumPy's `np.random.seed(seed)`, in
 /// statement order, for each layer the weights (row-major) then the bias. `uniform(a,b)` is
@@ -10,7 +9,7 @@ public func initialValues(for parameters: [Parameter], seed: Int) -> [[Double]] 
     return parameters.map { parameter in
         let count = parameter.shape.rowElements
         switch parameter.initializer {
-        case .zeros, .xavier, .he:  // xavier and he are resolved to uniform/normal (or zeros) by lowering
+        case .zeros:
             return [Double](repeating: 0, count: count)
         case .uniform(let low, let high):
             return (0..<count).map { _ in low + (high - low) * random.randomSample() }

@@ -54,36 +54,22 @@ public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
     }
 }
 
-extension KernelActivation {
-    init?(_ f: ActivationFunction) {
-        switch f {
-        case .identity: self = .identity
-        case .relu: self = .relu
-        case .tanh: self = .tanh
-        case .sigmoid: self = .sigmoid
-        case .leakyRelu(let alpha): self = .leakyRelu(alpha: alpha)
-        case .pow, .softmax: return nil
-        }
-    }
-}
-
 /// One step of a plan with everything resolved: pointers into the arena or the parameter store
 /// and concrete sizes. The interpreter's loop is a switch over these.
 enum Instruction<T: KernelScalar> {
     typealias P = UnsafeMutablePointer<T>
     /// packedB: B packed once, when B is a parameter of a session whose parameters stay constant.
     case gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, ldc: Int,
-              bias: P?, activation: KernelActivation, packedB: UnsafePointer<T>?)
+              bias: P?, activation: ActivationFunction, packedB: UnsafePointer<T>?)
     /// A weight gradient's GEMM that takes the parameter's SGD step in its epilogue.
     case gemmUpdate(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: P, lda: Int, b: P, ldb: Int, c: P, update: SGDStep<T>)
     case biasAdd(x: P, b: P, y: P, outer: Int, channels: Int, inner: Int)
-    case activation(KernelActivation, x: P, y: P, count: Int)
-    case pow(Int, x: P, y: P, count: Int)
+    case activation(ActivationFunction, x: P, y: P, count: Int)
     case softmax(x: P, y: P, rows: Int, columns: Int)
-    case activationGrad(KernelActivation, y: P, dy: P, dx: P, count: Int)
-    case powGrad(Int, x: P, dy: P, dx: P, count: Int)
+    /// v: the kept value (y, or x when the derivative needs the input).
+    case activationGrad(ActivationFunction, v: P, dy: P, dx: P, count: Int)
     case softmaxGrad(y: P, dy: P, dx: P, rows: Int, columns: Int)
-    case activationGradBias(KernelActivation, y: P, dy: P, dz: P, db: P, outer: Int, channels: Int, inner: Int)
+    case activationGradBias(ActivationFunction, y: P, dy: P, dz: P, db: P, outer: Int, channels: Int, inner: Int)
     case add(a: P, b: P, c: P, count: Int)
     case subtract(a: P, b: P, c: P, count: Int)
     case multiply(a: P, b: P, c: P, count: Int)
@@ -101,7 +87,52 @@ enum Instruction<T: KernelScalar> {
     case binaryCrossEntropyGrad(p: P, y: P, dLoss: P, dp: P, count: Int)
     case sgd(p: P, g: P, velocity: P?, count: Int, lr: T, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
-    case kernel(KernelCall<T>)
+    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P)
+    case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
+    case convolutionWeightGradient(Conv2DShape, x: P, dy: P, weight: P, dWeight: P)
+    case convolutionBackward(Conv2DShape, x: P, weight: P, y: P, dy: P, activation: ActivationFunction, dWeight: P, dBias: P?, dx: P?)
+    case maxPool(Pool2DShape, x: P, y: P)
+    case maxPoolGradient(Pool2DShape, x: P, dy: P, dx: P)
+    case averagePool(Pool2DShape, x: P, y: P)
+    case averagePoolGradient(Pool2DShape, dy: P, dx: P)
+    case dropoutMask(mask: P, count: Int, probability: Double)
+}
+
+/// The convolution geometry of a conv op from its input [N,C,H,W] and weight [O,C,KH,KW] dims.
+func convolutionShape(input: [Int], weight: [Int], _ g: ConvGeometry) -> Conv2DShape {
+    Conv2DShape(batch: input[0], inChannels: input[1], height: input[2], width: input[3], outChannels: weight[0],
+                kernelH: weight[2], kernelW: weight[3], stride: g.stride, padding: g.padding)
+}
+
+func poolShape(input: [Int], window: [Int], stride: [Int]) -> Pool2DShape {
+    Pool2DShape(batch: input[0], channels: input[1], height: input[2], width: input[3], kernelH: window[0], kernelW: window[1],
+                strideH: stride[0], strideW: stride[1])
+}
+
+/// Scratch memory (elements of T) the plan's convolutions need at most (one call at a time).
+func convolutionScratchElements(plan: Plan, threads: Int) -> Int {
+    let graph = plan.graph
+    var most = 0
+    for node in graph.nodes {
+        let dims = node.operands.map { graph[$0].shape.concrete(batch: plan.batch) }
+        if case .conv2d(let g) = node.op {
+            most = max(most, conv2DForwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
+        } else if case .convFused(let g, _, _) = node.op {
+            most = max(most, conv2DForwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
+        } else if case .conv2dInputGrad(let g) = node.op {
+            most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[2], weight: dims[1], g), threads: threads))
+        } else if case .conv2dWeightGrad(let g) = node.op {
+            most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[0], weight: dims[2], g), threads: threads))
+        } else if case .convBackward(let g, _, _, _) = node.op {
+            most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
+        }
+    }
+    return most
+}
+
+extension MT19937 {
+    /// Seeds from a 32-bit value (what nnc's derived per-epoch and per-step seeds are).
+    public init(seed: UInt32) { self.init(seed: UInt64(seed)) }
 }
 
 /// A plan made runnable for one batch size: the instruction list and where each value lives.
@@ -159,7 +190,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         let threads = self.context.threads
         arenaMemory = LargeBuffer.allocate(byteCount: plan.arenaBytes)
         self.arena = arenaMemory.pointer
-        self.scratchCount = max(1, KernelCall<T>.scratchElements(plan: plan, threads: max(1, threads)))
+        self.scratchCount = max(1, convolutionScratchElements(plan: plan, threads: max(1, threads)))
         scratchMemory = LargeBuffer.allocate(byteCount: scratchCount * MemoryLayout<T>.stride)
         self.scratch = scratchMemory.pointer.bindMemory(to: T.self, capacity: scratchCount)
         self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
@@ -276,10 +307,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: update, context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
         case let .activation(f, x, y, count): activationForward(f, x, y, count)
-        case let .pow(k, x, y, count): powForward(k, x, y, count)
         case let .softmax(x, y, rows, columns): softmaxForward(x, y, rows: rows, columns: columns)
-        case let .activationGrad(f, y, dy, dx, count): activationBackward(f, y, dy, dx, count)
-        case let .powGrad(k, x, dy, dx, count): powBackward(k, x, dy, dx, count)
+        case let .activationGrad(f, v, dy, dx, count): activationBackward(f, v, dy, dx, count)
         case let .softmaxGrad(y, dy, dx, rows, columns): softmaxBackward(y, dy, dx, rows: rows, columns: columns)
         case let .activationGradBias(f, y, dy, dz, db, outer, channels, inner):
             activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
@@ -310,7 +339,20 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             sgdUpdate(p, g, velocity: velocity, count: count, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay, context: context)
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
             adamUpdate(p, g, m, v, count: count, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay, step: max(1, store.step), context: context)
-        case let .kernel(call): call.run(context: context, scratch: scratch, random: &random)
+        case let .convolution(shape, x, weight, bias, activation, y):
+            conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, scratch: scratch, context: context)
+        case let .convolutionInputGradient(shape, dy, weight, x, dx):
+            conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
+        case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
+            conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: nil, dWeight: dWeight, dBias: nil, scratch: scratch, context: context)
+        case let .convolutionBackward(shape, x, weight, y, dy, activation, dWeight, dBias, dx):
+            conv2DBackward(shape, x: x, weight: weight, dy: dy, activation: activation, y: y, dx: dx, dWeight: dWeight, dBias: dBias,
+                           scratch: scratch, context: context)
+        case let .maxPool(shape, x, y): maxPool2DForward(shape, x: x, y: y, context: context)
+        case let .maxPoolGradient(shape, x, dy, dx): maxPool2DBackward(shape, x: x, dy: dy, dx: dx, context: context)
+        case let .averagePool(shape, x, y): avgPool2DForward(shape, x: x, y: y, context: context)
+        case let .averagePoolGradient(shape, dy, dx): avgPool2DBackward(shape, dy: dy, dx: dx, context: context)
+        case let .dropoutMask(mask, count, probability): Runtime.dropoutMask(count: count, p: probability, rng: &random, into: mask)
         }
     }
 
@@ -328,14 +370,19 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             func channelLayout(_ dims: [Int]) -> (Int, Int, Int) {
                 (dims.first ?? 1, dims.count > 1 ? dims[1] : 1, dims.count > 2 ? dims[2...].reduce(1, *) : 1)
             }
-            func activation(_ f: ActivationFunction) throws -> KernelActivation {
-                guard let k = KernelActivation(f) else { throw RuntimeError("\(f) cannot be fused here") }
-                return k
+            /// An activation an epilogue or a fused backward kernel applies (the passes only fuse those).
+            func fused(_ f: ActivationFunction, backward: Bool = false) throws -> ActivationFunction {
+                guard backward ? f.backwardFusable : f.epilogueFusable else { throw RuntimeError("\(f) cannot be fused here") }
+                return f
             }
             var made: Instruction<T>?
             var following: Instruction<T>?
             switch node.op {
             case .input, .target, .parameter, .state: break
+            case .softmax:
+                made = .softmax(x: operands[0], y: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
+            case .softmaxGrad:
+                made = .softmaxGrad(y: operands[0], dy: operands[1], dx: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
             case .matmul(let ta, let tb):
                 let a = operandDims[0], b = operandDims[1]
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
@@ -362,29 +409,21 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .dense(let f, let bias):
                 let a = operandDims[0], b = operandDims[1]
                 made = .gemm(transA: false, transB: false, m: a[0], n: b[1], k: a[1], a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                             c: results[0], ldc: b[1], bias: bias ? operands[2] : nil, activation: try activation(f),
+                             c: results[0], ldc: b[1], bias: bias ? operands[2] : nil, activation: try fused(f),
                              packedB: packedWeight(node.operands[1], transB: false, k: a[1], n: b[1], ldb: b[1]))
             case .biasAdd:
                 let (outer, channels, inner) = channelLayout(operandDims[0])
                 made = .biasAdd(x: operands[0], b: operands[1], y: results[0], outer: outer, channels: channels, inner: inner)
             case .activation(let f):
-                switch f {
-                case .pow(let k): made = .pow(k, x: operands[0], y: results[0], count: count(resultDims[0]))
-                case .softmax: made = .softmax(x: operands[0], y: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
-                default: made = .activation(try activation(f), x: operands[0], y: results[0], count: count(resultDims[0]))
-                }
+                made = .activation(f, x: operands[0], y: results[0], count: count(resultDims[0]))
             case .activationGrad(let f):
-                switch f {
-                case .pow(let k): made = .powGrad(k, x: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
-                case .softmax: made = .softmaxGrad(y: operands[0], dy: operands[1], dx: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
-                default: made = .activationGrad(try activation(f), y: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
-                }
+                made = .activationGrad(f, v: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
             case .activationGradBias(let f, let bias):
                 let (outer, channels, inner) = channelLayout(operandDims[0])
                 if bias {
-                    made = .activationGradBias(try activation(f), y: operands[0], dy: operands[1], dz: results[0], db: results[1], outer: outer, channels: channels, inner: inner)
+                    made = .activationGradBias(try fused(f, backward: true), y: operands[0], dy: operands[1], dz: results[0], db: results[1], outer: outer, channels: channels, inner: inner)
                 } else {
-                    made = .activationGrad(try activation(f), y: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
+                    made = .activationGrad(try fused(f, backward: true), v: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
                 }
             case .add: made = .add(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
             case .subtract: made = .subtract(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
@@ -418,8 +457,36 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 case let .adam(lr, beta1, beta2, eps, decay):
                     made = .adam(p: operands[0], g: operands[1], m: operands[2], v: operands[3], count: n, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
                 }
-            case .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .convFused, .convBackward, .pool, .poolGrad, .dropoutMask:
-                made = .kernel(try KernelCall<T>(op: node.op, operands: operands, results: results, operandDims: operandDims, resultDims: resultDims, threads: context.threads))
+            case .conv2d(let g):
+                made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
+                                    bias: nil, activation: .identity, y: results[0])
+            case .convFused(let g, let f, let bias):
+                made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
+                                    bias: bias ? operands[2] : nil, activation: try fused(f), y: results[0])
+            case .conv2dInputGrad(let g):  // (dy, w, x) → dx
+                made = .convolutionInputGradient(convolutionShape(input: operandDims[2], weight: operandDims[1], g),
+                                                 dy: operands[0], weight: operands[1], x: operands[2], dx: results[0])
+            case .conv2dWeightGrad(let g):  // (x, dy, w) → dw
+                made = .convolutionWeightGradient(convolutionShape(input: operandDims[0], weight: operandDims[2], g),
+                                                  x: operands[0], dy: operands[1], weight: operands[2], dWeight: results[0])
+            case .convBackward(let g, let f, let bias, let inputGradient):  // (x, w, y, dy) → dw[, db][, dx]
+                made = .convolutionBackward(convolutionShape(input: operandDims[0], weight: operandDims[1], g),
+                                            x: operands[0], weight: operands[1], y: operands[2], dy: operands[3], activation: try fused(f, backward: true),
+                                            dWeight: results[0], dBias: bias ? results[1] : nil, dx: inputGradient ? results[bias ? 2 : 1] : nil)
+            case .pool(let kind, let window, let stride):
+                let shape = poolShape(input: operandDims[0], window: window, stride: stride)
+                switch kind {
+                case .max: made = .maxPool(shape, x: operands[0], y: results[0])
+                case .average: made = .averagePool(shape, x: operands[0], y: results[0])
+                }
+            case .poolGrad(let kind, let window, let stride):  // (x, y, dy) → dx
+                let shape = poolShape(input: operandDims[0], window: window, stride: stride)
+                switch kind {
+                case .max: made = .maxPoolGradient(shape, x: operands[0], dy: operands[2], dx: results[0])
+                case .average: made = .averagePoolGradient(shape, dy: operands[2], dx: results[0])
+                }
+            case .dropoutMask(let p):
+                made = .dropoutMask(mask: results[0], count: count(resultDims[0]), probability: p)
             }
             for instruction in [made, following].compactMap({ $0 }) {
                 instructions.append(instruction)

@@ -160,7 +160,7 @@ struct ShapeTests {
 
     @Test func nodesCarryTheirStatementLocation() throws {
         let source = SourceFile(path: "m.nn", text: "input 2\nfc 2->3\ntanh\nloss sum")
-        let graph = try lower(Parser.parse(source)).graph
+        let graph = try lower(parseModel(source)).graph
         let lines = graph.nodes.map { $0.location.map { source.line(of: $0.start) } ?? 0 }
         #expect(lines == [1, 2, 2, 2, 2, 3, 4])
     }

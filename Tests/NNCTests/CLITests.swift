@@ -82,7 +82,7 @@ struct CLITests {
         let result = FrontEnd.run(["check", path])
         #expect(result.status == 1)
         #expect(result.output.isEmpty)
-        #expect(result.errors == "\(path):2:1: error: unknown statement 'fx'; did you mean 'fc'?\nfx 2->3\n^~\n")
+        #expect(result.errors == "\(path):2:1: error[E010]: unknown statement 'fx'; did you mean 'fc'?\nfx 2->3\n^~\n")
         for command in [["compile", path, "--emit", "ir"], ["compile", path, "--emit", "ast"], ["compile", path, "-o", path + "c"]] {
             let other = FrontEnd.run(command)
             #expect(other.status == 1, "\(command)")
@@ -96,7 +96,7 @@ struct CLITests {
         let result = FrontEnd.run(["check", path])
         #expect(result.status == 1)
         #expect(result.errors == """
-        \(path):3:4: error: fc expects 4 input features, but the previous layer produces 3
+        \(path):3:4: error[E027]: fc expects 4 input features, but the previous layer produces 3
         fc 4->1
            ^
         \(path):1:1: note: the previous layer is 'fc 2->3'

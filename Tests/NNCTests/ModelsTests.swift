@@ -58,7 +58,7 @@ func compileThroughPlan(_ source: SourceFile, batch: Int = 2) -> String {
         for diagnostic in error.diagnostics {
             #expect(diagnostic.range.start >= 0 && diagnostic.range.end <= source.bytes.count)
         }
-        let rendered = error.rendered
+        let rendered = error.rendered.withoutDiagnosticIDs
         #expect(rendered.hasPrefix(source.path + ":"), "\(rendered)")
         return "diagnostic"
     } catch {

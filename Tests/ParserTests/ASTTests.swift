@@ -1,9 +1,10 @@
 import Testing
 @testable import Parser
+import IR
 
 /// Parses a model that must be valid and returns its statements.
 func statements(_ text: String, path: String = "m.nn") throws -> [Statement] {
-    try Parser.parse(SourceFile(path: path, text: text)).statements
+    try parseModel(SourceFile(path: path, text: text)).statements
 }
 
 /// The one statement of a one-line model, in the `--emit ast` form (every field).
@@ -78,10 +79,10 @@ struct ASTTests {
         .init("tanh", "Activation(tanh)"),
         .init("sigmoid", "Activation(sigmoid)"),
         .init("relu", "Activation(relu)"),
-        .init("leakyrelu", "Activation(leakyrelu 0.01)"),
+        .init("leakyrelu", "Activation(leakyrelu)"),  // the word as written; lowering resolves the default slope
         .init("leakyrelu 0.2", "Activation(leakyrelu 0.2)"),
         .init("leakyrelu 0", "Activation(leakyrelu 0)"),
-        .init("leakyrelu 1e-1", "Activation(leakyrelu 0.1)"),
+        .init("leakyrelu 1e-1", "Activation(leakyrelu 1e-1)"),
         .init("softmax", "Activation(softmax)"),
         .init("identity", "Activation(identity)"),
         .init("pow 2", "Activation(pow 2)"),
@@ -155,7 +156,7 @@ struct ASTTests {
         \t loss mse # done
         data "x.csv"; train sgd lr 0.1
         """
-        let ast = try Parser.parse(SourceFile(path: "m.nn", text: text))
+        let ast = try parseModel(SourceFile(path: "m.nn", text: text))
         #expect(ast.printed() == """
         model m.nn
           2:1  Input(dims: 2)
@@ -183,7 +184,7 @@ struct ASTTests {
 
     @Test func statementRangesCoverTheStatementOnly() throws {
         let source = SourceFile(path: "m.nn", text: "input 1x28x28  # c\nconv 1->8 3x3 stride 2 ;relu\n")
-        let parsed = try Parser.parse(source).statements
+        let parsed = try parseModel(source).statements
         #expect(parsed.map { source.text(of: $0.range) } == ["input 1x28x28", "conv 1->8 3x3 stride 2", "relu"])
         #expect(parsed.map { source.text(of: $0.keywordRange) } == ["input", "conv", "relu"])
     }

@@ -1,11 +1,12 @@
 import Testing
 import TestSupport
 @testable import Parser
+import IR
 
 /// The parse diagnostics of a model that must fail, rendered.
 func parseErrors(_ text: String, path: String = "m.nn") -> DiagnosticError? {
     do {
-        _ = try Parser.parse(SourceFile(path: path, text: text))
+        _ = try parseModel(SourceFile(path: path, text: text))
         return nil
     } catch {
         return error
@@ -28,8 +29,8 @@ func expectSingleParseError(_ e: ExpectedError, sourceLocation: SourceLocation =
         Issue.record("expected an error for \(e.marked)", sourceLocation: sourceLocation)
         return
     }
-    #expect(error.diagnostics.count == 1, "\(error.rendered)", sourceLocation: sourceLocation)
-    #expect(error.diagnostics.first.map { Diagnostic(  $0.message, at: $0.range, severity: $0.severity).render(in: error.source) }
+    #expect(error.diagnostics.count == 1, "\(error.rendered.withoutDiagnosticIDs)", sourceLocation: sourceLocation)
+    #expect(error.diagnostics.first.map { Diagnostic(  $0.message, at: $0.range, severity: $0.severity).render(in: error.source).withoutDiagnosticIDs }
             == marked.error("1️⃣", e.message, width: e.width), sourceLocation: sourceLocation)
 }
 
@@ -133,7 +134,13 @@ struct ParseDiagnosticTests {
         .init("input 2\nfc 1️⃣->3", "expected fc size, found '->'", width: 2),
         .init("input 2\nfc 2 1️⃣3", "expected one of 'nobias', 'init' after fc, found '3'"),
         .init("input 2\nfc 2->1 1️⃣-> 3", "expected one of 'nobias', 'init' after fc, found '->'", width: 2),
-        .init("input 2\ntanh 1️⃣2", "expected ';' or a new line after the statement, found '2'"),
+        .init("input 2\ntanh 1️⃣2", "tanh takes no argument, found '2'"),
+        .init("input 2\nleakyrelu 0.1 1️⃣2", "expected ';' or a new line after the statement, found '2'"),
+        .init("input 2\npow 2 1️⃣x", "expected ';' or a new line after the statement, found 'x'"),
+        .init("input 2\npow1️⃣", "expected pow exponent after 'pow'"),
+        .init("input 2\npow 1️⃣relu", "expected pow exponent, found 'relu'", width: 4),
+        .init("input 2\nleakyrelu 1️⃣1e999", "leakyrelu slope must be a finite number, found '1e999'", width: 5),
+        .init("input 2\ngelu 1️⃣0.5", "gelu takes no argument, found '0.5'", width: 3),
         .init("input 2\nflatten 1️⃣now", "expected ';' or a new line after the statement, found 'now'", width: 3),
         .init("input 2\n1️⃣\"fc 2->1\"", "expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found a string", width: 9),
         .init("input 2\n1️⃣2->1", "expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found '2'"),
@@ -159,42 +166,42 @@ struct ParseDiagnosticTests {
     @Test func duplicateTrainKeyHasANoteAtTheFirst() throws {
         let marked = Marked("input 2\nfc 2->1\ntrain sgd 2️⃣lr 0.1 epochs 3 1️⃣lr 0.2")
         let error = try #require(parseErrors(marked.text))
-        #expect(error.rendered == marked.error("1️⃣", "'lr' is given twice", width: 2) + marked.note("2️⃣", "first given here"))
+        #expect(error.rendered.withoutDiagnosticIDs == marked.error("1️⃣", "'lr' is given twice", width: 2) + marked.note("2️⃣", "first given here"))
     }
 
     @Test func invalidUTF8() throws {
         let bytes = Array("input 2\nfc 2->1 ".utf8) + [0xFF, 0xFE] + Array(" nobias\nloss mse\n".utf8)
         let source = SourceFile(path: "m.nn", bytes: bytes)
         do {
-            _ = try Parser.parse(source)
+            _ = try parseModel(source)
             Issue.record("invalid UTF-8 was accepted")
         } catch {
-            #expect(error.rendered == "m.nn:2:9: error: unexpected byte 0xFF\nfc 2->1 \u{FFFD}\u{FFFD} nobias\n        ^~\n")
+            #expect(error.rendered.withoutDiagnosticIDs == "m.nn:2:9: error: unexpected byte 0xFF\nfc 2->1 \u{FFFD}\u{FFFD} nobias\n        ^~\n")
         }
     }
 
     @Test func truncatedMultiByteCharacter() throws {
         let bytes = Array("input 2 ".utf8) + [0xE2, 0x82] + Array("\nfc 2->1\n".utf8)
         do {
-            _ = try Parser.parse(SourceFile(path: "m.nn", bytes: bytes))
+            _ = try parseModel(SourceFile(path: "m.nn", bytes: bytes))
             Issue.record("a truncated UTF-8 sequence was accepted")
         } catch {
             #expect(error.diagnostics.count == 1)
-            #expect(error.rendered.hasPrefix("m.nn:1:9: error: unexpected byte 0xE2\n"))
+            #expect(error.rendered.withoutDiagnosticIDs.hasPrefix("m.nn:1:9: error: unexpected byte 0xE2\n"))
         }
     }
 
     @Test func columnsCountCharactersNotBytes() throws {
         let marked = Marked("input 2 # größe ✓\nfc 2->3 # é\n1️⃣fx 2->1")
         let error = try #require(parseErrors(marked.text))
-        #expect(error.rendered == marked.error("1️⃣", "unknown statement 'fx'; did you mean 'fc'?", width: 2))
+        #expect(error.rendered.withoutDiagnosticIDs == marked.error("1️⃣", "unknown statement 'fx'; did you mean 'fc'?", width: 2))
         let marked2 = Marked("data \"ü\" ; 1️⃣bad")
-        #expect(parseErrors(marked2.text)?.rendered == marked2.error("1️⃣", "unknown statement 'bad'", width: 3))
+        #expect(parseErrors(marked2.text)?.rendered.withoutDiagnosticIDs == marked2.error("1️⃣", "unknown statement 'bad'", width: 3))
     }
 
     @Test func tabsAreShownAsSpacesUnderTheCaret() throws {
         let error = try #require(parseErrors("\tfx 2->1"))
-        #expect(error.rendered == "m.nn:1:2: error: unknown statement 'fx'; did you mean 'fc'?\n fx 2->1\n ^~\n")
+        #expect(error.rendered.withoutDiagnosticIDs == "m.nn:1:2: error: unknown statement 'fx'; did you mean 'fc'?\n fx 2->1\n ^~\n")
     }
 
     /// Every independent error of a file is reported, in file order.
@@ -221,8 +228,8 @@ struct ParseDiagnosticTests {
         ]
         // One error per statement: the statement is skipped after its first error ('epochs 1.5' is not reached).
         #expect(error.diagnostics.count == expected.count)
-        #expect(error.diagnostics.map { $0.render(in: error.source) } == expected)
-        #expect(error.rendered == expected.joined())
+        #expect(error.diagnostics.map { $0.render(in: error.source).withoutDiagnosticIDs } == expected)
+        #expect(error.rendered.withoutDiagnosticIDs == expected.joined())
     }
 
     @Test func errorsOnOneLineSeparatedBySemicolons() throws {
@@ -241,7 +248,7 @@ struct ParseDiagnosticTests {
         let prefix = repeats > 40 ? "input 2; data \"é✓\"; " : "input 2; "
         let padding = String(repeating: "relu; ", count: repeats)
         let error = try #require(parseErrors(prefix + padding + "fx 2->1"))
-        let lines = error.rendered.split(separator: "\n", omittingEmptySubsequences: false)
+        let lines = error.rendered.withoutDiagnosticIDs.split(separator: "\n", omittingEmptySubsequences: false)
         let column = prefix.unicodeScalars.count + 6 * repeats + 1
         #expect(lines[0] == "m.nn:1:\(column): error: unknown statement 'fx'; did you mean 'fc'?")
         #expect(lines[1].hasPrefix("...") && lines[1].hasSuffix("fx 2->1"))

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import Parser
+import IR
 
 /// Checks what must hold for any input: tokens advance, diagnostics point inside the file and render.
 func checkInvariants(_ source: SourceFile, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -17,14 +18,14 @@ func checkInvariants(_ source: SourceFile, sourceLocation: SourceLocation = #_so
     }
     #expect(tokens.last?.kind == .end, sourceLocation: sourceLocation)
     do {
-        _ = try Parser.parse(source)
+        _ = try parseModel(source)
     } catch {
         #expect(!error.diagnostics.isEmpty, sourceLocation: sourceLocation)
         for diagnostic in error.diagnostics {
             #expect(diagnostic.range.start >= 0 && diagnostic.range.end <= source.bytes.count, sourceLocation: sourceLocation)
             let rendered = diagnostic.render(in: source)
             #expect(rendered.hasPrefix("\(source.path):"), sourceLocation: sourceLocation)
-            #expect(rendered.contains(": error: "), sourceLocation: sourceLocation)
+            #expect(diagnostic.code != nil && rendered.contains(": error[\(diagnostic.code?.rawValue ?? "")]: "), sourceLocation: sourceLocation)
         }
     }
 }
@@ -72,9 +73,9 @@ struct ParserRobustnessTests {
             var rendered = ""
             let elapsed = clock.measure {
                 do {
-                    _ = try Parser.parse(SourceFile(path: "big.nn", bytes: bytes))
+                    _ = try parseModel(SourceFile(path: "big.nn", bytes: bytes))
                 } catch let error as DiagnosticError {
-                    rendered = error.rendered
+                    rendered = error.rendered.withoutDiagnosticIDs
                     #expect(error.diagnostics.count == 1)
                 } catch {
                     Issue.record("unexpected \(error)")
@@ -93,7 +94,7 @@ struct ParserRobustnessTests {
         let clock = ContinuousClock()
         var rendered = ""
         let elapsed = clock.measure {
-            do { _ = try Parser.parse(SourceFile(path: "lines.nn", bytes: bytes)) } catch let error as DiagnosticError { rendered = error.rendered } catch { Issue.record("unexpected \(error)") }
+            do { _ = try parseModel(SourceFile(path: "lines.nn", bytes: bytes)) } catch let error as DiagnosticError { rendered = error.rendered.withoutDiagnosticIDs } catch { Issue.record("unexpected \(error)") }
         }
         print("10 MB of newlines: \(elapsed)")
         #expect(rendered == "lines.nn:10485761:1: error: unknown statement 'fx'; did you mean 'fc'?\nfx 2->1\n^~\n")

@@ -1,4 +1,5 @@
 import Testing
+import IR
 @testable import Runtime
 
 // MARK: - Helpers (file-private: other test files define their own)
@@ -39,7 +40,7 @@ private struct ConvReference {
     func yIndex(_ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Int { ((n * s.outChannels + c) * s.outHeight + y) * s.outWidth + x }
     func wIndex(_ co: Int, _ ci: Int, _ i: Int, _ j: Int) -> Int { ((co * s.inChannels + ci) * s.kernelH + i) * s.kernelW + j }
 
-    func forward(x: [Double], w: [Double], b: [Double]?, act: KernelActivation) -> [Double] {
+    func forward(x: [Double], w: [Double], b: [Double]?, act: ActivationFunction) -> [Double] {
         var y = [Double](repeating: 0, count: s.outputCount)
         for n in 0..<s.batch {
             for co in 0..<s.outChannels {
@@ -63,7 +64,7 @@ private struct ConvReference {
         return y
     }
 
-    func backward(x: [Double], w: [Double], y: [Double], dy: [Double], act: KernelActivation)
+    func backward(x: [Double], w: [Double], y: [Double], dy: [Double], act: ActivationFunction)
         -> (dx: [Double], dw: [Double], db: [Double]) {
         var dx = [Double](repeating: 0, count: s.inputCount)
         var dw = [Double](repeating: 0, count: s.weightCount)
@@ -73,7 +74,7 @@ private struct ConvReference {
                 for oy in 0..<s.outHeight {
                     for ox in 0..<s.outWidth {
                         let yi = yIndex(n, co, oy, ox)
-                        let g = dy[yi] * act.derivative(output: y[yi])
+                        let g = dy[yi] * act.derivative(kept: y[yi])
                         db[co] += g
                         for ci in 0..<s.inChannels {
                             for i in 0..<s.kernelH {
@@ -104,7 +105,7 @@ private struct ConvResult {
 }
 
 private func runConv<T: KernelScalar>(_ type: T.Type, _ s: Conv2DShape, x xd: [Double], w wd: [Double], b bd: [Double]?,
-                                      dy dyd: [Double], act: KernelActivation, fusedBackward: Bool,
+                                      dy dyd: [Double], act: ActivationFunction, fusedBackward: Bool,
                                       context: GEMMContext, backward: Bool = true) -> ConvResult {
     let x = xd.map { T($0) }, w = wd.map { T($0) }, bias = bd.map { $0.map { T($0) } }, dy = dyd.map { T($0) }
     var y = [T](repeating: T.nan, count: s.outputCount)
@@ -132,7 +133,7 @@ private func runConv<T: KernelScalar>(_ type: T.Type, _ s: Conv2DShape, x xd: [D
     }
     if backward {
         // Unfused backward takes dZ directly: premultiply dY by act'(Y) here in T.
-        let dyUsed: [T] = fusedBackward ? dy : zip(dy, y).map { $0 * act.derivative(output: $1) }
+        let dyUsed: [T] = fusedBackward ? dy : zip(dy, y).map { $0 * act.derivative(kept: $1) }
         x.withUnsafeBufferPointer { xb in
             w.withUnsafeBufferPointer { wb in
                 dyUsed.withUnsafeBufferPointer { dyb in
@@ -161,7 +162,7 @@ private func runConv<T: KernelScalar>(_ type: T.Type, _ s: Conv2DShape, x xd: [D
     return ConvResult(y: d(y), dx: d(dx), dw: d(dw), db: d(db), scratchIntact: intact)
 }
 
-private let convActivations: [KernelActivation] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid]
+private let convActivations: [ActivationFunction] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid]
 
 /// (N, Cin, H, W, Cout, kh, kw, stride, pad)
 private let convCases: [Conv2DShape] = [
@@ -250,7 +251,7 @@ private let convCases: [Conv2DShape] = [
             Conv2DShape(batch: 3, inChannels: 1, height: 6, width: 7, outChannels: 2, kernelH: 3, kernelW: 3, stride: 2, padding: 2),
         ]
         for (si, s) in shapes.enumerated() {
-            for act in [KernelActivation.tanh, .sigmoid, .identity] {
+            for act in [ActivationFunction.tanh, .sigmoid, .identity] {
                 let x = convValues(s.inputCount, seed: UInt64(7 + si))
                 let w = convValues(s.weightCount, seed: UInt64(8 + si))
                 let b = convValues(s.outChannels, seed: UInt64(9 + si))

@@ -1,4 +1,5 @@
 import Testing
+import IR
 @testable import Runtime
 
 /// Tests of the GEMM kernel against a naive triple loop in Double.
@@ -19,16 +20,15 @@ import Testing
         var padA = 0, padB = 0, padC = 0
         var accumulate = false
         var bias = false
-        var activation: KernelActivation = .identity
-        var gradient: KernelActivation? = nil
+        var activation: ActivationFunction = .identity
         var threads = 1
         var worker: Int? = nil
     }
 
     /// Inputs of one case, stored with the case's transposes and leading dimensions.
     struct Inputs<T: KernelScalar> {
-        var a: [T], b: [T], c0: [T], bias: [T], y: [T]
-        var lda: Int, ldb: Int, ldc: Int, ldg: Int
+        var a: [T], b: [T], c0: [T], bias: [T]
+        var lda: Int, ldb: Int, ldc: Int
     }
 
     static func inputs<T: KernelScalar>(_ t: T.Type, _ cs: Case, seed: UInt64) -> Inputs<T> {
@@ -37,14 +37,12 @@ import Testing
         // Stored shapes: A is m×k (k×m if transA), B is k×n (n×k if transB).
         let aRows = cs.transA ? k : m, aCols = cs.transA ? m : k
         let bRows = cs.transB ? n : k, bCols = cs.transB ? k : n
-        let lda = aCols + cs.padA, ldb = bCols + cs.padB, ldc = n + cs.padC, ldg = n + 2
+        let lda = aCols + cs.padA, ldb = bCols + cs.padB, ldc = n + cs.padC
         let a = (0..<max(1, aRows * lda)).map { _ in T(rng.next()) }
         let b = (0..<max(1, bRows * ldb)).map { _ in T(rng.next()) }
         let c0 = (0..<max(1, m * ldc)).map { _ in T(rng.next()) }
         let bias = (0..<max(1, n)).map { _ in T(rng.next()) }
-        // Y for the gradient epilogue: outputs of an activation, in (0, 1).
-        let y = (0..<max(1, m * ldg)).map { _ in T(rng.next() * 0.45 + 0.5) }
-        return Inputs(a: a, b: b, c0: c0, bias: bias, y: y, lda: lda, ldb: ldb, ldc: ldc, ldg: ldg)
+        return Inputs(a: a, b: b, c0: c0, bias: bias, lda: lda, ldb: ldb, ldc: ldc)
     }
 
     /// Runs the case's GEMM on the inputs; returns C (with its padding).
@@ -53,17 +51,13 @@ import Testing
         x.a.withUnsafeBufferPointer { pa in
             x.b.withUnsafeBufferPointer { pb in
                 x.bias.withUnsafeBufferPointer { pbias in
-                    x.y.withUnsafeBufferPointer { py in
-                        c.withUnsafeMutableBufferPointer { pc in
-                            gemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k,
-                                 a: pa.baseAddress!, lda: x.lda, b: pb.baseAddress!, ldb: x.ldb,
-                                 c: pc.baseAddress!, ldc: x.ldc, accumulate: cs.accumulate,
-                                 bias: cs.bias ? pbias.baseAddress! : nil,
-                                 activation: cs.activation,
-                                 gradientThrough: cs.gradient ?? .identity,
-                                 gradientOutput: cs.gradient != nil ? py.baseAddress! : nil, ldg: x.ldg,
-                                 context: context, worker: cs.worker)
-                        }
+                    c.withUnsafeMutableBufferPointer { pc in
+                        gemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k,
+                             a: pa.baseAddress!, lda: x.lda, b: pb.baseAddress!, ldb: x.ldb,
+                             c: pc.baseAddress!, ldc: x.ldc, accumulate: cs.accumulate,
+                             bias: cs.bias ? pbias.baseAddress! : nil,
+                             activation: cs.activation,
+                             context: context, worker: cs.worker)
                     }
                 }
             }
@@ -105,7 +99,6 @@ import Testing
                 if cs.accumulate { let v = Double(x.c0[i * x.ldc + j]); s += v; e += abs(v) }
                 if cs.bias { let v = Double(x.bias[j]); s += v; e += abs(v) }
                 s = cs.activation.apply(s)
-                if let g = cs.gradient { s *= g.derivative(output: Double(x.y[i * x.ldg + j])) }
                 let got = Double(c[i * x.ldc + j])
                 if !(abs(got - s) <= tol * (e + 1) * Double(k + 4)) {
                     if bad < 5 {
@@ -159,7 +152,7 @@ import Testing
         Self.check(Float.self, Case(m: 3, n: 2100, k: 4, transB: true, accumulate: true), context: ctx)
         Self.check(Double.self, Case(m: 150, n: 1030, k: 3, accumulate: true, bias: true), context: ctx)
         Self.check(Double.self, Case(m: 13, n: 10, k: 600, transA: true, transB: true,
-                                     gradient: .sigmoid), context: ctx)
+                                     activation: .sigmoid), context: ctx)
         Self.check(Float.self, Case(m: 1000, n: 33, k: 40, transA: true, padA: 3, padC: 1,
                                     bias: true, activation: .leakyRelu(alpha: 0.1)), context: ctx)
         // Few rows, long k, split by columns: A packed once for both workers (gemmParallelColumnsSharedA).
@@ -177,7 +170,7 @@ import Testing
         for r in 1...5 {
             for n in [32, 37] {
                 Self.check(Float.self, Case(m: 12 + r, n: n, k: 390, padC: 1, accumulate: r % 2 == 0, bias: true, activation: .relu))
-                Self.check(Float.self, Case(m: 6 + r, n: n, k: 40, transB: true, gradient: .tanh))
+                Self.check(Float.self, Case(m: 6 + r, n: n, k: 40, transB: true, activation: .tanh))
                 Self.check(Double.self, Case(m: 12 + r, n: n, k: 300, transA: true, accumulate: r % 2 == 1, bias: true, activation: .relu))
             }
         }
@@ -252,10 +245,10 @@ import Testing
         }
     }
 
-    static let activations: [KernelActivation] = [.identity, .relu, .leakyRelu(alpha: 0.01), .tanh, .sigmoid]
+    static let activations: [ActivationFunction] = [.identity, .relu, .leakyRelu(alpha: 0.01), .tanh, .sigmoid, .gelu]
 
     @Test(arguments: activations)
-    func epilogues(activation: KernelActivation) {
+    func epilogues(activation: ActivationFunction) {
         for (m, n, k) in [(1, 3, 2), (3, 1, 1), (17, 33, 20), (13, 40, 400), (6, 16, 8), (12, 32, 256)] {
             for accumulate in [false, true] {
                 for bias in [false, true] {
@@ -268,14 +261,6 @@ import Testing
         }
     }
 
-    @Test(arguments: activations)
-    func gradientEpilogue(through: KernelActivation) {
-        for (m, n, k) in [(1, 2, 3), (17, 33, 20), (6, 16, 8), (30, 50, 400)] {
-            Self.check(Float.self, Case(m: m, n: n, k: k, transB: true, gradient: through))
-            Self.check(Double.self, Case(m: m, n: n, k: k, transB: true, accumulate: true, bias: true, gradient: through))
-        }
-    }
-
     /// One or two rows of C with a transposed B (dot-product path), also split over threads.
     @Test func fewRowsTransposedB() {
         let ctx = GEMMContext(threads: 2)
@@ -283,7 +268,7 @@ import Testing
             Self.check(Float.self, Case(m: m, n: n, k: k, transB: true, bias: true, activation: .sigmoid), context: ctx)
             Self.check(Float.self, Case(m: m, n: n, k: k, transA: true, transB: true, padA: 1, padB: 3,
                                         accumulate: true), context: ctx)
-            Self.check(Double.self, Case(m: m, n: n, k: k, transB: true, padC: 2, gradient: .relu), context: ctx)
+            Self.check(Double.self, Case(m: m, n: n, k: k, transB: true, padC: 2, activation: .relu), context: ctx)
         }
     }
 
@@ -291,7 +276,7 @@ import Testing
         // k == 0 gives C = epilogue(0); m == 0 or n == 0 does nothing.
         Self.check(Float.self, Case(m: 3, n: 5, k: 0))
         Self.check(Float.self, Case(m: 3, n: 5, k: 0, accumulate: true, bias: true, activation: .sigmoid))
-        Self.check(Double.self, Case(m: 4, n: 2, k: 0, bias: true, gradient: .tanh))
+        Self.check(Double.self, Case(m: 4, n: 2, k: 0, bias: true, activation: .tanh))
         Self.check(Float.self, Case(m: 0, n: 5, k: 3))
         Self.check(Float.self, Case(m: 3, n: 0, k: 3))
         Self.check(Double.self, Case(m: 0, n: 0, k: 0))
@@ -368,7 +353,7 @@ import Testing
         Self.check(Float.self, big, context: shared)
         Self.check(Double.self, Case(m: 40, n: 1030, k: 260, transB: true, bias: true, activation: .relu),
                    context: shared)
-        Self.check(Float.self, Case(m: 25, n: 2100, k: 3, accumulate: true, gradient: .tanh), context: shared)
+        Self.check(Float.self, Case(m: 25, n: 2100, k: 3, accumulate: true, activation: .tanh), context: shared)
     }
 
     /// Packing an A block writes its mPad × kc values and nothing past them: the shared A of a column
@@ -390,7 +375,7 @@ import Testing
                             a: UnsafeRawPointer(pa.baseAddress!), lda: transA ? m : k,
                             b: UnsafeRawPointer(pa.baseAddress!), ldb: 1,
                             c: UnsafeMutableRawPointer(pd.baseAddress!), ldc: 1, accumulate: false, bias: nil,
-                            activation: .identity, gradientThrough: .identity, gradient: nil, ldg: 0, worker: -1))
+                            activation: .identity, worker: -1))
                         packABlock(g, 6, i0: 1, mc: mc, p0: 2, kc: kc, dst: pd.baseAddress!)
                     }
                 }

@@ -61,3 +61,26 @@ public struct SplitMix64: RandomNumberGenerator {
     /// A value in 0..<n (0 when n ≤ 1).
     public mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
 }
+
+extension String {
+    /// Rendered diagnostics with their catalog ids removed (`error[E010]:` → `error:`), for tests
+    /// whose subject is the message and its place; the ids are tested on their own.
+    public var withoutDiagnosticIDs: String {
+        var out = ""
+        var rest = Substring(self)
+        while let open = rest.firstIndex(of: "[") {
+            out += rest[..<open]
+            let after = rest[rest.index(after: open)...]
+            let id = after.prefix(4)
+            let isID = id.count == 4 && (id.first == "E" || id.first == "W") && id.dropFirst().allSatisfy { $0.isNumber }
+                && after.dropFirst(4).hasPrefix("]:") && (out.hasSuffix("error") || out.hasSuffix("warning"))
+            if isID {
+                rest = after.dropFirst(5)
+            } else {
+                out += "["
+                rest = after
+            }
+        }
+        return out + rest
+    }
+}

@@ -1,3 +1,5 @@
+import IR
+
 /// 2-D convolution (cross-correlation, like PyTorch's `Conv2d`) over NCHW tensors.
 ///
 /// - x: [N, Cin, H, W], weight: [Cout, Cin, kh, kw], bias: [Cout], y: [N, Cout, Ho, Wo] with
@@ -260,7 +262,7 @@ struct DirectForward {
 @_specialize(where T == Double)
 public func conv2DForward<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
-    activation: KernelActivation = .identity, y: UnsafeMutablePointer<T>,
+    activation: ActivationFunction = .identity, y: UnsafeMutablePointer<T>,
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
@@ -272,7 +274,7 @@ public func conv2DForward<T: KernelScalar>(
                             scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), context: context)
         return
     }
-    typealias Forward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>?, KernelActivation,
+    typealias Forward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>?, ActivationFunction,
                          UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, GEMMContext)
     let forward: Forward = (s, x, weight, bias, activation, y, scratch, context)
     context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
@@ -314,7 +316,7 @@ public func conv2DForward<T: KernelScalar>(
 /// The direct stride-1 forward pass (see `DirectForward`), samples spread over the context's threads.
 private func conv2DForwardDirect(
     _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    activation: KernelActivation, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
 ) {
     let d = DirectForward(s)
     let k = s.patchSize, cout = s.outChannels
@@ -327,7 +329,7 @@ private func conv2DForwardDirect(
     for worker in 0..<max(1, context.threads) {
         (scratch + d.weights + worker * d.perThread).update(repeating: 0, count: s.inChannels * d.inputPlane)
     }
-    typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, KernelActivation,
+    typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
                          UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)
     let forward: Forward = (s, x, bias, activation, y, scratch)
     context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
@@ -361,7 +363,7 @@ private func conv2DForwardDirect(
 /// next row may belong to another thread.
 @inline(__always)
 private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
-                               bias: Float, _ activation: KernelActivation) {
+                               bias: Float, _ activation: ActivationFunction) {
     let relu = activation == .relu
     @inline(__always) func lanes(_ at: Int) {
         let v = loadLanes(src + at) + bias
@@ -533,7 +535,7 @@ extension Conv2DShape {
 /// Gradients of `y = act(conv(x, weight) + bias)`.
 ///
 /// - `dy`: the incoming gradient [N, Cout, Ho, Wo]. If `y` (the forward output, after the activation) is
-///   given, the gradient is first multiplied by `activation.derivative(output: y)` (fused conv+act
+///   given, the gradient is first multiplied by `activation.derivative(kept: y)` (fused conv+act
 ///   backward, dZ = dY ⊙ act'(Y)); with `y == nil` the activation is ignored and dZ = dY.
 /// - `dx` [N, Cin, H, W], `dWeight` [Cout, Cin, kh, kw], `dBias` [Cout]: each optional, overwritten.
 /// - `scratch`: at least `conv2DBackwardScratchCount(s, threads: context.threads)` elements.
@@ -541,7 +543,7 @@ extension Conv2DShape {
 @_specialize(where T == Double)
 public func conv2DBackward<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
-    activation: KernelActivation = .identity, y: UnsafePointer<T>? = nil,
+    activation: ActivationFunction = .identity, y: UnsafePointer<T>? = nil,
     dx: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>?, dBias: UnsafeMutablePointer<T>?,
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
@@ -566,7 +568,7 @@ public func conv2DBackward<T: KernelScalar>(
     let directInput = T.self == Float.self && s.directInputGradient && dx != nil
     let fullDZ: UnsafeMutablePointer<T>? = directInput ? scratch + threads * layout.perThread : nil
 
-    typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, KernelActivation,
+    typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, ActivationFunction,
                           UnsafePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?,
                           UnsafeMutablePointer<T>, ConvBackwardLayout, Int, GEMMContext, UnsafeMutablePointer<T>?)
     let backward: Backward = (s, x, weight, dy, activation, activeY, directInput ? nil : dx, dWeight, dBias, perThreadBase,
@@ -709,7 +711,7 @@ func inputGradientOfSample<T: KernelScalar>(_ s: Conv2DShape, weight: UnsafePoin
 @inline(__always)
 func convBackwardDirect<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
-    activation: KernelActivation, y: UnsafePointer<T>?, dx: UnsafeMutablePointer<T>?, fullDZ: UnsafeMutablePointer<T>?,
+    activation: ActivationFunction, y: UnsafePointer<T>?, dx: UnsafeMutablePointer<T>?, fullDZ: UnsafeMutablePointer<T>?,
     needWeight: Bool, needBias: Bool,
     samples: Range<Int>, dz: UnsafeMutablePointer<T>, buffers: UnsafeMutablePointer<T>,
     dwPart: UnsafeMutablePointer<T>, dbPart: UnsafeMutablePointer<T>, dxcol: UnsafeMutablePointer<T>,

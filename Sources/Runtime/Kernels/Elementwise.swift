@@ -1,4 +1,5 @@
 import Foundation
+import IR
 
 /// Element-wise, reduction, loss and optimizer kernels. Each works on raw pointers into the arena
 /// or the parameter store, allocates nothing, and is generic over Float and Double.
@@ -15,10 +16,11 @@ typealias Lanes<T: SIMDScalar> = SIMD8<T>
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes<T>.self)
 }
 
-/// body(vector, scalar) with the two forms of g ⊙ f'(y) (the activation's derivative through its
-/// output y) for f; the switch is taken once, outside the caller's loop.
+/// body(vector, scalar) with the two forms of g ⊙ f'(v) for f, where v is what the backward pass
+/// keeps (the output y, or the input x when f's derivative needs it); the switch is taken once,
+/// outside the caller's loop.
 @inline(__always)
-func withDerivative<T: KernelScalar, R>(_ f: KernelActivation,
+func withDerivative<T: KernelScalar, R>(_ f: ActivationFunction,
                                         _ body: ((Lanes<T>, Lanes<T>) -> Lanes<T>, (T, T) -> T) -> R) -> R {
     switch f {
     case .identity:
@@ -32,10 +34,17 @@ func withDerivative<T: KernelScalar, R>(_ f: KernelActivation,
         return body({ g, y in g * (1 - y * y) }, { g, y in g * (1 - y * y) })
     case .sigmoid:
         return body({ g, y in g * (y * (1 - y)) }, { g, y in g * (y * (1 - y)) })
+    case .pow, .gelu:
+        // Lane by lane: the same operations as the scalar form.
+        return body({ g, v in
+            var r = g
+            for lane in 0..<Lanes<T>.scalarCount { r[lane] = g[lane] * f.derivative(kept: v[lane]) }
+            return r
+        }, { g, v in g * f.derivative(kept: v) })
     }
 }
 
-@inline(__always) func activationForward<T: KernelScalar>(_ f: KernelActivation, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {
+@inline(__always) func activationForward<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {
     switch f {
     case .identity: if UnsafePointer(y) != x { y.update(from: x, count: count) }
     case .relu:
@@ -49,32 +58,12 @@ func withDerivative<T: KernelScalar, R>(_ f: KernelActivation,
     case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : a * v }
     case .tanh: for i in 0..<count { y[i] = T.tanh(x[i]) }
     case .sigmoid: for i in 0..<count { y[i] = 1 / (1 + T.exp(-x[i])) }
+    case .pow, .gelu: for i in 0..<count { y[i] = f.apply(x[i]) }
     }
 }
 
-/// y = x^k
-func powForward<T: KernelScalar>(_ k: Int, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {
-    for i in 0..<count {
-        let v = x[i]
-        var r: T = 1
-        for _ in 0..<k { r *= v }
-        y[i] = r
-    }
-}
-
-/// dx = dy · k · x^(k−1)
-func powBackward<T: KernelScalar>(_ k: Int, _ x: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>, _ count: Int) {
-    let factor = T(k)
-    for i in 0..<count {
-        let v = x[i]
-        var r: T = 1
-        for _ in 0..<(k - 1) { r *= v }
-        dx[i] = dy[i] * (factor * r)
-    }
-}
-
-/// dx = dy ⊙ f'(y)
-func activationBackward<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>, _ count: Int) {
+/// dx = dy ⊙ f'(v), v the kept value (y, or x for pow and gelu)
+func activationBackward<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>, _ count: Int) {
     if f == .identity {
         if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
         return
@@ -92,7 +81,7 @@ func activationBackward<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePoint
 /// dz = dy ⊙ f'(y) over `count` elements (y nil: dz = dy); returns Σ dz, from eight lane sums
 /// added in a fixed order (deterministic).
 @inline(__always)
-func activationBackwardSum<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>?, _ dy: UnsafePointer<T>,
+func activationBackwardSum<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>?, _ dy: UnsafePointer<T>,
                                            _ dz: UnsafeMutablePointer<T>, _ count: Int) -> T {
     withDerivative(y == nil ? .identity : f) { (vector: (Lanes<T>, Lanes<T>) -> Lanes<T>, scalar: (T, T) -> T) -> T in
         let yp = y ?? dy
@@ -123,10 +112,10 @@ let elementwiseParallelMinimum = 1 << 14
 /// taken in the same order whatever the thread count.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
-func activationBackwardBias<T: KernelScalar>(_ f: KernelActivation, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dz: UnsafeMutablePointer<T>,
+func activationBackwardBias<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dz: UnsafeMutablePointer<T>,
                                             _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int,
                                             context: GEMMContext? = nil) {
-    typealias Operands = (KernelActivation, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>,
+    typealias Operands = (ActivationFunction, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>,
                           Int, Int, Int, Int)
     let parts = min(elementwiseParts(outer * channels * inner, context), (channels + 7) / 8)
     let operands: Operands = (f, y, dy, dz, db, outer, channels, inner, parts)

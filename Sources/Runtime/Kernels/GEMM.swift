@@ -1,4 +1,5 @@
 import Foundation
+import IR
 import CPrefetch
 import Synchronization
 
@@ -14,7 +15,7 @@ import Synchronization
 //
 // Transposes are absorbed by the packing routines. Tiles cut short by the last rows of C run a
 // kernel for 2 or 4 rows (and store only theirs); tiles cut short by the last columns are computed
-// into a small scratch tile and merged. The epilogue (+= old C, += bias, activation, ⊙ activation-gradient) is applied
+// into a small scratch tile and merged. The epilogue (+= old C, += bias, activation) is applied
 // to each tile when its last k block is stored (bias and relu in the vector store, the rest by a
 // scalar pass over the hot tile).
 //
@@ -141,9 +142,7 @@ struct GEMMScratch {
 
 /// C[m×n] = op(A)[m×k] · op(B)[k×n], row-major, with leading dimensions (row strides) lda/ldb/ldc.
 /// op(A) = A (A stored m×k) or Aᵀ (A stored k×m) when transA; same for B (stored k×n, or n×k when transB).
-/// Then, in the epilogue, per element in this order: += old C if accumulate; += bias[j]; y = activation(y);
-/// and if gradientOutput != nil: C = C ⊙ gradientThrough.derivative(output: Y[i,j]) where Y is an m×n
-/// matrix with leading dimension ldg (the backward pass: dZ = (dH·Wᵀ) ⊙ act'(H)).
+/// Then, in the epilogue, per element in this order: += old C if accumulate; += bias[j]; y = activation(y).
 /// worker == nil: may use all the context's threads above a size threshold.
 /// worker == w: runs single-threaded on the calling thread using worker w's scratch (for calls made inside parallelFor).
 /// m, n or k may be 0 (k == 0 gives C = epilogue(0)).
@@ -161,9 +160,7 @@ public func gemm<T: KernelScalar>(
     c: UnsafeMutablePointer<T>, ldc: Int,
     accumulate: Bool = false,
     bias: UnsafePointer<T>? = nil,
-    activation: KernelActivation = .identity,
-    gradientThrough: KernelActivation = .identity,
-    gradientOutput: UnsafePointer<T>? = nil, ldg: Int = 0,
+    activation: ActivationFunction = .identity,
     update: SGDStep<T>? = nil,
     packedB: UnsafePointer<T>? = nil,
     context: GEMMContext, worker: Int? = nil
@@ -173,8 +170,7 @@ public func gemm<T: KernelScalar>(
     var call = GEMMCall(transA: transA, transB: transB, m: m, n: n, k: k,
                         a: UnsafeRawPointer(a), lda: lda, b: UnsafeRawPointer(b), ldb: ldb,
                         c: UnsafeMutableRawPointer(c), ldc: ldc, accumulate: accumulate,
-                        bias: UnsafeRawPointer(bias), activation: activation, gradientThrough: gradientThrough,
-                        gradient: UnsafeRawPointer(gradientOutput), ldg: ldg, worker: worker ?? -1)
+                        bias: UnsafeRawPointer(bias), activation: activation, worker: worker ?? -1)
     call.packedB = UnsafeRawPointer(packedB)
     guard var update else {
         gemmDispatch(T.self, call, context)
@@ -209,8 +205,7 @@ struct GEMMCall {
     var c: UnsafeMutableRawPointer, ldc: Int
     var accumulate: Bool
     var bias: UnsafeRawPointer?
-    var activation: KernelActivation, gradientThrough: KernelActivation
-    var gradient: UnsafeRawPointer?, ldg: Int
+    var activation: ActivationFunction
     var worker: Int
     /// The `SGDStep<T>` of `gemm(update:)`, on the caller's stack.
     @usableFromInline var update: UnsafeRawPointer?
@@ -220,12 +215,10 @@ struct GEMMCall {
     @usableFromInline
     init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafeRawPointer, lda: Int,
          b: UnsafeRawPointer, ldb: Int, c: UnsafeMutableRawPointer, ldc: Int, accumulate: Bool,
-         bias: UnsafeRawPointer?, activation: KernelActivation, gradientThrough: KernelActivation,
-         gradient: UnsafeRawPointer?, ldg: Int, worker: Int) {
+         bias: UnsafeRawPointer?, activation: ActivationFunction, worker: Int) {
         (self.transA, self.transB, self.m, self.n, self.k) = (transA, transB, m, n, k)
         (self.a, self.lda, self.b, self.ldb, self.c, self.ldc) = (a, lda, b, ldb, c, ldc)
-        (self.accumulate, self.bias, self.activation, self.gradientThrough) = (accumulate, bias, activation, gradientThrough)
-        (self.gradient, self.ldg, self.worker) = (gradient, ldg, worker)
+        (self.accumulate, self.bias, self.activation, self.worker) = (accumulate, bias, activation, worker)
         self.update = nil
         self.packedB = nil
     }
@@ -260,10 +253,7 @@ struct GEMMArgs<T: KernelScalar> {
     var c: UnsafeMutablePointer<T>, ldc: Int
     var accumulate: Bool
     var bias: UnsafePointer<T>?
-    var activation: KernelActivation
-    var gradientThrough: KernelActivation
-    var gradient: UnsafePointer<T>?
-    var ldg: Int
+    var activation: ActivationFunction
     /// An SGD step on a parameter laid out like C (leading dimension ldc), from the final C.
     var update: UnsafePointer<SGDStep<T>>?
     /// op(B), packed whole by `gemmPackB`.
@@ -272,11 +262,8 @@ struct GEMMArgs<T: KernelScalar> {
     /// The activation is relu and is applied by the vector store.
     var reluInKernel: Bool { activation == .relu }
 
-    /// Part of the epilogue the vector store does not do: a non-relu, non-identity activation, or the
-    /// gradient product.
-    var needsScalarPass: Bool {
-        gradient != nil || !(activation == .identity || activation == .relu)
-    }
+    /// Part of the epilogue the vector store does not do: a non-relu, non-identity activation.
+    var needsScalarPass: Bool { !(activation == .identity || activation == .relu) }
 
     /// The full epilogue for one element, given the (k-summed) product value.
     @inline(__always)
@@ -284,18 +271,13 @@ struct GEMMArgs<T: KernelScalar> {
         var y = product
         if addC { y += c[i * ldc + j] }
         if let bias { y += bias[j] }
-        y = activation.apply(y)
-        if let gradient { y *= gradientThrough.derivative(output: gradient[i * ldg + j]) }
-        return y
+        return activation.apply(y)
     }
 
     /// The scalar tail of the epilogue (after += C, += bias and a relu done by the vector store).
     @inline(__always)
     func finishTail(_ v: T, _ i: Int, _ j: Int) -> T {
-        var y = v
-        if !(activation == .relu) { y = activation.apply(y) }
-        if let gradient { y *= gradientThrough.derivative(output: gradient[i * ldg + j]) }
-        return y
+        activation == .relu ? v : activation.apply(v)
     }
 }
 
@@ -307,8 +289,7 @@ extension GEMMArgs {
                   b: call.b.assumingMemoryBound(to: T.self), ldb: call.ldb,
                   c: call.c.assumingMemoryBound(to: T.self), ldc: call.ldc,
                   accumulate: call.accumulate, bias: call.bias?.assumingMemoryBound(to: T.self),
-                  activation: call.activation, gradientThrough: call.gradientThrough,
-                  gradient: call.gradient?.assumingMemoryBound(to: T.self), ldg: call.ldg,
+                  activation: call.activation,
                   update: call.update?.assumingMemoryBound(to: SGDStep<T>.self),
                   packedB: call.packedB?.assumingMemoryBound(to: T.self))
     }
@@ -581,7 +562,7 @@ func packWholeB<K: GEMMKernel>(_: K.Type, transB: Bool, k: Int, n: Int, b: Unsaf
     // Only B's fields are read by the packing.
     let g = GEMMArgs<T>(transA: false, transB: transB, m: 0, n: n, k: k, a: b.assumingMemoryBound(to: T.self), lda: 0,
                         b: b.assumingMemoryBound(to: T.self), ldb: ldb, c: UnsafeMutablePointer(mutating: b.assumingMemoryBound(to: T.self)),
-                        ldc: 0, accumulate: false, bias: nil, activation: .identity, gradientThrough: .identity, gradient: nil, ldg: 0,
+                        ldc: 0, accumulate: false, bias: nil, activation: .identity,
                         update: nil)
     var jc = 0
     while jc < n {

@@ -1,4 +1,5 @@
 import Foundation
+import IR
 
 /// The element types the kernels run on: `Float` (f32, the default) and `Double` (f64, gradcheck and
 /// exact reproduction of the NumPy tutorials). Kernels are generic over this protocol and are
@@ -38,15 +39,8 @@ extension Double: KernelScalar {
     @inline(__always) public static func squareRoot(_ x: SIMD8<Double>) -> SIMD8<Double> { x.squareRoot() }
 }
 
-/// An element-wise activation as the kernels see it (fused into GEMM and conv epilogues).
-public enum KernelActivation: Equatable, Sendable {
-    case identity
-    case relu
-    case leakyRelu(alpha: Double)
-    case tanh
-    case sigmoid
-
-    /// f(x)
+extension ActivationFunction {
+    /// f(x), as every kernel and epilogue computes it.
     @inline(__always) public func apply<T: KernelScalar>(_ x: T) -> T {
         switch self {
         case .identity: return x
@@ -54,17 +48,39 @@ public enum KernelActivation: Equatable, Sendable {
         case .leakyRelu(let alpha): return x > 0 ? x : T(alpha) * x
         case .tanh: return T.tanh(x)
         case .sigmoid: return 1 / (1 + T.exp(-x))
+        case .pow(let k):
+            var r: T = 1
+            for _ in 0..<k { r *= x }
+            return r
+        case .gelu:
+            // PyTorch's gelu(approximate='tanh'): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            let inner = T(geluBeta) * (x + T(geluKappa) * (x * x * x))
+            return T(0.5) * x * (1 + T.tanh(inner))
         }
     }
 
-    /// f'(x) expressed through the activation's output y = f(x), which is what the backward pass keeps.
-    @inline(__always) public func derivative<T: KernelScalar>(output y: T) -> T {
+    /// f'(v) where v is what the backward pass keeps: the output y = f(x) when `derivativeFromOutput`,
+    /// else the input x.
+    @inline(__always) public func derivative<T: KernelScalar>(kept v: T) -> T {
         switch self {
         case .identity: return 1
-        case .relu: return y > 0 ? 1 : 0
-        case .leakyRelu(let alpha): return y > 0 ? 1 : T(alpha)
-        case .tanh: return 1 - y * y
-        case .sigmoid: return y * (1 - y)
+        case .relu: return v > 0 ? 1 : 0
+        case .leakyRelu(let alpha): return v > 0 ? 1 : T(alpha)
+        case .tanh: return 1 - v * v
+        case .sigmoid: return v * (1 - v)
+        case .pow(let k):
+            var r: T = 1
+            for _ in 0..<(k - 1) { r *= v }
+            return T(k) * r
+        case .gelu:
+            // d/dx of 0.5·x·(1 + tanh(u)), u = β(x + κx³): 0.5(1 + t) + 0.5·x·(1 − t²)·β(1 + 3κx²)
+            let x2 = v * v
+            let t = T.tanh(T(geluBeta) * (v + T(geluKappa) * (x2 * v)))
+            return T(0.5) * (1 + t) + T(0.5) * v * (1 - t * t) * (T(geluBeta) * (1 + 3 * T(geluKappa) * x2))
         }
     }
 }
+
+/// √(2/π) and 0.044715, the constants of GELU's tanh approximation.
+let geluBeta = 0.7978845608028654
+let geluKappa = 0.044715

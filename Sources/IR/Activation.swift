@@ -1,0 +1,178 @@
+import Parser
+
+/// An element-wise activation: the one vocabulary of the compiler. The language's words resolve to
+/// it (`activationWords`), the IR's ops carry it, and the runtime's kernels (and GEMM and conv
+/// epilogues) apply it. Softmax is not element-wise and is an op of its own.
+///
+/// Adding an activation: a case here with its word, FLOPs and derivative form, its scalar formula and
+/// derivative in the runtime (Runtime/Kernels/Scalar.swift), and its gradcheck; every switch that must
+/// handle it is exhaustive, so the compiler lists them.
+public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
+    case identity, tanh, sigmoid, relu
+    case leakyRelu(alpha: Double)
+    case pow(Int)
+    /// GELU with the tanh approximation (PyTorch's `GELU(approximate='tanh')`):
+    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    case gelu
+
+    /// Whether the derivative can be computed from the output y alone, so that the backward pass keeps
+    /// y; otherwise it keeps the input x (pow, gelu), and backward fusions that only see y do not apply.
+    public var derivativeFromOutput: Bool {
+        switch self {
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu: return true
+        case .pow, .gelu: return false
+        }
+    }
+
+    /// Whether a GEMM or conv epilogue applies it (forward). pow stays a kernel of its own: its
+    /// repeated product is not worth an epilogue case, and training keeps its input anyway.
+    public var epilogueFusable: Bool {
+        switch self {
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu: return true
+        case .pow: return false
+        }
+    }
+
+    /// Whether a backward kernel that sees only y and dy (the fused activation-and-bias gradient, the
+    /// conv backward) can take its derivative.
+    public var backwardFusable: Bool { epilogueFusable && derivativeFromOutput }
+
+    public var description: String {
+        switch self {
+        case .identity: return "identity"
+        case .tanh: return "tanh"
+        case .sigmoid: return "sigmoid"
+        case .relu: return "relu"
+        case .gelu: return "gelu"
+        case .leakyRelu(let alpha): return "leakyrelu(\(formatNumber(alpha)))"
+        case .pow(let k): return "pow(\(k))"
+        }
+    }
+
+    /// FLOPs per element (rough: a transcendental function counts as several).
+    public var flopsPerElement: Int {
+        switch self {
+        case .identity: return 0
+        case .relu, .leakyRelu: return 1
+        case .pow(let k): return max(1, k - 1)
+        case .tanh, .sigmoid: return 4
+        case .gelu: return 9
+        }
+    }
+}
+
+/// What an activation word of the language lowers to.
+public enum ActivationWordMeaning: Sendable, Equatable {
+    case elementwise(ActivationFunction)
+    /// Row-wise softmax over the features (its own op).
+    case softmax
+}
+
+/// One word of the activation vocabulary: its name, the argument it takes, and what it means.
+public struct ActivationWord: Sendable {
+    public enum Argument: Sendable {
+        case none
+        /// An optional real number in [low, high), with a default.
+        case optionalNumber(name: String, low: Double, high: Double, default: Double)
+        /// A required whole number in low...high.
+        case integer(name: String, low: Int, high: Int)
+    }
+    public var word: String
+    public var argument: Argument
+    public var meaning: @Sendable (Double) -> ActivationWordMeaning
+}
+
+/// The activation words of the language, in the order the README lists them.
+public let activationWords: [ActivationWord] = [
+    ActivationWord(word: "tanh", argument: .none) { _ in .elementwise(.tanh) },
+    ActivationWord(word: "sigmoid", argument: .none) { _ in .elementwise(.sigmoid) },
+    ActivationWord(word: "relu", argument: .none) { _ in .elementwise(.relu) },
+    ActivationWord(word: "leakyrelu", argument: .optionalNumber(name: "leakyrelu slope", low: 0, high: 1, default: 0.01)) {
+        .elementwise(.leakyRelu(alpha: $0))
+    },
+    ActivationWord(word: "gelu", argument: .none) { _ in .elementwise(.gelu) },
+    ActivationWord(word: "softmax", argument: .none) { _ in .softmax },
+    ActivationWord(word: "identity", argument: .none) { _ in .elementwise(.identity) },
+    ActivationWord(word: "pow", argument: .integer(name: "pow exponent", low: 1, high: 64)) { .elementwise(.pow(Int($0))) },
+]
+
+/// Every word that may start a statement: the parser's keywords and the activations (for did-you-mean).
+public var statementWords: [String] { Parser.statementKeywords + activationWords.map(\.word) }
+
+/// Name resolution of a word statement: the activation it names, or the diagnostic that says why not.
+public func resolveActivation(_ statement: WordStatement) -> Result<ActivationWordMeaning, Diagnostic> {
+    guard let entry = activationWords.first(where: { $0.word == statement.word }) else {
+        return .failure(Diagnostic(.unknownStatement, unknownWordMessage("statement", statement.word, among: statementWords),
+                                   at: statement.wordRange))
+    }
+    var arguments = statement.arguments[...]
+    func endOfStatement() -> Diagnostic? {
+        guard let extra = arguments.first else { return nil }
+        return Diagnostic(.expectedStatementEnd, "expected ';' or a new line after the statement, found \(describe(extra))", at: extra.range)
+    }
+    switch entry.argument {
+    case .none:
+        if let extra = arguments.first {
+            return .failure(Diagnostic(.unexpectedArgument, "\(entry.word) takes no argument, found \(describe(extra))", at: extra.range))
+        }
+        return .success(entry.meaning(0))
+    case .optionalNumber(let name, let low, let high, let value):
+        var value = value
+        if let token = arguments.first, token.kind == .integer || token.kind == .number {
+            arguments = arguments.dropFirst()
+            guard let number = Double(token.text), number.isFinite else {
+                return .failure(Diagnostic(.notFinite, "\(name) must be a finite number, found \(quoted(token.text))", at: token.range))
+            }
+            guard number >= low, number < high else {
+                return .failure(Diagnostic(.valueOutOfRange, "\(name) must be in [\(formatNumber(low)), \(formatNumber(high))), found \(formatNumber(number))", at: token.range))
+            }
+            value = number
+        }
+        if let error = endOfStatement() { return .failure(error) }
+        return .success(entry.meaning(value))
+    case .integer(let name, let low, let high):
+        guard let token = arguments.first else {
+            let end = SourceRange(start: statement.wordRange.end, end: statement.wordRange.end)
+            return .failure(Diagnostic(.expectedToken, "expected \(name) after '\(entry.word)'", at: end))
+        }
+        arguments = arguments.dropFirst()
+        switch token.kind {
+        case .integer:
+            guard let value = Int(token.text), value <= Int(Int32.max) else {
+                return .failure(Diagnostic(.numberTooLarge, "\(name) \(token.text.utf8.count > 40 ? quoted(token.text) : token.text) is too large (the limit is \(Int32.max))", at: token.range))
+            }
+            guard value >= low else {
+                return .failure(Diagnostic(.numberTooSmall, "\(name) must be at least \(low), found \(value)", at: token.range))
+            }
+            guard value <= high else {
+                return .failure(Diagnostic(.valueOutOfRange, "\(name) must be at most \(high), found \(value)", at: token.range))
+            }
+            if let error = endOfStatement() { return .failure(error) }
+            return .success(entry.meaning(Double(value)))
+        case .number:
+            return .failure(Diagnostic(.notWholeNumber, "\(name) must be a whole number of at least \(low), found \(quoted(token.text))", at: token.range))
+        case .word, .string, .arrow, .times, .leftParen, .rightParen, .comma, .separator, .end:
+            return .failure(Diagnostic(.expectedToken, "expected \(name), found \(describe(token))", at: token.range))
+        }
+    }
+}
+
+/// How a token is named in a message.
+private func describe(_ token: Token) -> String {
+    token.kind == .string ? "a string" : quoted(token.text)
+}
+
+/// Parses a model and resolves its activation words: every syntax and name error of the file in
+/// one list, in file order. This is the front end's entry point (`Parser.parse` alone leaves
+/// activation words unchecked).
+public func parseModel(_ source: SourceFile) throws(DiagnosticError) -> ModelAST {
+    let (ast, parseDiagnostics) = Parser.parseRecovering(source)
+    var diagnostics = parseDiagnostics
+    for statement in ast.statements {
+        if case .activation(let word) = statement.kind, case .failure(let diagnostic) = resolveActivation(word) {
+            diagnostics.append(diagnostic)
+        }
+    }
+    if !diagnostics.isEmpty { throw DiagnosticError(source: source, diagnostics: diagnostics.inFileOrder()) }
+    return ast
+}
