@@ -20,6 +20,8 @@ let gradientModels: [(String, String)] = [
     ("conv + maxpool", "input 2x6x5\nconv 2->3 3x3 pad 1\nrelu\nmaxpool 2x2\nflatten\nfc 3\nloss crossentropy"),
     ("strided conv + avgpool", "input 2x7x6\nconv 2->3 3x2 stride 2 pad 1\ntanh\navgpool 2x2 stride 1\nflatten\nfc 4\nsigmoid\nloss bce"),
     ("non-square max and average pooling", "input 2x5x7\nmaxpool 2x3\navgpool 1x2 stride 1\nflatten\nfc 2\nloss mse"),
+    ("gelu (derivative from the input)", "input 3\nfc 3->4\ngelu\nfc 4->2\ngelu\nloss mse"),
+    ("conv + gelu (no fused conv backward)", "input 2x5x4\nconv 2->3 3x3 pad 1\ngelu\nflatten\nfc 2\nloss mse"),
     ("conv nobias + leakyrelu + sigmoid", "input 1x5x5\nconv 1->2 2x2 nobias\nleakyrelu 0.2\nconv 2->2 2x2\nsigmoid\nmaxpool 2x2 stride 1\nflatten\nloss sum"),
 ]
 

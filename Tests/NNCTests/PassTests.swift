@@ -170,6 +170,41 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         #expect(!log.isEmpty)
     }
 
+    /// gelu's derivative needs its input: at inference it goes into the dense and conv epilogues; in
+    /// training the pre-activation has a second consumer (the gradient) and stays, and the backward
+    /// fusions that only see the output refuse it.
+    @Test func geluFusesWhereItsInputIsNotNeeded() throws {
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 1x6x5\nconv 1->2 3x3 pad 1\ngelu\nflatten\nfc 4\ngelu\nfc 2\nloss mse"))
+        let inference = try program.inferenceGraph(dtype: .f64, withLoss: false)
+        #expect(inference.nodes.contains { $0.op == .dense(.gelu, bias: true) })
+        #expect(inference.nodes.contains { $0.op == .convFused(ConvGeometry(stride: 1, padding: 1), .gelu, bias: true) })
+        #expect(!inference.nodes.contains { $0.op == .activation(.gelu) })
+        let (training, log) = try program.trainingGraph(dtype: .f64, settings: program.settings.training).optimized(verify: true)
+        #expect(training.nodes.filter { $0.op == .activation(.gelu) }.count == 2)
+        #expect(training.nodes.filter { $0.op == .activationGrad(.gelu) }.count == 2)
+        #expect(log.contains { $0.pass == "fuse-dense" && !$0.fused && $0.pattern.contains("gelu") && $0.reason.contains("2 consumers") })
+        #expect(log.contains { $0.pass == "fuse-activation-grad" && !$0.fused && $0.reason.contains("needs its input") })
+        #expect(log.contains { $0.pass == "fuse-conv-grad" && !$0.fused && $0.reason.contains("needs its input") })
+
+        // The fused inference graph computes what the unfused forward graph does.
+        let unfused = try program.forward(dtype: .f64, training: false).graph
+        let values = initialValues(for: unfused.parameters, seed: 3)
+        var random = MT19937(seed: 5)
+        let x = (0..<(3 * 30)).map { _ in random.uniform(-2, 2) }
+        func outputs(_ graph: Graph) throws -> [Double] {
+            let store = ParameterStore<Double>(graph: graph)
+            for (buffer, initial) in zip(store.parameters, values) { store.load(initial, into: buffer) }
+            let session = try Session<Double>(plan: try Plan(graph: graph, batch: 3), store: store, threads: 1)
+            let input = try #require(session.inputPointer)
+            for i in x.indices { input[i] = x[i] }
+            try session.run(batch: 3)
+            let output = session.pointer(try #require(graph.output))
+            return (0..<6).map { output[$0] }
+        }
+        let fused = try outputs(inference), reference = try outputs(unfused)
+        for (a, b) in zip(fused, reference) { #expect(abs(a - b) <= 1e-12 * (1 + abs(b)), "\(fused) vs \(reference)") }
+    }
+
     @Test func deadCodeIsRemoved() throws {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 2\nfc 2->3\ntanh\nsoftmax\nloss crossentropy"))
         let graph = try program.inferenceGraph(dtype: .f32, withLoss: false)
