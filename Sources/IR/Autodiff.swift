@@ -136,7 +136,7 @@ extension Graph {
             for stateName in update.stateNames {
                 let name = "\(parameter.name).\(stateName)"
                 let state = graph.addSource(.state(name: name), name: graph[parameter.value].name + "." + stateName, shape: parameter.shape, at: parameter.location)
-                graph.states.append((name, state))
+                graph.states.append(PersistentState(name: name, value: state, kind: .optimizer))
                 operands.append(state)
             }
             try graph.add(.update(update), operands, names: [], at: parameter.location, phase: .update)

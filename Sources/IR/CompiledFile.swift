@@ -1,65 +1,55 @@
 import Foundation
 
 /// The compiled graph file (`.nnc`): one self-contained, checksummed file with the model source,
-/// the optimized IR (for reading), the parameters and optimizer state, and the training history.
+/// the optimized IR (for reading), and a typed `Checkpoint` (parameters, optimizer and other
+/// persistent state, training settings and progress, history).
 ///
 ///     "NNC\u{1A}"  magic
-///     u32         format version
+///     u32         format version (2; version 1 files are read too)
 ///     u64         payload length
 ///     payload     sections: 4-byte tag, u64 length, bytes
 ///     u32         CRC-32 of everything before it
 ///
+/// Version 2 sections: `SRCP` source path, `SRC ` model source, `IR  ` printed IR, `CKPT` the
+/// checkpoint's scalar fields (below), `PARM` parameters, `OPTS` optimizer state, `PERS` other
+/// persistent state (running statistics), `HIST` history. Version 1 had `META` (`key=value` lines)
+/// and `STAT` (optimizer state) instead of `CKPT`, `OPTS` and `PERS`.
+///
 /// All integers little-endian. Loading rebuilds the graph from the embedded source (the compiler
-/// is deterministic) and checks that it prints the same IR.
+/// is deterministic).
 public struct CompiledFile: Sendable, Equatable {
     public static let magic: [UInt8] = [0x4E, 0x4E, 0x43, 0x1A]
-    public static let formatVersion: UInt32 = 1
+    public static let formatVersion: UInt32 = 2
 
-    public struct Tensor: Sendable, Equatable {
-        public var name: String
-        public var shape: [Int]
-        public var values: [Double]
-        public init(name: String, shape: [Int], values: [Double]) { self.name = name; self.shape = shape; self.values = values }
-    }
-
-    /// One epoch of training history.
-    public struct Epoch: Sendable, Equatable {
-        public var loss: Double
-        public var accuracy: Double?
-        public var testLoss: Double?
-        public var testAccuracy: Double?
-        public init(loss: Double, accuracy: Double? = nil, testLoss: Double? = nil, testAccuracy: Double? = nil) {
-            self.loss = loss; self.accuracy = accuracy; self.testLoss = testLoss; self.testAccuracy = testAccuracy
-        }
-    }
+    public typealias Tensor = Checkpoint.Tensor
+    public typealias Epoch = Checkpoint.Epoch
 
     public var sourcePath: String
     public var source: String
     public var ir: String
-    /// Settings as `key=value` lines: dtype, training settings after overrides, progress.
-    public var metadata: [String: String]
-    public var parameters: [Tensor]
-    public var states: [Tensor]
-    public var history: [Epoch]
+    public var checkpoint: Checkpoint
+    /// The format version the file was read from (`formatVersion` for a file made here).
+    public var readVersion: UInt32 = CompiledFile.formatVersion
 
-    public init(sourcePath: String, source: String, ir: String, metadata: [String: String], parameters: [Tensor], states: [Tensor], history: [Epoch]) {
-        self.sourcePath = sourcePath; self.source = source; self.ir = ir; self.metadata = metadata
-        self.parameters = parameters; self.states = states; self.history = history
+    public init(sourcePath: String, source: String, ir: String, checkpoint: Checkpoint) {
+        self.sourcePath = sourcePath; self.source = source; self.ir = ir; self.checkpoint = checkpoint
     }
 
     // MARK: Writing
 
-    public func encoded(float64: Bool) -> [UInt8] {
+    public func encoded() -> [UInt8] {
+        let float64 = checkpoint.dtype == .f64
         var payload = Writer()
         payload.section("SRCP", Array(sourcePath.utf8))
         payload.section("SRC ", Array(source.utf8))
         payload.section("IR  ", Array(ir.utf8))
-        payload.section("META", Array(metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined().utf8))
-        payload.section("PARM", Self.encode(parameters, float64: float64))
-        payload.section("STAT", Self.encode(states, float64: float64))
+        payload.section("CKPT", checkpoint.encodedFields())
+        payload.section("PARM", Self.encode(checkpoint.parameters, float64: float64))
+        payload.section("OPTS", Self.encode(checkpoint.optimizerState, float64: float64))
+        payload.section("PERS", Self.encode(checkpoint.persistentState, float64: float64))
         var history = Writer()
-        history.u64(UInt64(self.history.count))
-        for epoch in self.history {
+        history.u64(UInt64(checkpoint.history.count))
+        for epoch in checkpoint.history {
             for value in [epoch.loss, epoch.accuracy ?? .nan, epoch.testLoss ?? .nan, epoch.testAccuracy ?? .nan] { history.f64(value) }
         }
         payload.section("HIST", history.bytes)
@@ -88,9 +78,8 @@ public struct CompiledFile: Sendable, Equatable {
     }
 
     /// Writes atomically: a temporary file next to the target, then rename.
-    public func write(to path: String, float64: Bool) throws {
-        let data = Data(encoded(float64: float64))
-        try writeAtomically(data, to: path)
+    public func write(to path: String) throws {
+        try writeAtomically(Data(encoded()), to: path)
     }
 
     // MARK: Reading
@@ -111,7 +100,7 @@ public struct CompiledFile: Sendable, Equatable {
         var reader = Reader(bytes: bytes, position: 4)
         guard let version = reader.u32() else { throw fail("truncated: the file ends inside its header") }
         guard version <= formatVersion else {
-            throw fail("written by a newer nnc (format version \(version); this nnc reads up to version \(formatVersion))")
+            throw fail("written by a newer nnc (format version \(version); this nnc reads versions 1 to \(formatVersion))")
         }
         guard version >= 1 else { throw fail("unknown format version \(version)") }
         guard let length = reader.u64() else { throw fail("truncated: the file ends inside its header") }
@@ -130,29 +119,34 @@ public struct CompiledFile: Sendable, Equatable {
                   let body = reader.take(Int(size)) else { throw fail("corrupted: a section overruns the file") }
             sections[String(decoding: tag, as: UTF8.self)] = body
         }
-        func text(_ tag: String) throws(CompiledFileError) -> String {
-            guard let body = sections[tag] else { throw fail("corrupted: the section '\(tag.trimmingCharacters(in: .whitespaces))' is missing") }
-            return String(decoding: body, as: UTF8.self)
+        func section(_ tag: String) throws(CompiledFileError) -> [UInt8] {
+            guard let body = sections[tag] else {
+                throw fail("corrupted: the section '\(tag.trimmingCharacters(in: .whitespaces))' is missing (format version \(version))")
+            }
+            return body
         }
-        var metadata: [String: String] = [:]
-        for line in try text("META").split(separator: "\n") {
-            guard let equals = line.firstIndex(of: "=") else { continue }
-            metadata[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        func text(_ tag: String) throws(CompiledFileError) -> String { String(decoding: try section(tag), as: UTF8.self) }
+
+        var checkpoint: Checkpoint
+        if version == 1 {
+            checkpoint = try Checkpoint(version1Metadata: try text("META"), path: path)
+            checkpoint.optimizerState = try decodeTensors(try section("STAT"), path: path)
+        } else {
+            checkpoint = try Checkpoint(fields: try section("CKPT"), path: path)
+            checkpoint.optimizerState = try decodeTensors(try section("OPTS"), path: path)
+            checkpoint.persistentState = try decodeTensors(try section("PERS"), path: path)
         }
-        guard let parameterBytes = sections["PARM"], let stateBytes = sections["STAT"], let historyBytes = sections["HIST"] else {
-            throw fail("corrupted: a section is missing")
-        }
-        let parameters = try decodeTensors(parameterBytes, path: path)
-        let states = try decodeTensors(stateBytes, path: path)
+        checkpoint.parameters = try decodeTensors(try section("PARM"), path: path)
+        let historyBytes = try section("HIST")
         var h = Reader(bytes: historyBytes, position: 0)
         guard let epochs = h.u64(), epochs <= UInt64(historyBytes.count / 32) else { throw fail("corrupted: the training history is malformed") }
-        var history: [Epoch] = []
         for _ in 0..<Int(epochs) {
             guard let loss = h.f64(), let acc = h.f64(), let testLoss = h.f64(), let testAcc = h.f64() else { throw fail("corrupted: the training history is malformed") }
-            history.append(Epoch(loss: loss, accuracy: acc.isNaN ? nil : acc, testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testAcc.isNaN ? nil : testAcc))
+            checkpoint.history.append(Epoch(loss: loss, accuracy: acc.isNaN ? nil : acc, testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testAcc.isNaN ? nil : testAcc))
         }
-        return CompiledFile(sourcePath: try text("SRCP"), source: try text("SRC "), ir: try text("IR  "), metadata: metadata,
-                            parameters: parameters, states: states, history: history)
+        var file = CompiledFile(sourcePath: try text("SRCP"), source: try text("SRC "), ir: try text("IR  "), checkpoint: checkpoint)
+        file.readVersion = version
+        return file
     }
 
     static func decodeTensors(_ bytes: [UInt8], path: String) throws(CompiledFileError) -> [Tensor] {

@@ -50,6 +50,22 @@ public struct Parameter: Sendable {
     public var location: SourceRange?
 }
 
+/// What a persistent non-parameter tensor is for: it decides which table of a checkpoint keeps it.
+public enum StateKind: Sendable, Equatable {
+    /// Optimizer state (velocity, Adam's moments): belongs to a training run.
+    case optimizer
+    /// Other state kept across steps and saved with the model (running statistics), not trained.
+    case persistent
+}
+
+/// A persistent non-parameter tensor of the graph.
+public struct PersistentState: Sendable {
+    public var name: String
+    public var value: ValueID
+    public var kind: StateKind
+    public init(name: String, value: ValueID, kind: StateKind) { self.name = name; self.value = value; self.kind = kind }
+}
+
 /// What the target tensor holds.
 public enum TargetKind: Sendable, Equatable {
     case none
@@ -67,8 +83,9 @@ public struct Graph: Sendable {
     public private(set) var values: [Value] = []
     public var nodes: [Node] = []
     public var parameters: [Parameter] = []
-    /// The optimizer state tensors, in creation order (name, value).
-    public var states: [(name: String, value: ValueID)] = []
+    /// Persistent tensors that are not parameters (optimizer state, running statistics), each found
+    /// by its name.
+    public var states: [PersistentState] = []
 
     public var input: ValueID?
     public var target: ValueID?

@@ -67,7 +67,6 @@ public struct Plan: Sendable {
         var last = [Int](repeating: -1, count: graph.values.count)
         var persistent = [Bool](repeating: false, count: graph.values.count)
         let end = graph.nodes.count
-        var stateIndex = 0
         var lastUse = [Int](repeating: -1, count: graph.values.count)
         for (position, node) in graph.nodes.enumerated() { for operand in node.operands { lastUse[operand.index] = position } }
         let kept = Set(graph.roots + graph.gradients.compactMap { $0 } + keep)
@@ -89,9 +88,11 @@ public struct Plan: Sendable {
                 persistent[node.results[0].index] = true
                 continue
             }
-            if case .state = node.op {
-                storage[node.results[0].index] = .state(stateIndex)
-                stateIndex += 1
+            if case .state(let name) = node.op {
+                guard let index = graph.states.firstIndex(where: { $0.name == name }) else {
+                    throw PlanError(message: "internal error: the state '\(name)' is not among the graph's states")
+                }
+                storage[node.results[0].index] = .state(index)
                 persistent[node.results[0].index] = true
                 continue
             }

@@ -64,7 +64,7 @@ let evalCommand = Command(
     let program = state.program
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
     let dataPath = arguments.values["--data"] ?? program.settings.testDataPath.map(program.resolve)
-        ?? state.metadata["data"] ?? program.settings.dataPath.map(program.resolve)
+        ?? state.checkpoint.dataPath ?? program.settings.dataPath.map(program.resolve)
     guard let dataPath else { throw UsageError(message: "no data: pass --data PATH") }
     let splits = try loadData(path: dataPath, expecting: program.expectation)
     let data = splits.test ?? splits.train
@@ -93,6 +93,6 @@ let exportCommand = Command(
     if arguments.values["--onnx"] != nil { throw InputError("nnc export: error: ONNX export is not supported yet; use --weights W.npz") }
     guard let weights = arguments.values["--weights"] else { throw UsageError(message: "missing --weights W.npz") }
     let state = try ModelState.open(path: path, dtype: nil, seed: nil)
-    try writeNPZ(path: weights, arrays: state.parameters.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
-    console.print("wrote \(weights) (\(state.parameters.count) arrays)")
+    try writeNPZ(path: weights, arrays: state.checkpoint.parameters.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
+    console.print("wrote \(weights) (\(state.checkpoint.parameters.count) arrays)")
 }

@@ -3,14 +3,13 @@ import IR
 import Parser
 import Runtime
 
-/// A model with its parameters: a `.nn` compiled with fresh initial values, or a `.nnc` read back.
+/// A model with its parameters: a `.nn` compiled with fresh initial values, or a `.nnc` read back
+/// with its checkpoint.
 struct ModelState {
     var program: ModelProgram
-    var dtype: DType
-    var parameters: [CompiledFile.Tensor]
-    var states: [CompiledFile.Tensor] = []
-    var metadata: [String: String] = [:]
-    var history: [CompiledFile.Epoch] = []
+    var checkpoint: Checkpoint
+
+    var dtype: DType { checkpoint.dtype }
 
     /// Opens a `.nn` (initial parameters from the seed) or a `.nnc` (parameters as saved).
     static func open(path: String, dtype requested: DType?, seed: Int?) throws -> ModelState {
@@ -23,24 +22,26 @@ struct ModelState {
             } catch let error as DiagnosticError {
                 throw InputError("\(path): error: the model source inside the compiled file does not compile:\n" + error.rendered)
             }
-            let savedType = DType(rawValue: file.metadata["dtype"] ?? "f32") ?? .f32
-            var state = ModelState(program: program, dtype: requested ?? savedType, parameters: file.parameters,
-                                   states: file.states, metadata: file.metadata, history: file.history)
+            var state = ModelState(program: program, checkpoint: file.checkpoint)
             try state.checkParameters(against: program.model.graph.parameters, file: path)
-            if requested != nil && requested != savedType { state.states = [] }
+            if let requested, requested != state.checkpoint.dtype {
+                // Optimizer state of one precision does not continue a run in the other.
+                state.checkpoint.dtype = requested
+                state.checkpoint.optimizerState = []
+            }
             return state
         }
         let program = try ModelProgram.load(path: path)
-        let seed = seed ?? program.settings.training.seed
-        let values = initialValues(for: program.model.graph.parameters, seed: seed)
-        let tensors = zip(program.model.graph.parameters, values).map { CompiledFile.Tensor(name: $0.name, shape: $0.shape.dims, values: $1) }
-        return ModelState(program: program, dtype: requested ?? .f32, parameters: tensors)
+        var checkpoint = Checkpoint()
+        checkpoint.dtype = requested ?? .f32
+        checkpoint.parameters = initialTensors(program, seed: seed ?? program.settings.training.seed)
+        return ModelState(program: program, checkpoint: checkpoint)
     }
 
     /// Every parameter of the graph is present with the right shape.
     func checkParameters(against expected: [Parameter], file: String) throws {
         for parameter in expected {
-            guard let tensor = parameters.first(where: { $0.name == parameter.name }) else {
+            guard let tensor = checkpoint.parameters.first(where: { $0.name == parameter.name }) else {
                 throw InputError("\(file): error: the compiled file has no parameter '\(parameter.name)'")
             }
             guard tensor.shape == parameter.shape.dims, tensor.values.count == parameter.shape.rowElements else {
@@ -59,50 +60,61 @@ struct ModelState {
             guard array.shape == parameter.shape.dims else {
                 throw InputError("\(path): error: array '\(parameter.name)' has shape (\(array.shape.map(String.init).joined(separator: ", "))), but the model needs (\(parameter.shape.dims.map(String.init).joined(separator: ", ")))")
             }
-            if let slot = parameters.firstIndex(where: { $0.name == parameter.name }) {
-                parameters[slot].values = array.values
+            if let slot = checkpoint.parameters.firstIndex(where: { $0.name == parameter.name }) {
+                checkpoint.parameters[slot].values = array.values
             } else {
-                parameters.insert(CompiledFile.Tensor(name: parameter.name, shape: parameter.shape.dims, values: array.values), at: min(index, parameters.count))
+                checkpoint.parameters.insert(Checkpoint.Tensor(name: parameter.name, shape: parameter.shape.dims, values: array.values),
+                                             at: min(index, checkpoint.parameters.count))
             }
         }
     }
 
-    /// Fills a parameter store from the saved tensors (and optimizer state when names match).
+    /// Fills a parameter store from the checkpoint: parameters, and each state tensor by its name
+    /// from the table of its kind (optimizer state, or persistent state such as running statistics).
     func fill<T: KernelScalar>(_ store: ParameterStore<T>) {
         for (index, name) in store.names.enumerated() {
-            if let tensor = parameters.first(where: { $0.name == name }) { store.load(tensor.values, into: store.parameters[index]) }
+            if let tensor = checkpoint.parameters.first(where: { $0.name == name }) { store.load(tensor.values, into: store.parameters[index]) }
         }
-        for (index, name) in store.stateNames.enumerated() {
-            if let tensor = states.first(where: { $0.name == name }), tensor.values.count == store.states[index].count {
+        for (index, state) in store.stateSlots.enumerated() {
+            let saved = state.kind == .optimizer ? checkpoint.optimizerState : checkpoint.persistentState
+            if let tensor = saved.first(where: { $0.name == state.name }), tensor.values.count == store.states[index].count {
                 store.load(tensor.values, into: store.states[index])
             }
         }
-        store.step = Int(metadata["optimizer_step"] ?? "") ?? 0
+        store.step = checkpoint.optimizerStep
     }
 
     /// Takes the values back from a store.
     mutating func take<T: KernelScalar>(_ store: ParameterStore<T>) {
-        parameters = zip(store.names, store.parameters).enumerated().map { index, pair in
-            CompiledFile.Tensor(name: pair.0, shape: store.shapes[index], values: store.values(pair.1))
+        checkpoint.parameters = zip(store.names, store.parameters).enumerated().map { index, pair in
+            Checkpoint.Tensor(name: pair.0, shape: store.shapes[index], values: store.values(pair.1))
         }
-        states = zip(store.stateNames, store.states).map { CompiledFile.Tensor(name: $0, shape: [$1.count], values: store.values($1)) }
-        metadata["optimizer_step"] = String(store.step)
+        func tensors(_ kind: StateKind) -> [Checkpoint.Tensor] {
+            zip(store.stateSlots, store.states).filter { $0.0.kind == kind }
+                .map { Checkpoint.Tensor(name: $0.0.name, shape: $0.0.shape, values: store.values($0.1)) }
+        }
+        checkpoint.optimizerState = tensors(.optimizer)
+        // A store without the persistent state (an inference plan) leaves the saved state as it was.
+        if store.stateSlots.contains(where: { $0.kind == .persistent }) { checkpoint.persistentState = tensors(.persistent) }
+        checkpoint.optimizerStep = store.step
     }
 
     /// Writes the compiled file atomically.
     func write(to path: String) throws {
-        var metadata = self.metadata
-        metadata["dtype"] = dtype.rawValue
-        metadata["nnc_version"] = nncVersion
         let ir = (try? program.inferenceGraph(dtype: dtype, withLoss: true).printed()) ?? ""
-        let file = CompiledFile(sourcePath: program.source.path, source: program.source.text, ir: ir, metadata: metadata,
-                                parameters: parameters, states: states, history: history)
+        let file = CompiledFile(sourcePath: program.source.path, source: program.source.text, ir: ir, checkpoint: checkpoint)
         do {
-            try file.write(to: path, float64: dtype == .f64)
+            try file.write(to: path)
         } catch let error as CompiledFileError {
             throw InputError(error.description)
         }
     }
+}
+
+/// A model's initial parameters, drawn from `seed`.
+func initialTensors(_ program: ModelProgram, seed: Int) -> [Checkpoint.Tensor] {
+    let parameters = program.model.graph.parameters
+    return zip(parameters, initialValues(for: parameters, seed: seed)).map { Checkpoint.Tensor(name: $0.name, shape: $0.shape.dims, values: $1) }
 }
 
 func isCompiledFile(_ path: String) -> Bool {
@@ -114,9 +126,10 @@ func isCompiledFile(_ path: String) -> Bool {
 
 /// `nnc compile -o`: the compiled graph with its initial parameters.
 func writeInitialModel(program: ModelProgram, dtype: DType, settings: TrainingSettings, to path: String) throws {
-    let values = initialValues(for: program.model.graph.parameters, seed: settings.seed)
-    let tensors = zip(program.model.graph.parameters, values).map { CompiledFile.Tensor(name: $0.name, shape: $0.shape.dims, values: $1) }
-    var state = ModelState(program: program, dtype: dtype, parameters: tensors)
-    state.metadata["seed"] = String(settings.seed)
-    try state.write(to: path)
+    var checkpoint = Checkpoint()
+    checkpoint.dtype = dtype
+    checkpoint.parameters = initialTensors(program, seed: settings.seed)
+    // Training the file goes on with these settings (the seed of --seed among them).
+    checkpoint.settings = settings
+    try ModelState(program: program, checkpoint: checkpoint).write(to: path)
 }

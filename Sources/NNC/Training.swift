@@ -69,13 +69,8 @@ let trainCommand = Command(
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
 
     // Settings: the model's train statement, then what a compiled file recorded, then the flags.
-    var settings = program.settings.training
+    var settings = state.checkpoint.settings ?? program.settings.training
     let resuming = isCompiledFile(path)
-    if resuming {
-        for key in TrainKeys.keys(for: settings.optimizer) {
-            if let text = state.metadata["train." + key], let value = Double(text) { _ = settings.set(key, value) }
-        }
-    }
     for flag in trainKeyFlags {
         guard let text = arguments.values[flag] else { continue }
         let key = String(flag.dropFirst(2))
@@ -95,7 +90,7 @@ let trainCommand = Command(
     if let weights = arguments.values["--init"] { try state.loadWeights(npz: weights) }
 
     // Data.
-    let dataPath = arguments.values["--data"] ?? state.metadata["data"] ?? program.settings.dataPath.map(program.resolve)
+    let dataPath = arguments.values["--data"] ?? state.checkpoint.dataPath ?? program.settings.dataPath.map(program.resolve)
     guard let dataPath else {
         throw InputError("\(program.source.path): error: no training data; add a 'data \"FILE\"' statement to the model or pass --data PATH")
     }
@@ -113,24 +108,23 @@ let trainCommand = Command(
     var startEpoch = 0, startStep = 0
     var endEpoch = settings.epochs
     if resuming {
-        let done = Int(state.metadata["epochs_done"] ?? "") ?? 0
-        if state.metadata["interrupted"] == "1" {
+        let done = state.checkpoint.epochsDone
+        if let interruption = state.checkpoint.interruption {
             startEpoch = done
-            startStep = Int(state.metadata["step_in_epoch"] ?? "") ?? 0
-            endEpoch = Int(state.metadata["epochs_target"] ?? "") ?? settings.epochs
+            startStep = interruption.stepInEpoch
+            endEpoch = interruption.epochsTarget
             if let more = arguments.values["--epochs"], let count = Int(more) { endEpoch = done + count }
         } else {
             startEpoch = done
             endEpoch = done + settings.epochs
         }
     }
+    state.checkpoint.dataPath = arguments.values["--data"] ?? state.checkpoint.dataPath
     let job = TrainingJob(state: state, settings: settings, train: train, test: test,
                           threads: try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount,
                           outputPath: arguments.values["-o"] ?? (resuming ? path : defaultOutputPath(for: path)),
                           plotPath: arguments.values["--plot"], logEvery: try arguments.integer("--log-every"),
                           startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
-    var stored = job.state
-    stored.metadata["data"] = arguments.values["--data"] ?? state.metadata["data"]
     let outcome: TrainingOutcome
     switch job.state.dtype {
     case .f32: outcome = try runTraining(Float.self, job, console: console)
@@ -230,11 +224,13 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
 
     for epoch in job.startEpoch..<max(job.startEpoch, job.endEpoch) {
         epochOrder(into: &order, shuffle: settings.shuffle, seed: settings.seed, epoch: epoch)
-        var lossSum = Double(state.metadata["partial_loss"] ?? "") ?? 0
-        var correct = Int(state.metadata["partial_correct"] ?? "") ?? 0
-        var seen = Int(state.metadata["partial_seen"] ?? "") ?? 0
+        // A resumed epoch goes on from the sums it had.
+        let resumed = epoch == job.startEpoch ? state.checkpoint.interruption : nil
+        var lossSum = resumed?.lossSum ?? 0
+        var correct = resumed?.correct ?? 0
+        var seen = resumed?.seen ?? 0
         let firstStep = epoch == job.startEpoch ? job.startStep : 0
-        state.metadata["partial_loss"] = nil; state.metadata["partial_correct"] = nil; state.metadata["partial_seen"] = nil
+        state.checkpoint.interruption = nil
         let epochStart = DispatchTime.now().uptimeNanoseconds
         var lastDraw: UInt64 = 0
         for step in firstStep..<stepsPerEpoch {
@@ -278,14 +274,10 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
             if interruptRequested != 0 {
                 if console.isTerminal { console.print("") }
                 state.take(store)
-                state.metadata["interrupted"] = "1"
-                state.metadata["epochs_done"] = String(epoch)
-                state.metadata["step_in_epoch"] = String(step + 1)
-                state.metadata["epochs_target"] = String(job.endEpoch)
-                state.metadata["partial_loss"] = String(lossSum)
-                state.metadata["partial_correct"] = String(correct)
-                state.metadata["partial_seen"] = String(seen)
-                record(settings, in: &state)
+                state.checkpoint.epochsDone = epoch
+                state.checkpoint.interruption = Checkpoint.Interruption(stepInEpoch: step + 1, epochsTarget: job.endEpoch,
+                                                                        lossSum: lossSum, correct: correct, seen: seen)
+                state.checkpoint.settings = settings
                 try state.write(to: job.outputPath)
                 throw Interrupted(checkpoint: job.outputPath)
             }
@@ -298,7 +290,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
             entry.testLoss = testLoss
             entry.testAccuracy = testAccuracy
         }
-        state.history.append(entry)
+        state.checkpoint.history.append(entry)
         finalLoss = epochLoss
         finalAccuracy = entry.accuracy
         if console.isTerminal { console.print("\r\u{1B}[K", terminator: "") }
@@ -314,33 +306,15 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
         }
     }
     state.take(store)
-    state.metadata["interrupted"] = nil
-    state.metadata["step_in_epoch"] = nil
-    state.metadata["epochs_target"] = nil
-    state.metadata["epochs_done"] = String(max(job.startEpoch, job.endEpoch))
-    record(settings, in: &state)
+    state.checkpoint.interruption = nil
+    state.checkpoint.epochsDone = max(job.startEpoch, job.endEpoch)
+    state.checkpoint.settings = settings
     try state.write(to: job.outputPath)
     if let plot = job.plotPath {
-        do { try writeAtomically(Data(trainingPlot(state.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot) }
+        do { try writeAtomically(Data(trainingPlot(state.checkpoint.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot) }
         catch { throw InputError("\(plot): error: cannot write the plot: \(error)") }
     }
     return TrainingOutcome(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy)
-}
-
-/// Saves the effective training settings so that resuming uses the same ones.
-func record(_ settings: TrainingSettings, in state: inout ModelState) {
-    state.metadata["train.optimizer"] = settings.optimizer.rawValue
-    state.metadata["train.lr"] = "\(settings.learningRate)"
-    state.metadata["train.epochs"] = "\(settings.epochs)"
-    if let batch = settings.batch { state.metadata["train.batch"] = "\(batch)" }
-    state.metadata["train.seed"] = "\(settings.seed)"
-    state.metadata["train.shuffle"] = settings.shuffle ? "1" : "0"
-    state.metadata["train.momentum"] = "\(settings.momentum)"
-    state.metadata["train.nesterov"] = settings.nesterov ? "1" : "0"
-    state.metadata["train.decay"] = "\(settings.decay)"
-    state.metadata["train.beta1"] = "\(settings.beta1)"
-    state.metadata["train.beta2"] = "\(settings.beta2)"
-    state.metadata["train.eps"] = "\(settings.eps)"
 }
 
 func progressBar(epoch: Int, of epochs: Int, done: Int, total: Int, samplesPerSecond: Double, loss: Double, eta: Double) -> String {

@@ -13,7 +13,9 @@ public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
     public let names: [String]
     public let shapes: [[Int]]
     public let parameters: [UnsafeMutableBufferPointer<T>]
-    public let stateNames: [String]
+    /// The graph's persistent non-parameter tensors (optimizer state, running statistics), in the
+    /// order of `states`; the plan finds each by name.
+    public let stateSlots: [StateSlot]
     public let states: [UnsafeMutableBufferPointer<T>]
     /// Optimizer steps taken (Adam's bias correction needs it).
     public var step: Int = 0
@@ -25,7 +27,7 @@ public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
     public init(graph: Graph) {
         names = graph.parameters.map(\.name)
         shapes = graph.parameters.map(\.shape.dims)
-        stateNames = graph.states.map(\.name)
+        stateSlots = graph.states.map { StateSlot(name: $0.name, kind: $0.kind, shape: graph[$0.value].shape.dims) }
         let parameterCounts = graph.parameters.map(\.shape.rowElements)
         let stateCounts = graph.states.map { graph[$0.value].shape.rowElements }
         // Offsets in elements, each rounded up to 64 bytes.
@@ -52,6 +54,17 @@ public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
     public func parameter(named name: String) -> UnsafeMutableBufferPointer<T>? {
         names.firstIndex(of: name).map { parameters[$0] }
     }
+
+    public func state(named name: String) -> UnsafeMutableBufferPointer<T>? {
+        stateSlots.firstIndex { $0.name == name }.map { states[$0] }
+    }
+}
+
+/// A persistent non-parameter tensor of a store: its name, kind and shape.
+public struct StateSlot: Sendable, Equatable {
+    public var name: String
+    public var kind: StateKind
+    public var shape: [Int]
 }
 
 /// One step of a plan with everything resolved: pointers into the arena or the parameter store

@@ -48,14 +48,14 @@ func write(_ text: String, to path: String) {
         #expect(stopped.status == 130)
         #expect(stopped.errors.contains("interrupted: wrote the checkpoint"))
         let checkpoint = try CompiledFile.read(path: directory + "/checkpoint.nnc")
-        #expect(checkpoint.metadata["interrupted"] == "1")
+        #expect(checkpoint.checkpoint.interruption != nil)
         let resumed = nnc("train", directory + "/checkpoint.nnc", "-o", directory + "/resumed.nnc", "--threads", "1")
         #expect(resumed.status == 0, "\(resumed.errors)")
         let a = try CompiledFile.read(path: directory + "/full.nnc"), b = try CompiledFile.read(path: directory + "/resumed.nnc")
-        #expect(a.parameters == b.parameters)
-        #expect(a.states == b.states)
-        #expect(a.history.count == 6 && b.history.count == 6)
-        #expect(a.history.last == b.history.last)
+        #expect(a.checkpoint.parameters == b.checkpoint.parameters)
+        #expect(a.checkpoint.optimizerState == b.checkpoint.optimizerState)
+        #expect(a.checkpoint.history.count == 6 && b.checkpoint.history.count == 6)
+        #expect(a.checkpoint.history.last == b.checkpoint.history.last)
     }
 
     @Test func sameSeedSameThreadsIsBitIdentical() throws {
@@ -63,7 +63,7 @@ func write(_ text: String, to path: String) {
         let model = classifier(in: directory)
         #expect(nnc("train", model, "-o", directory + "/a.nnc").status == 0)
         #expect(nnc("train", model, "-o", directory + "/b.nnc").status == 0)
-        #expect(try CompiledFile.read(path: directory + "/a.nnc").parameters == CompiledFile.read(path: directory + "/b.nnc").parameters)
+        #expect(try CompiledFile.read(path: directory + "/a.nnc").checkpoint.parameters == CompiledFile.read(path: directory + "/b.nnc").checkpoint.parameters)
     }
 
     @Test func continuingACompiledFileTrainsMoreEpochs() throws {
@@ -73,7 +73,7 @@ func write(_ text: String, to path: String) {
         let more = nnc("train", directory + "/a.nnc", "--epochs", "3")
         #expect(more.status == 0, "\(more.errors)")
         #expect(more.output.contains("epoch 5/5"))
-        #expect(try CompiledFile.read(path: directory + "/a.nnc").history.count == 5)
+        #expect(try CompiledFile.read(path: directory + "/a.nnc").checkpoint.history.count == 5)
     }
 
     @Test func trainingPrintsEpochsAndSummaryAndWritesFiles() throws {
@@ -137,7 +137,7 @@ func write(_ text: String, to path: String) {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: directory + "/m.nnc")))
         // The round trip keeps everything.
         let file = try CompiledFile.decode(bytes, path: "m.nnc")
-        #expect(try CompiledFile.decode(file.encoded(float64: false), path: "again") == file)
+        #expect(try CompiledFile.decode(file.encoded(), path: "again") == file)
         func expectError(_ data: [UInt8], _ message: String) {
             write("", to: directory + "/bad.nnc")
             _ = FileManager.default.createFile(atPath: directory + "/bad.nnc", contents: Data(data))
@@ -175,8 +175,8 @@ func write(_ text: String, to path: String) {
         #expect(arrays.first { $0.name == "fc1.weight" }?.array.shape == [3, 8])
         // --init loads them: one epoch with lr 0 leaves them unchanged.
         #expect(nnc("train", model, "--init", directory + "/w.npz", "--lr", "1e-30", "--epochs", "1", "-o", directory + "/n.nnc").status == 0)
-        let original = try CompiledFile.read(path: directory + "/m.nnc").parameters
-        let loaded = try CompiledFile.read(path: directory + "/n.nnc").parameters
+        let original = try CompiledFile.read(path: directory + "/m.nnc").checkpoint.parameters
+        let loaded = try CompiledFile.read(path: directory + "/n.nnc").checkpoint.parameters
         for (a, b) in zip(original, loaded) { #expect(a.name == b.name); for (x, y) in zip(a.values, b.values) { #expect(abs(x - y) < 1e-6) } }
         // A wrong shape is an error naming the array.
         try writeNPZ(path: directory + "/bad.npz", arrays: [("fc1.weight", [2, 2], false, [1, 2, 3, 4])])

@@ -102,10 +102,10 @@ private func expectCloseToNumPy(_ actual: [Double], _ expected: [Double], _ what
 
 private func expectParametersMatchNumPy(_ file: CompiledFile, _ expected: [String: [Double]], _ what: String,
                                         sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(Set(file.parameters.map(\.name)) == Set(expected.keys), "\(what): parameters \(file.parameters.map(\.name))",
+    #expect(Set(file.checkpoint.parameters.map(\.name)) == Set(expected.keys), "\(what): parameters \(file.checkpoint.parameters.map(\.name))",
             sourceLocation: sourceLocation)
     for (name, values) in expected.sorted(by: { $0.key < $1.key }) {
-        guard let tensor = file.parameters.first(where: { $0.name == name }) else { continue }
+        guard let tensor = file.checkpoint.parameters.first(where: { $0.name == name }) else { continue }
         expectCloseToNumPy(tensor.values, values, "\(what) \(name)", sourceLocation: sourceLocation)
     }
 }
@@ -145,11 +145,11 @@ func tutorialReproducesNumPy(_ reference: TutorialReference) throws {
     let input = scratch.appendingPathComponent("new.csv").path
 
     runNNC(["compile", model, "--dtype", "f64", "-o", start])
-    let initial = try #require(try CompiledFile.read(path: start).parameters.first { $0.name == "fc1.weight" })
+    let initial = try #require(try CompiledFile.read(path: start).checkpoint.parameters.first { $0.name == "fc1.weight" })
     expectCloseToNumPy(initial.values, [-0.16595599, 0.44064899, -0.99977125], "starting weights", tolerance: 1e-8)
 
     runNNC(["train", model, "--dtype", "f64", "-o", trained])
-    let final = try #require(try CompiledFile.read(path: trained).parameters.first { $0.name == "fc1.weight" })
+    let final = try #require(try CompiledFile.read(path: trained).checkpoint.parameters.first { $0.name == "fc1.weight" })
     expectCloseToNumPy(final.values, [9.67299303, -0.2078435, -4.62963669], "trained weights", tolerance: 1e-8)
 
     try "1,0,0\n".write(toFile: input, atomically: true, encoding: .utf8)
@@ -168,8 +168,8 @@ func tutorialReproducesNumPy(_ reference: TutorialReference) throws {
 
     runNNC(["train", model, "-o", trained])
     let file = try CompiledFile.read(path: trained)
-    let last = try #require(file.history.last)
-    #expect(file.history.count == 1000)
+    let last = try #require(file.checkpoint.history.last)
+    #expect(file.checkpoint.history.count == 1000)
     #expect(last.loss < 0.01, "final epoch loss \(last.loss)")
 
     try "0,0\n0,1\n1,0\n1,1\n".write(toFile: input, atomically: true, encoding: .utf8)
