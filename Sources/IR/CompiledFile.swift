@@ -47,12 +47,7 @@ public struct CompiledFile: Sendable, Equatable {
         payload.section("PARM", Self.encode(checkpoint.parameters, float64: float64))
         payload.section("OPTS", Self.encode(checkpoint.optimizerState, float64: float64))
         payload.section("PERS", Self.encode(checkpoint.persistentState, float64: float64))
-        var history = Writer()
-        history.u64(UInt64(checkpoint.history.count))
-        for epoch in checkpoint.history {
-            for value in [epoch.loss, epoch.accuracy ?? .nan, epoch.testLoss ?? .nan, epoch.testAccuracy ?? .nan] { history.f64(value) }
-        }
-        payload.section("HIST", history.bytes)
+        payload.section("HIST", Self.encode(checkpoint.history))
         var file = Writer()
         file.bytes += Self.magic
         file.u32(Self.formatVersion)
@@ -73,6 +68,16 @@ public struct CompiledFile: Sendable, Equatable {
             w.bytes.append(float64 ? 8 : 4)
             w.u64(UInt64(tensor.values.count))
             if float64 { for v in tensor.values { w.f64(v) } } else { for v in tensor.values { w.u32(Float(v).bitPattern) } }
+        }
+        return w.bytes
+    }
+
+    /// The history: u64 count, then per epoch four f64 (loss, accuracy, test loss, test accuracy; NaN: none).
+    static func encode(_ history: [Epoch]) -> [UInt8] {
+        var w = Writer()
+        w.u64(UInt64(history.count))
+        for epoch in history {
+            for value in [epoch.loss, epoch.accuracy ?? .nan, epoch.testLoss ?? .nan, epoch.testAccuracy ?? .nan] { w.f64(value) }
         }
         return w.bytes
     }

@@ -43,12 +43,7 @@ import Parser
         payload.section("META", Array(meta.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined().utf8))
         payload.section("PARM", CompiledFile.encode(c.parameters, float64: c.dtype == .f64))
         payload.section("STAT", CompiledFile.encode(c.optimizerState, float64: c.dtype == .f64))
-        var history = Writer()
-        history.u64(UInt64(c.history.count))
-        for epoch in c.history {
-            for value in [epoch.loss, epoch.accuracy ?? .nan, epoch.testLoss ?? .nan, epoch.testAccuracy ?? .nan] { history.f64(value) }
-        }
-        payload.section("HIST", history.bytes)
+        payload.section("HIST", CompiledFile.encode(c.history))
         var out = Writer()
         out.bytes += CompiledFile.magic
         out.u32(1)
@@ -59,13 +54,7 @@ import Parser
     }
 
     func classifier(in directory: String) -> String {
-        var csv = "a,b,c,label\n"
-        var random = MT19937(seed: 3)
-        for _ in 0..<50 {
-            let a = random.uniform(-1, 1), b = random.uniform(-1, 1), c = random.uniform(-1, 1)
-            csv += "\(a),\(b),\(c),\(a + b > 0 ? (c > 0 ? 2 : 1) : 0)\n"
-        }
-        write(csv, to: directory + "/data.csv")
+        writeClassifierData(in: directory)
         write("input 3\nfc 3->8\nrelu\ndropout 0.1\nfc 8->3\nloss crossentropy\ndata \"data.csv\"\ntrain adam lr 0.01 batch 8 epochs 5 seed 4\n",
               to: directory + "/m.nn")
         return directory + "/m.nn"

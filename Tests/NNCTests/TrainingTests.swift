@@ -23,16 +23,21 @@ func write(_ text: String, to path: String) {
     _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
 }
 
+/// 50 rows of three features and a class label (0, 1 or 2) in DIRECTORY/data.csv.
+func writeClassifierData(in directory: String) {
+    var csv = "a,b,c,label\n"
+    var random = MT19937(seed: 3)
+    for _ in 0..<50 {
+        let a = random.uniform(-1, 1), b = random.uniform(-1, 1), c = random.uniform(-1, 1)
+        csv += "\(a),\(b),\(c),\(a + b > 0 ? (c > 0 ? 2 : 1) : 0)\n"
+    }
+    write(csv, to: directory + "/data.csv")
+}
+
 @Suite(.serialized) struct TrainingTests {
     /// A small classifier with momentum, shuffling and dropout: everything resuming must restore.
     func classifier(in directory: String) -> String {
-        var csv = "a,b,c,label\n"
-        var random = MT19937(seed: 3)
-        for _ in 0..<50 {
-            let a = random.uniform(-1, 1), b = random.uniform(-1, 1), c = random.uniform(-1, 1)
-            csv += "\(a),\(b),\(c),\(a + b > 0 ? (c > 0 ? 2 : 1) : 0)\n"
-        }
-        write(csv, to: directory + "/data.csv")
+        writeClassifierData(in: directory)
         write("input 3\nfc 3->8\nrelu\ndropout 0.1\nfc 8->3\nloss crossentropy\ndata \"data.csv\"\ntrain sgd lr 0.1 momentum 0.9 batch 8 epochs 6 seed 4\n",
               to: directory + "/m.nn")
         return directory + "/m.nn"
