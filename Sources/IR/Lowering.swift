@@ -189,7 +189,7 @@ struct Lowering {
                 guard checkSize(dims, what: "the input", at: range) else { failed = true; continue }
                 defineInput(dims, at: statement)
                 continue
-            default: break
+            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss: break
             }
             if let lossStatement {
                 error(.statementAfterLoss, "'\(text(statement))' comes after the loss; the loss must be the last layer statement",
