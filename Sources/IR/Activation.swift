@@ -11,6 +11,12 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     case identity, tanh, sigmoid, relu
     case leakyRelu(alpha: Double)
     case pow(Int)
+    /// x for x > 0, α(eˣ − 1) otherwise (PyTorch's ELU).
+    case elu(alpha: Double)
+    /// λ·elu(x, α) with PyTorch's λ = 1.0507009873554805, α = 1.6732632423543772.
+    case selu
+    /// log(1 + eˣ), and x itself above 20 (PyTorch's Softplus with β = 1, threshold 20).
+    case softplus
     /// GELU with the tanh approximation (PyTorch's `GELU(approximate='tanh')`):
     /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
     case gelu
@@ -19,8 +25,9 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     /// y; otherwise it keeps the input x (pow, gelu), and backward fusions that only see y do not apply.
     public var derivativeFromOutput: Bool {
         switch self {
-        case .identity, .tanh, .sigmoid, .relu, .leakyRelu: return true
-        case .pow, .gelu: return false
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .elu, .selu: return true
+        // softplus: PyTorch differentiates from the input (its threshold is on x).
+        case .pow, .gelu, .softplus: return false
         }
     }
 
@@ -28,7 +35,7 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     /// repeated product is not worth an epilogue case, and training keeps its input anyway.
     public var epilogueFusable: Bool {
         switch self {
-        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu: return true
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu, .elu, .selu, .softplus: return true
         case .pow: return false
         }
     }
@@ -44,6 +51,9 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
         case .sigmoid: return "sigmoid"
         case .relu: return "relu"
         case .gelu: return "gelu"
+        case .elu(let alpha): return "elu(\(formatNumber(alpha)))"
+        case .selu: return "selu"
+        case .softplus: return "softplus"
         case .leakyRelu(let alpha): return "leakyrelu(\(formatNumber(alpha)))"
         case .pow(let k): return "pow(\(k))"
         }
@@ -55,7 +65,7 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
         case .identity: return 0
         case .relu, .leakyRelu: return 1
         case .pow(let k): return max(1, k - 1)
-        case .tanh, .sigmoid: return 4
+        case .tanh, .sigmoid, .elu, .selu, .softplus: return 4
         case .gelu: return 9
         }
     }
@@ -66,6 +76,8 @@ public enum ActivationWordMeaning: Sendable, Equatable {
     case elementwise(ActivationFunction)
     /// Row-wise softmax over the features (its own op).
     case softmax
+    /// Row-wise log-softmax over the features (its own op).
+    case logSoftmax
 }
 
 /// One word of the activation vocabulary: its name, the argument it takes, and what it means.
@@ -91,7 +103,11 @@ public let activationWords: [ActivationWord] = [
         .elementwise(.leakyRelu(alpha: $0))
     },
     ActivationWord(word: "gelu", argument: .none) { _ in .elementwise(.gelu) },
+    ActivationWord(word: "elu", argument: .optionalNumber(name: "elu alpha", low: 0, high: .infinity, default: 1)) { .elementwise(.elu(alpha: $0)) },
+    ActivationWord(word: "selu", argument: .none) { _ in .elementwise(.selu) },
+    ActivationWord(word: "softplus", argument: .none) { _ in .elementwise(.softplus) },
     ActivationWord(word: "softmax", argument: .none) { _ in .softmax },
+    ActivationWord(word: "logsoftmax", argument: .none) { _ in .logSoftmax },
     ActivationWord(word: "identity", argument: .none) { _ in .elementwise(.identity) },
     ActivationWord(word: "pow", argument: .integer(name: "pow exponent", low: 1, high: 64)) { .elementwise(.pow(Int($0))) },
 ]

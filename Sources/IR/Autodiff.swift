@@ -68,8 +68,23 @@ extension Op {
             let x = operands[0], w = operands[1]
             return [needs[0] ? try emit(.conv2dInputGrad(geometry), [g, w, x], d(x)) : nil,
                     needs[1] ? try emit(.conv2dWeightGrad(geometry), [x, g, w], d(w)) : nil]
-        case .pool(let kind, let window, let stride):
-            return [try emit(.poolGrad(kind, window: window, stride: stride), [operands[0], node.results[0], g], d(operands[0]))]
+        case .pool(let kind, let window, let stride, let padding):
+            return [try emit(.poolGrad(kind, window: window, stride: stride, padding: padding), [operands[0], node.results[0], g], d(operands[0]))]
+        case .concat:
+            let a = operands[0], b = operands[1]
+            let ca = graph[a].shape.dims[0], cb = graph[b].shape.dims[0]
+            return [needs[0] ? try emit(.sliceChannels(start: 0, count: ca), [g], d(a)) : nil,
+                    needs[1] ? try emit(.sliceChannels(start: ca, count: cb), [g], d(b)) : nil]
+        case .batchNorm:
+            // (x, γ, β, running mean, running var) → (y, mean, invstd): one kernel for dx, dγ, dβ.
+            let x = operands[0]
+            let results = try graph.add(.batchNormGrad, [x, operands[1], node.results[1], node.results[2], g],
+                                        names: [d(x), d(operands[1]), d(operands[2])], at: at, phase: .backward)
+            return [results[0], results[1], results[2], nil, nil]
+        case .logSoftmax:
+            return [try emit(.logSoftmaxGrad, [node.results[0], g], d(operands[0]))]
+        case .nllLoss:
+            return [try emit(.nllLossGrad, [operands[0], operands[1], g], d(operands[0])), nil]
         case .reshape:
             return [try emit(.reshape(graph[operands[0]].shape), [g], d(operands[0]))]
         case .dropoutMask:
@@ -82,7 +97,8 @@ extension Op {
             return [try emit(.softmaxCrossEntropyGrad, [operands[0], operands[1], g], d(operands[0])), nil]
         case .input, .target, .parameter, .state, .constant:
             return []
-        case .activationGrad, .softmaxGrad, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
+        case .activationGrad, .softmaxGrad, .logSoftmaxGrad, .nllLossGrad, .sliceChannels, .batchNormGrad,
+             .batchNormInference, .batchNormFold, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
              .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .update,
              .dense, .convFused, .activationGradBias, .convBackward, .matmulUpdate:
             throw AutodiffError(op: name, location: at, source: graph.source)
@@ -109,7 +125,9 @@ extension Graph {
         var gradient = [ValueID?](repeating: nil, count: values.count)
         gradient[loss.index] = try graph.add1(.constant(1), [], name: "dloss", at: nil, phase: .backward)
         for node in nodes.reversed() {
-            guard node.results.count == 1, let g = gradient[node.results[0].index] else { continue }
+            // The gradient of an op's first result (a batch norm's other results, its batch statistics,
+            // feed only its own backward).
+            guard let first = node.results.first, let g = gradient[first.index] else { continue }
             let needs = node.operands.map { dependsOnParameter[$0.index] }
             guard needs.contains(true) else { continue }
             let operandGradients = try node.op.gradient(of: node, resultGradient: g, in: &graph, needs: needs)

@@ -31,12 +31,15 @@ public enum ParameterInit: Sendable, Equatable, CustomStringConvertible {
     case uniform(low: Double, high: Double)
     case normal(mean: Double, std: Double)
     case zeros
+    /// A batch norm's weight.
+    case ones
 
     public var description: String {
         switch self {
         case .uniform(let a, let b): return "uniform(\(formatNumber(a)),\(formatNumber(b)))"
         case .normal(let m, let s): return "normal(\(formatNumber(m)),\(formatNumber(s)))"
         case .zeros: return "zeros"
+        case .ones: return "ones"
         }
     }
 }
@@ -63,7 +66,11 @@ public struct PersistentState: Sendable {
     public var name: String
     public var value: ValueID
     public var kind: StateKind
-    public init(name: String, value: ValueID, kind: StateKind) { self.name = name; self.value = value; self.kind = kind }
+    /// Every element's value before the first step (0; a running variance starts at 1).
+    public var initial: Double
+    public init(name: String, value: ValueID, kind: StateKind, initial: Double = 0) {
+        self.name = name; self.value = value; self.kind = kind; self.initial = initial
+    }
 }
 
 /// What the target tensor holds.

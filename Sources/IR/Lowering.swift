@@ -71,6 +71,10 @@ public struct LayerSummary: Sendable {
     /// FLOPs per sample of the forward pass.
     public var flops: Int
     public var location: SourceRange
+    /// Elements of persistent state the layer keeps (running statistics), not trained.
+    public var persistentState: Int = 0
+    /// The named value feeding the layer (`add a`, `concat a`, a layer after `from a`): "a (line 3)".
+    public var source: String?
 }
 
 /// The forward graph of a model with everything `nnc check` shows.
@@ -84,6 +88,7 @@ public struct LoweredModel: Sendable {
     public var warnings: [Diagnostic]
 
     public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameters } }
+    public var persistentStateCount: Int { layers.reduce(0) { $0 + $1.persistentState } }
     public var flopsPerSample: Int { layers.reduce(0) { $0 + $1.flops } }
 }
 
@@ -125,6 +130,21 @@ struct Lowering {
     var failed = false
     /// Where the current statement's nodes start (its summary row counts their FLOPs and parameters).
     var statementFirstNode = 0
+    /// Named values (`as NAME`, and `input`): the value, its per-sample shape, the statement that named it.
+    var names: [String: NamedValue] = [:]
+    /// The names in the order they were defined (for did-you-mean and the unused-name warnings).
+    var nameOrder: [String] = []
+    /// The named value feeding the current statement (`add a`, `concat a`, or the first layer after `from a`).
+    var feedingName: String?
+    var batchNormCount = 0
+
+    struct NamedValue {
+        var value: ValueID
+        var shape: [Int]
+        var statement: Statement
+        var range: SourceRange
+        var used = false
+    }
 
     init(ast: ModelAST, dtype: DType, training: Bool) {
         self.ast = ast
@@ -189,7 +209,7 @@ struct Lowering {
                 guard checkSize(dims, what: "the input", at: range) else { failed = true; continue }
                 defineInput(dims, at: statement)
                 continue
-            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss: break
+            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .batchNorm, .join, .from: break
             }
             if let lossStatement {
                 error(.statementAfterLoss, "'\(text(statement))' comes after the loss; the loss must be the last layer statement",
@@ -202,6 +222,11 @@ struct Lowering {
             }
             statementFirstNode = graph.nodes.count
             lowerLayer(statement)
+            if let name = statement.name, !failed { define(name, at: statement) }
+        }
+        for name in nameOrder where name != "input" {
+            guard let named = names[name], !named.used else { continue }
+            diagnostics.append(Diagnostic(.unusedName, "'\(name)' is never used; 'add', 'concat' or 'from' would use it", at: named.range))
         }
         if ast.statements.isEmpty || (value == nil && !failed && !diagnostics.containsErrors) {
             let at = ast.statements.first?.range ?? SourceRange(start: 0, end: 0)
@@ -233,7 +258,50 @@ struct Lowering {
         graph.input = value
         producer = statement
         shapeProducer = statement
+        names["input"] = NamedValue(value: value!, shape: dims, statement: statement, range: statement.keywordRange, used: true)
+        nameOrder.append("input")
         layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, dims), parameters: 0, flops: 0, location: statement.range))
+        if let name = statement.name { define(name, at: statement) }
+    }
+
+    /// `as NAME`: names the current value.
+    mutating func define(_ name: Name, at statement: Statement) {
+        guard let value else { return }
+        if statementWords.contains(name.text) || Parser.reservedWords.contains(name.text) || activationWords.contains(where: { $0.word == name.text }) {
+            error(.reservedName, "\(quoted(name.text)) is a keyword and cannot name a value", at: name.range)
+            return
+        }
+        if let earlier = names[name.text] {
+            error(.nameGivenTwice, name.text == "input" ? "'input' names the model's input and cannot name another value"
+                                                        : "'\(name.text)' is defined twice",
+                  at: name.range, notes: [.init(.nameDefinedHere, "'\(name.text)' is defined here", at: earlier.range)])
+            return
+        }
+        names[name.text] = NamedValue(value: value, shape: shape, statement: statement, range: name.range)
+        nameOrder.append(name.text)
+    }
+
+    /// A named value used by `add`, `concat` or `from`, or an error with a did-you-mean.
+    mutating func lookUp(_ name: Name) -> NamedValue? {
+        guard var named = names[name.text] else {
+            var message = "unknown name \(quoted(name.text))"
+            if let guess = suggestion(for: name.text, among: nameOrder) { message += "; did you mean '\(guess)'?" }
+            else if nameOrder.count > 1 { message += " (defined so far: \(nameOrder.joined(separator: ", ")))" }
+            else { message += "; name a layer's output with 'as \(name.text)' first" }
+            error(.unknownName, message, at: name.range)
+            failed = true
+            return nil
+        }
+        named.used = true
+        names[name.text] = named
+        return named
+    }
+
+    /// A persistent state tensor of the model (running statistics), found by name.
+    mutating func addPersistentState(_ name: String, _ valueName: String, _ channels: Int, initial: Double, at statement: Statement) -> ValueID {
+        let id = graph.addSource(.state(name: name), name: valueName, shape: .fixed(channels), at: statement.range)
+        graph.states.append(PersistentState(name: name, value: id, kind: .persistent, initial: initial))
+        return id
     }
 
     mutating func addParameter(_ name: String, _ valueName: String, _ dims: [Int], _ initializer: ParameterInit, at statement: Statement) -> ValueID? {
@@ -280,6 +348,36 @@ struct Lowering {
             }
             finish(statement)
         case .activation(let word): lowerActivation(word, statement)
+        case .globalAveragePool:
+            guard let x = requireInput(statement) else { return }
+            guard shape.count == 3 else {
+                error(.imageInputNeeded, "globalavgpool needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : dimsText(shape))",
+                      at: statement.range, notes: previousNote())
+                failed = true
+                return
+            }
+            let window = [shape[1], shape[2]]
+            guard let pooled = emit(.pool(.average, window: window, stride: window, padding: [0, 0]), [x], "gap\(otherCount)", at: statement),
+                  let y = emit(.reshape(.batch(shape[0])), [pooled], "gapflat\(otherCount)", at: statement) else { return }
+            otherCount += 1
+            value = y
+            shape = [shape[0]]
+            finish(statement)
+        case .batchNorm(let spec): lowerBatchNorm(spec, statement)
+        case .join(let kind, let name): lowerJoin(kind, name, statement)
+        case .from(let name):
+            guard let named = lookUp(name) else { return }
+            if let current = value, let producer, !names.values.contains(where: { $0.value == current }) {
+                diagnostics.append(Diagnostic(.unusedValue, "the output of '\(text(producer))' is never used: '\(text(statement))' continues from another value",
+                                              at: producer.range, notes: [.init(.nameDefinedHere, "'from' is here", at: statement.range)]))
+            }
+            value = named.value
+            shape = named.shape
+            producer = named.statement
+            shapeProducer = named.statement
+            feedingName = name.text
+            // `from` adds no row: the next layer's row says where its input comes from.
+            return
         case .loss(let loss): lowerLoss(loss, statement)
         case .input, .data, .train: break
         }
@@ -299,7 +397,7 @@ struct Lowering {
         producer = statement
         switch statement.kind {
         case .activation, .dropout: break
-        case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train: shapeProducer = statement
+        case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train, .globalAveragePool, .batchNorm, .join, .from: shapeProducer = statement
         }
         var parameters = 0, flops = 0
         for node in graph.nodes[statementFirstNode...] {
@@ -310,8 +408,14 @@ struct Lowering {
             flops += node.op.flops(operands: node.operands.map { graph[$0].shape.concrete(batch: 1) },
                                    results: node.results.map { graph[$0].shape.concrete(batch: 1) })
         }
+        var persistent = 0
+        for state in graph.states where graph.nodes[statementFirstNode...].contains(where: { $0.results.contains(state.value) }) {
+            persistent += graph[state.value].shape.rowElements
+        }
+        let source = feedingName.flatMap { name in names[name].map { "\(name) (line \(self.source.line(of: $0.statement.range.start)))" } }
+        feedingName = nil
         layers.append(LayerSummary(statement: text(statement), outputShape: outputShape ?? Shape(batched: true, shape),
-                                   parameters: parameters, flops: flops, location: statement.range))
+                                   parameters: parameters, flops: flops, location: statement.range, persistentState: persistent, source: source))
     }
 
     /// Warnings for legal models that are probably mistakes: probabilities regressed with a
@@ -320,7 +424,7 @@ struct Lowering {
         let layerStatements = ast.statements.filter {
             switch $0.kind {
             case .input, .data, .train: return false
-            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss: return true
+            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .batchNorm, .join, .from: return true
             }
         }
         guard let last = layerStatements.last else { return }
@@ -410,29 +514,43 @@ struct Lowering {
             failed = true
             return
         }
-        let (kh, kw, stride, pad) = (conv.kernelHeight.value, conv.kernelWidth.value, conv.stride.value, conv.padding.value)
-        guard let outHeight = windowOutputSize(input: height, window: kh, stride: stride, padding: pad),
-              let outWidth = windowOutputSize(input: width, window: kw, stride: stride, padding: pad) else {
-            error(.windowTooLarge, "conv kernel \(kh)x\(kw) is larger than its input \(height)x\(width)\(pad > 0 ? " padded by \(pad)" : "")",
+        let (kh, kw) = (conv.kernelHeight.value, conv.kernelWidth.value)
+        let geometry = ConvGeometry(strideH: conv.stride.height.value, strideW: conv.stride.width.value,
+                                    padH: conv.padding.height.value, padW: conv.padding.width.value,
+                                    dilationH: conv.dilation.height.value, dilationW: conv.dilation.width.value, groups: conv.groups.value)
+        let outputs = conv.outputs.value
+        let groups = geometry.groups
+        guard channels % groups == 0, outputs % groups == 0 else {
+            error(.invalidConvolution, "conv groups \(groups) must divide the input channels (\(channels)) and the output channels (\(outputs))",
+                  at: conv.groups.range, notes: previousNote())
+            failed = true
+            return
+        }
+        guard let outHeight = windowOutputSize(input: height, window: kh, stride: geometry.strideH, padding: geometry.padH, dilation: geometry.dilationH),
+              let outWidth = windowOutputSize(input: width, window: kw, stride: geometry.strideW, padding: geometry.padW, dilation: geometry.dilationW) else {
+            let dilated = geometry.dilationH != 1 || geometry.dilationW != 1
+            let padded = conv.padding.height.value > 0 || conv.padding.width.value > 0
+            error(dilated ? .invalidConvolution : .windowTooLarge,
+                  "conv kernel \(kh)x\(kw)\(dilated ? " dilated by \(conv.dilation.description)" : "") is larger than its input \(height)x\(width)\(padded ? " padded by \(conv.padding.description)" : "")",
                   at: conv.kernelHeight.range.through(conv.kernelWidth.range), notes: previousNote())
             failed = true
             return
         }
-        let outputs = conv.outputs.value
         let index = layerIndex
         convCount += 1
         layerIndex += 1
-        let fanIn = channels * kh * kw
+        // PyTorch's fans: per group of channels.
+        let fanIn = channels / groups * kh * kw
         let bound = 1 / Double(fanIn).squareRoot()
-        let (weightInit, biasInit) = initializers(conv.initializer, bound: bound, fanIn: fanIn, fanOut: outputs * kh * kw)
+        let (weightInit, biasInit) = initializers(conv.initializer, bound: bound, fanIn: fanIn, fanOut: outputs / groups * kh * kw)
         guard checkSize([outputs, outHeight, outWidth], what: "the output of '\(text(statement))'", at: statement.range),
-              let w = addParameter("conv\(convCount).weight", "w\(index)", [outputs, channels, kh, kw], weightInit, at: statement) else { failed = true; return }
+              let w = addParameter("conv\(convCount).weight", "w\(index)", [outputs, channels / groups, kh, kw], weightInit, at: statement) else { failed = true; return }
         var b: ValueID?
         if conv.bias {
             guard let bias = addParameter("conv\(convCount).bias", "b\(index)", [outputs], biasInit, at: statement) else { failed = true; return }
             b = bias
         }
-        guard var y = emit(.conv2d(ConvGeometry(stride: stride, padding: pad)), [x, w], b == nil ? "z\(index)" : "c\(index)", at: statement) else { return }
+        guard var y = emit(.conv2d(geometry), [x, w], b == nil ? "z\(index)" : "c\(index)", at: statement) else { return }
         if let b {
             guard let z = emit(.biasAdd, [y, b], "z\(index)", at: statement) else { return }
             y = z
@@ -452,9 +570,16 @@ struct Lowering {
         }
         let (kh, kw) = (pool.windowHeight.value, pool.windowWidth.value)
         // The stride defaults to the window, per axis (as PyTorch's kernel_size default).
-        let stride = pool.stride.map { [$0.value, $0.value] } ?? [kh, kw]
-        guard let outHeight = windowOutputSize(input: shape[1], window: kh, stride: stride[0], padding: 0),
-              let outWidth = windowOutputSize(input: shape[2], window: kw, stride: stride[1], padding: 0) else {
+        let stride = pool.stride.map { [$0.height.value, $0.width.value] } ?? [kh, kw]
+        let padding = [pool.padding.height.value, pool.padding.width.value]
+        guard 2 * padding[0] <= kh, 2 * padding[1] <= kw else {
+            error(.valueOutOfRange, "\(pool.kind.rawValue) padding \(pool.padding.description) must be at most half the window \(kh)x\(kw)",
+                  at: pool.padding.range)
+            failed = true
+            return
+        }
+        guard let outHeight = windowOutputSize(input: shape[1], window: kh, stride: stride[0], padding: padding[0]),
+              let outWidth = windowOutputSize(input: shape[2], window: kw, stride: stride[1], padding: padding[1]) else {
             error(.windowTooLarge, "\(pool.kind.rawValue) window \(kh)x\(kw) is larger than its input \(shape[1])x\(shape[2])",
                   at: pool.windowHeight.range.through(pool.windowWidth.range), notes: previousNote())
             failed = true
@@ -462,7 +587,7 @@ struct Lowering {
         }
         let outShape = [shape[0], outHeight, outWidth]
         let kind: PoolKind = pool.kind == .max ? .max : .average
-        guard let y = emit(.pool(kind, window: [kh, kw], stride: stride), [x], "p\(otherCount)", at: statement) else { return }
+        guard let y = emit(.pool(kind, window: [kh, kw], stride: stride, padding: padding), [x], "p\(otherCount)", at: statement) else { return }
         otherCount += 1
         value = y
         shape = outShape
@@ -478,14 +603,14 @@ struct Lowering {
         }
         guard let x = requireInput(statement) else { return }
         switch meaning {
-        case .softmax:
+        case .softmax, .logSoftmax:
             guard shape.count == 1 else {
-                error(.flatInputNeeded, "softmax needs a flat input, but the previous layer produces \(dimsText(shape)); add 'flatten' before it",
+                error(.flatInputNeeded, "\(word.word) needs a flat input, but the previous layer produces \(dimsText(shape)); add 'flatten' before it",
                       at: statement.range, notes: previousNote())
                 failed = true
                 return
             }
-            guard let y = emit(.softmax, [x], "h\(max(0, layerIndex - 1))", at: statement) else { return }
+            guard let y = emit(meaning == .softmax ? .softmax : .logSoftmax, [x], "h\(max(0, layerIndex - 1))", at: statement) else { return }
             value = y
         case .elementwise(.identity):
             break
@@ -527,6 +652,9 @@ struct Lowering {
         case .bce:
             let y = target(.init(batched: true, shape), .values(width: width))
             lossValue = emit(.binaryCrossEntropy, [prediction, y], "loss", at: statement)
+        case .nll:
+            let labels = target(.batch(), .classLabels(classes: width))
+            lossValue = emit(.nllLoss, [prediction, labels], "loss", at: statement)
         case .crossentropy:
             let labels = target(.batch(), .classLabels(classes: width))
             // softmax followed by cross-entropy stays as written here; the fusion pass turns it into
@@ -547,6 +675,62 @@ struct Lowering {
             }
         }
         finish(statement, outputShape: .scalar)
+    }
+
+    /// `batchnorm`: per channel of [N,C,H,W] or per feature of [N,F]; weight 1, bias 0, running mean 0
+    /// and variance 1 (PyTorch's BatchNorm1d/2d). Training normalizes with the batch statistics and
+    /// updates the running ones; evaluation uses the running ones.
+    mutating func lowerBatchNorm(_ spec: BatchNorm, _ statement: Statement) {
+        guard let x = requireInput(statement) else { return }
+        guard shape.count == 1 || shape.count == 3 else {
+            error(.imageInputNeeded, "batchnorm needs features or an image (channels x height x width), but the previous layer produces \(dimsText(shape))",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        batchNormCount += 1
+        let channels = shape[0], k = batchNormCount
+        guard let gamma = addParameter("bn\(k).weight", "bn\(k)w", [channels], .ones, at: statement),
+              let beta = addParameter("bn\(k).bias", "bn\(k)b", [channels], .zeros, at: statement) else { failed = true; return }
+        let mean = addPersistentState("bn\(k).running_mean", "bn\(k)mean", channels, initial: 0, at: statement)
+        let variance = addPersistentState("bn\(k).running_var", "bn\(k)var", channels, initial: 1, at: statement)
+        let operands = [x, gamma, beta, mean, variance]
+        if training {
+            do {
+                let results = try graph.add(.batchNorm(eps: spec.eps, momentum: spec.momentum), operands,
+                                            names: ["bn\(k)", "bn\(k)batchmean", "bn\(k)invstd"], at: statement.range, phase: .forward)
+                value = results[0]
+            } catch {
+                self.error(.internalError, "\(error)", at: statement.range)
+                failed = true
+                return
+            }
+        } else {
+            guard let y = emit(.batchNormInference(eps: spec.eps), operands, "bn\(k)", at: statement) else { return }
+            value = y
+        }
+        finish(statement)
+    }
+
+    /// `add NAME` and `concat NAME`: the current value joined with a named one.
+    mutating func lowerJoin(_ kind: JoinKind, _ name: Name, _ statement: Statement) {
+        guard let x = requireInput(statement), let named = lookUp(name) else { return }
+        let fits = kind == .add ? named.shape == shape
+            : named.shape.count == shape.count && !shape.isEmpty && Array(named.shape.dropFirst()) == Array(shape.dropFirst())
+        guard fits else {
+            let current = producer.map { " (from '\(text($0))')" } ?? ""
+            let rule = kind == .add ? "the same shape" : "the same shape but for the channels"
+            error(.joinShapeMismatch, "\(kind.rawValue) needs \(rule): the current value is \(dimsText(shape))\(current), '\(name.text)' is \(dimsText(named.shape)) (from '\(text(named.statement))')",
+                  at: name.range, notes: previousNote() + [.init(.nameDefinedHere, "'\(name.text)' is defined here", at: named.range)])
+            failed = true
+            return
+        }
+        feedingName = name.text
+        guard let y = emit(kind == .add ? .add : .concat, [x, named.value], "\(kind.rawValue)\(otherCount)", at: statement) else { return }
+        otherCount += 1
+        value = y
+        if kind == .concat { shape[0] += named.shape[0] }
+        finish(statement)
     }
 
     /// The weight and bias initializers of a layer: the one written (`xavier` and `he` resolved from

@@ -30,19 +30,35 @@ public enum OptimizerUpdate: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Convolution geometry shared by the conv ops.
-public struct ConvGeometry: Hashable, Sendable {
-    public var stride: Int
-    public var padding: Int
-    public init(stride: Int, padding: Int) { self.stride = stride; self.padding = padding }
+/// Convolution geometry shared by the conv ops: per-axis stride, padding and dilation, and groups.
+public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
+    public var strideH: Int, strideW: Int
+    public var padH: Int, padW: Int
+    public var dilationH: Int, dilationW: Int
+    public var groups: Int
+    public init(strideH: Int, strideW: Int, padH: Int, padW: Int, dilationH: Int = 1, dilationW: Int = 1, groups: Int = 1) {
+        (self.strideH, self.strideW, self.padH, self.padW) = (strideH, strideW, padH, padW)
+        (self.dilationH, self.dilationW, self.groups) = (dilationH, dilationW, groups)
+    }
+    /// Square stride and padding, no dilation, one group.
+    public init(stride: Int, padding: Int) { self.init(strideH: stride, strideW: stride, padH: padding, padW: padding) }
+
+    /// `stride=1 pad=1`, with `2x1` for unequal axes, and `groups=G` `dilation=D` when not 1.
+    public var description: String {
+        func pair(_ a: Int, _ b: Int) -> String { a == b ? "\(a)" : "\(a)x\(b)" }
+        var text = "stride=\(pair(strideH, strideW)) pad=\(pair(padH, padW))"
+        if dilationH != 1 || dilationW != 1 { text += " dilation=\(pair(dilationH, dilationW))" }
+        if groups != 1 { text += " groups=\(groups)" }
+        return text
+    }
 }
 
 /// The output length of a convolution or pooling window along one axis (floor, as PyTorch), or nil
 /// when the window does not fit the padded input. Lowering's diagnostics and the shape rules use it.
-public func windowOutputSize(input: Int, window: Int, stride: Int, padding: Int) -> Int? {
-    let padded = input + 2 * padding
-    guard window <= padded, stride >= 1 else { return nil }
-    return (padded - window) / stride + 1
+public func windowOutputSize(input: Int, window: Int, stride: Int, padding: Int, dilation: Int = 1) -> Int? {
+    let padded = input + 2 * padding, span = dilation * (window - 1) + 1
+    guard span <= padded, stride >= 1, window >= 1, dilation >= 1 else { return nil }
+    return (padded - span) / stride + 1
 }
 
 /// The op table: every op of the IR. Each property of an op is one exhaustive switch (no `default:`),
@@ -84,10 +100,35 @@ public enum Op: Hashable, Sendable {
     case conv2dInputGrad(ConvGeometry)
     /// dw from (x, dy); result shape is the third operand's (w).
     case conv2dWeightGrad(ConvGeometry)
-    /// Window and stride are [height, width].
-    case pool(PoolKind, window: [Int], stride: [Int])
+    /// Window, stride and padding are [height, width]. Max pooling pads with −∞, average pooling
+    /// counts the padding (PyTorch's count_include_pad=True).
+    case pool(PoolKind, window: [Int], stride: [Int], padding: [Int])
     /// dx from (x, y, dy).
-    case poolGrad(PoolKind, window: [Int], stride: [Int])
+    case poolGrad(PoolKind, window: [Int], stride: [Int], padding: [Int])
+    /// [a, b] along axis 1 (channels of [N,C,H,W], features of [N,F]).
+    case concat
+    /// x[:, start..<start+count, …] along axis 1 (the gradient of concat).
+    case sliceChannels(start: Int, count: Int)
+    /// Training-mode batch normalization over axis 1, PyTorch's semantics: operands x, γ, β, running
+    /// mean, running variance; results y, the batch mean and 1/√(biased variance + eps). Updates the
+    /// running statistics in place (momentum; the running variance takes the unbiased variance).
+    case batchNorm(eps: Double, momentum: Double)
+    /// Its backward: operands x, γ, mean, invstd, dy; results dx, dγ, dβ.
+    case batchNormGrad
+    /// Evaluation-mode batch normalization: operands x, γ, β, running mean, running variance.
+    case batchNormInference(eps: Double)
+    /// An evaluation-mode batch norm folded into the layer before it: operands W[, b], γ, β, mean,
+    /// variance; results W·s and (b − mean)·s + β, s = γ/√(var + eps), scaling W along its output axis
+    /// (axis 0 of a conv weight [O,C,KH,KW], axis 1 of an fc weight [I,O]).
+    case batchNormFold(eps: Double, convolution: Bool, bias: Bool)
+    /// Row-wise log-softmax over the last axis of [N,C].
+    case logSoftmax
+    /// dx from (y, dy): dy − exp(y)·Σdy.
+    case logSoftmaxGrad
+    /// Mean negative log-likelihood of log-probabilities against integer labels (PyTorch's NLLLoss).
+    case nllLoss
+    /// from (logp, labels, dL)
+    case nllLossGrad
     /// Same data, new shape (flatten, and its gradient). The result aliases the operand.
     case reshape(Shape)
     /// A fresh inverted-dropout mask (0 or 1/(1-p)) shaped like the operand; train mode only.
@@ -145,11 +186,23 @@ public enum Op: Hashable, Sendable {
         case .sumAll: return "sum"
         case .meanAll: return "mean"
         case .broadcast(let mean): return mean ? "broadcast_mean" : "broadcast"
-        case .conv2d(let g): return "conv2d stride=\(g.stride) pad=\(g.padding)"
-        case .conv2dInputGrad(let g): return "conv2d_input_grad stride=\(g.stride) pad=\(g.padding)"
-        case .conv2dWeightGrad(let g): return "conv2d_weight_grad stride=\(g.stride) pad=\(g.padding)"
-        case .pool(let kind, let window, let stride): return "\(kind.rawValue)pool \(window[0])x\(window[1]) stride=\(strideText(stride))"
-        case .poolGrad(let kind, let window, let stride): return "\(kind.rawValue)pool_grad \(window[0])x\(window[1]) stride=\(strideText(stride))"
+        case .conv2d(let g): return "conv2d \(g)"
+        case .conv2dInputGrad(let g): return "conv2d_input_grad \(g)"
+        case .conv2dWeightGrad(let g): return "conv2d_weight_grad \(g)"
+        case .pool(let kind, let window, let stride, let padding):
+            return "\(kind.rawValue)pool \(window[0])x\(window[1]) stride=\(strideText(stride))" + (padding.allSatisfy { $0 == 0 } ? "" : " pad=\(strideText(padding))")
+        case .poolGrad(let kind, let window, let stride, let padding):
+            return "\(kind.rawValue)pool_grad \(window[0])x\(window[1]) stride=\(strideText(stride))" + (padding.allSatisfy { $0 == 0 } ? "" : " pad=\(strideText(padding))")
+        case .concat: return "concat"
+        case .sliceChannels(let start, let count): return "slice \(start)..<\(start + count)"
+        case .batchNorm(let eps, let momentum): return "batchnorm eps=\(formatNumber(eps)) momentum=\(formatNumber(momentum))"
+        case .batchNormGrad: return "batchnorm_grad"
+        case .batchNormInference(let eps): return "batchnorm.eval eps=\(formatNumber(eps))"
+        case .batchNormFold(let eps, _, _): return "batchnorm_fold eps=\(formatNumber(eps))"
+        case .logSoftmax: return "logsoftmax"
+        case .logSoftmaxGrad: return "logsoftmax_grad"
+        case .nllLoss: return "nll"
+        case .nllLossGrad: return "nll_grad"
         case .reshape: return "reshape"
         case .dropoutMask(let p): return "dropout_mask p=\(formatNumber(p))"
         case .crossEntropy: return "cross_entropy"
@@ -162,9 +215,9 @@ public enum Op: Hashable, Sendable {
         case .matmulUpdate(let ta, let tb, let u): return Op.matmul(transposeA: ta, transposeB: tb).name + "+update \(u)"
         case .dense(let f, let bias): return "dense" + (bias ? "" : ".nobias") + (f == .identity ? "" : " \(f)")
         case .convFused(let g, let f, let bias):
-            return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " stride=\(g.stride) pad=\(g.padding)"
+            return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " \(g)"
         case .activationGradBias(let f, let bias): return "\(f)_grad" + (bias ? "+bias_grad" : "")
-        case .convBackward(let g, let f, _, _): return "conv2d_backward" + (f == .identity ? "" : ".\(f)") + " stride=\(g.stride) pad=\(g.padding)"
+        case .convBackward(let g, let f, _, _): return "conv2d_backward" + (f == .identity ? "" : ".\(f)") + " \(g)"
         }
     }
 
@@ -175,7 +228,8 @@ public enum Op: Hashable, Sendable {
         case .input, .target, .parameter, .state, .matmul, .softmax, .softmaxGrad, .constant, .biasGrad, .sumAll, .meanAll,
              .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask,
              .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
-             .softmaxCrossEntropyGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate:
+             .softmaxCrossEntropyGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate, .concat, .sliceChannels,
+             .batchNorm, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad:
             return false
         }
     }
@@ -183,8 +237,10 @@ public enum Op: Hashable, Sendable {
     /// Ops with an effect beyond their results (never removed as dead code).
     public var hasEffect: Bool {
         switch self {
-        case .update, .matmulUpdate: return true
-        case .input, .target, .parameter, .state, .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad,
+        // Batch norm in training mode also updates its running statistics.
+        case .update, .matmulUpdate, .batchNorm: return true
+        case .concat, .sliceChannels, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad,
+             .input, .target, .parameter, .state, .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad,
              .add, .subtract, .multiply, .scale, .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d,
              .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask, .crossEntropy,
              .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
@@ -201,10 +257,20 @@ public enum Op: Hashable, Sendable {
              .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool,
              .poolGrad, .reshape, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
              .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .update, .dense, .convFused,
-             .activationGradBias, .convBackward, .matmulUpdate:
+             .activationGradBias, .convBackward, .matmulUpdate, .concat, .sliceChannels, .batchNorm, .batchNormGrad,
+             .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad:
             return false
         }
     }
+}
+
+/// The channel count of a batch norm's operands: x [N,C,…] and per-channel statistics [C].
+func batchNormChannels(_ operands: [Shape]) throws(IRError) -> Int {
+    guard operands[0].batched, let channels = operands[0].dims.first else { throw IRError("batchnorm needs [N,C,…], got \(operands[0])") }
+    for statistic in operands[1..<4] where statistic != .fixed(channels) {
+        throw IRError("batchnorm: \(statistic) does not match \(channels) channels")
+    }
+    return channels
 }
 
 /// `2` for a square stride, `2x3` otherwise.
@@ -265,11 +331,47 @@ extension Op {
             return [operands[0]]
         case .activation:
             try need(1); return [operands[0]]
-        case .softmax:
+        case .softmax, .logSoftmax:
             try need(1)
-            guard operands[0].batched, operands[0].dims.count == 1 else { throw IRError("softmax needs [N,C], got \(operands[0])") }
+            guard operands[0].batched, operands[0].dims.count == 1 else { throw IRError("\(name) needs [N,C], got \(operands[0])") }
             return [operands[0]]
-        case .activationGrad, .softmaxGrad:
+        case .concat:
+            try need(2)
+            let a = operands[0], b = operands[1]
+            guard a.batched, b.batched, a.dims.count >= 1, a.dims.count == b.dims.count, Array(a.dims.dropFirst()) == Array(b.dims.dropFirst()) else {
+                throw IRError("concat: \(a) and \(b) do not fit along axis 1")
+            }
+            return [Shape(batched: true, [a.dims[0] + b.dims[0]] + a.dims.dropFirst())]
+        case .sliceChannels(let start, let count):
+            try need(1)
+            let x = operands[0]
+            guard x.batched, let channels = x.dims.first, start >= 0, count >= 1, start + count <= channels else {
+                throw IRError("slice \(start)..<\(start + count) does not fit \(x)")
+            }
+            return [Shape(batched: true, [count] + x.dims.dropFirst())]
+        case .batchNorm:
+            try need(5)
+            let channels = try batchNormChannels(operands)
+            return [operands[0], .fixed(channels), .fixed(channels)]
+        case .batchNormInference:
+            try need(5)
+            _ = try batchNormChannels(operands)
+            return [operands[0]]
+        case .batchNormGrad:  // (x, γ, mean, invstd, dy)
+            try need(5)
+            let channels = try batchNormChannels(operands)
+            try same(operands[0], operands[4])
+            return [operands[0], .fixed(channels), .fixed(channels)]
+        case .batchNormFold(_, let convolution, let bias):
+            try need(bias ? 6 : 5)
+            let w = operands[0]
+            guard !w.batched, w.dims.count == (convolution ? 4 : 2) else { throw IRError("batchnorm_fold: weight \(w) is not a \(convolution ? "conv" : "fc") weight") }
+            let channels = convolution ? w.dims[0] : w.dims[1]
+            for statistic in operands.dropFirst() where statistic != .fixed(channels) {
+                throw IRError("batchnorm_fold: \(statistic) does not match \(channels) channels")
+            }
+            return [w, .fixed(channels)]
+        case .activationGrad, .softmaxGrad, .logSoftmaxGrad:
             try need(2); try same(operands[0], operands[1]); return [operands[0]]
         case .add, .subtract, .multiply:
             try need(2); try same(operands[0], operands[1]); return [operands[0]]
@@ -290,22 +392,24 @@ extension Op {
         case .conv2d(let g):
             try need(2)
             let x = operands[0], w = operands[1]
-            guard x.batched, x.dims.count == 3, !w.batched, w.dims.count == 4, w.dims[1] == x.dims[0] else {
-                throw IRError("conv2d: input \(x) and weight \(w) do not fit")
+            guard x.batched, x.dims.count == 3, !w.batched, w.dims.count == 4, g.groups >= 1, w.dims[1] * g.groups == x.dims[0],
+                  w.dims[0] % g.groups == 0 else {
+                throw IRError("conv2d: input \(x) and weight \(w) do not fit (groups \(g.groups))")
             }
-            guard let h = windowOutputSize(input: x.dims[1], window: w.dims[2], stride: g.stride, padding: g.padding),
-                  let wd = windowOutputSize(input: x.dims[2], window: w.dims[3], stride: g.stride, padding: g.padding) else {
+            guard let h = windowOutputSize(input: x.dims[1], window: w.dims[2], stride: g.strideH, padding: g.padH, dilation: g.dilationH),
+                  let wd = windowOutputSize(input: x.dims[2], window: w.dims[3], stride: g.strideW, padding: g.padW, dilation: g.dilationW) else {
                 throw IRError("conv2d: kernel larger than input")
             }
             return [.init(batched: true, [w.dims[0], h, wd])]
         case .conv2dInputGrad, .conv2dWeightGrad:
             try need(3); return [operands[2]]
-        case .pool(_, let window, let stride):
+        case .pool(_, let window, let stride, let padding):
             try need(1)
             let x = operands[0]
-            guard x.batched, x.dims.count == 3, window.count == 2, stride.count == 2,
-                  let h = windowOutputSize(input: x.dims[1], window: window[0], stride: stride[0], padding: 0),
-                  let w = windowOutputSize(input: x.dims[2], window: window[1], stride: stride[1], padding: 0) else {
+            guard x.batched, x.dims.count == 3, window.count == 2, stride.count == 2, padding.count == 2,
+                  padding[0] >= 0, padding[1] >= 0, 2 * padding[0] <= window[0], 2 * padding[1] <= window[1],
+                  let h = windowOutputSize(input: x.dims[1], window: window[0], stride: stride[0], padding: padding[0]),
+                  let w = windowOutputSize(input: x.dims[2], window: window[1], stride: stride[1], padding: padding[1]) else {
                 throw IRError("pool: window \(window) does not fit \(x)")
             }
             return [.init(batched: true, [x.dims[0], h, w])]
@@ -319,7 +423,7 @@ extension Op {
             return [shape]
         case .dropoutMask:
             try need(1); return [operands[0]]
-        case .crossEntropy, .softmaxCrossEntropy:
+        case .crossEntropy, .softmaxCrossEntropy, .nllLoss:
             try need(2)
             guard operands[0].batched, operands[0].dims.count == 1, operands[1] == .batch() else {
                 throw IRError("\(name) needs logits [N,C] and labels [N], got \(operands[0]) and \(operands[1])")
@@ -327,7 +431,7 @@ extension Op {
             return [.scalar]
         case .binaryCrossEntropy:
             try need(2); try same(operands[0], operands[1]); return [.scalar]
-        case .crossEntropyGrad, .softmaxCrossEntropyGrad, .binaryCrossEntropyGrad:
+        case .crossEntropyGrad, .softmaxCrossEntropyGrad, .binaryCrossEntropyGrad, .nllLossGrad:
             try need(3); return [operands[0]]
         case .update(let u):
             try need(2 + u.stateNames.count)
@@ -376,6 +480,12 @@ extension Op {
         case .conv2d:
             let w = operands[1]
             return 2 * out * w[1] * w[2] * w[3]
+        case .concat, .sliceChannels: return 0
+        case .batchNorm, .batchNormGrad: return 6 * count(operands[0])
+        case .batchNormInference: return 2 * count(operands[0])
+        case .batchNormFold: return 2 * count(operands[0])
+        case .logSoftmax, .logSoftmaxGrad: return 5 * out
+        case .nllLoss, .nllLossGrad: return count(operands[1])
         case .convFused(_, let f, let bias):
             let w = operands[1]
             return out * (2 * w[1] * w[2] * w[3] + (bias ? 1 : 0) + f.flopsPerElement)
@@ -388,8 +498,8 @@ extension Op {
         case .conv2dWeightGrad:  // (x, dy, w)
             let w = results[0]
             return 2 * count(operands[1]) * w[1] * w[2] * w[3]
-        case .pool(_, let window, _): return out * window[0] * window[1]
-        case .poolGrad(_, let window, _): return count(operands[2]) * window[0] * window[1]
+        case .pool(_, let window, _, _): return out * window[0] * window[1]
+        case .poolGrad(_, let window, _, _): return count(operands[2]) * window[0] * window[1]
         case .activation(let f): return out * f.flopsPerElement
         case .activationGrad(let f): return out * max(1, f.flopsPerElement)
         case .softmax, .softmaxGrad: return 5 * out

@@ -26,6 +26,8 @@ public struct Pass: Sendable {
 public let optimizationPasses: [Pass] = [
     // softmax → cross_entropy (and its backward) becomes one numerically stable op on the logits
     Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy", run: fuseSoftmaxCrossEntropy),
+    // an evaluation-mode batch norm after a conv or fc scales its weights and bias instead
+    Pass(name: "fold-batchnorm", summary: "conv2d/matmul [+ bias_add] + batchnorm.eval → batchnorm_fold + conv2d/matmul + bias_add", run: foldBatchNorm),
     // matmul → bias_add → activation becomes one dense op, computed in the GEMM's epilogue
     Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", run: fuseDense),
     // conv2d → bias_add → activation becomes one fused convolution
@@ -202,6 +204,69 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]
             graph.nodes[index].operands = [graph.nodes[p].operands[0], crossEntropyGrad.operands[1], crossEntropyGrad.operands[2]]
         }
     }
+}
+
+/// conv2d/matmul [→ bias_add] → batchnorm.eval ⇒ batchnorm_fold (W' = W·s, b' = (b − mean)·s + β,
+/// s = γ/√(var + eps)) → conv2d/matmul with W' → bias_add b'. The fold runs in every step (its cost is
+/// the weights' size), so the parameters may change between steps (evaluation during training).
+/// The new nodes take the batch norm's place, where its statistics are defined; the fused layer
+/// then takes the activation after it in its epilogue (fuse-conv, fuse-dense).
+func foldBatchNorm(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+    let producers = graph.producers()
+    let users = graph.users()
+    var removed: Set<Int> = []
+    var replacements: [(Int, [Node])] = []
+    for (index, node) in graph.nodes.enumerated() {
+        guard case .batchNormInference(let eps) = node.op else { continue }
+        let pattern = "batchnorm.eval %\(graph[node.results[0]].name)"
+        func skip(_ reason: String) {
+            log.append(.init(pass: "fold-batchnorm", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
+        }
+        var input = node.operands[0]
+        var biasNode: Int?
+        if let p = producers[input.index], graph.nodes[p].op == .biasAdd {
+            if let reason = graph.blocker(input, users: users) { skip(reason); continue }
+            biasNode = p
+            input = graph.nodes[p].operands[0]
+        }
+        guard let layer = producers[input.index] else { skip("its input is not made by a conv or fc"); continue }
+        let convolution: Bool
+        switch graph.nodes[layer].op {
+        case .conv2d: convolution = true
+        case .matmul(false, false): convolution = false
+        default: skip("its input is not made by a conv or fc"); continue
+        }
+        if let reason = graph.blocker(input, users: users) { skip(reason); continue }
+        let layerNode = graph.nodes[layer]
+        let weight = layerNode.operands[1]
+        let bias = biasNode.map { graph.nodes[$0].operands[1] }
+        let channels = node.operands[1]
+        let foldedWeight = graph.newValue(graph[weight].name + ".folded", graph[weight].shape)
+        let foldedBias = graph.newValue(graph[node.results[0]].name + ".bias", graph[channels].shape)
+        let product = graph.newValue(graph[input].name + ".folded", graph[input].shape)
+        let fold = Node(op: .batchNormFold(eps: eps, convolution: convolution, bias: bias != nil),
+                        operands: [weight] + (bias.map { [$0] } ?? []) + Array(node.operands[1...4]), results: [foldedWeight, foldedBias],
+                        location: node.location, phase: node.phase)
+        let scaled = Node(op: layerNode.op, operands: [layerNode.operands[0], foldedWeight], results: [product], location: layerNode.location, phase: layerNode.phase)
+        let shifted = Node(op: .biasAdd, operands: [product, foldedBias], results: node.results, location: node.location, phase: node.phase)
+        replacements.append((index, [fold, scaled, shifted]))
+        removed.insert(layer)
+        if let biasNode { removed.insert(biasNode) }
+        log.append(.init(pass: "fold-batchnorm", pattern: "\(layerNode.op.name.split(separator: " ")[0]) %\(graph[input].name) + " + pattern,
+                         fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+    }
+    guard !replacements.isEmpty else { return }
+    var nodes: [Node] = []
+    var pending = replacements[...]
+    for (index, node) in graph.nodes.enumerated() {
+        if let first = pending.first, first.0 == index {
+            nodes += first.1
+            pending = pending.dropFirst()
+            continue
+        }
+        if !removed.contains(index) { nodes.append(node) }
+    }
+    graph.nodes = nodes
 }
 
 /// Removes nodes whose results nobody needs (keeping effects and the graph's roots).

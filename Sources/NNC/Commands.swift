@@ -135,7 +135,7 @@ let emitStages = ["ast", "ir", "grad", "opt", "plan", "dot", "fusion-log"] + pas
 
 let compileCommand = Command(
     name: "compile", summary: "compile a model; print any stage or write the compiled graph (.nnc)",
-    usage: "nnc compile MODEL.nn [-o OUT.nnc] [--emit STAGE] [--dtype f32|f64] [--batch N] [--seed S]",
+    usage: "nnc compile MODEL.nn [-o OUT.nnc] [--init W.npz] [--emit STAGE] [--dtype f32|f64] [--batch N] [--seed S]",
     details: """
     --emit ast          the syntax tree
     --emit ir           the forward graph (IR), each node with its shape and source line
@@ -146,8 +146,10 @@ let compileCommand = Command(
     --emit plan         the memory plan: buffers with offsets, sizes and live ranges (for --batch N)
     --emit dot          the forward graph in Graphviz DOT
     -o OUT.nnc          write the compiled graph with its initial parameters (default: MODEL.nnc here)
+    --init W.npz        … with these parameters and running statistics instead (names like conv1.weight,
+                        bn1.running_mean), e.g. from NumPy or PyTorch: the .nnc runs without training
     """,
-    valueOptions: ["-o", "--emit", "--dtype", "--batch", "--seed"], flagOptions: []
+    valueOptions: ["-o", "--emit", "--dtype", "--batch", "--seed", "--init"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
     let program = try loadModel(path, console: console)
@@ -156,7 +158,7 @@ let compileCommand = Command(
         var settings = program.settings.training
         if let seed = try arguments.integer("--seed", minimum: 0) { settings.seed = seed }
         let output = arguments.values["-o"] ?? defaultOutputPath(for: path)
-        try writeInitialModel(program: program, dtype: type, settings: settings, to: output)
+        try writeInitialModel(program: program, dtype: type, settings: settings, weights: arguments.values["--init"], to: output)
         console.print("wrote \(output)")
         return
     }

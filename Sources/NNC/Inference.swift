@@ -86,13 +86,15 @@ let evalCommand = Command(
 let exportCommand = Command(
     name: "export", summary: "write a trained model's parameters for other tools",
     usage: "nnc export MODEL.nnc --weights W.npz",
-    details: "--weights W.npz   the parameters as a NumPy .npz: one array per parameter (fc1.weight, …),\n                  float64 for f64 models, float32 otherwise; numpy.load reads it.\n--onnx OUT.onnx    not supported yet.",
+    details: "--weights W.npz   the parameters and running statistics as a NumPy .npz: one array per tensor\n                  (fc1.weight, bn1.running_mean, …), float64 for f64 models, float32 otherwise; numpy.load reads it.\n--onnx OUT.onnx    not supported yet.",
     valueOptions: ["--weights", "--onnx"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "compiled model (.nnc)")
     if arguments.values["--onnx"] != nil { throw InputError("nnc export: error: ONNX export is not supported yet; use --weights W.npz") }
     guard let weights = arguments.values["--weights"] else { throw UsageError(message: "missing --weights W.npz") }
     let state = try ModelState.open(path: path, dtype: nil, seed: nil)
-    try writeNPZ(path: weights, arrays: state.checkpoint.parameters.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
-    console.print("wrote \(weights) (\(state.checkpoint.parameters.count) arrays)")
+    // Parameters, then the persistent state (running statistics), as PyTorch's state_dict has them.
+    let tensors = state.checkpoint.parameters + state.checkpoint.persistentState
+    try writeNPZ(path: weights, arrays: tensors.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
+    console.print("wrote \(weights) (\(tensors.count) arrays)")
 }

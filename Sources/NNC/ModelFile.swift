@@ -35,6 +35,7 @@ struct ModelState {
         var checkpoint = Checkpoint()
         checkpoint.dtype = requested ?? .f32
         checkpoint.parameters = initialTensors(program, seed: seed ?? program.settings.training.seed)
+        checkpoint.persistentState = initialPersistentState(program)
         return ModelState(program: program, checkpoint: checkpoint)
     }
 
@@ -50,22 +51,26 @@ struct ModelState {
         }
     }
 
-    /// Replaces parameters with those of a NumPy `.npz` (`--init W.npz`).
+    /// Replaces parameters and persistent state (running statistics) with those of a NumPy `.npz`
+    /// (`--init W.npz`); every one must be there, with the model's shape.
     mutating func loadWeights(npz path: String) throws {
         let arrays = try readNPZ(path: path)
-        for (index, parameter) in program.model.graph.parameters.enumerated() {
-            guard let array = arrays.first(where: { $0.name == parameter.name })?.array else {
-                throw InputError("\(path): error: no array named '\(parameter.name)' (the file has \(arrays.map { "'\($0.name)'" }.joined(separator: ", ")))")
+        func array(_ name: String, _ shape: [Int]) throws -> [Double] {
+            guard let array = arrays.first(where: { $0.name == name })?.array else {
+                throw InputError("\(path): error: no array named '\(name)' (the file has \(arrays.map { "'\($0.name)'" }.joined(separator: ", ")))")
             }
-            guard array.shape == parameter.shape.dims else {
-                throw InputError("\(path): error: array '\(parameter.name)' has shape (\(array.shape.map(String.init).joined(separator: ", "))), but the model needs (\(parameter.shape.dims.map(String.init).joined(separator: ", ")))")
+            guard array.shape == shape else {
+                throw InputError("\(path): error: array '\(name)' has shape (\(array.shape.map(String.init).joined(separator: ", "))), but the model needs (\(shape.map(String.init).joined(separator: ", ")))")
             }
-            if let slot = checkpoint.parameters.firstIndex(where: { $0.name == parameter.name }) {
-                checkpoint.parameters[slot].values = array.values
-            } else {
-                checkpoint.parameters.insert(Checkpoint.Tensor(name: parameter.name, shape: parameter.shape.dims, values: array.values),
-                                             at: min(index, checkpoint.parameters.count))
-            }
+            return array.values
+        }
+        let graph = program.model.graph
+        checkpoint.parameters = try graph.parameters.map {
+            Checkpoint.Tensor(name: $0.name, shape: $0.shape.dims, values: try array($0.name, $0.shape.dims))
+        }
+        checkpoint.persistentState = try graph.states.filter { $0.kind == .persistent }.map {
+            let shape = graph[$0.value].shape.dims
+            return Checkpoint.Tensor(name: $0.name, shape: shape, values: try array($0.name, shape))
         }
     }
 
@@ -111,6 +116,15 @@ struct ModelState {
     }
 }
 
+/// A model's persistent state before training (running means 0, variances 1).
+func initialPersistentState(_ program: ModelProgram) -> [Checkpoint.Tensor] {
+    let graph = program.model.graph
+    return graph.states.filter { $0.kind == .persistent }.map {
+        Checkpoint.Tensor(name: $0.name, shape: graph[$0.value].shape.dims,
+                          values: [Double](repeating: $0.initial, count: graph[$0.value].shape.rowElements))
+    }
+}
+
 /// A model's initial parameters, drawn from `seed`.
 func initialTensors(_ program: ModelProgram, seed: Int) -> [Checkpoint.Tensor] {
     let parameters = program.model.graph.parameters
@@ -125,11 +139,16 @@ func isCompiledFile(_ path: String) -> Bool {
 }
 
 /// `nnc compile -o`: the compiled graph with its initial parameters.
-func writeInitialModel(program: ModelProgram, dtype: DType, settings: TrainingSettings, to path: String) throws {
+/// `weights`: parameters and running statistics from a NumPy `.npz` (`compile --init`) instead of
+/// the initial ones, so that weights from NumPy or PyTorch run without training.
+func writeInitialModel(program: ModelProgram, dtype: DType, settings: TrainingSettings, weights: String? = nil, to path: String) throws {
     var checkpoint = Checkpoint()
     checkpoint.dtype = dtype
     checkpoint.parameters = initialTensors(program, seed: settings.seed)
+    checkpoint.persistentState = initialPersistentState(program)
     // Training the file goes on with these settings (the seed of --seed among them).
     checkpoint.settings = settings
-    try ModelState(program: program, checkpoint: checkpoint).write(to: path)
+    var state = ModelState(program: program, checkpoint: checkpoint)
+    if let weights { try state.loadWeights(npz: weights) }
+    try state.write(to: path)
 }

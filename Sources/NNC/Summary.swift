@@ -4,26 +4,42 @@ import IR
 /// The `nnc check` table, like Keras' `summary()`: each layer, its output shape, parameters and
 /// FLOPs per sample, then the totals.
 func summaryTable(_ model: LoweredModel, path: String) -> String {
-    var rows: [[String]] = [["layer", "output shape", "params", "FLOPs/sample"]]
+    // A "from" column only for graphs (a layer fed by a named value: add, concat, or after from).
+    let graphColumn = model.layers.contains { $0.source != nil }
+    var rows: [[String]] = [["layer", "output shape", "params", "FLOPs/sample"] + (graphColumn ? ["from"] : [])]
     for layer in model.layers {
         rows.append([layer.statement, layer.outputShape == .scalar ? "scalar" : layer.outputShape.description,
-                     grouped(layer.parameters), grouped(layer.flops)])
+                     grouped(layer.parameters), grouped(layer.flops)] + (graphColumn ? [layer.source ?? ""] : []))
     }
-    let widths = (0..<4).map { column in rows.map { $0[column].count }.max() ?? 0 }
+    let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
     func format(_ row: [String]) -> String {
-        row[0].padding(toLength: widths[0], withPad: " ", startingAt: 0) + "  "
+        var line = row[0].padding(toLength: widths[0], withPad: " ", startingAt: 0) + "  "
             + row[1].padding(toLength: widths[1], withPad: " ", startingAt: 0) + "  "
             + String(repeating: " ", count: widths[2] - row[2].count) + row[2] + "  "
             + String(repeating: " ", count: widths[3] - row[3].count) + row[3]
+        if row.count > 4 { line += "  " + row[4] }
+        return line.trailingSpacesRemoved
     }
-    let rule = String(repeating: "─", count: widths.reduce(0, +) + 6)
+    let rule = String(repeating: "─", count: widths.reduce(0, +) + 2 * (widths.count - 1))
     var out = "model \(path)\n" + format(rows[0]) + "\n" + rule + "\n"
     for row in rows.dropFirst() { out += format(row) + "\n" }
     out += rule + "\n"
-    out += "total: \(grouped(model.parameterCount)) parameters (\(bytesText(model.parameterCount * 4)) in f32), \(grouped(model.flopsPerSample)) FLOPs per sample (forward)\n"
+    out += "total: \(grouped(model.parameterCount)) parameters (\(bytesText(model.parameterCount * 4)) in f32)"
+    if model.persistentStateCount > 0 {
+        out += " trained, and \(grouped(model.persistentStateCount)) values of other persistent state (running statistics)"
+    }
+    out += ", \(grouped(model.flopsPerSample)) FLOPs per sample (forward)\n"
     if let loss = model.settings.loss { out += "loss: \(loss.rawValue)" } else { out += "loss: none (inference only)" }
     out += ", input \(model.inputShape), output \(model.outputShape)\n"
     return out
+}
+
+extension String {
+    var trailingSpacesRemoved: String {
+        var text = self
+        while text.hasSuffix(" ") { text.removeLast() }
+        return text
+    }
 }
 
 /// 1234567 → "1,234,567"

@@ -6,10 +6,19 @@ public struct ModelAST: Sendable {
 
 public struct Statement: Sendable {
     public var kind: StatementKind
-    /// The whole statement.
+    /// The whole statement (with its `as NAME`).
     public var range: SourceRange
     /// The statement's first word.
     public var keywordRange: SourceRange
+    /// `as NAME`: the name given to the statement's output.
+    public var name: Name?
+}
+
+/// A value's name as written (`as a`, `add a`, `from a`).
+public struct Name: Sendable, Equatable {
+    public var text: String
+    public var range: SourceRange
+    public init(_ text: String, _ range: SourceRange) { self.text = text; self.range = range }
 }
 
 public enum StatementKind: Sendable {
@@ -20,6 +29,13 @@ public enum StatementKind: Sendable {
     case flatten
     case dropout(probability: Double, range: SourceRange)
     case activation(WordStatement)
+    /// `globalavgpool`: [N,C,H,W] → [N,C]
+    case globalAveragePool
+    case batchNorm(BatchNorm)
+    /// `add NAME` (current + NAME) or `concat NAME` ([current, NAME] along channels or features).
+    case join(JoinKind, Name)
+    /// `from NAME`: continue from an earlier value.
+    case from(Name)
     case loss(LossKind)
     case data(test: Bool, path: String, pathRange: SourceRange)
     case train(TrainSpec)
@@ -40,17 +56,37 @@ public struct FullyConnected: Sendable {
     public var initializer: Initializer?
 }
 
-/// `conv [I->]O KHxKW [stride S] [pad P] [nobias] [init …]`
+/// Two sizes written `A` (both the same) or `AxB` (height, width).
+public struct SizePair: Sendable, Equatable {
+    public var height: Sized
+    public var width: Sized
+    public init(_ height: Sized, _ width: Sized) { self.height = height; self.width = width }
+    public var range: SourceRange { height.range.through(width.range) }
+    public var description: String { height.value == width.value ? "\(height.value)" : "\(height.value)x\(width.value)" }
+}
+
+/// `conv [I->]O KHxKW [stride S|SHxSW] [pad P|PHxPW] [groups G] [dilation D|DHxDW] [nobias] [init …]`
 public struct Convolution: Sendable {
     public var inputs: Sized?
     public var outputs: Sized
     public var kernelHeight: Sized
     public var kernelWidth: Sized
-    public var stride: Sized
-    public var padding: Sized
+    public var stride: SizePair
+    public var padding: SizePair
+    public var dilation: SizePair
+    public var groups: Sized
     public var bias: Bool
     public var initializer: Initializer?
 }
+
+/// `batchnorm [momentum M] [eps E]`
+public struct BatchNorm: Sendable {
+    public var momentum: Double = 0.1
+    public var eps: Double = 1e-5
+    public init() {}
+}
+
+public enum JoinKind: String, Sendable { case add, concat }
 
 /// `maxpool KHxKW [stride S]`, `avgpool …`
 public struct Pooling: Sendable {
@@ -59,7 +95,8 @@ public struct Pooling: Sendable {
     public var windowHeight: Sized
     public var windowWidth: Sized
     /// Defaults to the window.
-    public var stride: Sized?
+    public var stride: SizePair?
+    public var padding: SizePair
 }
 
 /// A statement the parser does not know: an activation (`tanh`, `leakyrelu 0.2`, `pow 3`) by its
@@ -73,7 +110,7 @@ public struct WordStatement: Sendable {
 }
 
 public enum LossKind: String, Sendable, CaseIterable {
-    case mse, sse, sum, crossentropy, bce
+    case mse, sse, sum, crossentropy, bce, nll
 }
 
 public enum Initializer: Sendable, Equatable, CustomStringConvertible {

@@ -4,7 +4,7 @@ extension ModelAST {
         var out = "model \(source.path)\n"
         for statement in statements {
             let (line, column) = source.lineAndColumn(of: statement.range.start)
-            out += "  \(line):\(column)  " + Self.describe(statement.kind) + "\n"
+            out += "  \(line):\(column)  " + Self.describe(statement.kind) + (statement.name.map { " as \($0.text)" } ?? "") + "\n"
         }
         return out
     }
@@ -16,11 +16,19 @@ extension ModelAST {
         case .fc(let fc):
             return "FullyConnected(inputs: \(sized(fc.inputs)), outputs: \(fc.outputs.value), bias: \(fc.bias), init: \(fc.initializer.map { "\($0)" } ?? "default"))"
         case .conv(let c):
-            return "Convolution(inputs: \(sized(c.inputs)), outputs: \(c.outputs.value), kernel: \(c.kernelHeight.value)x\(c.kernelWidth.value), stride: \(c.stride.value), pad: \(c.padding.value), bias: \(c.bias), init: \(c.initializer.map { "\($0)" } ?? "default"))"
+            var text = "Convolution(inputs: \(sized(c.inputs)), outputs: \(c.outputs.value), kernel: \(c.kernelHeight.value)x\(c.kernelWidth.value), stride: \(c.stride.description), pad: \(c.padding.description)"
+            if c.groups.value != 1 { text += ", groups: \(c.groups.value)" }
+            if c.dilation.height.value != 1 || c.dilation.width.value != 1 { text += ", dilation: \(c.dilation.description)" }
+            return text + ", bias: \(c.bias), init: \(c.initializer.map { "\($0)" } ?? "default"))"
         case .pool(let p):
-            return "Pooling(kind: \(p.kind.rawValue), window: \(p.windowHeight.value)x\(p.windowWidth.value), stride: \(p.stride.map { String($0.value) } ?? "window"))"
+            return "Pooling(kind: \(p.kind.rawValue), window: \(p.windowHeight.value)x\(p.windowWidth.value), stride: \(p.stride?.description ?? "window")"
+                + (p.padding.height.value != 0 || p.padding.width.value != 0 ? ", pad: \(p.padding.description))" : ")")
         case .flatten: return "Flatten"
         case .dropout(let p, _): return "Dropout(probability: \(formatNumber(p)))"
+        case .globalAveragePool: return "GlobalAveragePool"
+        case .batchNorm(let b): return "BatchNorm(momentum: \(formatNumber(b.momentum)), eps: \(formatNumber(b.eps)))"
+        case .join(let kind, let name): return "\(kind == .add ? "Add" : "Concat")(\(name.text))"
+        case .from(let name): return "From(\(name.text))"
         case .activation(let a): return "Activation(" + ([a.word] + a.arguments.map(\.text)).joined(separator: " ") + ")"
         case .loss(let l): return "Loss(\(l.rawValue))"
         case .data(let test, let path, _): return "Data(\(test ? "test" : "train"): \"\(path)\")"

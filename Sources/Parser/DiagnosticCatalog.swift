@@ -37,14 +37,24 @@ public enum DiagnosticCode: String, CaseIterable, Sendable {
     case windowTooLarge = "E030"
     case internalError = "E031"
     case noGradientRule = "E032"
+    // Errors in graphs: named values.
+    case unknownName = "E033"
+    case nameGivenTwice = "E034"
+    case joinShapeMismatch = "E035"
+    case nothingToName = "E036"
+    case reservedName = "E037"
+    case invalidConvolution = "E038"
     // Warnings: legal models that are probably not what was meant.
     case softmaxBeforeRegressionLoss = "W001"
     case dropoutAtTheEnd = "W002"
+    case unusedName = "W003"
+    case unusedValue = "W004"
     // Notes attached to the messages above.
     case previousLayer = "N001"
     case firstDefinition = "N002"
     case lossIsHere = "N003"
     case didYouMean = "N004"
+    case nameDefinedHere = "N005"
 
     public var severity: Diagnostic.Severity {
         switch rawValue.first {
@@ -89,6 +99,15 @@ public enum DiagnosticCode: String, CaseIterable, Sendable {
         case .windowTooLarge: return "a kernel or window larger than its (padded) input"
         case .internalError: return "an op the compiler could not build (a compiler bug, reported at its statement)"
         case .noGradientRule: return "an op with no gradient rule on the way from the parameters to the loss"
+        case .unknownName: return "add, concat or from names a value no 'as' defined before it (with did-you-mean)"
+        case .nameGivenTwice: return "two statements named alike with 'as'"
+        case .joinShapeMismatch: return "add or concat of values whose shapes do not fit"
+        case .nothingToName: return "'as' after a statement without an output (loss, data, train)"
+        case .reservedName: return "a keyword or activation word used as a name"
+        case .invalidConvolution: return "conv groups that do not divide the channels, or a dilated kernel larger than its input"
+        case .unusedName: return "a name no add, concat or from uses"
+        case .unusedValue: return "a layer's output that 'from' leaves behind unnamed (its branch computes nothing used)"
+        case .nameDefinedHere: return "where a name was defined"
         case .softmaxBeforeRegressionLoss: return "softmax right before mse, sse or bce: probabilities regressed, usually a mistake for crossentropy"
         case .dropoutAtTheEnd: return "dropout as the last layer (right before the loss, or the output)"
         case .previousLayer: return "the layer whose output does not fit"

@@ -6,8 +6,10 @@
 public struct Parser {
     /// The statements the parser knows. Any other word starts a `WordStatement` (an activation),
     /// resolved with the op vocabulary after parsing.
-    public static let statementKeywords = ["input", "fc", "conv", "maxpool", "avgpool", "flatten", "dropout",
-                                           "loss", "data", "train"]
+    public static let statementKeywords = ["input", "fc", "conv", "maxpool", "avgpool", "globalavgpool", "flatten", "dropout",
+                                           "batchnorm", "add", "concat", "from", "loss", "data", "train"]
+    /// Words that are not statements but may not name a value either.
+    public static let reservedWords = ["as", "nobias", "init", "stride", "pad", "groups", "dilation", "momentum", "eps", "test", "x"]
 
     let source: SourceFile
     var tokens: [Token]
@@ -133,8 +135,17 @@ public struct Parser {
             let start = current.range
             do throws(Diagnostic) {
                 let kind = try parseStatement()
+                var name: Name?
+                if let word = takeWord("as") {
+                    guard current.kind == .word else { throw expected("a name after 'as'") }
+                    let token = advance()
+                    name = Name(token.text, token.range)
+                    if case .loss = kind { throw error(.nothingToName, "'as' names a layer's output; a loss has none to name", at: word.range) }
+                    if case .data = kind { throw error(.nothingToName, "'as' names a layer's output; 'data' has none", at: word.range) }
+                    if case .train = kind { throw error(.nothingToName, "'as' names a layer's output; 'train' has none", at: word.range) }
+                }
                 let end = tokens[max(0, position - 1)].range
-                statements.append(Statement(kind: kind, range: start.through(end), keywordRange: start))
+                statements.append(Statement(kind: kind, range: start.through(end), keywordRange: start, name: name))
                 if !atStatementEnd {
                     throw error(.expectedStatementEnd, "expected ';' or a new line after the statement, found \(currentDescription)")
                 }
@@ -157,7 +168,12 @@ public struct Parser {
         case "conv": return .conv(try parseConvolution())
         case "maxpool": return .pool(try parsePooling(.max))
         case "avgpool": return .pool(try parsePooling(.average))
+        case "globalavgpool": return .globalAveragePool
         case "flatten": return .flatten
+        case "batchnorm": return .batchNorm(try parseBatchNorm())
+        case "add", "concat":
+            return .join(JoinKind(rawValue: keyword.text) ?? .add, try expectName(after: keyword.text))
+        case "from": return .from(try expectName(after: "from"))
         case "dropout":
             let (p, range) = try expectNumber("a drop probability")
             guard p >= 0, p < 1 else { throw error(.valueOutOfRange, "dropout probability must be in [0, 1), found \(formatNumber(p))", at: range) }
@@ -172,7 +188,7 @@ public struct Parser {
         default:
             // An activation (or a misspelt statement): its word and arguments, for name resolution.
             var arguments: [Token] = []
-            while !atStatementEnd { arguments.append(advance()) }
+            while !atStatementEnd, !peekWord("as") { arguments.append(advance()) }
             return .activation(WordStatement(word: keyword.text, wordRange: keyword.range, arguments: arguments))
         }
     }
@@ -211,7 +227,7 @@ public struct Parser {
     /// Options that may follow a layer, in any order, each at most once.
     mutating func parseOptions(_ layer: String, allowed: [String], _ handle: (inout Parser, Token) throws(Diagnostic) -> Void) throws(Diagnostic) {
         var seen: Set<String> = []
-        while !atStatementEnd {
+        while !atStatementEnd, !peekWord("as") {
             let listed = allowed.map { "'\($0)'" }.joined(separator: ", ")
             let word = try expectWord(oneOf: allowed, expected: "one of \(listed) after \(layer)", unknown: "\(layer) option",
                                       code: .unknownOption, otherwise: "\(layer) takes \(listed)")
@@ -229,16 +245,33 @@ public struct Parser {
         return layer
     }
 
+    /// The name after `add`, `concat` or `from`.
+    mutating func expectName(after keyword: String) throws(Diagnostic) -> Name {
+        guard current.kind == .word else { throw expected("a name after '\(keyword)'") }
+        let token = advance()
+        return Name(token.text, token.range)
+    }
+
+    /// `A` or `AxB`: one size for both axes, or height and width.
+    mutating func parsePair(_ what: String, minimum: Int) throws(Diagnostic) -> SizePair {
+        let first = try expectInteger(what, minimum: minimum)
+        if take(.times) != nil { return SizePair(first, try expectInteger(what, minimum: minimum)) }
+        return SizePair(first, first)
+    }
+
     mutating func parseConvolution() throws(Diagnostic) -> Convolution {
         let (inputs, outputs) = try parseInputsAndOutputs("conv")
         let (kh, kw) = try parseWindow("conv kernel size")
         let here = SourceRange(start: kw.range.end, end: kw.range.end)
         var layer = Convolution(inputs: inputs, outputs: outputs, kernelHeight: kh, kernelWidth: kw,
-                                stride: Sized(1, here), padding: Sized(0, here), bias: true, initializer: nil)
-        try parseOptions("conv", allowed: ["stride", "pad", "nobias", "init"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
+                                stride: SizePair(Sized(1, here), Sized(1, here)), padding: SizePair(Sized(0, here), Sized(0, here)),
+                                dilation: SizePair(Sized(1, here), Sized(1, here)), groups: Sized(1, here), bias: true, initializer: nil)
+        try parseOptions("conv", allowed: ["stride", "pad", "groups", "dilation", "nobias", "init"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
             switch word.text {
-            case "stride": layer.stride = try parser.expectInteger("conv stride", minimum: 1)
-            case "pad": layer.padding = try parser.expectInteger("conv padding", minimum: 0)
+            case "stride": layer.stride = try parser.parsePair("conv stride", minimum: 1)
+            case "pad": layer.padding = try parser.parsePair("conv padding", minimum: 0)
+            case "groups": layer.groups = try parser.expectInteger("conv groups", minimum: 1)
+            case "dilation": layer.dilation = try parser.parsePair("conv dilation", minimum: 1)
             case "nobias": layer.bias = false
             default: layer.initializer = try parser.parseInitializer()
             }
@@ -248,9 +281,29 @@ public struct Parser {
 
     mutating func parsePooling(_ kind: Pooling.Kind) throws(Diagnostic) -> Pooling {
         let (height, width) = try parseWindow("\(kind.rawValue) window size")
-        var layer = Pooling(kind: kind, windowHeight: height, windowWidth: width, stride: nil)
-        try parseOptions(kind.rawValue, allowed: ["stride"]) { (parser: inout Parser, _: Token) throws(Diagnostic) in
-            layer.stride = try parser.expectInteger("\(kind.rawValue) stride", minimum: 1)
+        let here = SourceRange(start: width.range.end, end: width.range.end)
+        var layer = Pooling(kind: kind, windowHeight: height, windowWidth: width, stride: nil, padding: SizePair(Sized(0, here), Sized(0, here)))
+        try parseOptions(kind.rawValue, allowed: ["stride", "pad"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
+            if word.text == "stride" {
+                layer.stride = try parser.parsePair("\(kind.rawValue) stride", minimum: 1)
+            } else {
+                layer.padding = try parser.parsePair("\(kind.rawValue) padding", minimum: 0)
+            }
+        }
+        return layer
+    }
+
+    mutating func parseBatchNorm() throws(Diagnostic) -> BatchNorm {
+        var layer = BatchNorm()
+        try parseOptions("batchnorm", allowed: ["momentum", "eps"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
+            let (value, range) = try parser.expectNumber("a value for '\(word.text)'")
+            if word.text == "momentum" {
+                guard value >= 0, value <= 1 else { throw parser.error(.valueOutOfRange, "batchnorm momentum must be in [0, 1], found \(formatNumber(value))", at: range) }
+                layer.momentum = value
+            } else {
+                guard value > 0 else { throw parser.error(.valueOutOfRange, "batchnorm eps must be greater than 0, found \(formatNumber(value))", at: range) }
+                layer.eps = value
+            }
         }
         return layer
     }

@@ -41,6 +41,10 @@ public final class ParameterStore<T: KernelScalar>: @unchecked Sendable {
         memory = LargeBuffer.allocate(byteCount: max(1, total) * MemoryLayout<T>.stride)
         let base = memory.pointer.bindMemory(to: T.self, capacity: max(1, total))
         base.initialize(repeating: 0, count: max(1, total))
+        // Persistent state starts at its initial value (a running variance at 1).
+        for (index, state) in graph.states.enumerated() where state.initial != 0 {
+            (base + offsets[parameterCounts.count + index]).update(repeating: T(state.initial), count: stateCounts[index])
+        }
         parameters = parameterCounts.indices.map { UnsafeMutableBufferPointer(start: base + offsets[$0], count: parameterCounts[$0]) }
         states = stateCounts.indices.map {
             UnsafeMutableBufferPointer(start: base + offsets[parameterCounts.count + $0], count: stateCounts[$0])
@@ -109,17 +113,30 @@ enum Instruction<T: KernelScalar> {
     case averagePool(Pool2DShape, x: P, y: P)
     case averagePoolGradient(Pool2DShape, dy: P, dx: P)
     case dropoutMask(mask: P, count: Int, probability: Double)
+    case concat(a: P, b: P, c: P, rows: Int, aRow: Int, bRow: Int)
+    case slice(x: P, y: P, rows: Int, row: Int, start: Int, count: Int)
+    case batchNorm(x: P, gamma: P, beta: P, runningMean: P, runningVar: P, y: P, mean: P, invstd: P,
+                   outer: Int, channels: Int, inner: Int, eps: Double, momentum: Double)
+    case batchNormGrad(x: P, gamma: P, mean: P, invstd: P, dy: P, dx: P, dGamma: P, dBeta: P, outer: Int, channels: Int, inner: Int)
+    case batchNormInference(x: P, gamma: P, beta: P, mean: P, variance: P, y: P, outer: Int, channels: Int, inner: Int, eps: Double)
+    case batchNormFold(weight: P, bias: P?, gamma: P, beta: P, mean: P, variance: P, foldedWeight: P, foldedBias: P,
+                       rows: Int, columns: Int, convolution: Bool, eps: Double)
+    case logSoftmax(x: P, y: P, rows: Int, columns: Int)
+    case logSoftmaxGrad(y: P, dy: P, dx: P, rows: Int, columns: Int)
+    case nllLoss(logp: P, labels: P, loss: P, rows: Int, classes: Int)
+    case nllLossGrad(labels: P, dLoss: P, dlogp: P, rows: Int, classes: Int)
 }
 
 /// The convolution geometry of a conv op from its input [N,C,H,W] and weight [O,C,KH,KW] dims.
 func convolutionShape(input: [Int], weight: [Int], _ g: ConvGeometry) -> Conv2DShape {
     Conv2DShape(batch: input[0], inChannels: input[1], height: input[2], width: input[3], outChannels: weight[0],
-                kernelH: weight[2], kernelW: weight[3], stride: g.stride, padding: g.padding)
+                kernelH: weight[2], kernelW: weight[3], strideH: g.strideH, strideW: g.strideW, padH: g.padH, padW: g.padW,
+                dilationH: g.dilationH, dilationW: g.dilationW, groups: g.groups)
 }
 
-func poolShape(input: [Int], window: [Int], stride: [Int]) -> Pool2DShape {
+func poolShape(input: [Int], window: [Int], stride: [Int], padding: [Int]) -> Pool2DShape {
     Pool2DShape(batch: input[0], channels: input[1], height: input[2], width: input[3], kernelH: window[0], kernelW: window[1],
-                strideH: stride[0], strideW: stride[1])
+                strideH: stride[0], strideW: stride[1], padH: padding[0], padW: padding[1])
 }
 
 /// Scratch memory (elements of T) the plan's convolutions need at most (one call at a time).
@@ -183,6 +200,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     public let constantParameters: Bool
     /// Those packed weights (kept across executables; see `parametersChanged`).
     private var packedWeights: [PackedWeight] = []
+    /// For each state of the plan's graph, its slot in the store, found by name (the store may belong
+    /// to another graph of the model: an evaluation plan shares the training run's store).
+    private var stateSlots: [Int] = []
 
     /// A parameter packed as a GEMM's B (op(B) is k × n).
     private struct PackedWeight {
@@ -209,6 +229,13 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         self.random = MT19937(seed: UInt32(truncatingIfNeeded: seed &+ 0x5EED))
         self.updatesParameters = plan.graph.nodes.contains { $0.op.hasEffect }
         self.constantParameters = constantParameters && !updatesParameters
+        stateSlots = try plan.graph.states.map { state in
+            guard let slot = store.stateSlots.firstIndex(where: { $0.name == state.name }),
+                  store.states[slot].count == plan.graph[state.value].shape.rowElements else {
+                throw RuntimeError("the parameter store has no state '\(state.name)' of \(plan.graph[state.value].shape)")
+            }
+            return slot
+        }
         executables = [try makeExecutable(batch: plan.batch)]
         lossPointerStorage = plan.graph.loss.map(pointer)
     }
@@ -249,7 +276,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     public func pointer(_ value: ValueID) -> UnsafeMutablePointer<T> {
         switch plan.storage[value.index] {
         case .parameter(let index): return store.parameters[index].baseAddress ?? scratch
-        case .state(let index): return store.states[index].baseAddress ?? scratch
+        case .state(let index): return store.states[stateSlots[index]].baseAddress ?? scratch
         case .arena(let offset): return (arena + offset).assumingMemoryBound(to: T.self)
         case nil: return scratch
         }
@@ -366,6 +393,23 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .averagePool(shape, x, y): avgPool2DForward(shape, x: x, y: y, context: context)
         case let .averagePoolGradient(shape, dy, dx): avgPool2DBackward(shape, dy: dy, dx: dx, context: context)
         case let .dropoutMask(mask, count, probability): Runtime.dropoutMask(count: count, p: probability, rng: &random, into: mask)
+        case let .concat(a, b, c, rows, aRow, bRow): concatenate(a, b, c, rows: rows, aRow: aRow, bRow: bRow)
+        case let .slice(x, y, rows, row, start, count): sliceRows(x, y, rows: rows, row: row, start: start, count: count)
+        case let .batchNorm(x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum):
+            batchNormTrainingForward(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar, y: y, mean: mean,
+                                     invstd: invstd, outer: outer, channels: channels, inner: inner, eps: eps, momentum: momentum, context: context)
+        case let .batchNormGrad(x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner):
+            batchNormTrainingBackward(x, gamma: gamma, mean: mean, invstd: invstd, dy: dy, dx: dx, dGamma: dGamma, dBeta: dBeta,
+                                      outer: outer, channels: channels, inner: inner, context: context)
+        case let .batchNormInference(x, gamma, beta, mean, variance, y, outer, channels, inner, eps):
+            batchNormInferenceForward(x, gamma: gamma, beta: beta, mean: mean, variance: variance, y: y, outer: outer, channels: channels, inner: inner, eps: eps)
+        case let .batchNormFold(weight, bias, gamma, beta, mean, variance, foldedWeight, foldedBias, rows, columns, convolution, eps):
+            Runtime.batchNormFold(weight: weight, bias: bias.map { UnsafePointer($0) }, gamma: gamma, beta: beta, mean: mean, variance: variance,
+                                  foldedWeight: foldedWeight, foldedBias: foldedBias, rows: rows, columns: columns, convolution: convolution, eps: eps)
+        case let .logSoftmax(x, y, rows, columns): logSoftmaxForward(x, y, rows: rows, columns: columns)
+        case let .logSoftmaxGrad(y, dy, dx, rows, columns): logSoftmaxBackward(y, dy, dx, rows: rows, columns: columns)
+        case let .nllLoss(logp, labels, loss, rows, classes): loss.pointee = T(Runtime.nllLoss(logp, labels, rows: rows, classes: classes))
+        case let .nllLossGrad(labels, dLoss, dlogp, rows, classes): nllLossBackward(labels, dLoss.pointee, dlogp, rows: rows, classes: classes)
         }
     }
 
@@ -486,20 +530,56 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 made = .convolutionBackward(convolutionShape(input: operandDims[0], weight: operandDims[1], g),
                                             x: operands[0], weight: operands[1], y: operands[2], dy: operands[3], activation: try fused(f, backward: true),
                                             dWeight: results[0], dBias: bias ? results[1] : nil, dx: inputGradient ? results[bias ? 2 : 1] : nil)
-            case .pool(let kind, let window, let stride):
-                let shape = poolShape(input: operandDims[0], window: window, stride: stride)
+            case .pool(let kind, let window, let stride, let padding):
+                let shape = poolShape(input: operandDims[0], window: window, stride: stride, padding: padding)
                 switch kind {
                 case .max: made = .maxPool(shape, x: operands[0], y: results[0])
                 case .average: made = .averagePool(shape, x: operands[0], y: results[0])
                 }
-            case .poolGrad(let kind, let window, let stride):  // (x, y, dy) → dx
-                let shape = poolShape(input: operandDims[0], window: window, stride: stride)
+            case .poolGrad(let kind, let window, let stride, let padding):  // (x, y, dy) → dx
+                let shape = poolShape(input: operandDims[0], window: window, stride: stride, padding: padding)
                 switch kind {
                 case .max: made = .maxPoolGradient(shape, x: operands[0], dy: operands[2], dx: results[0])
                 case .average: made = .averagePoolGradient(shape, dy: operands[2], dx: results[0])
                 }
             case .dropoutMask(let p):
                 made = .dropoutMask(mask: results[0], count: count(resultDims[0]), probability: p)
+            case .concat:
+                let rows = operandDims[0][0]
+                made = .concat(a: operands[0], b: operands[1], c: results[0], rows: rows,
+                               aRow: count(operandDims[0]) / max(1, rows), bRow: count(operandDims[1]) / max(1, rows))
+            case .sliceChannels(let start, _):
+                // Along axis 1 of [N, C, inner…]: a contiguous run of each sample's row.
+                let rows = operandDims[0][0], inner = count(Array(operandDims[0].dropFirst(2)))
+                made = .slice(x: operands[0], y: results[0], rows: rows, row: count(operandDims[0]) / max(1, rows),
+                              start: start * inner, count: count(resultDims[0]) / max(1, rows))
+            case .batchNorm(let eps, let momentum):
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .batchNorm(x: operands[0], gamma: operands[1], beta: operands[2], runningMean: operands[3], runningVar: operands[4],
+                                  y: results[0], mean: results[1], invstd: results[2], outer: outer, channels: channels, inner: inner,
+                                  eps: eps, momentum: momentum)
+            case .batchNormGrad:
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .batchNormGrad(x: operands[0], gamma: operands[1], mean: operands[2], invstd: operands[3], dy: operands[4],
+                                      dx: results[0], dGamma: results[1], dBeta: results[2], outer: outer, channels: channels, inner: inner)
+            case .batchNormInference(let eps):
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .batchNormInference(x: operands[0], gamma: operands[1], beta: operands[2], mean: operands[3], variance: operands[4],
+                                           y: results[0], outer: outer, channels: channels, inner: inner, eps: eps)
+            case .batchNormFold(let eps, let convolution, let bias):
+                let w = operandDims[0]
+                let s = bias ? 2 : 1
+                made = .batchNormFold(weight: operands[0], bias: bias ? operands[1] : nil, gamma: operands[s], beta: operands[s + 1],
+                                      mean: operands[s + 2], variance: operands[s + 3], foldedWeight: results[0], foldedBias: results[1],
+                                      rows: w[0], columns: count(w) / max(1, w[0]), convolution: convolution, eps: eps)
+            case .logSoftmax:
+                made = .logSoftmax(x: operands[0], y: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
+            case .logSoftmaxGrad:
+                made = .logSoftmaxGrad(y: operands[0], dy: operands[1], dx: results[0], rows: resultDims[0][0], columns: count(resultDims[0]) / max(1, resultDims[0][0]))
+            case .nllLoss:
+                made = .nllLoss(logp: operands[0], labels: operands[1], loss: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
+            case .nllLossGrad:
+                made = .nllLossGrad(labels: operands[1], dLoss: operands[2], dlogp: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
             }
             for instruction in [made, following].compactMap({ $0 }) {
                 instructions.append(instruction)

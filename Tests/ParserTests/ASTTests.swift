@@ -128,10 +128,10 @@ struct ASTTests {
         #expect(parsed[0].keywordRange == SourceRange(start: 0, end: 2))
         #expect(parsed[0].range == SourceRange(start: 0, end: 33))
         guard case .conv(let conv) = parsed[1].kind else { Issue.record("not conv"); return }
-        #expect([conv.inputs?.value, conv.outputs.value, conv.kernelHeight.value, conv.kernelWidth.value, conv.stride.value, conv.padding.value] == [3, 16, 3, 5, 2, 1])
+        #expect([conv.inputs?.value, conv.outputs.value, conv.kernelHeight.value, conv.kernelWidth.value, conv.stride.height.value, conv.stride.width.value, conv.padding.height.value, conv.padding.width.value] == [3, 16, 3, 5, 2, 2, 1, 1])
         #expect(conv.bias && conv.initializer == nil)
         guard case .pool(let pool) = parsed[2].kind else { Issue.record("not pool"); return }
-        #expect(pool.kind == .max && pool.windowHeight.value == 2 && pool.windowWidth.value == 3 && pool.stride?.value == 1)
+        #expect(pool.kind == .max && pool.windowHeight.value == 2 && pool.windowWidth.value == 3 && pool.stride?.height.value == 1 && pool.stride?.width.value == 1)
         guard case .train(let spec) = parsed[3].kind else { Issue.record("not train"); return }
         #expect(spec.optimizer == .adam)
         #expect(spec.options.map(\.key) == ["lr", "shuffle"])

@@ -49,7 +49,7 @@ struct ParseDiagnosticTests {
         .init("input 2\n1️⃣banana", "unknown statement 'banana'", width: 6),
         .init("input 2\nfc 2->1\nloss 1️⃣mes", "unknown loss 'mes'; did you mean 'mse'?", width: 3),
         .init("input 2\nfc 2->1\nloss 1️⃣crossentropi", "unknown loss 'crossentropi'; did you mean 'crossentropy'?", width: 12),
-        .init("input 2\nfc 2->1\nloss 1️⃣hinge", "unknown loss 'hinge' (expected one of mse, sse, sum, crossentropy, bce)", width: 5),
+        .init("input 2\nfc 2->1\nloss 1️⃣hinge", "unknown loss 'hinge' (expected one of mse, sse, sum, crossentropy, bce, nll)", width: 5),
         .init("input 2\nfc 2->1 init 1️⃣xavir", "unknown initializer 'xavir'; did you mean 'xavier'?", width: 5),
         .init("input 2\nfc 2->1 init 1️⃣unifrom(0,1)", "unknown initializer 'unifrom'; did you mean 'uniform'?", width: 7),
         .init("input 2\nfc 2->1 init 1️⃣glorot", "unknown initializer 'glorot'", width: 6),
@@ -64,7 +64,7 @@ struct ParseDiagnosticTests {
         .init("input 2\nfc 2->3 1️⃣nobais", "unknown fc option 'nobais'; did you mean 'nobias'?", width: 6),
         .init("input 2\nfc 2->3 1️⃣stride 2", "unknown fc option 'stride' (fc takes 'nobias', 'init')", width: 6),
         .init("input 1x8x8\nconv 1->2 3x3 1️⃣strid 2", "unknown conv option 'strid'; did you mean 'stride'?", width: 5),
-        .init("input 1x8x8\nmaxpool 2 1️⃣pad 1", "unknown maxpool option 'pad' (maxpool takes 'stride')", width: 3),
+        .init("input 1x8x8\nmaxpool 2 1️⃣groups 1", "unknown maxpool option 'groups' (maxpool takes 'stride', 'pad')", width: 6),
     ]
 
     static let malformedValuesCases: [ExpectedError] = [
@@ -144,7 +144,7 @@ struct ParseDiagnosticTests {
         .init("input 2\nflatten 1️⃣now", "expected ';' or a new line after the statement, found 'now'", width: 3),
         .init("input 2\n1️⃣\"fc 2->1\"", "expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found a string", width: 9),
         .init("input 2\n1️⃣2->1", "expected a statement (a layer, an activation, 'loss', 'data' or 'train'), found '2'"),
-        .init("input 2\nfc 2->1\nloss1️⃣", "expected a loss (mse, sse, sum, crossentropy, bce), found the end of the file"),
+        .init("input 2\nfc 2->1\nloss1️⃣", "expected a loss (mse, sse, sum, crossentropy, bce, nll), found the end of the file"),
         .init("data 1️⃣", "expected a file name in double quotes, found the end of the file"),
         .init("data 1️⃣xor_csv", "expected a file name in double quotes, found 'xor_csv'", width: 7),
         .init("data test 1️⃣\n", "expected a file name in double quotes, found the end of the line"),

@@ -33,12 +33,19 @@ public struct Conv2DShape: Equatable, Sendable, CustomStringConvertible {
     public var strideW: Int
     public var padH: Int
     public var padW: Int
+    /// Dilation (spacing of the kernel's taps) and groups (Cin and Cout split into `groups` independent
+    /// convolutions, the weight [Cout, Cin/groups, kh, kw]), as PyTorch's.
+    public var dilationH: Int = 1
+    public var dilationW: Int = 1
+    public var groups: Int = 1
 
     public init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
-                kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padH: Int, padW: Int) {
+                kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padH: Int, padW: Int,
+                dilationH: Int = 1, dilationW: Int = 1, groups: Int = 1) {
         self.batch = batch; self.inChannels = inChannels; self.height = height; self.width = width
         self.outChannels = outChannels; self.kernelH = kernelH; self.kernelW = kernelW
         self.strideH = strideH; self.strideW = strideW; self.padH = padH; self.padW = padW
+        self.dilationH = dilationH; self.dilationW = dilationW; self.groups = groups
     }
 
     /// Square stride and padding (the `.nn` language's `conv … stride S pad P`).
@@ -48,20 +55,25 @@ public struct Conv2DShape: Equatable, Sendable, CustomStringConvertible {
                   kernelH: kernelH, kernelW: kernelW, strideH: stride, strideW: stride, padH: padding, padW: padding)
     }
 
-    public var outHeight: Int { strideH > 0 ? (height + 2 * padH - kernelH) / strideH + 1 : 0 }
-    public var outWidth: Int { strideW > 0 ? (width + 2 * padW - kernelW) / strideW + 1 : 0 }
+    public var outHeight: Int { strideH > 0 ? (height + 2 * padH - dilationH * (kernelH - 1) - 1) / strideH + 1 : 0 }
+    public var outWidth: Int { strideW > 0 ? (width + 2 * padW - dilationW * (kernelW - 1) - 1) / strideW + 1 : 0 }
     /// K = Cin·kh·kw, the GEMM depth of the forward pass.
     public var patchSize: Int { inChannels * kernelH * kernelW }
     public var inputCount: Int { batch * inChannels * height * width }
     public var outputCount: Int { batch * outChannels * outHeight * outWidth }
-    public var weightCount: Int { outChannels * inChannels * kernelH * kernelW }
+    public var weightCount: Int { outChannels * inChannels / max(1, groups) * kernelH * kernelW }
 
-    /// All sizes positive, padding non-negative, and the (padded) input at least one window large.
+    /// All sizes positive, padding non-negative, the groups dividing the channels, and the (padded)
+    /// input at least one (dilated) window large.
     public var isValid: Bool {
         batch >= 0 && inChannels > 0 && height > 0 && width > 0 && outChannels > 0 && kernelH > 0 && kernelW > 0
-            && strideH > 0 && strideW > 0 && padH >= 0 && padW >= 0
-            && height + 2 * padH >= kernelH && width + 2 * padW >= kernelW
+            && strideH > 0 && strideW > 0 && padH >= 0 && padW >= 0 && dilationH > 0 && dilationW > 0 && groups > 0
+            && inChannels % groups == 0 && outChannels % groups == 0
+            && height + 2 * padH >= dilationH * (kernelH - 1) + 1 && width + 2 * padW >= dilationW * (kernelW - 1) + 1
     }
+
+    /// Grouped or dilated: run by the general path (ConvGeneral.swift), not the fast ones.
+    var isGeneral: Bool { groups != 1 || dilationH != 1 || dilationW != 1 }
 
     public var description: String {
         "conv[\(batch)x\(inChannels)x\(height)x\(width) -> \(outChannels) k\(kernelH)x\(kernelW) s\(strideH)x\(strideW) p\(padH)x\(padW)]"
@@ -205,7 +217,9 @@ func col2im<T: KernelScalar>(_ col: UnsafePointer<T>, ldcol: Int, channels: Int,
 /// Scratch elements `conv2DForward` needs with up to `threads` threads: one im2col buffer [K × Ho·Wo]
 /// per thread (none for pointwise convolutions), or the direct path's buffers.
 public func conv2DForwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
-    guard s.isValid, !s.isPointwise else { return 0 }
+    guard s.isValid else { return 0 }
+    if s.isGeneral { return generalForwardScratchCount(s, threads: threads) }
+    guard !s.isPointwise else { return 0 }
     let perThread = (s.patchSize + (s.forwardTransposed ? s.outChannels : 0)) * s.outHeight * s.outWidth
     let im2col = max(threads, 1) * perThread
     guard s.directForward else { return im2col }
@@ -266,6 +280,10 @@ public func conv2DForward<T: KernelScalar>(
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
+    if s.isGeneral {
+        conv2DForwardGeneral(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
+        return
+    }
     if T.self == Float.self && s.directForward {
         conv2DForwardDirect(s, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                             weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
@@ -511,6 +529,7 @@ struct DirectWeightGradient {
 /// Scratch elements `conv2DBackward` needs with up to `threads` threads.
 public func conv2DBackwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
     guard s.isValid else { return 0 }
+    if s.isGeneral { return generalBackwardScratchCount(s, threads: threads) }
     let l = ConvBackwardLayout(s)
     let direct = s.directInputGradient
         ? s.outputCount + s.weightCount + conv2DForwardScratchCount(s.inputGradientShape, threads: threads) : 0
@@ -548,6 +567,11 @@ public func conv2DBackward<T: KernelScalar>(
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid else { return }
+    if s.isGeneral {
+        conv2DBackwardGeneral(s, x: x, weight: weight, dy: dy, activation: activation, y: y, dx: dx, dWeight: dWeight, dBias: dBias,
+                              scratch: scratch, context: context)
+        return
+    }
     let cout = s.outChannels, k = s.patchSize
     let n = s.batch
     if n == 0 {

@@ -16,10 +16,16 @@ public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
     public var kernelW: Int
     public var strideH: Int
     public var strideW: Int
+    /// Implicit padding (at most half the window): −∞ for max pooling; zeros counted in the average
+    /// (PyTorch's defaults, count_include_pad=True).
+    public var padH: Int = 0
+    public var padW: Int = 0
 
-    public init(batch: Int, channels: Int, height: Int, width: Int, kernelH: Int, kernelW: Int, strideH: Int, strideW: Int) {
+    public init(batch: Int, channels: Int, height: Int, width: Int, kernelH: Int, kernelW: Int, strideH: Int, strideW: Int,
+                padH: Int = 0, padW: Int = 0) {
         self.batch = batch; self.channels = channels; self.height = height; self.width = width
         self.kernelH = kernelH; self.kernelW = kernelW; self.strideH = strideH; self.strideW = strideW
+        self.padH = padH; self.padW = padW
     }
 
     /// `stride == nil` means stride = window (the `.nn` default).
@@ -28,14 +34,23 @@ public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
                   strideH: stride ?? kernelH, strideW: stride ?? kernelW)
     }
 
-    public var outHeight: Int { strideH > 0 ? (height - kernelH) / strideH + 1 : 0 }
-    public var outWidth: Int { strideW > 0 ? (width - kernelW) / strideW + 1 : 0 }
+    public var outHeight: Int { strideH > 0 ? (height + 2 * padH - kernelH) / strideH + 1 : 0 }
+    public var outWidth: Int { strideW > 0 ? (width + 2 * padW - kernelW) / strideW + 1 : 0 }
     public var inputCount: Int { batch * channels * height * width }
     public var outputCount: Int { batch * channels * outHeight * outWidth }
 
     public var isValid: Bool {
         batch >= 0 && channels > 0 && kernelH > 0 && kernelW > 0 && strideH > 0 && strideW > 0
-            && height >= kernelH && width >= kernelW
+            && padH >= 0 && padW >= 0 && 2 * padH <= kernelH && 2 * padW <= kernelW
+            && height + 2 * padH >= kernelH && width + 2 * padW >= kernelW
+    }
+
+    var isPadded: Bool { padH > 0 || padW > 0 }
+
+    /// The rows and columns of window (oy, ox) inside the image.
+    @inline(__always) func window(_ oy: Int, _ ox: Int) -> (rows: Range<Int>, columns: Range<Int>) {
+        let y0 = oy * strideH - padH, x0 = ox * strideW - padW
+        return (max(0, y0)..<min(height, y0 + kernelH), max(0, x0)..<min(width, x0 + kernelW))
     }
 
     public var description: String {
@@ -49,6 +64,7 @@ public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
 public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
+    if s.isPadded { paddedPoolForward(s, max: true, x: x, y: y); return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, x, y)
     parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
@@ -100,6 +116,7 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
 public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, dy: UnsafePointer<T>,
                                                dx: UnsafeMutablePointer<T>, context: GEMMContext? = nil) {
     guard s.isValid else { return }
+    if s.isPadded { paddedPoolBackward(s, max: true, x: x, dy: dy, dx: dx); return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, x, dy, dx)
     parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
@@ -166,6 +183,7 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
 public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
+    if s.isPadded { paddedPoolForward(s, max: false, x: x, y: y); return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, x, y)
     parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
@@ -197,6 +215,7 @@ public func avgPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
 public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePointer<T>, dx: UnsafeMutablePointer<T>,
                                                context: GEMMContext? = nil) {
     guard s.isValid else { return }
+    if s.isPadded { paddedPoolBackward(s, max: false, x: nil, dy: dy, dx: dx); return }
     typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
     let operands: Operands = (s, dy, dx)
     parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
@@ -216,6 +235,61 @@ public func avgPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, dy: UnsafePoint
                         let r = win + i * w
                         for j in 0..<kw { r[j] += g }
                     }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Padded pooling (plain loops over the clipped windows)
+
+/// Max over the window's elements inside the image (the −∞ padding never wins), or their sum divided
+/// by kh·kw (the zero padding counted).
+func paddedPoolForward<T: KernelScalar>(_ s: Pool2DShape, max: Bool, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>) {
+    let ho = s.outHeight, wo = s.outWidth, plane = s.height * s.width
+    let scale = 1 / T(s.kernelH * s.kernelW)
+    for p in 0..<(s.batch * s.channels) {
+        let xp = x + p * plane, yp = y + p * ho * wo
+        for oy in 0..<ho {
+            for ox in 0..<wo {
+                let (rows, columns) = s.window(oy, ox)
+                var m = -T.infinity, sum: T = 0
+                for i in rows {
+                    for j in columns {
+                        let v = xp[i * s.width + j]
+                        if v > m || v.isNaN { m = v }
+                        sum += v
+                    }
+                }
+                yp[oy * wo + ox] = max ? m : sum * scale
+            }
+        }
+    }
+}
+
+/// dy routed to each window's first maximum (max), or spread as dy/(kh·kw) (average). Overwrites dx.
+func paddedPoolBackward<T: KernelScalar>(_ s: Pool2DShape, max: Bool, x: UnsafePointer<T>?, dy: UnsafePointer<T>, dx: UnsafeMutablePointer<T>) {
+    let ho = s.outHeight, wo = s.outWidth, plane = s.height * s.width
+    let scale = 1 / T(s.kernelH * s.kernelW)
+    dx.update(repeating: 0, count: s.batch * s.channels * plane)
+    for p in 0..<(s.batch * s.channels) {
+        let dxp = dx + p * plane, dyp = dy + p * ho * wo
+        for oy in 0..<ho {
+            for ox in 0..<wo {
+                let (rows, columns) = s.window(oy, ox)
+                let g = dyp[oy * wo + ox]
+                if max, let x {
+                    let xp = x + p * plane
+                    var m = -T.infinity, arg = -1
+                    for i in rows {
+                        for j in columns {
+                            let v = xp[i * s.width + j]
+                            if arg < 0 || v > m || (v.isNaN && !m.isNaN) { m = v; arg = i * s.width + j }
+                        }
+                    }
+                    if arg >= 0 { dxp[arg] += g }
+                } else {
+                    for i in rows { for j in columns { dxp[i * s.width + j] += g * scale } }
                 }
             }
         }

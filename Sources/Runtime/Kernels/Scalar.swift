@@ -56,6 +56,9 @@ extension ActivationFunction {
             // PyTorch's gelu(approximate='tanh'): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
             let inner = T(geluBeta) * (x + T(geluKappa) * (x * x * x))
             return T(0.5) * x * (1 + T.tanh(inner))
+        case .elu(let alpha): return x > 0 ? x : T(alpha) * (T.exp(x) - 1)
+        case .selu: return x > 0 ? T(seluScale) * x : T(seluScale * seluAlpha) * (T.exp(x) - 1)
+        case .softplus: return x > 20 ? x : T.log(1 + T.exp(x))
         }
     }
 
@@ -77,9 +80,19 @@ extension ActivationFunction {
             let x2 = v * v
             let t = T.tanh(T(geluBeta) * (v + T(geluKappa) * (x2 * v)))
             return T(0.5) * (1 + t) + T(0.5) * v * (1 - t * t) * (T(geluBeta) * (1 + 3 * T(geluKappa) * x2))
+        case .elu(let alpha): return v > 0 ? 1 : v + T(alpha)  // from y: α·eˣ = y + α
+        case .selu: return v > 0 ? T(seluScale) : v + T(seluScale * seluAlpha)
+        case .softplus:  // from x, as PyTorch: eˣ/(eˣ + 1) below the threshold
+            if v > 20 { return 1 }
+            let z = T.exp(v)
+            return z / (z + 1)
         }
     }
 }
+
+/// SELU's λ and α (PyTorch's).
+let seluScale = 1.0507009873554804934193349852946
+let seluAlpha = 1.6732632423543772848170429916717
 
 /// √(2/π) and 0.044715, the constants of GELU's tanh approximation.
 let geluBeta = 0.7978845608028654
