@@ -71,7 +71,8 @@ extension Checkpoint {
     ///     u8 dtype (0 f32, 1 f64) · u64 optimizer step · u64 epochs done
     ///     u8 interrupted; then u64 step in epoch, u64 epochs target, f64 loss sum, u64 correct, u64 seen
     ///     u8 has settings; then u8 optimizer (0 sgd, 1 adam), f64 lr, u64 epochs, u64 batch (0: all),
-    ///        u64 seed, u8 shuffle, f64 momentum, u8 nesterov, f64 decay, f64 beta1, f64 beta2, f64 eps
+    ///        u64 seed, u8 shuffle, f64 momentum, u8 nesterov, f64 decay, f64 beta1, f64 beta2, f64 eps,
+    ///        u8 schedule (0 constant, 1 step, 2 cosine), u64 its epochs between steps, f64 its factor
     ///     u8 has data path; then u64 length, UTF-8 bytes
     func encodedFields() -> [UInt8] {
         var w = Writer()
@@ -92,6 +93,11 @@ extension Checkpoint {
             w.f64(settings.momentum)
             w.bytes.append(settings.nesterov ? 1 : 0)
             for value in [settings.decay, settings.beta1, settings.beta2, settings.eps] { w.f64(value) }
+            switch settings.schedule {
+            case .constant: w.bytes.append(0); w.u64(0); w.f64(1)
+            case .step(let every, let gamma): w.bytes.append(1); w.u64(UInt64(every)); w.f64(gamma)
+            case .cosine: w.bytes.append(2); w.u64(0); w.f64(1)
+            }
         }
         w.bytes.append(dataPath == nil ? 0 : 1)
         if let dataPath { let bytes = Array(dataPath.utf8); w.u64(UInt64(bytes.count)); w.bytes += bytes }
@@ -140,6 +146,15 @@ extension Checkpoint {
             ]
             for (key, value) in values where !(key == "batch" && value == 0) {
                 if let complaint = settings.set(key, value) { throw fail("the saved training setting \(complaint)") }
+            }
+            let kind = try byte(), every = try count("the schedule's step"), gamma = try real()
+            switch kind {
+            case 0: settings.schedule = .constant
+            case 1:
+                guard every >= 1, gamma > 0, gamma.isFinite else { throw fail("the saved schedule 'step \(every) \(gamma)' is not valid") }
+                settings.schedule = .step(every: every, gamma: gamma)
+            case 2: settings.schedule = .cosine
+            default: throw fail("unknown schedule \(kind)")
             }
             self.settings = settings
         }

@@ -15,8 +15,12 @@ public struct TrainingSettings: Sendable, Equatable {
     public var beta1: Double = 0.9
     public var beta2: Double = 0.999
     public var eps: Double = 1e-8
+    public var schedule: LearningRateSchedule = .constant
 
     public init() {}
+
+    /// The learning rate in epoch `epoch` (from 0) of a run of `epochs`.
+    public func learningRate(epoch: Int, of epochs: Int) -> Double { learningRate * schedule.factor(epoch: epoch, of: epochs) }
 
     public var learningRate: Double { lr ?? (optimizer == .adam ? 0.001 : 0.01) }
 
@@ -192,6 +196,7 @@ struct Lowering {
                 trainStatement = statement
                 settings.hasTrainStatement = true
                 settings.training.optimizer = spec.optimizer
+                if let (schedule, _) = spec.schedule { settings.training.schedule = schedule }
                 for option in spec.options {
                     if let complaint = settings.training.set(option.key, option.value) { error(.valueOutOfRange, complaint, at: option.valueRange) }
                 }
@@ -272,8 +277,7 @@ struct Lowering {
             return
         }
         if let earlier = names[name.text] {
-            error(.nameGivenTwice, name.text == "input" ? "'input' names the model's input and cannot name another value"
-                                                        : "'\(name.text)' is defined twice",
+            error(.nameGivenTwice, "'\(name.text)' is defined twice",
                   at: name.range, notes: [.init(.nameDefinedHere, "'\(name.text)' is defined here", at: earlier.range)])
             return
         }

@@ -37,13 +37,29 @@ struct TrainingOutcome {
 
 let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps"]
 
+/// `--schedule constant|cosine|"step S G"`.
+func scheduleFlag(_ text: String) throws(UsageError) -> LearningRateSchedule {
+    let words = text.split(separator: " ").map(String.init)
+    switch words.first {
+    case "constant" where words.count == 1: return .constant
+    case "cosine" where words.count == 1: return .cosine
+    case "step" where words.count == 3:
+        guard let every = Int(words[1]), every >= 1, let gamma = Double(words[2]), gamma > 0, gamma.isFinite else { break }
+        return .step(every: every, gamma: gamma)
+    default: break
+    }
+    var message = "--schedule takes constant, cosine or \"step S G\" (every S epochs ×G), got '\(text)'"
+    if let word = words.first, let guess = suggestion(for: word, among: LearningRateSchedule.names), guess != word { message += "; did you mean '\(guess)'?" }
+    throw UsageError(message: message)
+}
+
 let trainCommand = Command(
     name: "train", summary: "train a model on its data; write the trained graph (.nnc)",
     usage: "nnc train MODEL.nn|MODEL.nnc [--data PATH] [--test-data PATH] [--epochs N] [--lr X] [--batch N] [--seed S] [--momentum X] [--dtype f32|f64] [--limit N] [--init W.npz] [--threads N] [-o OUT.nnc] [--plot FILE.svg]",
     details: """
     Uses the model's `data` and `train` statements; every training key can be overridden by a flag:
     --lr, --epochs, --batch, --seed, --shuffle on|off, --momentum, --nesterov on|off, --decay,
-    --beta1, --beta2, --eps. Also:
+    --beta1, --beta2, --eps, --schedule constant|cosine|"step S G". Also:
       --data PATH        training data (CSV, IDX, NPY/NPZ, or an MNIST-layout directory)
       --test-data PATH   evaluation data, reported after each epoch (default: the model's `data test`,
                          or the test split of an MNIST directory)
@@ -57,7 +73,7 @@ let trainCommand = Command(
     A .nnc continues training from its saved parameters and optimizer state; a checkpoint written by
     Ctrl-C resumes where it stopped.
     """,
-    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every"] + trainKeyFlags,
+    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every", "--schedule"] + trainKeyFlags,
     flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
@@ -87,6 +103,7 @@ let trainCommand = Command(
         }
         if let complaint = settings.set(key, value) { throw UsageError(message: "\(flag): \(complaint)") }
     }
+    if let text = arguments.values["--schedule"] { settings.schedule = try scheduleFlag(text) }
     if let weights = arguments.values["--init"] { try state.loadWeights(npz: weights) }
 
     // Data.
@@ -224,6 +241,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
 
     for epoch in job.startEpoch..<max(job.startEpoch, job.endEpoch) {
         epochOrder(into: &order, shuffle: settings.shuffle, seed: settings.seed, epoch: epoch)
+        session.learningRateFactor = settings.schedule.factor(epoch: epoch, of: job.endEpoch)
         // A resumed epoch goes on from the sums it had.
         let resumed = epoch == job.startEpoch ? state.checkpoint.interruption : nil
         var lossSum = resumed?.lossSum ?? 0
@@ -298,6 +316,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
         if console.isTerminal || number == job.startEpoch + 1 || number == job.endEpoch || (number - job.startEpoch) % logEvery == 0 {
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
             var line = "epoch \(number)/\(job.endEpoch): loss \(formatLoss(epochLoss))"
+            if settings.schedule != .constant { line += ", lr \(formatLoss(settings.learningRate * session.learningRateFactor))" }
             if let accuracy = entry.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
             if let testLoss = entry.testLoss { line += ", test loss \(formatLoss(testLoss))" }
             if let testAccuracy = entry.testAccuracy { line += ", test accuracy \(String(format: "%.4f", testAccuracy))" }

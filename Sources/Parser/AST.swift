@@ -1,3 +1,5 @@
+import Foundation
+
 /// The syntax tree of a model file: a list of statements, each with its source range.
 public struct ModelAST: Sendable {
     public var source: SourceFile
@@ -138,6 +140,38 @@ public struct TrainSpec: Sendable {
     public var optimizer: OptimizerKind
     public var optimizerRange: SourceRange
     public var options: [TrainOption]
+    /// `schedule …`, with where it was written.
+    public var schedule: (LearningRateSchedule, SourceRange)?
+}
+
+/// How the learning rate moves from epoch to epoch (PyTorch's schedulers, stepped once an epoch).
+public enum LearningRateSchedule: Sendable, Equatable, CustomStringConvertible {
+    /// The rate as given.
+    case constant
+    /// ×gamma every `every` epochs (StepLR): lr·gamma^⌊epoch/every⌋.
+    case step(every: Int, gamma: Double)
+    /// Cosine annealing to 0 over the run (CosineAnnealingLR, T_max = the run's epochs, eta_min = 0):
+    /// lr·(1 + cos(π·epoch/T))/2.
+    case cosine
+
+    public static let names = ["constant", "step", "cosine"]
+
+    /// The factor on the learning rate in epoch `epoch` (from 0) of a run of `epochs`.
+    public func factor(epoch: Int, of epochs: Int) -> Double {
+        switch self {
+        case .constant: return 1
+        case .step(let every, let gamma): return Foundation.pow(gamma, Double(epoch / max(1, every)))
+        case .cosine: return (1 + Foundation.cos(Double.pi * Double(epoch) / Double(max(1, epochs)))) / 2
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .constant: return "constant"
+        case .step(let every, let gamma): return "step \(every) \(formatNumber(gamma))"
+        case .cosine: return "cosine"
+        }
+    }
 }
 
 public struct TrainOption: Sendable {
@@ -149,7 +183,7 @@ public struct TrainOption: Sendable {
 
 /// The keys each optimizer accepts, and which of them are integers or on/off switches.
 public enum TrainKeys {
-    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay"]
+    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay", "schedule"]
     public static func keys(for optimizer: OptimizerKind) -> [String] {
         switch optimizer {
         case .sgd: return common + ["momentum", "nesterov"]

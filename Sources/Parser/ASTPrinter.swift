@@ -33,7 +33,8 @@ extension ModelAST {
         case .loss(let l): return "Loss(\(l.rawValue))"
         case .data(let test, let path, _): return "Data(\(test ? "test" : "train"): \"\(path)\")"
         case .train(let spec):
-            return "Train(optimizer: \(spec.optimizer.rawValue)" + spec.options.map { ", \($0.key): \(TrainKeys.switches.contains($0.key) ? ($0.value != 0 ? "on" : "off") : formatNumber($0.value))" }.joined() + ")"
+            return "Train(optimizer: \(spec.optimizer.rawValue)" + spec.options.map { ", \($0.key): \(TrainKeys.switches.contains($0.key) ? ($0.value != 0 ? "on" : "off") : formatNumber($0.value))" }.joined()
+                + (spec.schedule.map { ", schedule: \($0.0)" } ?? "") + ")"
         }
     }
 }

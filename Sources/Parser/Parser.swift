@@ -351,6 +351,13 @@ public struct Parser {
             if let earlier = spec.options.first(where: { $0.key == key.text }) {
                 throw error(.optionGivenTwice, "'\(key.text)' is given twice", at: key.range, notes: [.init(.firstDefinition, "first given here", at: earlier.keyRange)])
             }
+            if key.text == "schedule" {
+                if let earlier = spec.schedule {
+                    throw error(.optionGivenTwice, "'schedule' is given twice", at: key.range, notes: [.init(.firstDefinition, "first given here", at: earlier.1)])
+                }
+                spec.schedule = (try parseSchedule(), key.range)
+                continue
+            }
             let option: TrainOption
             if TrainKeys.switches.contains(key.text) {
                 guard current.kind == .word, current.text == "on" || current.text == "off" else {
@@ -369,6 +376,23 @@ public struct Parser {
             spec.options.append(option)
         }
         return spec
+    }
+}
+
+extension Parser {
+    /// `constant`, `cosine`, or `step S G` (every S epochs ×G).
+    mutating func parseSchedule() throws(Diagnostic) -> LearningRateSchedule {
+        let word = try expectWord(oneOf: LearningRateSchedule.names, expected: "a schedule (\(LearningRateSchedule.names.joined(separator: ", ")))",
+                                  unknown: "schedule", code: .unknownOption, otherwise: "expected one of \(LearningRateSchedule.names.joined(separator: ", "))")
+        switch word.text {
+        case "step":
+            let every = try expectInteger("the epochs between steps", minimum: 1)
+            let (gamma, range) = try expectNumber("a factor (the rate is multiplied by it every \(every.value) epochs)")
+            guard gamma > 0 else { throw error(.valueOutOfRange, "the schedule's factor must be greater than 0, found \(formatNumber(gamma))", at: range) }
+            return .step(every: every.value, gamma: gamma)
+        case "cosine": return .cosine
+        default: return .constant
+        }
     }
 }
 

@@ -86,6 +86,43 @@ import Parser
         #expect(again.readVersion == 2)
     }
 
+    /// A run with a schedule, interrupted mid-epoch and resumed, ends where the uninterrupted one does;
+    /// each epoch's rate follows the formula (printed on the epoch line).
+    @Test func schedulesResumeBitIdentically() throws {
+        let directory = temporaryDirectory()
+        writeClassifierData(in: directory)
+        write("input 3\nfc 3->8\nrelu\nfc 8->3\nloss crossentropy\ndata \"data.csv\"\ntrain sgd lr 0.2 momentum 0.9 batch 8 epochs 6 seed 4 schedule step 2 0.5\n",
+              to: directory + "/s.nn")
+        let full = nnc("train", directory + "/s.nn", "-o", directory + "/full.nnc", "--threads", "1", "--log-every", "1")
+        #expect(full.status == 0, "\(full.errors)")
+        for (epoch, rate) in [0.2, 0.2, 0.1, 0.1, 0.05, 0.05].enumerated() {
+            #expect(full.output.contains("epoch \(epoch + 1)/6: loss") && full.output.contains(", lr \(formatLoss(rate))"), "epoch \(epoch + 1)")
+        }
+        interruptAfterStepsForTesting = 20
+        #expect(nnc("train", directory + "/s.nn", "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
+        #expect(nnc("train", directory + "/stopped.nnc", "-o", directory + "/resumed.nnc", "--threads", "1").status == 0)
+        let a = try CompiledFile.read(path: directory + "/full.nnc").checkpoint, b = try CompiledFile.read(path: directory + "/resumed.nnc").checkpoint
+        #expect(a.parameters == b.parameters && a.optimizerState == b.optimizerState && a.history == b.history)
+        #expect(b.settings?.schedule == .step(every: 2, gamma: 0.5))
+        // The flag overrides the model's schedule; a bad one is a usage error.
+        let cosine = nnc("train", directory + "/s.nn", "--schedule", "cosine", "--epochs", "2", "-o", directory + "/c.nnc")
+        #expect(cosine.status == 0 && cosine.output.contains("epoch 2/2") && cosine.output.contains("lr 0.1,"), "\(cosine.output)")
+        let bad = nnc("train", directory + "/s.nn", "--schedule", "cosin")
+        #expect(bad.status == 2 && bad.errors.contains("did you mean 'cosine'?"))
+    }
+
+    /// The rate at every epoch against PyTorch's formulas (StepLR, CosineAnnealingLR with eta_min 0).
+    @Test func scheduleFactorsFollowTheFormulas() {
+        for epoch in 0..<20 {
+            #expect(LearningRateSchedule.constant.factor(epoch: epoch, of: 20) == 1)
+            #expect(LearningRateSchedule.step(every: 3, gamma: 0.1).factor(epoch: epoch, of: 20) == Foundation.pow(0.1, Double(epoch / 3)))
+            let cosine = LearningRateSchedule.cosine.factor(epoch: epoch, of: 20)
+            #expect(abs(cosine - 0.5 * (1 + Foundation.cos(Double.pi * Double(epoch) / 20))) < 1e-15)
+        }
+        #expect(LearningRateSchedule.cosine.factor(epoch: 0, of: 10) == 1)
+        #expect(abs(LearningRateSchedule.cosine.factor(epoch: 5, of: 10) - 0.5) < 1e-15)
+    }
+
     /// A valid checksum over nonsense settings is an error that names the setting.
     @Test func nonsenseSettingsAreRejected() throws {
         var checkpoint = Checkpoint()
@@ -117,6 +154,7 @@ import Parser
         var settings = TrainingSettings()
         settings.optimizer = .adam
         _ = settings.set("lr", 0.003); _ = settings.set("batch", 16); _ = settings.set("seed", 77); _ = settings.set("shuffle", 0)
+        settings.schedule = .step(every: 3, gamma: 0.25)
         checkpoint.settings = settings
         checkpoint.dataPath = "data/é.csv"
         checkpoint.history = [.init(loss: 1, accuracy: 0.5), .init(loss: 0.5, accuracy: 0.75, testLoss: 0.6, testAccuracy: 0.7)]

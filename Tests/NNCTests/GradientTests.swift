@@ -22,6 +22,11 @@ let gradientModels: [(String, String)] = [
     ("non-square max and average pooling", "input 2x5x7\nmaxpool 2x3\navgpool 1x2 stride 1\nflatten\nfc 2\nloss mse"),
     ("gelu (derivative from the input)", "input 3\nfc 3->4\ngelu\nfc 4->2\ngelu\nloss mse"),
     ("conv + gelu (no fused conv backward)", "input 2x5x4\nconv 2->3 3x3 pad 1\ngelu\nflatten\nfc 2\nloss mse"),
+    ("residual with batch norm, add, concat, from, globalavgpool",
+     "input 2x5x5\nconv 2->3 3x3 pad 1 nobias\nbatchnorm\nrelu as a\nconv 3->3 3x3 pad 1\nbatchnorm\nadd a\nrelu as b\nfrom a\nconv 3->2 1x1\nconcat b\nglobalavgpool\nfc 3\nloss crossentropy"),
+    ("grouped, dilated, strided conv; padded pooling; elu, selu, softplus",
+     "input 4x7x6\nconv 4->6 3x2 stride 2x1 pad 1x0 groups 2 as c\nelu 0.5 as e\nfrom c\nconv 6->6 3x3 pad 2 dilation 2 groups 3\nselu\nadd e\nmaxpool 3x3 stride 2 pad 1\navgpool 2x2 stride 1 pad 1\nsoftplus\nflatten\nfc 4\nloss mse"),
+    ("batch norm on features, logsoftmax + nll", "input 5\nfc 5->6\nbatchnorm momentum 0.3 eps 1e-3\ntanh\nfc 6->3\nlogsoftmax\nloss nll"),
     ("conv nobias + leakyrelu + sigmoid", "input 1x5x5\nconv 1->2 2x2 nobias\nleakyrelu 0.2\nconv 2->2 2x2\nsigmoid\nmaxpool 2x2 stride 1\nflatten\nloss sum"),
 ]
 

@@ -38,7 +38,13 @@ private struct ConvReference {
     let s: Conv2DShape
     func xIndex(_ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Int { ((n * s.inChannels + c) * s.height + y) * s.width + x }
     func yIndex(_ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Int { ((n * s.outChannels + c) * s.outHeight + y) * s.outWidth + x }
-    func wIndex(_ co: Int, _ ci: Int, _ i: Int, _ j: Int) -> Int { ((co * s.inChannels + ci) * s.kernelH + i) * s.kernelW + j }
+    /// ci: the input channel within the output channel's group (weights are [Cout, Cin/G, kh, kw]).
+    func wIndex(_ co: Int, _ ci: Int, _ i: Int, _ j: Int) -> Int { ((co * (s.inChannels / s.groups) + ci) * s.kernelH + i) * s.kernelW + j }
+    /// The input channels of output channel co's group.
+    func inputs(of co: Int) -> Range<Int> {
+        let g = co / (s.outChannels / s.groups), width = s.inChannels / s.groups
+        return (g * width)..<((g + 1) * width)
+    }
 
     func forward(x: [Double], w: [Double], b: [Double]?, act: ActivationFunction) -> [Double] {
         var y = [Double](repeating: 0, count: s.outputCount)
@@ -47,12 +53,13 @@ private struct ConvReference {
                 for oy in 0..<s.outHeight {
                     for ox in 0..<s.outWidth {
                         var acc = b?[co] ?? 0
-                        for ci in 0..<s.inChannels {
+                        let group = inputs(of: co)
+                        for ci in group {
                             for i in 0..<s.kernelH {
                                 for j in 0..<s.kernelW {
-                                    let iy = oy * s.strideH - s.padH + i, ix = ox * s.strideW - s.padW + j
+                                    let iy = oy * s.strideH - s.padH + i * s.dilationH, ix = ox * s.strideW - s.padW + j * s.dilationW
                                     if iy < 0 || iy >= s.height || ix < 0 || ix >= s.width { continue }
-                                    acc += x[xIndex(n, ci, iy, ix)] * w[wIndex(co, ci, i, j)]
+                                    acc += x[xIndex(n, ci, iy, ix)] * w[wIndex(co, ci - group.lowerBound, i, j)]
                                 }
                             }
                         }
@@ -76,13 +83,14 @@ private struct ConvReference {
                         let yi = yIndex(n, co, oy, ox)
                         let g = dy[yi] * act.derivative(kept: y[yi])
                         db[co] += g
-                        for ci in 0..<s.inChannels {
+                        let group = inputs(of: co)
+                        for ci in group {
                             for i in 0..<s.kernelH {
                                 for j in 0..<s.kernelW {
-                                    let iy = oy * s.strideH - s.padH + i, ix = ox * s.strideW - s.padW + j
+                                    let iy = oy * s.strideH - s.padH + i * s.dilationH, ix = ox * s.strideW - s.padW + j * s.dilationW
                                     if iy < 0 || iy >= s.height || ix < 0 || ix >= s.width { continue }
-                                    dw[wIndex(co, ci, i, j)] += g * x[xIndex(n, ci, iy, ix)]
-                                    dx[xIndex(n, ci, iy, ix)] += g * w[wIndex(co, ci, i, j)]
+                                    dw[wIndex(co, ci - group.lowerBound, i, j)] += g * x[xIndex(n, ci, iy, ix)]
+                                    dx[xIndex(n, ci, iy, ix)] += g * w[wIndex(co, ci - group.lowerBound, i, j)]
                                 }
                             }
                         }
@@ -162,7 +170,7 @@ private func runConv<T: KernelScalar>(_ type: T.Type, _ s: Conv2DShape, x xd: [D
     return ConvResult(y: d(y), dx: d(dx), dw: d(dw), db: d(db), scratchIntact: intact)
 }
 
-private let convActivations: [ActivationFunction] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid]
+private let convActivations: [ActivationFunction] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid, .elu(alpha: 0.5), .selu]
 
 /// (N, Cin, H, W, Cout, kh, kw, stride, pad)
 private let convCases: [Conv2DShape] = [
@@ -182,6 +190,15 @@ private let convCases: [Conv2DShape] = [
     Conv2DShape(batch: 7, inChannels: 3, height: 17, width: 17, outChannels: 4, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
     // Planes large enough that the direct weight gradient holds two samples a pass: full and partial groups.
     Conv2DShape(batch: 7, inChannels: 1, height: 62, width: 62, outChannels: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    // A 7-wide output: im2col and the GEMM rather than the direct path (16-wide rows would waste over half).
+    Conv2DShape(batch: 3, inChannels: 5, height: 7, width: 7, outChannels: 6, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    // Grouped and dilated (the general path): groups, dilation, per-axis stride and padding, depthwise.
+    Conv2DShape(batch: 3, inChannels: 4, height: 9, width: 8, outChannels: 6, kernelH: 3, kernelW: 2, strideH: 2, strideW: 1, padH: 1, padW: 0, groups: 2),
+    Conv2DShape(batch: 2, inChannels: 3, height: 11, width: 10, outChannels: 2, kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, padH: 2, padW: 2,
+                dilationH: 2, dilationW: 2),
+    Conv2DShape(batch: 5, inChannels: 6, height: 7, width: 9, outChannels: 6, kernelH: 3, kernelW: 3, strideH: 1, strideW: 2, padH: 1, padW: 3,
+                dilationH: 1, dilationW: 3, groups: 6),
+    Conv2DShape(batch: 1, inChannels: 4, height: 5, width: 5, outChannels: 8, kernelH: 1, kernelW: 1, strideH: 1, strideW: 1, padH: 0, padW: 0, groups: 4),
 ]
 
 @Suite struct ConvTests {

@@ -19,9 +19,14 @@ private func poolReference(_ s: Pool2DShape, _ kind: PoolKind, x: [Double], dy: 
             for oy in 0..<s.outHeight {
                 for ox in 0..<s.outWidth {
                     var best = -Double.infinity, arg = -1, sum = 0.0
+                    var inside: [Int] = []
                     for i in 0..<s.kernelH {
                         for j in 0..<s.kernelW {
-                            let idx = xb + (oy * s.strideH + i) * s.width + ox * s.strideW + j
+                            // Padding: −∞ for the maximum, zeros counted in the average.
+                            let iy = oy * s.strideH - s.padH + i, ix = ox * s.strideW - s.padW + j
+                            guard iy >= 0, iy < s.height, ix >= 0, ix < s.width else { continue }
+                            let idx = xb + iy * s.width + ix
+                            inside.append(idx)
                             sum += x[idx]
                             if arg < 0 || x[idx] > best { best = x[idx]; arg = idx }
                         }
@@ -34,9 +39,7 @@ private func poolReference(_ s: Pool2DShape, _ kind: PoolKind, x: [Double], dy: 
                     case .avg:
                         let area = Double(s.kernelH * s.kernelW)
                         y[yb + oy * s.outWidth + ox] = sum / area
-                        for i in 0..<s.kernelH {
-                            for j in 0..<s.kernelW { dx[xb + (oy * s.strideH + i) * s.width + ox * s.strideW + j] += g / area }
-                        }
+                        for idx in inside { dx[idx] += g / area }
                     }
                 }
             }
@@ -81,6 +84,10 @@ private let poolCases: [Pool2DShape] = [
     Pool2DShape(batch: 1, channels: 1, height: 4, width: 4, kernelH: 4, kernelW: 4),
     Pool2DShape(batch: 2, channels: 2, height: 14, width: 14, kernelH: 2, kernelW: 2),        // f32 vector rows: 7 windows
     Pool2DShape(batch: 1, channels: 2, height: 5, width: 11, kernelH: 2, kernelW: 2),         // 5 windows, odd width and height
+    // Padded (PyTorch's padding: −∞ for max, counted zeros for average).
+    Pool2DShape(batch: 2, channels: 2, height: 7, width: 6, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+    Pool2DShape(batch: 1, channels: 3, height: 5, width: 8, kernelH: 2, kernelW: 4, strideH: 1, strideW: 3, padH: 1, padW: 2),
+    Pool2DShape(batch: 3, channels: 1, height: 4, width: 4, kernelH: 3, kernelW: 2, strideH: 1, strideW: 1, padH: 1, padW: 0),
 ]
 
 @Suite struct PoolTests {
