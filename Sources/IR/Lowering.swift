@@ -19,8 +19,6 @@ public struct TrainingSettings: Sendable, Equatable {
 
     public init() {}
 
-    /// The learning rate in epoch `epoch` (from 0) of a run of `epochs`.
-    public func learningRate(epoch: Int, of epochs: Int) -> Double { learningRate * schedule.factor(epoch: epoch, of: epochs) }
 
     public var learningRate: Double { lr ?? (optimizer == .adam ? 0.001 : 0.01) }
 
@@ -263,10 +261,16 @@ struct Lowering {
         graph.input = value
         producer = statement
         shapeProducer = statement
-        names["input"] = NamedValue(value: value!, shape: dims, statement: statement, range: statement.keywordRange, used: true)
-        nameOrder.append("input")
+        nameInput(at: statement)
         layers.append(LayerSummary(statement: text(statement), outputShape: Shape(batched: true, dims), parameters: 0, flops: 0, location: statement.range))
         if let name = statement.name { define(name, at: statement) }
+    }
+
+    /// `input` names the model's input (defined by `input` or by the first `fc I->O`).
+    mutating func nameInput(at statement: Statement) {
+        guard let value else { return }
+        names["input"] = NamedValue(value: value, shape: shape, statement: statement, range: statement.keywordRange, used: true)
+        nameOrder.append("input")
     }
 
     /// `as NAME`: names the current value.
@@ -454,6 +458,7 @@ struct Lowering {
             shape = [inputs.value]
             value = graph.addSource(.input, name: "x", shape: .batch(inputs.value), at: inputs.range)
             graph.input = value
+            nameInput(at: statement)
         }
         guard let x = requireInput(statement) else { return }
         guard shape.count == 1 else {
