@@ -1,3 +1,4 @@
+import Foundation
 import Parser
 
 /// A command-line mistake: exit status 2 with the command's usage.
@@ -62,5 +63,56 @@ struct Arguments: Sendable {
         guard let text = values[name] else { return nil }
         guard let value = Double(text), value.isFinite else { throw UsageError(message: "\(name) needs a number, got '\(text)'") }
         return value
+    }
+}
+
+/// The most worker threads a command takes: far more than any machine here has cores, far fewer than
+/// would exhaust memory or the process's threads.
+let maxThreads = 256
+
+extension Arguments {
+    /// `--threads N`, 1...maxThreads (default: all cores).
+    func threads() throws(UsageError) -> Int {
+        guard let text = values["--threads"] else { return ProcessInfo.processInfo.activeProcessorCount }
+        guard let value = Int(text), value >= 1, value <= maxThreads else {
+            throw UsageError(message: "--threads takes a whole number from 1 to \(maxThreads) (this machine has \(ProcessInfo.processInfo.activeProcessorCount) cores), got '\(text)'")
+        }
+        return value
+    }
+}
+
+/// Checks a file a command will write, before any work: a name (not empty, not a directory), a
+/// regular file or none yet (not a device, FIFO or directory), not one of the command's own inputs
+/// (compared by device and inode, so also through links), in a directory that exists and is writable.
+/// `flag` names the option in messages.
+func checkOutput(_ path: String, flag: String, inputs: [String]) throws {
+    guard !path.isEmpty, !path.hasSuffix("/") else {
+        throw UsageError(message: "\(flag) needs a file name, got '\(path)'")
+    }
+    // Not yet there: the same path as an input (or another output) is still the same file.
+    func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
+    if let input = inputs.first(where: { absolute($0) == absolute(path) }) {
+        throw InputError("\(path): error: \(flag) names the command's own input \(input); writing it would destroy the input")
+    }
+    var target = stat()
+    if stat(path, &target) == 0 {
+        guard target.st_mode & S_IFMT == S_IFREG else {
+            throw InputError("\(path): error: not a regular file; \(flag) writes a regular file (replacing it), not a device, pipe or directory")
+        }
+        for input in inputs {
+            var source = stat()
+            if stat(input, &source) == 0, source.st_dev == target.st_dev, source.st_ino == target.st_ino {
+                throw InputError("\(path): error: \(flag) names the command's own input \(input); writing it would destroy the input")
+            }
+        }
+    }
+    let directory = (path as NSString).deletingLastPathComponent
+    let folder = directory.isEmpty ? "." : directory
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw InputError("\(path): error: cannot write: the directory \(folder) does not exist")
+    }
+    guard access(folder, W_OK) == 0 else {
+        throw InputError("\(path): error: cannot write: the directory \(folder) is not writable")
     }
 }

@@ -15,7 +15,7 @@ let benchCommand = Command(
     let path = try onePath(arguments, "model file")
     let program = try loadModel(path, console: console)
     let batch = try arguments.integer("--batch") ?? program.settings.training.batch ?? 32
-    let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
+    let threads = try arguments.threads()
     let steps = try arguments.integer("--steps")
     switch try dtype(arguments) {
     case .f32: try bench(Float.self, program, batch: batch, steps: steps, threads: threads, console: console)

@@ -158,6 +158,7 @@ let compileCommand = Command(
         var settings = program.settings.training
         if let seed = try arguments.integer("--seed", minimum: 0) { settings.seed = seed }
         let output = arguments.values["-o"] ?? defaultOutputPath(for: path)
+        try checkOutput(output, flag: "-o", inputs: [path] + [arguments.values["--init"]].compactMap { $0 })
         try writeInitialModel(program: program, dtype: type, settings: settings, weights: arguments.values["--init"], to: output)
         console.print("wrote \(output)")
         return

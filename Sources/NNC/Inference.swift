@@ -11,9 +11,10 @@ let runCommand = Command(
 ) { arguments, console in
     let path = try onePath(arguments, "compiled model (.nnc)")
     guard let inputPath = arguments.values["--input"] else { throw UsageError(message: "missing --input PATH") }
+    let threads = try arguments.threads()
+    if let output = arguments.values["--output"] { try checkOutput(output, flag: "--output", inputs: [path, inputPath]) }
     let state = try ModelState.open(path: path, dtype: nil, seed: nil)
     let data = try loadData(path: inputPath, expecting: DataExpectation(featureCount: state.program.model.inputShape.rowElements, targets: .none)).train
-    let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
     let lines: [String]
     switch state.dtype {
     case .f32: lines = try predict(Float.self, state, data, threads: threads)
@@ -60,6 +61,7 @@ let evalCommand = Command(
     valueOptions: ["--data", "--threads"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "compiled model (.nnc)")
+    let threads = try arguments.threads()
     let state = try ModelState.open(path: path, dtype: nil, seed: nil)
     let program = state.program
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
@@ -68,7 +70,6 @@ let evalCommand = Command(
     guard let dataPath else { throw UsageError(message: "no data: pass --data PATH") }
     let splits = try loadData(path: dataPath, expecting: program.expectation)
     let data = splits.test ?? splits.train
-    let threads = try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount
     let result: (loss: Double, accuracy: Double?)
     switch state.dtype {
     case .f32:
@@ -92,6 +93,7 @@ let exportCommand = Command(
     let path = try onePath(arguments, "compiled model (.nnc)")
     if arguments.values["--onnx"] != nil { throw InputError("nnc export: error: ONNX export is not supported yet; use --weights W.npz") }
     guard let weights = arguments.values["--weights"] else { throw UsageError(message: "missing --weights W.npz") }
+    try checkOutput(weights, flag: "--weights", inputs: [path])
     let state = try ModelState.open(path: path, dtype: nil, seed: nil)
     // Parameters, then the persistent state (running statistics), as PyTorch's state_dict has them.
     let tensors = state.checkpoint.parameters + state.checkpoint.persistentState

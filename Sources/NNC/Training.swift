@@ -77,6 +77,7 @@ let trainCommand = Command(
     flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
+    let threads = try arguments.threads()
     let requestedType: DType? = arguments.values["--dtype"] == nil ? nil : try dtype(arguments)
     let seedFlag = try arguments.integer("--seed", minimum: 0)
     var state = try ModelState.open(path: path, dtype: requestedType, seed: seedFlag)
@@ -137,9 +138,15 @@ let trainCommand = Command(
         }
     }
     state.checkpoint.dataPath = arguments.values["--data"] ?? state.checkpoint.dataPath
+    // The outputs, before any epoch: a run must not end in a file it cannot write, nor write over its inputs.
+    let outputPath = arguments.values["-o"] ?? (resuming ? path : defaultOutputPath(for: path))
+    let inputs = [path, dataPath] + [arguments.values["--init"], arguments.values["--test-data"]].compactMap { $0 }
+    // A compiled file may be trained in place (a checkpoint goes on where it is).
+    try checkOutput(outputPath, flag: "-o", inputs: resuming ? Array(inputs.dropFirst()) : inputs)
+    if let plot = arguments.values["--plot"] { try checkOutput(plot, flag: "--plot", inputs: inputs + [outputPath]) }
     let job = TrainingJob(state: state, settings: settings, train: train, test: test,
-                          threads: try arguments.integer("--threads") ?? ProcessInfo.processInfo.activeProcessorCount,
-                          outputPath: arguments.values["-o"] ?? (resuming ? path : defaultOutputPath(for: path)),
+                          threads: threads,
+                          outputPath: outputPath,
                           plotPath: arguments.values["--plot"], logEvery: try arguments.integer("--log-every"),
                           startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
     let outcome: TrainingOutcome

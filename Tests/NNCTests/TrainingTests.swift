@@ -204,3 +204,62 @@ func writeClassifierData(in directory: String) {
         #expect(nnc("train", model, "--epocs", "3").errors.contains("did you mean '--epochs'?"))
     }
 }
+
+/// Outputs are checked before any work (issue "Reliability", items 4, 6, 7, 8).
+@Suite(.serialized) struct OutputCheckTests {
+    @Test func threadsAreCapped() throws {
+        let directory = temporaryDirectory()
+        writeClassifierData(in: directory)
+        write("input 3\nfc 3->3\nloss crossentropy\ndata \"data.csv\"\n", to: directory + "/m.nn")
+        for command in ["train", "bench"] {
+            let result = nnc(command, directory + "/m.nn", "--threads", "20000")
+            #expect(result.status == 2, "\(command)")
+            #expect(result.errors.contains("--threads takes a whole number from 1 to 256"), "\(result.errors)")
+        }
+        #expect(nnc("train", directory + "/m.nn", "--threads", "256", "--epochs", "1", "-o", directory + "/m.nnc").status == 0)
+        for (command, flag) in [("run", "--input"), ("eval", "--data")] {
+            let result = nnc(command, directory + "/m.nnc", flag, directory + "/data.csv", "--threads", "0")
+            #expect(result.status == 2 && result.errors.contains("--threads takes"), "\(command): \(result.errors)")
+        }
+    }
+
+    @Test func outputsNeverReplaceInputs() throws {
+        let directory = temporaryDirectory()
+        writeClassifierData(in: directory)
+        let model = directory + "/m.nn"
+        let text = "input 3\nfc 3->3\nloss crossentropy\ndata \"data.csv\"\ntrain sgd epochs 2\n"
+        write(text, to: model)
+        let same = nnc("train", model, "-o", model)
+        #expect(same.status == 1 && same.errors.contains("-o names the command's own input"), "\(same.errors)")
+        #expect(!same.output.contains("epoch"), "nothing trained")
+        #expect(try String(contentsOfFile: model, encoding: .utf8) == text)
+        // Through a symbolic link, and the data file too.
+        try FileManager.default.createSymbolicLink(atPath: directory + "/link.nnc", withDestinationPath: model)
+        #expect(nnc("train", model, "-o", directory + "/link.nnc").status == 1)
+        #expect(nnc("train", model, "-o", directory + "/data.csv").status == 1)
+        #expect(try String(contentsOfFile: model, encoding: .utf8) == text)
+        #expect(nnc("train", model, "-o", directory + "/m.nnc", "--plot", directory + "/m.nnc").status == 1)
+        #expect(nnc("compile", model, "-o", model).status == 1)
+        #expect(nnc("train", model, "-o", directory + "/m.nnc").status == 0)
+        // A compiled file trains in place, with or without -o.
+        #expect(nnc("train", directory + "/m.nnc", "-o", directory + "/m.nnc", "--epochs", "1").status == 0)
+        #expect(nnc("run", directory + "/m.nnc", "--input", directory + "/data.csv", "--output", directory + "/m.nnc").status == 1)
+        #expect(nnc("export", directory + "/m.nnc", "--weights", directory + "/m.nnc").status == 1)
+        #expect((try? CompiledFile.read(path: directory + "/m.nnc")) != nil, "the compiled file survived")
+    }
+
+    @Test func unwritableAndNonRegularOutputsAreRefusedBeforeTraining() throws {
+        let directory = temporaryDirectory()
+        writeClassifierData(in: directory)
+        let model = directory + "/m.nn"
+        write("input 3\nfc 3->3\nloss crossentropy\ndata \"data.csv\"\ntrain sgd epochs 3\n", to: model)
+        let missing = nnc("train", model, "-o", directory + "/nodir/x.nnc")
+        #expect(missing.status == 1 && missing.errors.contains("does not exist") && !missing.output.contains("epoch"), "\(missing.errors)")
+        #expect(nnc("train", model, "-o", "").status == 2)
+        #expect(nnc("train", model, "-o", directory + "/newdir/").status == 2)
+        let device = nnc("train", model, "-o", "/dev/null")
+        #expect(device.status == 1 && device.errors.contains("not a regular file"), "\(device.errors)")
+        let folder = nnc("train", model, "-o", directory)
+        #expect(folder.status == 1 && folder.errors.contains("not a regular file"), "\(folder.errors)")
+    }
+}
