@@ -230,12 +230,27 @@ private let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
     return c
 }
 
+/// Removes `.NAME.PID.tmp` files next to `url` left by processes that no longer run (killed while
+/// writing: SIGKILL cannot be caught).
+func removeStaleTemporaryFiles(of url: URL) {
+    let directory = url.deletingLastPathComponent()
+    let prefix = "." + url.lastPathComponent + "."
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { return }
+    for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {
+        let middle = name.dropFirst(prefix.count).dropLast(4)
+        guard let pid = Int32(middle), pid > 0, pid != getpid() else { continue }
+        // kill(pid, 0) fails with ESRCH when no such process exists.
+        if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(at: directory.appendingPathComponent(name)) }
+    }
+}
+
 /// Writes data to a temporary file in the same directory and renames it over the target, so a
 /// crash never leaves a half-written file behind.
 public func writeAtomically(_ data: Data, to path: String) throws {
     let url = URL(fileURLWithPath: path)
     let directory = url.deletingLastPathComponent()
     let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    removeStaleTemporaryFiles(of: url)
     do {
         try data.write(to: temporary)
         if rename(temporary.path, url.path) != 0 {

@@ -243,8 +243,10 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
     var steps = 0, samples = 0
     var seconds = 0.0
     var finalLoss = Double.nan, finalAccuracy: Double?
+    // Ctrl-C and SIGTERM (a scheduler stopping the job) both finish the step and write a checkpoint.
     let previousHandler = signal(SIGINT) { _ in interruptRequested = 1 }
-    defer { signal(SIGINT, previousHandler); interruptRequested = 0 }
+    let previousTerminate = signal(SIGTERM) { _ in interruptRequested = 1 }
+    defer { signal(SIGINT, previousHandler); signal(SIGTERM, previousTerminate); interruptRequested = 0 }
 
     for epoch in job.startEpoch..<max(job.startEpoch, job.endEpoch) {
         epochOrder(into: &order, shuffle: settings.shuffle, seed: settings.seed, epoch: epoch)

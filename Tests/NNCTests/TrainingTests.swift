@@ -263,3 +263,16 @@ func writeClassifierData(in directory: String) {
         #expect(folder.status == 1 && folder.errors.contains("not a regular file"), "\(folder.errors)")
     }
 }
+
+/// A temporary file of a killed writer is removed by the next write to the same path.
+@Test func staleTemporaryFilesOfDeadWritersAreRemoved() throws {
+    let directory = temporaryDirectory()
+    // No process has a pid this large (Linux caps pids at 2^22).
+    let stale = directory + "/.m.nnc.2000000000.tmp", live = directory + "/.m.nnc.\(getpid() == 1 ? 2 : 1).tmp"
+    write("half a file", to: stale)
+    write("pid 1 runs", to: live)
+    try writeAtomically(Data("x".utf8), to: directory + "/m.nnc")
+    #expect(!FileManager.default.fileExists(atPath: stale))
+    #expect(FileManager.default.fileExists(atPath: live), "a running process's file stays")
+    #expect(try String(contentsOfFile: directory + "/m.nnc", encoding: .utf8) == "x")
+}
