@@ -276,7 +276,7 @@ struct Lowering {
     /// `as NAME`: names the current value.
     mutating func define(_ name: Name, at statement: Statement) {
         guard let value else { return }
-        if statementWords.contains(name.text) || Parser.reservedWords.contains(name.text) || activationWords.contains(where: { $0.word == name.text }) {
+        if statementWords.contains(name.text) || Parser.reservedWords.contains(name.text) {
             error(.reservedName, "\(quoted(name.text)) is a keyword and cannot name a value", at: name.range)
             return
         }
@@ -407,18 +407,16 @@ struct Lowering {
         case .activation, .dropout: break
         case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train, .globalAveragePool, .batchNorm, .join, .from: shapeProducer = statement
         }
-        var parameters = 0, flops = 0
+        var parameters = 0, persistent = 0, flops = 0
         for node in graph.nodes[statementFirstNode...] {
             if node.op.isSource {
-                if case .parameter = node.op { parameters += node.results.reduce(0) { $0 + graph[$1].shape.rowElements } }
+                let elements = node.results.reduce(0) { $0 + graph[$1].shape.rowElements }
+                if case .parameter = node.op { parameters += elements }
+                if case .state = node.op { persistent += elements }  // running statistics
                 continue
             }
             flops += node.op.flops(operands: node.operands.map { graph[$0].shape.concrete(batch: 1) },
                                    results: node.results.map { graph[$0].shape.concrete(batch: 1) })
-        }
-        var persistent = 0
-        for state in graph.states where graph.nodes[statementFirstNode...].contains(where: { $0.results.contains(state.value) }) {
-            persistent += graph[state.value].shape.rowElements
         }
         let source = feedingName.flatMap { name in names[name].map { "\(name) (line \(self.source.line(of: $0.statement.range.start)))" } }
         feedingName = nil

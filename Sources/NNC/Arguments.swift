@@ -89,22 +89,20 @@ func checkOutput(_ path: String, flag: String, inputs: [String]) throws {
     guard !path.isEmpty, !path.hasSuffix("/") else {
         throw UsageError(message: "\(flag) needs a file name, got '\(path)'")
     }
-    // Not yet there: the same path as an input (or another output) is still the same file.
-    func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
-    if let input = inputs.first(where: { absolute($0) == absolute(path) }) {
-        throw InputError("\(path): error: \(flag) names the command's own input \(input); writing it would destroy the input")
-    }
     var target = stat()
-    if stat(path, &target) == 0 {
-        guard target.st_mode & S_IFMT == S_IFREG else {
-            throw InputError("\(path): error: not a regular file; \(flag) writes a regular file (replacing it), not a device, pipe or directory")
-        }
-        for input in inputs {
-            var source = stat()
-            if stat(input, &source) == 0, source.st_dev == target.st_dev, source.st_ino == target.st_ino {
-                throw InputError("\(path): error: \(flag) names the command's own input \(input); writing it would destroy the input")
-            }
-        }
+    let exists = stat(path, &target) == 0
+    if exists, target.st_mode & S_IFMT != S_IFREG {
+        throw InputError("\(path): error: not a regular file; \(flag) writes a regular file (replacing it), not a device, pipe or directory")
+    }
+    /// The same file: by device and inode when both exist (also through links), else by resolved path.
+    func isOutput(_ input: String) -> Bool {
+        var source = stat()
+        if exists, stat(input, &source) == 0 { return source.st_dev == target.st_dev && source.st_ino == target.st_ino }
+        func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
+        return absolute(input) == absolute(path)
+    }
+    if let input = inputs.first(where: isOutput) {
+        throw InputError("\(path): error: \(flag) names the command's own input \(input); writing it would destroy the input")
     }
     let directory = (path as NSString).deletingLastPathComponent
     let folder = directory.isEmpty ? "." : directory

@@ -32,11 +32,7 @@ struct ModelState {
             return state
         }
         let program = try ModelProgram.load(path: path)
-        var checkpoint = Checkpoint()
-        checkpoint.dtype = requested ?? .f32
-        checkpoint.parameters = initialTensors(program, seed: seed ?? program.settings.training.seed)
-        checkpoint.persistentState = initialPersistentState(program)
-        return ModelState(program: program, checkpoint: checkpoint)
+        return ModelState(program: program, checkpoint: initialCheckpoint(program, dtype: requested ?? .f32, seed: seed ?? program.settings.training.seed))
     }
 
     /// Every parameter of the graph is present with the right shape.
@@ -116,19 +112,20 @@ struct ModelState {
     }
 }
 
-/// A model's persistent state before training (running means 0, variances 1).
-func initialPersistentState(_ program: ModelProgram) -> [Checkpoint.Tensor] {
+/// A model before training: its parameters drawn from `seed`, its persistent state at its initial
+/// values (running means 0, variances 1).
+func initialCheckpoint(_ program: ModelProgram, dtype: DType, seed: Int) -> Checkpoint {
     let graph = program.model.graph
-    return graph.states.filter { $0.kind == .persistent }.map {
+    var checkpoint = Checkpoint()
+    checkpoint.dtype = dtype
+    checkpoint.parameters = zip(graph.parameters, initialValues(for: graph.parameters, seed: seed)).map {
+        Checkpoint.Tensor(name: $0.name, shape: $0.shape.dims, values: $1)
+    }
+    checkpoint.persistentState = graph.states.filter { $0.kind == .persistent }.map {
         Checkpoint.Tensor(name: $0.name, shape: graph[$0.value].shape.dims,
                           values: [Double](repeating: $0.initial, count: graph[$0.value].shape.rowElements))
     }
-}
-
-/// A model's initial parameters, drawn from `seed`.
-func initialTensors(_ program: ModelProgram, seed: Int) -> [Checkpoint.Tensor] {
-    let parameters = program.model.graph.parameters
-    return zip(parameters, initialValues(for: parameters, seed: seed)).map { Checkpoint.Tensor(name: $0.name, shape: $0.shape.dims, values: $1) }
+    return checkpoint
 }
 
 func isCompiledFile(_ path: String) -> Bool {
@@ -142,10 +139,7 @@ func isCompiledFile(_ path: String) -> Bool {
 /// `weights`: parameters and running statistics from a NumPy `.npz` (`compile --init`) instead of
 /// the initial ones, so that weights from NumPy or PyTorch run without training.
 func writeInitialModel(program: ModelProgram, dtype: DType, settings: TrainingSettings, weights: String? = nil, to path: String) throws {
-    var checkpoint = Checkpoint()
-    checkpoint.dtype = dtype
-    checkpoint.parameters = initialTensors(program, seed: settings.seed)
-    checkpoint.persistentState = initialPersistentState(program)
+    var checkpoint = initialCheckpoint(program, dtype: dtype, seed: settings.seed)
     // Training the file goes on with these settings (the seed of --seed among them).
     checkpoint.settings = settings
     var state = ModelState(program: program, checkpoint: checkpoint)

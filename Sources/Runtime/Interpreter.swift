@@ -102,8 +102,8 @@ enum Instruction<T: KernelScalar> {
     case crossEntropyGrad(p: P, labels: P, dLoss: P, dp: P, rows: Int, classes: Int)
     case binaryCrossEntropy(p: P, y: P, loss: P, count: Int)
     case binaryCrossEntropyGrad(p: P, y: P, dLoss: P, dp: P, count: Int)
-    /// lr: the rate as T, and as given (for a schedule's factor).
-    case sgd(p: P, g: P, velocity: P?, count: Int, lr: T, baseLR: Double, momentum: T, nesterov: Bool, decay: T)
+    /// lr: the rate as given; each step takes it times the schedule's factor.
+    case sgd(p: P, g: P, velocity: P?, count: Int, lr: Double, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
     case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P)
     case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
@@ -348,7 +348,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                  bias: bias.map { UnsafePointer($0) }, activation: activation, packedB: packedB, context: context)
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update, lr):
             var step = update
-            if learningRateFactor != 1 { step.lr = T(lr * learningRateFactor) }
+            step.lr = T(lr * learningRateFactor)
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: step, context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
         case let .activation(f, x, y, count): activationForward(f, x, y, count)
@@ -380,9 +380,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             crossEntropyBackward(p, labels, dLoss.pointee, dp, rows: rows, classes: classes)
         case let .binaryCrossEntropy(p, y, loss, count): loss.pointee = T(binaryCrossEntropy(p, y, count: count))
         case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count)
-        case let .sgd(p, g, velocity, count, lr, baseLR, momentum, nesterov, decay):
-            let rate = learningRateFactor == 1 ? lr : T(baseLR * learningRateFactor)
-            sgdUpdate(p, g, velocity: velocity, count: count, lr: rate, momentum: momentum, nesterov: nesterov, decay: decay, context: context)
+        case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
+            sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * learningRateFactor), momentum: momentum, nesterov: nesterov, decay: decay, context: context)
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
             adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: beta1, beta2: beta2, eps: eps, decay: decay, step: max(1, store.step), context: context)
         case let .convolution(shape, x, weight, bias, activation, y):
@@ -462,7 +461,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                     made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
                                  c: results[0], ldc: n, bias: nil, activation: .identity, packedB: nil)
                     following = .sgd(p: operands[2], g: results[0], velocity: velocity, count: m * n,
-                                     lr: T(lr), baseLR: lr, momentum: T(momentum), nesterov: nesterov, decay: T(decay))
+                                     lr: lr, momentum: T(momentum), nesterov: nesterov, decay: T(decay))
                 } else {
                     let step = SGDStep(parameter: operands[2], velocity: velocity, lr: T(lr), momentum: T(momentum),
                                        nesterov: nesterov, decay: T(decay))
@@ -516,7 +515,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 switch update {
                 case let .sgd(lr, momentum, nesterov, decay):
                     made = .sgd(p: operands[0], g: operands[1], velocity: operands.count > 2 ? operands[2] : nil, count: n,
-                                lr: T(lr), baseLR: lr, momentum: T(momentum), nesterov: nesterov, decay: T(decay))
+                                lr: lr, momentum: T(momentum), nesterov: nesterov, decay: T(decay))
                 case let .adam(lr, beta1, beta2, eps, decay):
                     made = .adam(p: operands[0], g: operands[1], m: operands[2], v: operands[3], count: n, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
                 }

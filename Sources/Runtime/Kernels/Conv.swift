@@ -245,8 +245,11 @@ extension Conv2DShape {
     /// Only where the padded rows waste little: a 7-wide output in 16-wide rows computes more than
     /// twice what it keeps, and im2col with the GEMM is faster there (64 channels at 7×7: 6.3 → ? ms).
     var directForward: Bool {
-        strideH == 1 && strideW == 1 && !isPointwise && outWidth * 8 >= (outWidth + kernelW - 1 + 7) / 8 * 8 * 5
+        strideH == 1 && strideW == 1 && !isPointwise && outWidth * 8 >= directRowLength * 5
     }
+
+    /// The direct path's row length: Wo + kw − 1 rounded up to whole 8-wide vectors.
+    var directRowLength: Int { (outWidth + kernelW - 1 + 7) / 8 * 8 }
 }
 
 /// The forward pass of `forwardSamplesPerGEMM` samples at a time: their patches side by side in one
@@ -308,7 +311,7 @@ struct DirectForward {
     let perThread: Int
 
     init(_ s: Conv2DShape) {
-        rowLength = (s.outWidth + s.kernelW - 1 + 7) / 8 * 8
+        rowLength = s.directRowLength
         inputRows = s.outHeight + s.kernelH - 1
         let blockWidth = DirectForward.chunkBlock * 8
         outputPlane = (s.outHeight * rowLength + blockWidth - 1) / blockWidth * blockWidth

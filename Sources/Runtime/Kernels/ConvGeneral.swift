@@ -13,49 +13,39 @@ extension Conv2DShape {
     var groupPatch: Int { groupInChannels * kernelH * kernelW }
 }
 
-/// col[(c, i, j), (oy, ox)] = x[c, oy·sh − ph + i·dh, ox·sw − pw + j·dw], or 0 outside the image.
-func im2colDilated<T: KernelScalar>(_ x: UnsafePointer<T>, _ s: Conv2DShape, channels: Int, col: UnsafeMutablePointer<T>) {
+/// Calls body(col, image) for each patch-matrix entry [(c, i, j), (oy, ox)] whose input tap
+/// x[c, oy·sh − ph + i·dh, ox·sw − pw + j·dw] lies inside the image: the pattern im2col reads and
+/// col2im writes back.
+@inline(__always)
+func forEachDilatedTap(_ s: Conv2DShape, channels: Int, _ body: (_ col: Int, _ image: Int) -> Void) {
     let ho = s.outHeight, wo = s.outWidth, h = s.height, w = s.width
     var row = 0
     for c in 0..<channels {
-        let plane = x + c * h * w
         for i in 0..<s.kernelH {
             for j in 0..<s.kernelW {
-                let dst = col + row * ho * wo
-                row += 1
-                for oy in 0..<ho {
-                    let iy = oy * s.strideH - s.padH + i * s.dilationH
-                    for ox in 0..<wo {
-                        let ix = ox * s.strideW - s.padW + j * s.dilationW
-                        dst[oy * wo + ox] = iy >= 0 && iy < h && ix >= 0 && ix < w ? plane[iy * w + ix] : 0
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of `im2colDilated`: adds col's entries back into dx (which is not cleared here).
-func col2imDilated<T: KernelScalar>(_ col: UnsafePointer<T>, _ s: Conv2DShape, channels: Int, dx: UnsafeMutablePointer<T>) {
-    let ho = s.outHeight, wo = s.outWidth, h = s.height, w = s.width
-    var row = 0
-    for c in 0..<channels {
-        let plane = dx + c * h * w
-        for i in 0..<s.kernelH {
-            for j in 0..<s.kernelW {
-                let src = col + row * ho * wo
-                row += 1
                 for oy in 0..<ho {
                     let iy = oy * s.strideH - s.padH + i * s.dilationH
                     guard iy >= 0 && iy < h else { continue }
                     for ox in 0..<wo {
                         let ix = ox * s.strideW - s.padW + j * s.dilationW
-                        if ix >= 0 && ix < w { plane[iy * w + ix] += src[oy * wo + ox] }
+                        if ix >= 0 && ix < w { body(row * ho * wo + oy * wo + ox, (c * h + iy) * w + ix) }
                     }
                 }
+                row += 1
             }
         }
     }
+}
+
+/// The patches of one image's `channels` planes as col[Cin/G·kh·kw × Ho·Wo]; taps outside are 0.
+func im2colDilated<T: KernelScalar>(_ x: UnsafePointer<T>, _ s: Conv2DShape, channels: Int, col: UnsafeMutablePointer<T>) {
+    col.update(repeating: 0, count: channels * s.kernelH * s.kernelW * s.outHeight * s.outWidth)
+    forEachDilatedTap(s, channels: channels) { c, i in col[c] = x[i] }
+}
+
+/// The adjoint of `im2colDilated`: adds col's entries back into dx (which is not cleared here).
+func col2imDilated<T: KernelScalar>(_ col: UnsafePointer<T>, _ s: Conv2DShape, channels: Int, dx: UnsafeMutablePointer<T>) {
+    forEachDilatedTap(s, channels: channels) { c, i in dx[i] += col[c] }
 }
 
 /// One im2col buffer [Cin/G·kh·kw × Ho·Wo] per thread.

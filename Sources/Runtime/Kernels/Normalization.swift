@@ -118,16 +118,12 @@ func batchNormFold<T: KernelScalar>(weight: UnsafePointer<T>, bias: UnsafePointe
                                     mean: UnsafePointer<T>, variance: UnsafePointer<T>, foldedWeight: UnsafeMutablePointer<T>,
                                     foldedBias: UnsafeMutablePointer<T>, rows: Int, columns: Int, convolution: Bool, eps: Double) {
     let channels = convolution ? rows : columns
-    for c in 0..<channels {
-        let scale = gamma[c] / (variance[c] + T(eps)).squareRoot()
-        foldedBias[c] = ((bias?[c] ?? 0) - mean[c]) * scale + beta[c]
-    }
+    // The scales first, in the bias's place, then the weights, then the bias from its scale.
+    for c in 0..<channels { foldedBias[c] = gamma[c] / (variance[c] + T(eps)).squareRoot() }
     for r in 0..<rows {
-        for j in 0..<columns {
-            let c = convolution ? r : j
-            foldedWeight[r * columns + j] = weight[r * columns + j] * (gamma[c] / (variance[c] + T(eps)).squareRoot())
-        }
+        for j in 0..<columns { foldedWeight[r * columns + j] = weight[r * columns + j] * foldedBias[convolution ? r : j] }
     }
+    for c in 0..<channels { foldedBias[c] = ((bias?[c] ?? 0) - mean[c]) * foldedBias[c] + beta[c] }
 }
 
 /// c = [a, b] along axis 1: per sample, a's `aRow` values then b's `bRow`.
