@@ -20,7 +20,9 @@ let package = Package(
         .target(name: "Parser"),
         .target(name: "IR", dependencies: ["Parser"]),
         .target(name: "Runtime", dependencies: ["IR", "CZlib", "CPrefetch"], swiftSettings: fast + optimizedInDebug),
-        .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime"], swiftSettings: fast),
+        // ONNX files in and out: the protobuf wire format by hand, import to the language, export of graphs.
+        .target(name: "ONNX", dependencies: ["Parser", "IR"]),
+        .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime", "ONNX"], swiftSettings: fast),
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
         // Helpers shared by the test targets (marked model texts, a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -29,6 +31,6 @@ let package = Package(
         // Counts malloc calls in the test process, to check that a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "IR", "TestSupport"]),
-        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser", "AllocationCounter", "TestSupport"]),
+        .testTarget(name: "NNCTests", dependencies: ["NNC", "Runtime", "IR", "Parser", "ONNX", "AllocationCounter", "TestSupport"]),
     ]
 )

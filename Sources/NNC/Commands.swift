@@ -81,7 +81,7 @@ struct Command: Sendable {
     var help: String { "usage: \(usage)\n\n\(summary)\n\n\(details)" }
 }
 
-let commands: [Command] = [checkCommand, compileCommand, trainCommand, runCommand, evalCommand, gradcheckCommand, benchCommand, exportCommand]
+let commands: [Command] = [checkCommand, compileCommand, trainCommand, runCommand, evalCommand, gradcheckCommand, benchCommand, exportCommand, importCommand]
 
 var generalHelp: String {
     var text = "nnc — a declarative neural-network compiler\n\nusage: nnc COMMAND [ARGS…]   (nnc COMMAND --help for details)\n\ncommands:\n"

@@ -1,5 +1,6 @@
 import Foundation
 import IR
+import ONNX
 import Parser
 import Runtime
 
@@ -85,18 +86,45 @@ let evalCommand = Command(
 }
 
 let exportCommand = Command(
-    name: "export", summary: "write a trained model's parameters for other tools",
-    usage: "nnc export MODEL.nnc --weights W.npz",
-    details: "--weights W.npz   the parameters and running statistics as a NumPy .npz: one array per tensor\n                  (fc1.weight, bn1.running_mean, …), float64 for f64 models, float32 otherwise; numpy.load reads it.\n--onnx OUT.onnx    not supported yet.",
+    name: "export", summary: "write a trained model for other tools: NumPy weights, or an ONNX graph",
+    usage: "nnc export MODEL.nnc [--weights W.npz] [--onnx OUT.onnx]",
+    details: """
+    --weights W.npz   the parameters and running statistics as a NumPy .npz: one array per tensor
+                      (fc1.weight, bn1.running_mean, …), float64 for f64 models, float32 otherwise; numpy.load reads it.
+    --onnx OUT.onnx   the inference graph as ONNX (IR version \(exportIRVersion), opset \(exportOpset)): no loss, no dropout,
+                      batch norm with its running statistics, weights as initializers, a symbolic batch dimension
+                      'N', the model source as the doc string. ONNX Runtime and onnx.checker accept it.
+    """,
     valueOptions: ["--weights", "--onnx"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "compiled model (.nnc)")
-    if arguments.values["--onnx"] != nil { throw InputError("nnc export: error: ONNX export is not supported yet; use --weights W.npz") }
-    guard let weights = arguments.values["--weights"] else { throw UsageError(message: "missing --weights W.npz") }
-    try checkOutput(weights, flag: "--weights", inputs: [path])
+    let weights = arguments.values["--weights"], onnx = arguments.values["--onnx"]
+    guard weights != nil || onnx != nil else { throw UsageError(message: "missing --weights W.npz or --onnx OUT.onnx") }
+    if let weights { try checkOutput(weights, flag: "--weights", inputs: [path]) }
+    if let onnx { try checkOutput(onnx, flag: "--onnx", inputs: [path] + [weights].compactMap { $0 }) }
     let state = try ModelState.open(path: path, dtype: nil, seed: nil)
     // Parameters, then the persistent state (running statistics), as PyTorch's state_dict has them.
     let tensors = state.checkpoint.parameters + state.checkpoint.persistentState
-    try writeNPZ(path: weights, arrays: tensors.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
-    console.print("wrote \(weights) (\(tensors.count) arrays)")
+    if let weights {
+        try writeNPZ(path: weights, arrays: tensors.map { ($0.name, $0.shape, state.dtype == .f64, $0.values) })
+        console.print("wrote \(weights) (\(tensors.count) arrays)")
+    }
+    if let onnx {
+        let model = try exportedONNX(state)
+        do { try writeAtomically(Data(model.encoded()), to: onnx) } catch { throw InputError("\(onnx): error: cannot write: \(error)") }
+        console.print("wrote \(onnx) (\(model.graph.nodes.count) nodes, opset \(exportOpset))")
+    }
+}
+
+/// The model's inference graph as ONNX.
+func exportedONNX(_ state: ModelState) throws -> ONNXModel {
+    let program = state.program
+    var graph = try program.forward(dtype: state.dtype, training: false).graph
+    graph.loss = nil
+    let name = ((program.source.path as NSString).lastPathComponent as NSString).deletingPathExtension
+    do {
+        return try exportONNX(graph, tensors: state.checkpoint.parameters + state.checkpoint.persistentState, name: name, source: program.source.text)
+    } catch {
+        throw InputError("\(program.source.path): error: \(error.message)")
+    }
 }

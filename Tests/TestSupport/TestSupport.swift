@@ -1,3 +1,5 @@
+import Foundation
+
 // Helpers shared by the test targets.
 
 /// A model text with position markers (1️⃣ 2️⃣ …) where diagnostics must point. The markers are
@@ -84,3 +86,78 @@ extension String {
         return out + rest
     }
 }
+
+/// The Python environment with the outside judges (`onnx`, `onnxruntime`) that `.ci/run` creates:
+/// `$NNC_ONNX_VENV`, else `.build/onnx-venv` of this package. nil, with one line on standard error,
+/// when it is missing (a developer's machine); in CI (`CI` set) its absence is a failure the
+/// caller reports.
+public func judgeEnvironment() -> URL? {
+    let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let candidates = [ProcessInfo.processInfo.environment["NNC_ONNX_VENV"], package.appendingPathComponent(".build/onnx-venv").path].compactMap { $0 }
+    for path in candidates where FileManager.default.isExecutableFile(atPath: path + "/bin/python") {
+        return URL(fileURLWithPath: path)
+    }
+    if !reportedMissingJudges.swap() {
+        FileHandle.standardError.write(Data("note: no ONNX judges (set NNC_ONNX_VENV or run .ci/run, which creates .build/onnx-venv); the ONNX Runtime and backend-data tests are skipped\n".utf8))
+    }
+    return nil
+}
+
+/// Whether a missing judge environment fails the tests (CI) rather than skipping them.
+public var judgesRequired: Bool { ProcessInfo.processInfo.environment["CI"] != nil }
+
+/// The ONNX package's backend test data (`onnx/backend/test/data/pytorch-converted`) in the environment.
+public func onnxBackendData(_ venv: URL) -> URL? {
+    let lib = venv.appendingPathComponent("lib")
+    let pythons = (try? FileManager.default.contentsOfDirectory(atPath: lib.path))?.filter { $0.hasPrefix("python") }.sorted() ?? []
+    for python in pythons {
+        let url = lib.appendingPathComponent("\(python)/site-packages/onnx/backend/test/data/pytorch-converted")
+        if FileManager.default.fileExists(atPath: url.path) { return url }
+    }
+    return nil
+}
+
+/// One model for the judges: the file, an input batch, and the precision.
+public struct JudgeRequest: Encodable {
+    public var path: String
+    public var shape: [Int]
+    public var values: [Double]
+    public var dtype: String
+    public init(path: String, shape: [Int], values: [Double], dtype: String = "float32") {
+        self.path = path; self.shape = shape; self.values = values; self.dtype = dtype
+    }
+}
+
+/// What the judges said: the checker's verdict and ONNX Runtime's output (or why it refused).
+public struct JudgeResult: Decodable {
+    public var checker: String?
+    public var shape: [Int]?
+    public var values: [Double]?
+    public var error: String?
+}
+
+/// Runs scripts/onnx_judge.py in the environment on all the requests at once.
+public func judge(_ venv: URL, _ requests: [JudgeRequest]) throws -> [JudgeResult] {
+    let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let process = Process()
+    process.executableURL = venv.appendingPathComponent("bin/python")
+    process.arguments = [package.appendingPathComponent("scripts/onnx_judge.py").path]
+    let input = Pipe(), output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    try process.run()
+    // The script reads all of its input before it writes.
+    input.fileHandleForWriting.write(try JSONEncoder().encode(requests))
+    try input.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return try JSONDecoder().decode([JudgeResult].self, from: data)
+}
+
+private final class OnceFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = false
+    /// Sets the flag; returns whether it was already set.
+    func swap() -> Bool { lock.withLock { defer { set = true }; return set } }
+}
+private let reportedMissingJudges = OnceFlag()

@@ -9,7 +9,7 @@ import Darwin
 // MARK: - Reading and writing whole files
 
 /// Reads a whole file into memory. Errors name the file and the system's reason.
-func readFileBytes(path: String) throws(DataError) -> [UInt8] {
+public func readFileBytes(path: String) throws(DataError) -> [UInt8] {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 {
         throw DataError(path: path, message: "cannot open: \(String(cString: strerror(errno)))")

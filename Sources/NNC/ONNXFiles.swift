@@ -1,0 +1,99 @@
+import Foundation
+import IR
+import ONNX
+import Parser
+import Runtime
+
+/// The largest ONNX file nnc reads (protobuf itself stops at 2 GiB).
+let maxONNXFileBytes = 2 << 30
+
+/// Reads and decodes an ONNX file; a malformed one is an error naming the file and the byte offset.
+func readONNXModel(path: String) throws -> ONNXModel {
+    let bytes = try readBoundedFile(path: path, limit: maxONNXFileBytes, what: "an ONNX file")
+    do {
+        return try ONNXModel(bytes: bytes)
+    } catch {
+        throw InputError("\(path): error: byte \(error.offset): \(error.message)")
+    }
+}
+
+/// A whole regular file of at most `limit` bytes, checked before reading.
+func readBoundedFile(path: String, limit: Int, what: String) throws -> [UInt8] {
+    var status = stat()
+    guard stat(path, &status) == 0 else { throw InputError("\(path): error: \(String(cString: strerror(errno)))") }
+    guard (status.st_mode & S_IFMT) == S_IFREG else { throw InputError("\(path): error: not a regular file") }
+    guard Int(status.st_size) <= limit else { throw InputError("\(path): error: the file is \(status.st_size) bytes; \(what) is at most \(limit) bytes") }
+    do { return try readFileBytes(path: path) } catch { throw InputError(error.description) }
+}
+
+/// An ONNX model as an nnc model: its source compiled, its weights as the checkpoint.
+func importedModelState(path: String) throws -> (state: ModelState, imported: ImportedModel) {
+    let model = try readONNXModel(path: path)
+    let imported: ImportedModel
+    do { imported = try importONNX(model) } catch { throw InputError("\(path): error: \(error.message)") }
+    let base = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+    let program: ModelProgram
+    do {
+        program = try ModelProgram.compile(SourceFile(path: base + ".nn", text: imported.source))
+    } catch let error as DiagnosticError {
+        throw InputError("\(path): error: the imported model does not compile (an nnc bug):\n\(error.rendered)\(imported.source)")
+    }
+    var checkpoint = Checkpoint()
+    checkpoint.dtype = imported.dtype
+    checkpoint.parameters = imported.parameters
+    checkpoint.persistentState = imported.persistentState
+    let state = ModelState(program: program, checkpoint: checkpoint)
+    try state.checkParameters(against: program.model.graph.parameters, file: path)
+    return (state, imported)
+}
+
+/// The model's outputs for `count` input rows (row-major, the model's input size each), in its precision.
+func inferenceOutputs(_ state: ModelState, inputs: [Double], count: Int, threads: Int = 1) throws -> [Double] {
+    switch state.dtype {
+    case .f32: return try inferenceOutputs(Float.self, state, inputs: inputs, count: count, threads: threads)
+    case .f64: return try inferenceOutputs(Double.self, state, inputs: inputs, count: count, threads: threads)
+    }
+}
+
+func inferenceOutputs<T: KernelScalar>(_ type: T.Type, _ state: ModelState, inputs: [Double], count: Int, threads: Int) throws -> [Double] {
+    let graph = try state.program.inferenceGraph(dtype: state.dtype, withLoss: false)
+    let store = ParameterStore<T>(graph: graph)
+    state.fill(store)
+    let session = try Session<T>(plan: try Plan(graph: graph, batch: max(1, count)), store: store, threads: threads, constantParameters: true)
+    guard let input = session.inputPointer, let outputValue = graph.output else { return [] }
+    let width = graph[state.program.model.graph.input ?? outputValue].shape.rowElements
+    guard inputs.count == width * count else { throw InputError("the input has \(inputs.count) values, not \(count) rows of \(width)") }
+    for (index, value) in inputs.enumerated() { input[index] = T(value) }
+    try session.run(batch: count)
+    let output = session.pointer(outputValue)
+    return (0..<(graph[outputValue].shape.rowElements * count)).map { Double(output[$0]) }
+}
+
+// MARK: import
+
+let importCommand = Command(
+    name: "import", summary: "import an ONNX model as an nnc model (.nnc), or print its .nn source",
+    usage: "nnc import MODEL.onnx [-o OUT.nnc] [--emit nn]",
+    details: """
+    Reads the ONNX graph (any opset from 6 to 21) and writes the equivalent nnc model: its .nn source
+    (layers, with 'as', 'from', 'add' and 'concat' for branches) and the weights, as a .nnc that run,
+    eval, bench, export and train accept. The first dimension of the graph input is the batch.
+    -o OUT.nnc   where to write (default: MODEL.nnc here)
+    --emit nn    print the .nn source instead of writing
+    Supported ops: \(supportedONNXOps.joined(separator: ", ")).
+    """,
+    valueOptions: ["-o", "--emit"], flagOptions: []
+) { arguments, console in
+    let path = try onePath(arguments, "ONNX model (.onnx)")
+    if let stage = arguments.values["--emit"] {
+        guard stage == "nn" else { throw UsageError(message: "--emit takes 'nn', got '\(stage)'") }
+        console.print(try importedModelState(path: path).imported.source, terminator: "")
+        return
+    }
+    let output = arguments.values["-o"] ?? defaultOutputPath(for: path)
+    try checkOutput(output, flag: "-o", inputs: [path])
+    let (state, imported) = try importedModelState(path: path)
+    try state.write(to: output)
+    let layers = imported.source.split(separator: "\n").filter { !$0.hasPrefix("#") }.count - 1
+    console.print("wrote \(output) (\(layers) statements, \(imported.parameters.count + imported.persistentState.count) tensors, \(imported.dtype.rawValue))")
+}

@@ -1,0 +1,774 @@
+import IR
+import Parser
+
+/// An ONNX graph as an nnc model: the `.nn` source it is equivalent to, and its weights under the
+/// names lowering gives them (`fc1.weight` as [in, out], `conv1.weight` as [O, C/G, KH, KW],
+/// `bn1.running_mean`, …).
+public struct ImportedModel: Sendable {
+    public var source: String
+    public var dtype: DType
+    public var parameters: [Checkpoint.Tensor]
+    public var persistentState: [Checkpoint.Tensor]
+    /// The graph output's shape after the batch dimension, as ONNX has it (nnc's own output holds
+    /// the same values in the same order, perhaps under another shape: [C] for [C,1,1]).
+    public var outputDims: [Int]
+}
+
+/// Why a graph cannot be imported, in words.
+public struct ImportError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// The ops `nnc import` reads, listed in its errors.
+public let supportedONNXOps = [
+    "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
+    "Pow (whole exponent)", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Transpose (of a weight)", "Constant", "Dropout", "Identity",
+]
+
+/// Translates a decoded ONNX model. The first dimension of the graph's input is the batch.
+public func importONNX(_ model: ONNXModel) throws(ImportError) -> ImportedModel {
+    var translator = try Translator(model)
+    try translator.run()
+    return translator.result()
+}
+
+/// The ONNX SELU constants (the op's attribute defaults), which PyTorch's SELU also uses.
+private let seluAlpha = 1.67326319217681884765625, seluGamma = 1.05070102214813232421875
+
+struct Translator {
+    let model: ONNXModel
+    let opset: Int
+    var dtype = DType.f32
+
+    /// A value of the nnc model: its per-sample dims, and the statement that makes it (-1: the input).
+    struct NNValue {
+        var dims: [Int]
+        var producer: Int
+        var needsName = false
+    }
+    /// An ONNX tensor that depends on the batch: the nnc value holding its data, and its own dims
+    /// after the batch (the same elements in the same order).
+    struct DataValue {
+        var value: Int
+        var dims: [Int]
+    }
+    struct Emitted {
+        var text: String
+        var output: Int
+    }
+
+    var nnValues: [NNValue] = []
+    var data: [String: DataValue] = [:]
+    var constants: [String: ONNXTensor] = [:]
+    var statements: [Emitted] = []
+    /// The nnc value the last statement left current.
+    var current = 0
+    /// How many nodes (and graph outputs) read each ONNX value.
+    var uses: [String: Int] = [:]
+    var parameters: [Checkpoint.Tensor] = []
+    var persistentState: [Checkpoint.Tensor] = []
+    var fcCount = 0, convCount = 0, bnCount = 0
+    var inputLine = ""
+    var outputName = ""
+
+    init(_ model: ONNXModel) throws(ImportError) {
+        self.model = model
+        guard let opset = model.defaultOpset else { throw ImportError(message: "the model imports no version of the default operator set (ai.onnx)") }
+        guard (1...23).contains(opset) else { throw ImportError(message: "operator set version \(opset) is not one nnc reads (1 to 23)") }
+        self.opset = opset
+        for tensor in model.graph.initializers { constants[tensor.name] = tensor }
+        for node in model.graph.nodes { for input in node.inputs where !input.isEmpty { uses[input, default: 0] += 1 } }
+        for output in model.graph.outputs { uses[output.name, default: 0] += 1 }
+    }
+
+    // MARK: The graph
+
+    mutating func run() throws(ImportError) {
+        let graph = model.graph
+        let inputs = graph.inputs.filter { constants[$0.name] == nil }
+        guard inputs.count == 1 else {
+            throw ImportError(message: "the graph has \(inputs.count) inputs besides its initializers (\(inputs.map(\.name).joined(separator: ", "))); nnc models take one")
+        }
+        try defineInput(inputs[0])
+        for node in graph.nodes { try translate(node) }
+        guard graph.outputs.count == 1 else {
+            throw ImportError(message: "the graph has \(graph.outputs.count) outputs (\(graph.outputs.map(\.name).joined(separator: ", "))); nnc models have one")
+        }
+        outputName = graph.outputs[0].name
+        guard let output = data[outputName] else {
+            throw ImportError(message: "the graph output '\(outputName)' is \(constants[outputName] != nil ? "a constant" : "never computed"); nnc models compute their output from the input")
+        }
+        if output.value != current { from(output.value) }
+    }
+
+    mutating func defineInput(_ input: ONNXValueInfo) throws(ImportError) {
+        switch input.elementType {
+        case 1?, nil: dtype = .f32
+        case 11?: dtype = .f64
+        case let type?: throw ImportError(message: "the graph input '\(input.name)' has element type \(type); nnc reads float (1) and double (11) inputs")
+        }
+        guard let dims = input.dims, dims.count >= 2 else {
+            throw ImportError(message: "the graph input '\(input.name)' needs a shape of at least two dimensions (the batch first), found \(input.dims.map { "\($0.count)" } ?? "none")")
+        }
+        var sample: [Int] = []
+        for (axis, dim) in dims.enumerated().dropFirst() {
+            guard case .value(let size) = dim, size >= 1 else {
+                throw ImportError(message: "the graph input '\(input.name)' has no fixed size on axis \(axis); nnc needs every dimension but the batch")
+            }
+            sample.append(size)
+        }
+        guard sample.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= maxONNXElements else {
+            throw ImportError(message: "the graph input '\(input.name)' has more than 2^31 elements per sample")
+        }
+        let nn = canonicalDims(sample)
+        inputLine = "input " + nn.map(String.init).joined(separator: "x")
+        nnValues.append(NNValue(dims: nn, producer: -1))
+        data[input.name] = DataValue(value: 0, dims: sample)
+        current = 0
+    }
+
+    /// How nnc holds a tensor of these per-sample dims: features [F] for ONNX rank 2, an image
+    /// [C, H, W] for rank 4; rank 3 as [C, L, 1] (1-D ops as 2-D ones of unit width, PyTorch's own
+    /// lowering), higher ranks as [C, D·H…, W] (enough for per-channel and element-wise ops).
+    func canonicalDims(_ dims: [Int]) -> [Int] {
+        switch dims.count {
+        case 0: return [1]
+        case 1: return dims
+        case 2: return dims + [1]
+        case 3: return dims
+        default: return [dims[0], dims.dropFirst().dropLast().reduce(1, *), dims[dims.count - 1]]
+        }
+    }
+
+    // MARK: Emitting statements
+
+    /// Adds a statement reading `input` (the current value unless `from` is needed) and making a new value.
+    @discardableResult
+    mutating func emit(_ text: String, reading input: Int, dims: [Int]) -> Int {
+        if input != current { from(input) }
+        nnValues.append(NNValue(dims: dims, producer: statements.count))
+        let value = nnValues.count - 1
+        statements.append(Emitted(text: text, output: value))
+        current = value
+        return value
+    }
+
+    mutating func from(_ value: Int) {
+        nnValues[value].needsName = true
+        statements.append(Emitted(text: "from \(name(value))", output: value))
+        current = value
+    }
+
+    func name(_ value: Int) -> String { value == 0 ? "input" : "v\(value)" }
+
+    /// The model's text: the input, then each statement with `as NAME` where a later one reads it.
+    func result() -> ImportedModel {
+        var lines = ["# imported from ONNX (producer \(model.producerName.isEmpty ? "unknown" : model.producerName + " " + model.producerVersion), opset \(opset)); input: \(data.first { $0.value.value == 0 }?.key ?? "")", inputLine]
+        for statement in statements {
+            var line = statement.text
+            let value = nnValues[statement.output]
+            if value.needsName, value.producer >= 0, !line.hasPrefix("from ") { line += " as \(name(statement.output))" }
+            lines.append(line)
+        }
+        return ImportedModel(source: lines.joined(separator: "\n") + "\n", dtype: dtype, parameters: parameters,
+                             persistentState: persistentState, outputDims: data[outputName]?.dims ?? [])
+    }
+
+    // MARK: Nodes
+
+    func unsupported(_ node: ONNXNode, _ why: String) -> ImportError {
+        ImportError(message: "node \(node.name.isEmpty ? "#\(model.graph.nodes.firstIndex(of: node) ?? 0)" : "'\(node.name)'") (\(node.opType), opset \(opset)): \(why)")
+    }
+
+    func dataInput(_ node: ONNXNode, _ index: Int = 0) throws(ImportError) -> DataValue {
+        guard index < node.inputs.count, let value = data[node.inputs[index]] else {
+            let name = index < node.inputs.count ? node.inputs[index] : ""
+            throw unsupported(node, constants[name] != nil ? "input \(index) '\(name)' is a constant where nnc needs a value computed from the model input"
+                                                          : "input \(index) '\(name)' is not computed before it is used")
+        }
+        return value
+    }
+
+    func constant(_ node: ONNXNode, _ index: Int) throws(ImportError) -> ONNXTensor? {
+        guard index < node.inputs.count, !node.inputs[index].isEmpty else { return nil }
+        guard let tensor = constants[node.inputs[index]] else {
+            throw unsupported(node, "input \(index) '\(node.inputs[index])' must be a constant (an initializer or a Constant node)")
+        }
+        return tensor
+    }
+
+    func int(_ node: ONNXNode, _ name: String, _ fallback: Int) throws(ImportError) -> Int {
+        guard let value = node.attribute(name) else { return fallback }
+        guard case .int(let i) = value, let result = Int(exactly: i), abs(result) <= 1 << 31 else { throw unsupported(node, "attribute '\(name)' must be a small integer") }
+        return result
+    }
+
+    func float(_ node: ONNXNode, _ name: String, _ fallback: Double) throws(ImportError) -> Double {
+        guard let value = node.attribute(name) else { return fallback }
+        guard case .float(let f) = value, f.isFinite else { throw unsupported(node, "attribute '\(name)' must be a finite number") }
+        return f
+    }
+
+    func ints(_ node: ONNXNode, _ name: String) throws(ImportError) -> [Int]? {
+        guard let value = node.attribute(name) else { return nil }
+        guard case .ints(let values) = value else { throw unsupported(node, "attribute '\(name)' must be a list of integers") }
+        var result: [Int] = []
+        for v in values {
+            guard let i = Int(exactly: v), abs(i) <= 1 << 31 else { throw unsupported(node, "attribute '\(name)' has the value \(v), out of range") }
+            result.append(i)
+        }
+        return result
+    }
+
+    func string(_ node: ONNXNode, _ name: String) throws(ImportError) -> String? {
+        guard let value = node.attribute(name) else { return nil }
+        guard case .string(let s) = value else { throw unsupported(node, "attribute '\(name)' must be a string") }
+        return s
+    }
+
+    /// Defines the node's first output as the value `value` with these ONNX dims.
+    mutating func define(_ node: ONNXNode, _ value: Int, dims: [Int]) {
+        if let output = node.outputs.first { data[output] = DataValue(value: value, dims: dims) }
+    }
+
+    mutating func translate(_ node: ONNXNode) throws(ImportError) {
+        guard node.domain.isEmpty || node.domain == "ai.onnx" else { throw unsupported(node, "the operator domain '\(node.domain)' is not one nnc reads") }
+        for extra in node.outputs.dropFirst() where (uses[extra] ?? 0) > 0 {
+            throw unsupported(node, "its output '\(extra)' is used, and nnc computes only the first output of a \(node.opType)")
+        }
+        // Nodes on constants only (weight transposes, shape arithmetic) are folded.
+        let dataInputs = node.inputs.filter { data[$0] != nil }
+        if dataInputs.isEmpty, node.opType != "Constant" {
+            try fold(node)
+            return
+        }
+        switch node.opType {
+        case "Constant": try constantNode(node)
+        case "Identity", "Dropout":
+            let x = try dataInput(node)
+            if let output = node.outputs.first { data[output] = x }
+        case "Flatten":
+            let x = try dataInput(node)
+            var axis = try int(node, "axis", 1)
+            if axis < 0 { axis += x.dims.count + 1 }
+            guard axis == 1 else { throw unsupported(node, "Flatten at axis \(axis) would mix the batch with the features; nnc flattens at axis 1") }
+            define(node, x.value, dims: [x.dims.reduce(1, *)])
+        case "Reshape": try reshape(node)
+        case "Squeeze", "Unsqueeze": try squeeze(node)
+        case "Gemm": try gemm(node)
+        case "MatMul": try matmul(node)
+        case "Conv": try conv(node)
+        case "MaxPool", "AveragePool": try pool(node)
+        case "GlobalAveragePool":
+            let x = try dataInput(node)
+            guard x.dims.count == 3 else { throw unsupported(node, "nnc's globalavgpool takes [N, C, H, W] inputs, found rank \(x.dims.count + 1)") }
+            let input = try image(node, x)
+            let y = emit("globalavgpool", reading: input, dims: [x.dims[0]])
+            define(node, y, dims: [x.dims[0], 1, 1])
+        case "BatchNormalization": try batchNorm(node)
+        case "Relu": try activation(node, "relu")
+        case "Tanh": try activation(node, "tanh")
+        case "Sigmoid": try activation(node, "sigmoid")
+        case "Softplus": try activation(node, "softplus")
+        case "LeakyRelu":
+            let alpha = try float(node, "alpha", 0.01)
+            guard alpha >= 0, alpha < 1 else { throw unsupported(node, "nnc's leakyrelu slope is in [0, 1), found \(alpha)") }
+            try activation(node, "leakyrelu \(formatNumber(alpha))")
+        case "Elu":
+            let alpha = try float(node, "alpha", 1)
+            guard alpha >= 0 else { throw unsupported(node, "nnc's elu alpha is at least 0, found \(alpha)") }
+            try activation(node, alpha == 1 ? "elu" : "elu \(formatNumber(alpha))")
+        case "Selu":
+            let alpha = try float(node, "alpha", seluAlpha), gamma = try float(node, "gamma", seluGamma)
+            guard abs(alpha - seluAlpha) < 1e-6, abs(gamma - seluGamma) < 1e-6 else {
+                throw unsupported(node, "nnc's selu has the standard constants (alpha \(seluAlpha), gamma \(seluGamma)), found \(alpha) and \(gamma)")
+            }
+            try activation(node, "selu")
+        case "Pow":
+            guard let exponent = try constant(node, 1), exponent.values.count == 1, let k = Int(exactly: exponent.values[0]), (1...64).contains(k) else {
+                throw unsupported(node, "nnc's pow takes a constant whole exponent from 1 to 64")
+            }
+            try activation(node, "pow \(k)")
+        case "Softmax", "LogSoftmax": try softmax(node)
+        case "Add", "Sum": try add(node)
+        case "Concat": try concat(node)
+        default:
+            throw unsupported(node, "nnc does not import \(node.opType); it imports \(supportedONNXOps.joined(separator: ", "))")
+        }
+    }
+
+    mutating func activation(_ node: ONNXNode, _ word: String) throws(ImportError) {
+        let x = try dataInput(node)
+        let y = emit(word, reading: x.value, dims: nnValues[x.value].dims)
+        define(node, y, dims: x.dims)
+    }
+
+    /// The value as nnc's image layout, [C, H, W] (ONNX rank 3 and 4).
+    mutating func image(_ node: ONNXNode, _ x: DataValue) throws(ImportError) -> Int {
+        let wanted = canonicalDims(x.dims)
+        if nnValues[x.value].dims == wanted { return x.value }
+        throw unsupported(node, "its input is held as \(nnValues[x.value].dims.map(String.init).joined(separator: "x")), and nnc's language has no reshape to \(wanted.map(String.init).joined(separator: "x"))")
+    }
+
+    /// The value as flat features, with a `flatten` where it is an image.
+    mutating func flat(_ x: DataValue) -> Int {
+        if nnValues[x.value].dims.count == 1 { return x.value }
+        return emit("flatten", reading: x.value, dims: [x.dims.reduce(1, *)])
+    }
+
+    // MARK: Constants
+
+    mutating func constantNode(_ node: ONNXNode) throws(ImportError) {
+        guard let output = node.outputs.first else { return }
+        if case .tensor(var tensor)? = node.attribute("value") {
+            tensor.name = output
+            constants[output] = tensor
+        } else if case .float(let f)? = node.attribute("value_float") {
+            constants[output] = ONNXTensor(name: output, dims: [], dataType: .float, values: [f])
+        } else if case .floats(let fs)? = node.attribute("value_floats") {
+            constants[output] = ONNXTensor(name: output, dims: [fs.count], dataType: .float, values: fs)
+        } else if case .int(let i)? = node.attribute("value_int") {
+            constants[output] = ONNXTensor(name: output, dims: [], dataType: .int64, values: [Double(i)])
+        } else if case .ints(let values)? = node.attribute("value_ints") {
+            constants[output] = ONNXTensor(name: output, dims: [values.count], dataType: .int64, values: values.map(Double.init))
+        } else {
+            throw unsupported(node, "a Constant needs a tensor, float or integer value")
+        }
+    }
+
+    /// Evaluates a node whose inputs are all constants (PyTorch exports a weight's transpose, and
+    /// shape arithmetic, so).
+    mutating func fold(_ node: ONNXNode) throws(ImportError) {
+        guard let output = node.outputs.first else { return }
+        switch node.opType {
+        case "Identity", "Dropout":
+            guard let x = try constant(node, 0) else { return }
+            constants[output] = x
+        case "Transpose":
+            guard let x = try constant(node, 0) else { return }
+            let perm = try ints(node, "perm") ?? Array((0..<x.dims.count).reversed())
+            guard perm.sorted() == Array(0..<x.dims.count) else { throw unsupported(node, "perm \(perm) is not a permutation of the \(x.dims.count) axes") }
+            constants[output] = transposed(x, perm, name: output)
+        case "Unsqueeze", "Squeeze", "Reshape", "Flatten":
+            guard let x = try constant(node, 0) else { return }
+            var y = x
+            y.name = output
+            y.dims = try reshapedConstantDims(node, x)
+            constants[output] = y
+        default:
+            throw unsupported(node, "nnc folds Transpose, Reshape, Squeeze, Unsqueeze, Flatten and Identity of constants, not \(node.opType)")
+        }
+    }
+
+    func transposed(_ x: ONNXTensor, _ perm: [Int], name: String) -> ONNXTensor {
+        let dims = perm.map { x.dims[$0] }
+        var strides = [Int](repeating: 1, count: x.dims.count)
+        for axis in stride(from: x.dims.count - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * x.dims[axis + 1] }
+        var values = [Double](repeating: 0, count: x.values.count)
+        var index = [Int](repeating: 0, count: dims.count)
+        for flat in 0..<values.count {
+            var source = 0
+            for axis in 0..<dims.count { source += index[axis] * strides[perm[axis]] }
+            values[flat] = x.values[source]
+            var axis = dims.count - 1
+            while axis >= 0 {
+                index[axis] += 1
+                if index[axis] < dims[axis] { break }
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+        return ONNXTensor(name: name, dims: dims, dataType: x.dataType, values: values)
+    }
+
+    func reshapedConstantDims(_ node: ONNXNode, _ x: ONNXTensor) throws(ImportError) -> [Int] {
+        switch node.opType {
+        case "Flatten":
+            var axis = try int(node, "axis", 1)
+            if axis < 0 { axis += x.dims.count }
+            guard (0...x.dims.count).contains(axis) else { throw unsupported(node, "axis \(axis) out of range") }
+            return [x.dims[..<axis].reduce(1, *), x.dims[axis...].reduce(1, *)]
+        case "Reshape":
+            return try resolveShape(node, try reshapeTarget(node), x.dims)
+        default:
+            return try squeezedDims(node, x.dims)
+        }
+    }
+
+    // MARK: Shapes
+
+    /// Squeeze/Unsqueeze's axes: an attribute before opset 13, an input from 13.
+    func axes(_ node: ONNXNode) throws(ImportError) -> [Int]? {
+        if opset >= 13 {
+            guard let tensor = try constant(node, 1) else { return nil }
+            return tensor.values.map { Int($0) }
+        }
+        return try ints(node, "axes")
+    }
+
+    /// Dims after a Squeeze or Unsqueeze (full dims, batch included when called on data).
+    func squeezedDims(_ node: ONNXNode, _ dims: [Int]) throws(ImportError) -> [Int] {
+        let axes = try self.axes(node)
+        if node.opType == "Unsqueeze" {
+            guard let axes else { throw unsupported(node, "Unsqueeze needs its axes") }
+            let rank = dims.count + axes.count
+            let normalized = axes.map { $0 < 0 ? $0 + rank : $0 }
+            guard normalized.allSatisfy({ (0..<rank).contains($0) }), Set(normalized).count == normalized.count else { throw unsupported(node, "axes \(axes) out of range") }
+            var result: [Int] = []
+            var rest = dims.makeIterator()
+            for axis in 0..<rank { result.append(normalized.contains(axis) ? 1 : (rest.next() ?? 1)) }
+            return result
+        }
+        let normalized = (axes ?? dims.indices.filter { dims[$0] == 1 }).map { $0 < 0 ? $0 + dims.count : $0 }
+        guard normalized.allSatisfy({ dims.indices.contains($0) && dims[$0] == 1 }) else { throw unsupported(node, "Squeeze axes \(axes ?? []) are not all of size 1") }
+        return dims.indices.filter { !normalized.contains($0) }.map { dims[$0] }
+    }
+
+    func reshapeTarget(_ node: ONNXNode) throws(ImportError) -> [Int] {
+        if opset < 5 {
+            guard let shape = try ints(node, "shape") else { throw unsupported(node, "Reshape needs its shape") }
+            return shape
+        }
+        guard let tensor = try constant(node, 1) else { throw unsupported(node, "Reshape needs its shape") }
+        return tensor.values.map { Int($0) }
+    }
+
+    /// A Reshape's target with 0 (copy, unless allowzero) and −1 (the rest) resolved.
+    func resolveShape(_ node: ONNXNode, _ target: [Int], _ dims: [Int]) throws(ImportError) -> [Int] {
+        let total = dims.reduce(1, *)
+        let allowZero = try int(node, "allowzero", 0) == 1
+        var result: [Int] = []
+        var inferred: Int?
+        for (axis, size) in target.enumerated() {
+            if size == 0, !allowZero {
+                guard axis < dims.count else { throw unsupported(node, "shape \(target) copies axis \(axis), which the input lacks") }
+                result.append(dims[axis])
+            } else if size == -1 {
+                guard inferred == nil else { throw unsupported(node, "shape \(target) has two −1") }
+                inferred = axis
+                result.append(1)
+            } else if size >= 0 {
+                result.append(size)
+            } else {
+                throw unsupported(node, "shape \(target) has a negative size")
+            }
+        }
+        let known = result.reduce(1, *)
+        if let inferred {
+            guard known > 0, total % known == 0 else { throw unsupported(node, "shape \(target) does not fit \(total) elements") }
+            result[inferred] = total / known
+        }
+        guard result.reduce(1, *) == total else { throw unsupported(node, "shape \(target) does not fit the input's \(dims) (\(total) elements)") }
+        return result
+    }
+
+    mutating func reshape(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        let target = try reshapeTarget(node)
+        // The batch stays first: 0 copies it, −1 takes it when the rest is fixed, and a positive size
+        // (an exporter's trace at one batch size) is read as the batch.
+        guard let first = target.first, first >= -1 else { throw unsupported(node, "shape \(target) does not keep the batch first") }
+        var rest = Array(target.dropFirst())
+        if first == -1, rest.contains(-1) { throw unsupported(node, "shape \(target) leaves both the batch and a dimension open") }
+        // 0 copies the input's size on that axis (axis k of the target is axis k − 1 of a sample).
+        if try int(node, "allowzero", 0) == 0 {
+            for (index, size) in rest.enumerated() where size == 0 {
+                guard index < x.dims.count else { throw unsupported(node, "shape \(target) copies axis \(index + 1), which the input lacks") }
+                rest[index] = x.dims[index]
+            }
+        }
+        let dims = try resolveShape(node, rest, x.dims)
+        define(node, x.value, dims: dims)
+    }
+
+    mutating func squeeze(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        let full = try squeezedDims(node, [-1] + x.dims)
+        guard full.first == -1 else { throw unsupported(node, "\(node.opType) would move the batch from the first axis") }
+        define(node, x.value, dims: Array(full.dropFirst()))
+    }
+
+    // MARK: Layers
+
+    mutating func addParameter(_ name: String, _ dims: [Int], _ values: [Double]) {
+        parameters.append(Checkpoint.Tensor(name: name, shape: dims, values: values))
+    }
+
+    /// A bias of `count` values from a constant that broadcasts to [count] (scalar, [count], [1, count]).
+    func bias(_ node: ONNXNode, _ tensor: ONNXTensor, count: Int, scale: Double = 1) throws(ImportError) -> [Double] {
+        if tensor.values.count == count, tensor.dims.filter({ $0 != 1 }).count <= 1 { return tensor.values.map { $0 * scale } }
+        if tensor.values.count == 1 { return [Double](repeating: tensor.values[0] * scale, count: count) }
+        throw unsupported(node, "the bias has shape \(tensor.dims), which does not broadcast to [\(count)] per sample")
+    }
+
+    mutating func gemm(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        guard x.dims.count == 1 else { throw unsupported(node, "Gemm takes a 2-D input, found rank \(x.dims.count + 1)") }
+        guard try int(node, "transA", 0) == 0 else { throw unsupported(node, "transA = 1 would put the batch in the columns") }
+        guard let b = try constant(node, 1), b.dims.count == 2 else { throw unsupported(node, "B must be a 2-D constant (the weight)") }
+        let alpha = try float(node, "alpha", 1), beta = try float(node, "beta", 1)
+        let transB = try int(node, "transB", 0) == 1
+        let weight = transB ? transposed(b, [1, 0], name: b.name) : b
+        let (inputs, outputs) = (weight.dims[0], weight.dims[1])
+        guard inputs == x.dims[0] else { throw unsupported(node, "B has \(inputs) rows, but the input has \(x.dims[0]) features") }
+        let c = try constant(node, 2)
+        let biasValues = try c.map { (tensor: ONNXTensor) throws(ImportError) in try bias(node, tensor, count: outputs, scale: beta) }
+        try dense(node, x, weight.values.map { $0 * alpha }, inputs: inputs, outputs: outputs, bias: biasValues)
+    }
+
+    mutating func matmul(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        guard x.dims.count == 1 else { throw unsupported(node, "nnc imports MatMul of a 2-D input by a weight, found an input of rank \(x.dims.count + 1)") }
+        guard let b = try constant(node, 1), b.dims.count == 2, b.dims[0] == x.dims[0] else {
+            throw unsupported(node, "B must be a [\(x.dims[0]), M] constant (the weight)")
+        }
+        try dense(node, x, b.values, inputs: b.dims[0], outputs: b.dims[1], bias: nil)
+    }
+
+    /// `fc I->O`, with weight [I, O] (row-major) and an optional bias.
+    mutating func dense(_ node: ONNXNode, _ x: DataValue, _ weight: [Double], inputs: Int, outputs: Int, bias: [Double]?) throws(ImportError) {
+        let input = flat(x)
+        fcCount += 1
+        addParameter("fc\(fcCount).weight", [inputs, outputs], weight)
+        if let bias { addParameter("fc\(fcCount).bias", [outputs], bias) }
+        let y = emit("fc \(inputs)->\(outputs)\(bias == nil ? " nobias" : "")", reading: input, dims: [outputs])
+        define(node, y, dims: [outputs])
+    }
+
+    /// Pads of a conv or pool on its spatial axes (begin = end, as nnc pads), from `pads` or `auto_pad`.
+    func symmetricPads(_ node: ONNXNode, spatial: [Int], kernel: [Int], strides: [Int], dilations: [Int]) throws(ImportError) -> [Int] {
+        let n = spatial.count
+        let autoPad = try string(node, "auto_pad") ?? "NOTSET"
+        var begin = [Int](repeating: 0, count: n), end = begin
+        switch autoPad {
+        case "NOTSET", "":
+            if let pads = try ints(node, "pads") {
+                guard pads.count == 2 * n, pads.allSatisfy({ $0 >= 0 }) else { throw unsupported(node, "pads \(pads) do not fit \(n) spatial axes") }
+                begin = Array(pads[..<n]); end = Array(pads[n...])
+            }
+        case "VALID": break
+        case "SAME_UPPER", "SAME_LOWER":
+            for axis in 0..<n {
+                let out = (spatial[axis] + strides[axis] - 1) / strides[axis]
+                let total = max(0, (out - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - spatial[axis])
+                begin[axis] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2
+                end[axis] = total - begin[axis]
+            }
+        default: throw unsupported(node, "auto_pad '\(autoPad)' is not one ONNX defines")
+        }
+        guard begin == end else { throw unsupported(node, "pads \(begin) at the start and \(end) at the end differ; nnc pads both sides alike") }
+        return begin
+    }
+
+    /// "A" or "AxB" for a 1-D (unit width) or 2-D window setting.
+    func pair(_ values: [Int], unit: Int) -> String {
+        let (h, w) = (values[0], values.count > 1 ? values[1] : unit)
+        return h == w ? "\(h)" : "\(h)x\(w)"
+    }
+
+    mutating func conv(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        guard x.dims.count == 2 || x.dims.count == 3 else { throw unsupported(node, "nnc imports 1-D and 2-D convolutions, found an input of rank \(x.dims.count + 1)") }
+        let spatial = Array(x.dims.dropFirst())
+        let n = spatial.count
+        guard let w = try constant(node, 1), w.dims.count == n + 2 else { throw unsupported(node, "the weight must be a constant of rank \(n + 2)") }
+        let kernel = try ints(node, "kernel_shape") ?? Array(w.dims.dropFirst(2))
+        guard kernel == Array(w.dims.dropFirst(2)) else { throw unsupported(node, "kernel_shape \(kernel) differs from the weight's \(w.dims)") }
+        let strides = try ints(node, "strides") ?? [Int](repeating: 1, count: n)
+        let dilations = try ints(node, "dilations") ?? [Int](repeating: 1, count: n)
+        guard strides.count == n, dilations.count == n, strides.allSatisfy({ $0 >= 1 }), dilations.allSatisfy({ $0 >= 1 }) else {
+            throw unsupported(node, "strides \(strides) and dilations \(dilations) must be positive, one per spatial axis")
+        }
+        let pads = try symmetricPads(node, spatial: spatial, kernel: kernel, strides: strides, dilations: dilations)
+        let groups = try int(node, "group", 1)
+        let (channels, outputs) = (x.dims[0], w.dims[0])
+        guard groups >= 1, channels % groups == 0, outputs % groups == 0, w.dims[1] == channels / groups else {
+            throw unsupported(node, "group \(groups) does not fit \(channels) input channels and a weight of shape \(w.dims)")
+        }
+        let bias = try constant(node, 2).map { (tensor: ONNXTensor) throws(ImportError) in try self.bias(node, tensor, count: outputs) }
+        let input = try image(node, x)
+        var text = "conv \(channels)->\(outputs) \(kernel[0])x\(n > 1 ? kernel[1] : 1)"
+        if strides.contains(where: { $0 != 1 }) { text += " stride \(pair(strides, unit: 1))" }
+        if pads.contains(where: { $0 != 0 }) { text += " pad \(pair(pads, unit: 0))" }
+        if dilations.contains(where: { $0 != 1 }) { text += " dilation \(pair(dilations, unit: 1))" }
+        if groups != 1 { text += " groups \(groups)" }
+        if bias == nil { text += " nobias" }
+        var outDims = [outputs]
+        for axis in 0..<n {
+            guard let size = windowOutputSize(input: spatial[axis], window: kernel[axis], stride: strides[axis], padding: pads[axis], dilation: dilations[axis]) else {
+                throw unsupported(node, "the kernel \(kernel) is larger than the padded input \(spatial)")
+            }
+            outDims.append(size)
+        }
+        convCount += 1
+        addParameter("conv\(convCount).weight", [outputs, channels / groups, kernel[0], n > 1 ? kernel[1] : 1], w.values)
+        if let bias { addParameter("conv\(convCount).bias", [outputs], bias) }
+        let y = emit(text, reading: input, dims: canonicalDims(outDims))
+        define(node, y, dims: outDims)
+    }
+
+    mutating func pool(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        guard x.dims.count == 2 || x.dims.count == 3 else { throw unsupported(node, "nnc imports 1-D and 2-D pooling, found an input of rank \(x.dims.count + 1)") }
+        let spatial = Array(x.dims.dropFirst())
+        let n = spatial.count
+        guard let kernel = try ints(node, "kernel_shape"), kernel.count == n, kernel.allSatisfy({ $0 >= 1 }) else { throw unsupported(node, "kernel_shape must give one positive size per spatial axis") }
+        let strides = try ints(node, "strides") ?? [Int](repeating: 1, count: n)
+        guard strides.count == n, strides.allSatisfy({ $0 >= 1 }) else { throw unsupported(node, "strides \(strides) must be positive, one per spatial axis") }
+        if let dilations = try ints(node, "dilations"), dilations.contains(where: { $0 != 1 }) {
+            throw unsupported(node, "nnc's pooling has no dilation (dilations \(dilations))")
+        }
+        let pads = try symmetricPads(node, spatial: spatial, kernel: kernel, strides: strides, dilations: [Int](repeating: 1, count: n))
+        let average = node.opType == "AveragePool"
+        if average, pads.contains(where: { $0 != 0 }), try int(node, "count_include_pad", 0) == 0 {
+            throw unsupported(node, "nnc's avgpool counts the padding in the average (count_include_pad = 1); this one does not")
+        }
+        guard zip(pads, kernel).allSatisfy({ 2 * $0 <= $1 }) else { throw unsupported(node, "pads \(pads) exceed half the window \(kernel)") }
+        var outDims = [x.dims[0]]
+        for axis in 0..<n {
+            guard let size = windowOutputSize(input: spatial[axis], window: kernel[axis], stride: strides[axis], padding: pads[axis]) else {
+                throw unsupported(node, "the window \(kernel) is larger than the padded input \(spatial)")
+            }
+            // ceil_mode adds a last, partial window where the input has one more row than floor reaches.
+            if try int(node, "ceil_mode", 0) == 1, (spatial[axis] + 2 * pads[axis] - kernel[axis]) % strides[axis] != 0 {
+                throw unsupported(node, "ceil_mode = 1 adds a partial window here, and nnc's pooling rounds down")
+            }
+            outDims.append(size)
+        }
+        let input = try image(node, x)
+        var text = "\(average ? "avgpool" : "maxpool") \(kernel[0])x\(n > 1 ? kernel[1] : 1)"
+        let window = [kernel[0], n > 1 ? kernel[1] : 1]
+        if [strides[0], n > 1 ? strides[1] : 1] != window { text += " stride \(pair(strides, unit: 1))" }
+        if pads.contains(where: { $0 != 0 }) { text += " pad \(pair(pads, unit: 0))" }
+        let y = emit(text, reading: input, dims: canonicalDims(outDims))
+        define(node, y, dims: outDims)
+    }
+
+    mutating func batchNorm(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        if try int(node, "training_mode", 0) == 1 { throw unsupported(node, "training_mode = 1 (nnc imports the inference form)") }
+        if opset < 9, try int(node, "spatial", 1) == 0 { throw unsupported(node, "spatial = 0 (statistics per element, not per channel)") }
+        let channels = x.dims[0]
+        var tensors: [ONNXTensor] = []
+        for index in 1...4 {
+            guard let tensor = try constant(node, index), tensor.values.count == channels else {
+                throw unsupported(node, "input \(index) must be a constant of \(channels) values (one per channel)")
+            }
+            tensors.append(tensor)
+        }
+        let eps = try float(node, "epsilon", 1e-5)
+        let momentum = try float(node, "momentum", 0.9)
+        guard eps > 0, (0...1).contains(momentum) else { throw unsupported(node, "epsilon \(eps) and momentum \(momentum) out of range") }
+        let input = x.dims.count == 1 ? x.value : try image(node, x)
+        bnCount += 1
+        addParameter("bn\(bnCount).weight", [channels], tensors[0].values)
+        addParameter("bn\(bnCount).bias", [channels], tensors[1].values)
+        persistentState.append(Checkpoint.Tensor(name: "bn\(bnCount).running_mean", shape: [channels], values: tensors[2].values))
+        persistentState.append(Checkpoint.Tensor(name: "bn\(bnCount).running_var", shape: [channels], values: tensors[3].values))
+        // ONNX's momentum weighs the old statistic, PyTorch's (and nnc's) the new one.
+        let y = emit("batchnorm momentum \(formatNumber(1 - momentum)) eps \(formatNumber(eps))", reading: input, dims: nnValues[input].dims)
+        define(node, y, dims: x.dims)
+    }
+
+    mutating func softmax(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        let rank = x.dims.count + 1
+        var axis = try int(node, "axis", opset >= 13 ? -1 : 1)
+        if axis < 0 { axis += rank }
+        guard (1..<rank).contains(axis) else { throw unsupported(node, "axis \(axis) is the batch axis or out of range") }
+        // Before opset 13 the input is flattened to 2-D at the axis; from 13 softmax runs along one axis.
+        let rowsPerSample = x.dims[..<(axis - 1)].reduce(1, *)
+        let alongOneAxis = opset >= 13 ? x.dims.enumerated().allSatisfy { $0.offset == axis - 1 || $0.element == 1 } : rowsPerSample == 1
+        guard alongOneAxis else {
+            throw unsupported(node, "softmax along axis \(axis) of \([-1] + x.dims) normalizes several rows per sample; nnc's normalizes each sample's features")
+        }
+        let input = flat(x)
+        let y = emit(node.opType == "Softmax" ? "softmax" : "logsoftmax", reading: input, dims: nnValues[input].dims)
+        define(node, y, dims: x.dims)
+    }
+
+    mutating func add(_ node: ONNXNode) throws(ImportError) {
+        let operands = node.inputs.filter { !$0.isEmpty }
+        guard operands.count == 2 else { throw unsupported(node, "nnc imports the sum of two tensors, found \(operands.count)") }
+        let values = operands.map { data[$0] }
+        if let a = values[0], let b = values[1] {
+            guard a.dims == b.dims else { throw unsupported(node, "the operands' shapes \(a.dims) and \(b.dims) differ (nnc's add does not broadcast)") }
+            guard nnValues[a.value].dims == nnValues[b.value].dims else { throw unsupported(node, "the operands are held in different layouts") }
+            // current + other: either order (addition commutes).
+            let (first, second) = a.value == current || b.value != current ? (a, b) : (b, a)
+            nnValues[second.value].needsName = true
+            let y = emit("add \(name(second.value))", reading: first.value, dims: nnValues[first.value].dims)
+            define(node, y, dims: a.dims)
+            return
+        }
+        // A value plus a constant: the bias of the fc or conv that made the value.
+        guard let x = values[0] ?? values[1], let tensor = constants[values[0] == nil ? operands[0] : operands[1]] else {
+            throw unsupported(node, "an operand is neither computed nor constant")
+        }
+        try mergeBias(node, x, tensor)
+    }
+
+    /// `fc … nobias` or `conv … nobias` followed by the addition of a per-output constant: the layer's bias.
+    mutating func mergeBias(_ node: ONNXNode, _ x: DataValue, _ tensor: ONNXTensor) throws(ImportError) {
+        let value = nnValues[x.value]
+        guard value.producer >= 0, value.producer == statements.count - 1, x.value == current,
+              uses[node.inputs.first { data[$0] != nil } ?? ""] == 1 else {
+            throw unsupported(node, "nnc imports the addition of a constant only as the bias of the fc or conv just before it")
+        }
+        let text = statements[value.producer].text
+        let isLayer = text.hasPrefix("fc ") || text.hasPrefix("conv ")
+        guard isLayer, text.hasSuffix(" nobias") else {
+            throw unsupported(node, "nnc imports the addition of a constant only as the bias of an fc or conv without one")
+        }
+        let outputs = value.dims[0]
+        // One value per output, broadcast along everything else: aligned with the full shape
+        // [N, O, …] from the right (opset 7 on), or at the `axis` attribute (the old `broadcast`).
+        let rank = x.dims.count + 1
+        var aligned = tensor.dims
+        if opset < 7, let axis = try? int(node, "axis", -1), axis >= 0 {
+            aligned = [Int](repeating: 1, count: axis) + aligned
+        }
+        if aligned.count < rank { aligned = [Int](repeating: 1, count: rank - aligned.count) + aligned }
+        let perOutput = tensor.values.count == 1 || (aligned.count == rank && aligned[1] == outputs && aligned.enumerated().allSatisfy { $0.offset == 1 || $0.element == 1 })
+        guard perOutput else { throw unsupported(node, "the constant of shape \(tensor.dims) is not one value per output of the layer") }
+        let values = try bias(node, tensor, count: outputs)
+        statements[value.producer].text = String(text.dropLast(" nobias".count))
+        let layer = text.hasPrefix("fc ") ? "fc\(fcCount)" : "conv\(convCount)"
+        addParameter("\(layer).bias", [outputs], values)
+        // Lowering lists a layer's bias right after its weight.
+        if let weight = parameters.firstIndex(where: { $0.name == "\(layer).weight" }) {
+            let bias = parameters.removeLast()
+            parameters.insert(bias, at: weight + 1)
+        }
+        define(node, x.value, dims: x.dims)
+    }
+
+    mutating func concat(_ node: ONNXNode) throws(ImportError) {
+        let operands = node.inputs.filter { !$0.isEmpty }
+        var values: [DataValue] = []
+        for index in operands.indices { values.append(try dataInput(node, index)) }
+        guard let first = values.first else { throw unsupported(node, "Concat has no inputs") }
+        var axis = try int(node, "axis", 1)
+        if axis < 0 { axis += first.dims.count + 1 }
+        guard axis == 1 else { throw unsupported(node, "nnc concatenates along the channels or features (axis 1), found axis \(axis)") }
+        let layout = nnValues[first.value].dims
+        for value in values.dropFirst() {
+            let other = nnValues[value.value].dims
+            guard Array(value.dims.dropFirst()) == Array(first.dims.dropFirst()), other.count == layout.count, Array(other.dropFirst()) == Array(layout.dropFirst()) else {
+                throw unsupported(node, "the inputs' shapes \(values.map(\.dims)) differ beyond the concatenated axis")
+            }
+        }
+        var y = first.value
+        var dims = first.dims
+        for value in values.dropFirst() {
+            nnValues[value.value].needsName = true
+            var nn = nnValues[y].dims
+            nn[0] += nnValues[value.value].dims[0]
+            y = emit("concat \(name(value.value))", reading: y, dims: nn)
+            dims[0] += value.dims[0]
+        }
+        define(node, y, dims: dims)
+    }
+}
