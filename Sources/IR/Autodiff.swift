@@ -81,6 +81,12 @@ extension Op {
             let results = try graph.add(.batchNormGrad, [x, operands[1], node.results[1], node.results[2], g],
                                         names: [d(x), d(operands[1]), d(operands[2])], at: at, phase: .backward)
             return [results[0], results[1], results[2], nil, nil]
+        case .prelu:
+            let x = operands[0], slopes = operands[1]
+            let results = try graph.add(.preluGrad, [x, slopes, g], names: [d(x), d(slopes)], at: at, phase: .backward)
+            return [results[0], results[1]]
+        case .pad(let spec):
+            return [try emit(.padGrad(spec), [g, operands[0]], d(operands[0]))]
         case .logSoftmax:
             return [try emit(.logSoftmaxGrad, [node.results[0], g], d(operands[0]))]
         case .nllLoss:
@@ -97,7 +103,7 @@ extension Op {
             return [try emit(.softmaxCrossEntropyGrad, [operands[0], operands[1], g], d(operands[0])), nil]
         case .input, .target, .parameter, .state, .constant:
             return []
-        case .activationGrad, .softmaxGrad, .logSoftmaxGrad, .nllLossGrad, .sliceChannels, .batchNormGrad,
+        case .activationGrad, .softmaxGrad, .logSoftmaxGrad, .preluGrad, .padGrad, .nllLossGrad, .sliceChannels, .batchNormGrad,
              .batchNormInference, .batchNormFold, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
              .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .update,
              .dense, .convFused, .activationGradBias, .convBackward, .matmulUpdate:

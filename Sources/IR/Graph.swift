@@ -33,6 +33,8 @@ public enum ParameterInit: Sendable, Equatable, CustomStringConvertible {
     case zeros
     /// A batch norm's weight.
     case ones
+    /// Every element the same (a PReLU's slopes, 0.25).
+    case constant(Double)
 
     public var description: String {
         switch self {
@@ -40,6 +42,7 @@ public enum ParameterInit: Sendable, Equatable, CustomStringConvertible {
         case .normal(let m, let s): return "normal(\(formatNumber(m)),\(formatNumber(s)))"
         case .zeros: return "zeros"
         case .ones: return "ones"
+        case .constant(let value): return "constant(\(formatNumber(value)))"
         }
     }
 }

@@ -138,7 +138,7 @@ struct Lowering {
     var nameOrder: [String] = []
     /// The named value feeding the current statement (`add a`, `concat a`, or the first layer after `from a`).
     var feedingName: String?
-    var batchNormCount = 0
+    var batchNormCount = 0, preluCount = 0
 
     struct NamedValue {
         var value: ValueID
@@ -212,7 +212,7 @@ struct Lowering {
                 guard checkSize(dims, what: "the input", at: range) else { failed = true; continue }
                 defineInput(dims, at: statement)
                 continue
-            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .batchNorm, .join, .from: break
+            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .reshape, .prelu, .pad, .batchNorm, .join, .from: break
             }
             if let lossStatement {
                 error(.statementAfterLoss, "'\(text(statement))' comes after the loss; the loss must be the last layer statement",
@@ -371,6 +371,24 @@ struct Lowering {
             value = y
             shape = [shape[0]]
             finish(statement)
+        case .reshape(let dims, let range):
+            guard let x = requireInput(statement) else { return }
+            let count = shape.reduce(1, *), wanted = dims.reduce(1, *)
+            guard count == wanted else {
+                error(.reshapeMismatch, "reshape to \(dimsText(dims)) needs \(wanted) values per sample, but the previous layer produces \(dimsText(shape)) (\(count))",
+                      at: range, notes: previousNote())
+                failed = true
+                return
+            }
+            if dims != shape {
+                guard let y = emit(.reshape(Shape(batched: true, dims)), [x], "view\(otherCount)", at: statement) else { return }
+                otherCount += 1
+                value = y
+            }
+            shape = dims
+            finish(statement)
+        case .prelu(let count): lowerPReLU(count, statement)
+        case .pad(let padding): lowerPad(padding, statement)
         case .batchNorm(let spec): lowerBatchNorm(spec, statement)
         case .join(let kind, let name): lowerJoin(kind, name, statement)
         case .from(let name):
@@ -405,7 +423,7 @@ struct Lowering {
         producer = statement
         switch statement.kind {
         case .activation, .dropout: break
-        case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train, .globalAveragePool, .batchNorm, .join, .from: shapeProducer = statement
+        case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train, .globalAveragePool, .reshape, .prelu, .pad, .batchNorm, .join, .from: shapeProducer = statement
         }
         var parameters = 0, persistent = 0, flops = 0
         for node in graph.nodes[statementFirstNode...] {
@@ -430,7 +448,7 @@ struct Lowering {
         let layerStatements = ast.statements.filter {
             switch $0.kind {
             case .input, .data, .train: return false
-            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .batchNorm, .join, .from: return true
+            case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .reshape, .prelu, .pad, .batchNorm, .join, .from: return true
             }
         }
         guard let last = layerStatements.last else { return }
@@ -716,6 +734,55 @@ struct Lowering {
             guard let y = emit(.batchNormInference(eps: spec.eps), operands, "bn\(k)", at: statement) else { return }
             value = y
         }
+        finish(statement)
+    }
+
+    /// `prelu [C]`: PyTorch's PReLU(num_parameters = 1 or C), slopes starting at 0.25, named `preluK.weight`.
+    mutating func lowerPReLU(_ count: Sized?, _ statement: Statement) {
+        guard let x = requireInput(statement) else { return }
+        guard shape.count == 1 || shape.count == 3 else {
+            error(.imageInputNeeded, "prelu needs features or an image (channels x height x width), but the previous layer produces \(dimsText(shape))",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let channels = shape[0]
+        if let count, count.value != 1, count.value != channels {
+            error(.channelMismatch, "prelu \(count.value) has one slope per channel, but the previous layer produces \(channels) channels",
+                  at: count.range, notes: previousNote() + [.init(.didYouMean, "did you mean 'prelu \(channels)' (or 'prelu' for one shared slope)?", at: nil)])
+            failed = true
+            return
+        }
+        preluCount += 1
+        guard let slopes = addParameter("prelu\(preluCount).weight", "prelu\(preluCount)a", [count?.value ?? 1], .constant(0.25), at: statement),
+              let y = emit(.prelu, [x, slopes], "prelu\(preluCount)", at: statement) else { failed = true; return }
+        value = y
+        finish(statement)
+    }
+
+    /// `pad …`: a border around the height and width of an image.
+    mutating func lowerPad(_ padding: Padding, _ statement: Statement) {
+        guard let x = requireInput(statement) else { return }
+        guard shape.count == 3 else {
+            error(.imageInputNeeded, "pad needs an image input (channels x height x width), but the previous layer produces \(shape.count == 1 ? "\(shape[0]) features" : dimsText(shape))",
+                  at: statement.range, notes: previousNote())
+            failed = true
+            return
+        }
+        let spec = PadSpec(top: padding.begin.height.value, bottom: padding.end.height.value, left: padding.begin.width.value, right: padding.end.width.value,
+                           mode: { switch padding.mode { case .constant(let v): return .constant(v); case .reflect: return .reflect; case .replicate: return .replicate } }())
+        if spec.mode == .reflect, max(spec.top, spec.bottom) >= shape[1] || max(spec.left, spec.right) >= shape[2] {
+            error(.valueOutOfRange, "pad reflect needs borders smaller than the image \(shape[1])x\(shape[2]) (it mirrors without the edge)",
+                  at: padding.begin.range.through(padding.end.range), notes: previousNote())
+            failed = true
+            return
+        }
+        let dims = [shape[0], shape[1] + spec.top + spec.bottom, shape[2] + spec.left + spec.right]
+        guard checkSize(dims, what: "the output of '\(text(statement))'", at: statement.range),
+              let y = emit(.pad(spec), [x], "pad\(otherCount)", at: statement) else { failed = true; return }
+        otherCount += 1
+        value = y
+        shape = dims
         finish(statement)
     }
 

@@ -2,6 +2,32 @@ import Parser
 
 public enum PoolKind: String, Hashable, Sendable { case max, average }
 
+/// What fills the border a `pad` adds: a constant, the mirror image without the edge (PyTorch's
+/// reflection, ONNX's `reflect`), or the edge repeated (replication, ONNX's `edge`).
+public enum PadMode: Hashable, Sendable, CustomStringConvertible {
+    case constant(Double)
+    case reflect
+    case replicate
+
+    public var description: String {
+        switch self {
+        case .constant(let value): return "constant \(formatNumber(value))"
+        case .reflect: return "reflect"
+        case .replicate: return "replicate"
+        }
+    }
+}
+
+/// The border a `pad` adds to the height and width of [N,C,H,W].
+public struct PadSpec: Hashable, Sendable, CustomStringConvertible {
+    public var top: Int, bottom: Int, left: Int, right: Int
+    public var mode: PadMode
+    public init(top: Int, bottom: Int, left: Int, right: Int, mode: PadMode) {
+        (self.top, self.bottom, self.left, self.right, self.mode) = (top, bottom, left, right, mode)
+    }
+    public var description: String { "top=\(top) bottom=\(bottom) left=\(left) right=\(right) \(mode)" }
+}
+
 /// Hyperparameters of an optimizer update op.
 public enum OptimizerUpdate: Hashable, Sendable, CustomStringConvertible {
     case sgd(lr: Double, momentum: Double, nesterov: Bool, decay: Double)
@@ -121,6 +147,16 @@ public enum Op: Hashable, Sendable {
     /// variance; results W·s and (b − mean)·s + β, s = γ/√(var + eps), scaling W along its output axis
     /// (axis 0 of a conv weight [O,C,KH,KW], axis 1 of an fc weight [I,O]).
     case batchNormFold(eps: Double, convolution: Bool, bias: Bool)
+    /// max(0, x) + a·min(0, x) with a learned slope a: operands x [N,C,…] and the slopes [C] (one
+    /// per channel or feature) or [1] (shared), PyTorch's PReLU.
+    case prelu
+    /// Its backward: operands x, slopes, dy; results dx and d(slopes).
+    case preluGrad
+    /// A border around the height and width of [N,C,H,W].
+    case pad(PadSpec)
+    /// Its backward: operands dy, x (for the shape); result dx (reflected and replicated borders add
+    /// their gradient to the values they copy).
+    case padGrad(PadSpec)
     /// Row-wise log-softmax over the last axis of [N,C].
     case logSoftmax
     /// dx from (y, dy): dy − exp(y)·Σdy.
@@ -201,6 +237,10 @@ public enum Op: Hashable, Sendable {
         case .batchNormFold(let eps, _, _): return "batchnorm_fold eps=\(formatNumber(eps))"
         case .logSoftmax: return "logsoftmax"
         case .logSoftmaxGrad: return "logsoftmax_grad"
+        case .prelu: return "prelu"
+        case .preluGrad: return "prelu_grad"
+        case .pad(let spec): return "pad \(spec)"
+        case .padGrad(let spec): return "pad_grad \(spec)"
         case .nllLoss: return "nll"
         case .nllLossGrad: return "nll_grad"
         case .reshape: return "reshape"
@@ -229,7 +269,7 @@ public enum Op: Hashable, Sendable {
              .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask,
              .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
              .softmaxCrossEntropyGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate, .concat, .sliceChannels,
-             .batchNorm, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad:
+             .batchNorm, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad:
             return false
         }
     }
@@ -239,7 +279,7 @@ public enum Op: Hashable, Sendable {
         switch self {
         // Batch norm in training mode also updates its running statistics.
         case .update, .matmulUpdate, .batchNorm: return true
-        case .concat, .sliceChannels, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad,
+        case .concat, .sliceChannels, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad,
              .input, .target, .parameter, .state, .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad,
              .add, .subtract, .multiply, .scale, .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d,
              .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask, .crossEntropy,
@@ -258,7 +298,7 @@ public enum Op: Hashable, Sendable {
              .poolGrad, .reshape, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
              .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .update, .dense, .convFused,
              .activationGradBias, .convBackward, .matmulUpdate, .concat, .sliceChannels, .batchNorm, .batchNormGrad,
-             .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad:
+             .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad:
             return false
         }
     }
@@ -362,6 +402,30 @@ extension Op {
             let channels = try batchNormChannels(operands)
             try same(operands[0], operands[4])
             return [operands[0], .fixed(channels), .fixed(channels)]
+        case .prelu:
+            try need(2)
+            let x = operands[0], slopes = operands[1]
+            guard x.batched, let channels = x.dims.first, slopes == .fixed(1) || slopes == .fixed(channels) else {
+                throw IRError("prelu: slopes \(slopes) do not fit \(x)")
+            }
+            return [x]
+        case .preluGrad:  // (x, slopes, dy)
+            try need(3)
+            try same(operands[0], operands[2])
+            return [operands[0], operands[1]]
+        case .pad(let spec):
+            try need(1)
+            let x = operands[0]
+            guard x.batched, x.dims.count == 3, min(spec.top, spec.bottom, spec.left, spec.right) >= 0 else {
+                throw IRError("pad needs [N,C,H,W] and borders of at least 0, got \(x) and \(spec)")
+            }
+            if spec.mode == .reflect, max(spec.top, spec.bottom) >= x.dims[1] || max(spec.left, spec.right) >= x.dims[2] {
+                throw IRError("pad reflect: borders \(spec) not smaller than \(x)")
+            }
+            return [.init(batched: true, [x.dims[0], x.dims[1] + spec.top + spec.bottom, x.dims[2] + spec.left + spec.right])]
+        case .padGrad:  // (dy, x)
+            try need(2)
+            return [operands[1]]
         case .batchNormFold(_, let convolution, let bias):
             try need(bias ? 6 : 5)
             let w = operands[0]
@@ -480,7 +544,12 @@ extension Op {
         case .conv2d:
             let w = operands[1]
             return 2 * out * w[1] * w[2] * w[3]
-        case .concat, .sliceChannels: return 0
+        case .concat, .sliceChannels, .pad: return 0
+        case .padGrad(let spec):
+            if case .constant = spec.mode { return 0 }
+            return count(operands[0])
+        case .prelu: return 2 * out
+        case .preluGrad: return 4 * count(operands[0])
         case .batchNorm, .batchNormGrad: return 6 * count(operands[0])
         case .batchNormInference: return 2 * count(operands[0])
         case .batchNormFold: return 2 * count(operands[0])

@@ -159,13 +159,32 @@ struct Exporter {
             case .add: emit("Add", inputs, outputs, at: node)
             case .concat: emit("Concat", inputs, outputs, at: node, [ONNXAttribute(name: "axis", value: .int(1))])
             case .multiply: emit("Mul", inputs, outputs, at: node)
+            case .prelu:
+                // ONNX broadcasts from the right: per-channel slopes of an image are [C, 1, 1].
+                let x = graph[node.operands[0]].shape.dims, slopes = graph[node.operands[1]].shape.dims
+                var slope = inputs[1]
+                if slopes == [x[0]], x.count > 1, x[0] > 1 {
+                    slope = constant([-1] + [Int](repeating: 1, count: x.count - 1).map(Double.init), dims: [x.count], type: .int64)
+                    let reshaped = inputs[1] + "_per_channel"
+                    emit("Reshape", [inputs[1], slope], [reshaped], at: node)
+                    slope = reshaped
+                }
+                emit("PRelu", [inputs[0], slope], outputs, at: node)
+            case .pad(let spec):
+                let pads = constant([0, 0, spec.top, spec.left, 0, 0, spec.bottom, spec.right].map(Double.init), dims: [8], type: .int64)
+                switch spec.mode {
+                case .constant(let value):
+                    emit("Pad", [inputs[0], pads, constant([value], dims: [])], outputs, at: node, [ONNXAttribute(name: "mode", value: .string("constant"))])
+                case .reflect: emit("Pad", [inputs[0], pads], outputs, at: node, [ONNXAttribute(name: "mode", value: .string("reflect"))])
+                case .replicate: emit("Pad", [inputs[0], pads], outputs, at: node, [ONNXAttribute(name: "mode", value: .string("edge"))])
+                }
             case .scale(let factor): emit("Mul", [inputs[0], constant([factor], dims: [])], outputs, at: node)
             // Training, loss and fused ops: not in an inference forward graph.
             case .matmul, .target, .activationGrad, .softmaxGrad, .subtract, .constant, .biasGrad, .sumAll, .meanAll, .broadcast,
                  .conv2dInputGrad, .conv2dWeightGrad, .poolGrad, .sliceChannels, .batchNorm, .batchNormGrad, .batchNormFold,
                  .logSoftmaxGrad, .nllLoss, .nllLossGrad, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
                  .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .update, .dense, .convFused,
-                 .activationGradBias, .convBackward, .matmulUpdate:
+                 .activationGradBias, .convBackward, .matmulUpdate, .preluGrad, .padGrad:
                 throw unsupported(node)
             }
         }

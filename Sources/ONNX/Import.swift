@@ -22,9 +22,9 @@ public struct ImportError: Error, Sendable, CustomStringConvertible {
 
 /// The ops `nnc import` reads, listed in its errors.
 public let supportedONNXOps = [
-    "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool and AveragePool (1-D, 2-D, 3-D)", "GlobalAveragePool",
     "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
-    "Pow (whole exponent)", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Transpose (of a weight)", "Constant", "Dropout", "Identity",
+    "Pow (whole exponent)", "PRelu", "Pad (constant, reflect, edge)", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Transpose (of a weight)", "Constant", "Dropout", "Identity",
 ]
 
 /// Translates a decoded ONNX model. The first dimension of the graph's input is the batch.
@@ -69,7 +69,7 @@ struct Translator {
     var uses: [String: Int] = [:]
     var parameters: [Checkpoint.Tensor] = []
     var persistentState: [Checkpoint.Tensor] = []
-    var fcCount = 0, convCount = 0, bnCount = 0
+    var fcCount = 0, convCount = 0, bnCount = 0, preluCount = 0
     var inputLine = ""
     var outputName = ""
 
@@ -293,6 +293,8 @@ struct Translator {
             try activation(node, "pow \(k)")
         case "Softmax", "LogSoftmax": try softmax(node)
         case "Add", "Sum": try add(node)
+        case "PRelu": try prelu(node)
+        case "Pad": try pad(node)
         case "Concat": try concat(node)
         default:
             throw unsupported(node, "nnc does not import \(node.opType); it imports \(supportedONNXOps.joined(separator: ", "))")
@@ -305,11 +307,16 @@ struct Translator {
         define(node, y, dims: x.dims)
     }
 
-    /// The value as nnc's image layout, [C, H, W] (ONNX rank 3 and 4).
+    /// The value in nnc's image layout for its ONNX dims, [C, H, W] (ONNX rank 3 and 4), with a
+    /// `reshape` where it is held otherwise ([C] after globalavgpool, a flattened value).
     mutating func image(_ node: ONNXNode, _ x: DataValue) throws(ImportError) -> Int {
-        let wanted = canonicalDims(x.dims)
-        if nnValues[x.value].dims == wanted { return x.value }
-        throw unsupported(node, "its input is held as \(nnValues[x.value].dims.map(String.init).joined(separator: "x")), and nnc's language has no reshape to \(wanted.map(String.init).joined(separator: "x"))")
+        reshaped(x.value, to: canonicalDims(x.dims))
+    }
+
+    /// The value under these per-sample dims (the same values in the same order).
+    mutating func reshaped(_ value: Int, to dims: [Int]) -> Int {
+        if nnValues[value].dims == dims { return value }
+        return emit("reshape " + dims.map(String.init).joined(separator: "x"), reading: value, dims: dims)
     }
 
     /// The value as flat features, with a `flatten` where it is an image.
@@ -611,7 +618,7 @@ struct Translator {
 
     mutating func pool(_ node: ONNXNode) throws(ImportError) {
         let x = try dataInput(node)
-        guard x.dims.count == 2 || x.dims.count == 3 else { throw unsupported(node, "nnc imports 1-D and 2-D pooling, found an input of rank \(x.dims.count + 1)") }
+        guard (2...4).contains(x.dims.count) else { throw unsupported(node, "nnc imports 1-D, 2-D and 3-D pooling, found an input of rank \(x.dims.count + 1)") }
         let spatial = Array(x.dims.dropFirst())
         let n = spatial.count
         guard let kernel = try ints(node, "kernel_shape"), kernel.count == n, kernel.allSatisfy({ $0 >= 1 }) else { throw unsupported(node, "kernel_shape must give one positive size per spatial axis") }
@@ -637,13 +644,32 @@ struct Translator {
             }
             outDims.append(size)
         }
+        let word = average ? "avgpool" : "maxpool"
+        if n == 3 {
+            // 3-D pooling is separable: over (H, W) with the depth among the channels, then over D
+            // with H·W as the width. Max pads with −∞ in both; the average counts the padding in
+            // both, kd·kh·kw in all; as the 3-D window does.
+            let (channels, depth, height, width) = (x.dims[0], spatial[0], spatial[1], spatial[2])
+            let planes = reshaped(x.value, to: [channels * depth, height, width])
+            let inner = emit(poolText(word, [kernel[1], kernel[2]], [strides[1], strides[2]], [pads[1], pads[2]]), reading: planes,
+                             dims: [channels * depth, outDims[2], outDims[3]])
+            let columns = reshaped(inner, to: [channels, depth, outDims[2] * outDims[3]])
+            let y = emit(poolText(word, [kernel[0], 1], [strides[0], 1], [pads[0], 0]), reading: columns, dims: [channels, outDims[1], outDims[2] * outDims[3]])
+            define(node, y, dims: outDims)
+            return
+        }
         let input = try image(node, x)
-        var text = "\(average ? "avgpool" : "maxpool") \(kernel[0])x\(n > 1 ? kernel[1] : 1)"
-        let window = [kernel[0], n > 1 ? kernel[1] : 1]
-        if [strides[0], n > 1 ? strides[1] : 1] != window { text += " stride \(pair(strides, unit: 1))" }
-        if pads.contains(where: { $0 != 0 }) { text += " pad \(pair(pads, unit: 0))" }
-        let y = emit(text, reading: input, dims: canonicalDims(outDims))
+        let y = emit(poolText(word, [kernel[0], n > 1 ? kernel[1] : 1], [strides[0], n > 1 ? strides[1] : 1], [pads[0], n > 1 ? pads[1] : 0]),
+                     reading: input, dims: canonicalDims(outDims))
         define(node, y, dims: outDims)
+    }
+
+    /// `maxpool KHxKW [stride …] [pad …]`.
+    func poolText(_ word: String, _ window: [Int], _ strides: [Int], _ pads: [Int]) -> String {
+        var text = "\(word) \(window[0])x\(window[1])"
+        if strides != window { text += " stride \(pair(strides, unit: 1))" }
+        if pads.contains(where: { $0 != 0 }) { text += " pad \(pair(pads, unit: 0))" }
+        return text
     }
 
     mutating func batchNorm(_ node: ONNXNode) throws(ImportError) {
@@ -743,6 +769,83 @@ struct Translator {
             parameters.insert(bias, at: weight + 1)
         }
         define(node, x.value, dims: x.dims)
+    }
+
+    /// PRelu with one slope, or one per channel (features): `prelu` or `prelu C`.
+    mutating func prelu(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        guard let slope = try constant(node, 1) else { throw unsupported(node, "PRelu needs its slope") }
+        let channels = x.dims.first ?? 1
+        // Per channel: [C] broadcast at axis 1 (before opset 7, PyTorch 0.3's export), or from the
+        // right as [C, 1, …] (numpy broadcasting).
+        let perChannel = slope.values.count == channels && channels > 1
+            && (opset < 7 || slope.dims.drop { $0 == 1 }.first == channels && slope.dims.drop { $0 == 1 }.dropFirst().allSatisfy { $0 == 1 } && slope.dims.count - slope.dims.prefix { $0 == 1 }.count == x.dims.count)
+        guard slope.values.count == 1 || perChannel else {
+            throw unsupported(node, "the slope of shape \(slope.dims) is neither one value nor one per channel of \([-1] + x.dims)")
+        }
+        let input = x.dims.count == 1 ? x.value : try image(node, x)
+        preluCount += 1
+        addParameter("prelu\(preluCount).weight", [slope.values.count], slope.values)
+        let y = emit(perChannel ? "prelu \(channels)" : "prelu", reading: input, dims: nnValues[input].dims)
+        define(node, y, dims: x.dims)
+    }
+
+    /// Pad of the last one or two axes: `pad TOPxLEFT BOTTOMxRIGHT` with its mode.
+    mutating func pad(_ node: ONNXNode) throws(ImportError) {
+        let x = try dataInput(node)
+        let rank = x.dims.count + 1
+        guard rank == 3 || rank == 4 else { throw unsupported(node, "nnc pads 3-D and 4-D tensors, found rank \(rank)") }
+        var pads: [Int]
+        var value = 0.0
+        if opset < 11 {
+            // Opset 1 called them `paddings`.
+            let named = try ints(node, "pads"), old = try ints(node, "paddings")
+            guard let given = named ?? old else { throw unsupported(node, "Pad needs its pads") }
+            pads = given
+            value = try float(node, "value", 0)
+        } else {
+            guard let given = try constant(node, 1) else { throw unsupported(node, "Pad needs its pads") }
+            pads = given.values.map { Int($0) }
+            if let fill = try constant(node, 2), let first = fill.values.first { value = first }
+            if node.inputs.count > 3, !node.inputs[3].isEmpty {
+                // opset 18: the axes padded; spread them over all axes.
+                guard let axes = try constant(node, 3) else { throw unsupported(node, "Pad's axes must be constant") }
+                var all = [Int](repeating: 0, count: 2 * rank)
+                for (k, axis) in axes.values.map({ Int($0) < 0 ? Int($0) + rank : Int($0) }).enumerated() {
+                    guard (0..<rank).contains(axis), k + axes.values.count < pads.count + 1 else { throw unsupported(node, "Pad axes out of range") }
+                    all[axis] = pads[k]
+                    all[axis + rank] = pads[k + axes.values.count]
+                }
+                pads = all
+            }
+        }
+        guard pads.count == 2 * rank else { throw unsupported(node, "pads \(pads) do not fit rank \(rank)") }
+        guard pads.allSatisfy({ $0 >= 0 }) else { throw unsupported(node, "negative pads (cropping) \(pads)") }
+        guard pads[0] == 0, pads[1] == 0, pads[rank] == 0, pads[rank + 1] == 0 else {
+            throw unsupported(node, "nnc pads the spatial axes only, found pads \(pads) on the batch or channels")
+        }
+        // The spatial axes: (H, W) of a 4-D tensor; the length of a 3-D one, held as [C, L, 1].
+        let (top, bottom) = (pads[2], pads[rank + 2])
+        let (left, right) = rank == 4 ? (pads[3], pads[rank + 3]) : (0, 0)
+        let mode: String
+        switch try string(node, "mode") ?? "constant" {
+        case "constant": mode = value == 0 ? "" : " value \(formatNumber(value))"
+        case "reflect": mode = " reflect"
+        case "edge": mode = " replicate"
+        case let other: throw unsupported(node, "mode '\(other)' is not one nnc pads with (constant, reflect, edge)")
+        }
+        let spatial = Array(x.dims.dropFirst())
+        if mode == " reflect", top >= spatial[0] || bottom >= spatial[0] || (rank == 4 && (left >= spatial[1] || right >= spatial[1])) {
+            throw unsupported(node, "reflect pads \(pads) must be smaller than the input \(spatial)")
+        }
+        let input = try image(node, x)
+        var outDims = x.dims
+        outDims[1] += top + bottom
+        if rank == 4 { outDims[2] += left + right }
+        let begin = top == left ? "\(top)" : "\(top)x\(left)", end = bottom == right ? "\(bottom)" : "\(bottom)x\(right)"
+        let text = "pad " + (begin == end ? begin : "\(top)x\(left) \(bottom)x\(right)") + mode
+        let y = emit(text, reading: input, dims: canonicalDims(outDims))
+        define(node, y, dims: outDims)
     }
 
     mutating func concat(_ node: ONNXNode) throws(ImportError) {

@@ -33,6 +33,12 @@ public enum StatementKind: Sendable {
     case activation(WordStatement)
     /// `globalavgpool`: [N,C,H,W] → [N,C]
     case globalAveragePool
+    /// `reshape F` or `reshape CxHxW`: the same values per sample under another shape (PyTorch's view).
+    case reshape(dims: [Int], dimsRange: SourceRange)
+    /// `prelu [C]`: PReLU with one learned slope, or one per channel (feature) when C is given.
+    case prelu(channels: Sized?)
+    /// `pad …`: a border around an image's height and width.
+    case pad(Padding)
     case batchNorm(BatchNorm)
     /// `add NAME` (current + NAME) or `concat NAME` ([current, NAME] along channels or features).
     case join(JoinKind, Name)
@@ -89,6 +95,15 @@ public struct BatchNorm: Sendable {
 }
 
 public enum JoinKind: String, Sendable { case add, concat }
+
+/// `pad P|PHxPW [BOTTOMxRIGHT] [reflect|replicate|value V]`: the first pair is the top and left
+/// border (and all four when alone), the second the bottom and right.
+public struct Padding: Sendable {
+    public enum Mode: Sendable, Equatable { case constant(Double), reflect, replicate }
+    public var begin: SizePair
+    public var end: SizePair
+    public var mode: Mode = .constant(0)
+}
 
 /// `maxpool KHxKW [stride S]`, `avgpool …`
 public struct Pooling: Sendable {

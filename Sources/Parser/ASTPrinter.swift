@@ -26,6 +26,16 @@ extension ModelAST {
         case .flatten: return "Flatten"
         case .dropout(let p, _): return "Dropout(probability: \(formatNumber(p)))"
         case .globalAveragePool: return "GlobalAveragePool"
+        case .reshape(let dims, _): return "Reshape(dims: \(dims.map(String.init).joined(separator: "x")))"
+        case .prelu(let channels): return "PReLU(slopes: \(channels.map { String($0.value) } ?? "1"))"
+        case .pad(let p):
+            let mode: String
+            switch p.mode {
+            case .constant(let value): mode = "constant \(formatNumber(value))"
+            case .reflect: mode = "reflect"
+            case .replicate: mode = "replicate"
+            }
+            return "Pad(top: \(p.begin.height.value), left: \(p.begin.width.value), bottom: \(p.end.height.value), right: \(p.end.width.value), mode: \(mode))"
         case .batchNorm(let b): return "BatchNorm(momentum: \(formatNumber(b.momentum)), eps: \(formatNumber(b.eps)))"
         case .join(let kind, let name): return "\(kind == .add ? "Add" : "Concat")(\(name.text))"
         case .from(let name): return "From(\(name.text))"

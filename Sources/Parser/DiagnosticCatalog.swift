@@ -44,6 +44,7 @@ public enum DiagnosticCode: String, CaseIterable, Sendable {
     case nothingToName = "E036"
     case reservedName = "E037"
     case invalidConvolution = "E038"
+    case reshapeMismatch = "E039"
     // Warnings: legal models that are probably not what was meant.
     case softmaxBeforeRegressionLoss = "W001"
     case dropoutAtTheEnd = "W002"
@@ -105,6 +106,7 @@ public enum DiagnosticCode: String, CaseIterable, Sendable {
         case .nothingToName: return "'as' after a statement without an output (loss, data, train)"
         case .reservedName: return "a keyword or activation word used as a name"
         case .invalidConvolution: return "conv groups that do not divide the channels, or a dilated kernel larger than its input"
+        case .reshapeMismatch: return "reshape to a shape with another number of values than its input"
         case .unusedName: return "a name no add, concat or from uses"
         case .unusedValue: return "a layer's output that 'from' leaves behind unnamed (its branch computes nothing used)"
         case .nameDefinedHere: return "where a name was defined"

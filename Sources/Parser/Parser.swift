@@ -6,7 +6,7 @@
 public struct Parser {
     /// The statements the parser knows. Any other word starts a `WordStatement` (an activation),
     /// resolved with the op vocabulary after parsing.
-    public static let statementKeywords = ["input", "fc", "conv", "maxpool", "avgpool", "globalavgpool", "flatten", "dropout",
+    public static let statementKeywords = ["input", "fc", "conv", "maxpool", "avgpool", "globalavgpool", "flatten", "reshape", "prelu", "pad", "dropout",
                                            "batchnorm", "add", "concat", "from", "loss", "data", "train"]
     /// Words that are not statements but may not name a value either.
     public static let reservedWords = ["as", "nobias", "init", "stride", "pad", "groups", "dilation", "momentum", "eps", "test", "x"]
@@ -163,7 +163,15 @@ public struct Parser {
         }
         let keyword = advance()
         switch keyword.text {
-        case "input": return try parseInput()
+        case "input":
+            let (dims, range) = try parseDims("input")
+            return .input(dims: dims, dimsRange: range)
+        case "reshape":
+            let (dims, range) = try parseDims("reshape")
+            return .reshape(dims: dims, dimsRange: range)
+        case "prelu":
+            return .prelu(channels: peek(.integer) ? try expectInteger("prelu slope count", minimum: 1) : nil)
+        case "pad": return .pad(try parsePadding())
         case "fc": return .fc(try parseFullyConnected())
         case "conv": return .conv(try parseConvolution())
         case "maxpool": return .pool(try parsePooling(.max))
@@ -193,19 +201,20 @@ public struct Parser {
         }
     }
 
-    mutating func parseInput() throws(Diagnostic) -> StatementKind {
-        let first = try expectInteger("input size", minimum: 1)
+    /// `F` or `CxHxW` (at most 3 dimensions): the shape of `input` and `reshape`.
+    mutating func parseDims(_ statement: String) throws(Diagnostic) -> ([Int], SourceRange) {
+        let first = try expectInteger("\(statement) size", minimum: 1)
         var dims = [first.value]
         var range = first.range
         while take(.times) != nil {
-            let next = try expectInteger("input size", minimum: 1)
+            let next = try expectInteger("\(statement) size", minimum: 1)
             dims.append(next.value)
             range = range.through(next.range)
         }
         guard dims.count <= 3 else {
-            throw error(.tooManyInputDimensions, "input takes at most 3 dimensions (channels x height x width), found \(dims.count)", at: range)
+            throw error(.tooManyInputDimensions, "\(statement) takes at most 3 dimensions (channels x height x width), found \(dims.count)", at: range)
         }
-        return .input(dims: dims, dimsRange: range)
+        return (dims, range)
     }
 
     /// `[I ->] O`
@@ -257,6 +266,28 @@ public struct Parser {
         let first = try expectInteger(what, minimum: minimum)
         if take(.times) != nil { return SizePair(first, try expectInteger(what, minimum: minimum)) }
         return SizePair(first, first)
+    }
+
+    mutating func parsePadding() throws(Diagnostic) -> Padding {
+        let begin = try parsePair("pad size", minimum: 0)
+        let end = peek(.integer) ? try parsePair("pad size", minimum: 0) : begin
+        var padding = Padding(begin: begin, end: end)
+        var modeWord: Token?
+        try parseOptions("pad", allowed: ["reflect", "replicate", "value"]) { (parser: inout Parser, word: Token) throws(Diagnostic) in
+            if let first = modeWord {
+                throw parser.error(.optionGivenTwice, "pad takes one of 'reflect', 'replicate' or 'value V'; '\(first.text)' is given already", at: word.range)
+            }
+            modeWord = word
+            switch word.text {
+            case "reflect": padding.mode = .reflect
+            case "replicate": padding.mode = .replicate
+            default:
+                let (value, range) = try parser.expectNumber("a value for the border")
+                guard value.isFinite else { throw parser.error(.notFinite, "the border value must be finite", at: range) }
+                padding.mode = .constant(value)
+            }
+        }
+        return padding
     }
 
     mutating func parseConvolution() throws(Diagnostic) -> Convolution {

@@ -13,6 +13,8 @@ public func initialValues(for parameters: [Parameter], seed: Int) -> [[Double]] 
             return [Double](repeating: 0, count: count)
         case .ones:
             return [Double](repeating: 1, count: count)
+        case .constant(let value):
+            return [Double](repeating: value, count: count)
         case .uniform(let low, let high):
             return (0..<count).map { _ in low + (high - low) * random.randomSample() }
         case .normal(let mean, let std):

@@ -126,6 +126,10 @@ enum Instruction<T: KernelScalar> {
     case logSoftmaxGrad(y: P, dy: P, dx: P, rows: Int, columns: Int)
     case nllLoss(logp: P, labels: P, loss: P, rows: Int, classes: Int)
     case nllLossGrad(labels: P, dLoss: P, dlogp: P, rows: Int, classes: Int)
+    case prelu(x: P, slopes: P, y: P, outer: Int, channels: Int, inner: Int, shared: Bool)
+    case preluGrad(x: P, slopes: P, dy: P, dx: P, dSlopes: P, outer: Int, channels: Int, inner: Int, shared: Bool)
+    case pad(x: P, y: P, planes: Int, height: Int, width: Int, spec: PadSpec)
+    case padGrad(dy: P, dx: P, planes: Int, height: Int, width: Int, spec: PadSpec)
 }
 
 /// The convolution geometry of a conv op from its input [N,C,H,W] and weight [O,C,KH,KW] dims.
@@ -415,6 +419,12 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .logSoftmaxGrad(y, dy, dx, rows, columns): logSoftmaxBackward(y, dy, dx, rows: rows, columns: columns)
         case let .nllLoss(logp, labels, loss, rows, classes): loss.pointee = T(Runtime.nllLoss(logp, labels, rows: rows, classes: classes))
         case let .nllLossGrad(labels, dLoss, dlogp, rows, classes): nllLossBackward(labels, dLoss.pointee, dlogp, rows: rows, classes: classes)
+        case let .prelu(x, slopes, y, outer, channels, inner, shared):
+            preluForward(x, slopes: slopes, y: y, outer: outer, channels: channels, inner: inner, shared: shared)
+        case let .preluGrad(x, slopes, dy, dx, dSlopes, outer, channels, inner, shared):
+            preluBackward(x, slopes: slopes, dy: dy, dx: dx, dSlopes: dSlopes, outer: outer, channels: channels, inner: inner, shared: shared)
+        case let .pad(x, y, planes, height, width, spec): padForward(x, y, planes: planes, height: height, width: width, spec: spec)
+        case let .padGrad(dy, dx, planes, height, width, spec): padBackward(dy, dx, planes: planes, height: height, width: width, spec: spec)
         }
     }
 
@@ -585,6 +595,20 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 made = .nllLoss(logp: operands[0], labels: operands[1], loss: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
             case .nllLossGrad:
                 made = .nllLossGrad(labels: operands[1], dLoss: operands[2], dlogp: results[0], rows: operandDims[0][0], classes: operandDims[0][1])
+            case .prelu:
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .prelu(x: operands[0], slopes: operands[1], y: results[0], outer: outer, channels: channels, inner: inner,
+                              shared: count(operandDims[1]) == 1)
+            case .preluGrad:
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                made = .preluGrad(x: operands[0], slopes: operands[1], dy: operands[2], dx: results[0], dSlopes: results[1],
+                                  outer: outer, channels: channels, inner: inner, shared: count(operandDims[1]) == 1)
+            case .pad(let spec):
+                let x = operandDims[0]
+                made = .pad(x: operands[0], y: results[0], planes: x[0] * x[1], height: x[2], width: x[3], spec: spec)
+            case .padGrad(let spec):
+                let x = operandDims[1]
+                made = .padGrad(dy: operands[0], dx: results[0], planes: x[0] * x[1], height: x[2], width: x[3], spec: spec)
             }
             for instruction in [made, following].compactMap({ $0 }) {
                 instructions.append(instruction)

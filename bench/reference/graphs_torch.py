@@ -1,4 +1,4 @@
-"""Reference numbers from PyTorch for Tests/NNCTests/GraphReferenceTests.swift: two graph models
+"""Reference numbers from PyTorch for Tests/NNCTests/GraphReferenceTests.swift: graph models
 written in nnc's language and built the same way in PyTorch (float64), with the same weights and
 running statistics; their evaluation-mode outputs, and the weights and running statistics after one
 full-batch SGD step in training mode. Writes Tests/Data/graphs_torch.json.
@@ -80,6 +80,34 @@ class Branching(nn.Module):
         y = F.gelu(self.bn2(self.fc1(y)), approximate="tanh")
         return F.log_softmax(self.fc2(y), dim=1)
 
+BORDERS = """input 3x5x6
+pad 2x1 1x3 reflect
+conv 3->4 3x3
+prelu 4
+pad 1 replicate
+maxpool 2x2
+prelu
+pad 1x0 0x2 value 0.5
+flatten
+fc 5
+prelu 5
+loss crossentropy
+train sgd lr 0.1
+"""
+
+class Borders(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.prelu1 = nn.PReLU(4); self.prelu2 = nn.PReLU(); self.prelu3 = nn.PReLU(5)
+        self.fc1 = nn.Linear(140, 5)
+    def forward(self, x):
+        y = F.pad(x, (1, 3, 2, 1), mode="reflect")  # (left, right, top, bottom)
+        y = self.prelu1(self.conv1(y))
+        y = F.max_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 2)
+        y = F.pad(self.prelu2(y), (0, 2, 1, 0), value=0.5)
+        return self.prelu3(self.fc1(y.flatten(1)))
+
 def tensors(model):
     """nnc's names and layouts: fc weights transposed to [in, out]."""
     out = {}
@@ -94,7 +122,8 @@ def tensors(model):
 
 cases = []
 for name, source, cls, loss_fn, in_shape in [("residual", RESIDUAL, Residual, F.cross_entropy, (3, 6, 6)),
-                                             ("branching", BRANCHING, Branching, F.nll_loss, (4, 7, 6))]:
+                                             ("branching", BRANCHING, Branching, F.nll_loss, (4, 7, 6)),
+                                             ("borders", BORDERS, Borders, F.cross_entropy, (3, 5, 6))]:
     model = cls()
     with torch.no_grad():
         for pname, p in model.named_parameters():
