@@ -8,6 +8,15 @@ public struct UsageError: Error, CustomStringConvertible {
 }
 
 /// An error in the user's input (model, data, compiled file, flag value): exit status 1.
+/// `--loss KIND`: a loss for a model without one.
+func lossFlag(_ arguments: Arguments) throws(UsageError) -> LossKind? {
+    guard let text = arguments.values["--loss"] else { return nil }
+    guard let loss = LossKind(rawValue: text) else {
+        throw UsageError(message: "--loss takes \(LossKind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+    }
+    return loss
+}
+
 public struct InputError: Error, CustomStringConvertible {
     public var message: String
     public init(_ message: String) { self.message = message }

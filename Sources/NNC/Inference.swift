@@ -57,13 +57,14 @@ func predict<T: KernelScalar>(_ type: T.Type, _ state: ModelState, _ data: Datas
 
 let evalCommand = Command(
     name: "eval", summary: "loss and accuracy of a trained model on a data set",
-    usage: "nnc eval MODEL.nnc [--data PATH] [--threads N]",
-    details: "Default data: the model's `data test` file, else its `data` file. For an MNIST-layout directory\nthe test split is used.",
-    valueOptions: ["--data", "--threads"], flagOptions: []
+    usage: "nnc eval MODEL.nnc [--data PATH] [--loss KIND] [--threads N]",
+    details: "Default data: the model's `data test` file, else its `data` file. For an MNIST-layout directory\nthe test split is used. --loss KIND adds a loss to a model without one (an imported ONNX model).",
+    valueOptions: ["--data", "--threads", "--loss"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "compiled model (.nnc)")
     let threads = try arguments.threads()
-    let state = try ModelState.open(path: path, dtype: nil, seed: nil)
+    var state = try ModelState.open(path: path, dtype: nil, seed: nil)
+    if let loss = try lossFlag(arguments) { state.program = try state.program.withLoss(loss) }
     let program = state.program
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
     let dataPath = arguments.values["--data"] ?? program.settings.testDataPath.map(program.resolve)

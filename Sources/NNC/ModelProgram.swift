@@ -33,6 +33,19 @@ public struct ModelProgram: Sendable {
         return ModelProgram(source: source, ast: ast, model: model)
     }
 
+    /// The model with a loss after its last layer (`--loss`, for a model without one, such as an
+    /// imported ONNX graph): its source gains the line `loss KIND`.
+    public func withLoss(_ loss: LossKind) throws -> ModelProgram {
+        if let existing = settings.loss {
+            guard existing == loss else {
+                throw InputError("\(source.path): error: the model has 'loss \(existing.rawValue)' already; --loss adds a loss to a model without one")
+            }
+            return self
+        }
+        let text = source.text.hasSuffix("\n") || source.text.isEmpty ? source.text : source.text + "\n"
+        return try ModelProgram.compile(SourceFile(path: source.path, text: text + "loss \(loss.rawValue)\n"))
+    }
+
     /// The forward graph in the given precision; `training` adds dropout masks.
     public func forward(dtype: DType, training: Bool) throws -> LoweredModel {
         try lower(ast, dtype: dtype, training: training)

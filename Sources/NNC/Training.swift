@@ -55,7 +55,7 @@ func scheduleFlag(_ text: String) throws(UsageError) -> LearningRateSchedule {
 
 let trainCommand = Command(
     name: "train", summary: "train a model on its data; write the trained graph (.nnc)",
-    usage: "nnc train MODEL.nn|MODEL.nnc [--data PATH] [--test-data PATH] [--epochs N] [--lr X] [--batch N] [--seed S] [--momentum X] [--dtype f32|f64] [--limit N] [--init W.npz] [--threads N] [-o OUT.nnc] [--plot FILE.svg]",
+    usage: "nnc train MODEL.nn|MODEL.nnc [--data PATH] [--test-data PATH] [--epochs N] [--lr X] [--batch N] [--seed S] [--momentum X] [--dtype f32|f64] [--limit N] [--init W.npz] [--loss KIND] [--threads N] [-o OUT.nnc] [--plot FILE.svg]",
     details: """
     Uses the model's `data` and `train` statements; every training key can be overridden by a flag:
     --lr, --epochs, --batch, --seed, --shuffle on|off, --momentum, --nesterov on|off, --decay,
@@ -66,6 +66,8 @@ let trainCommand = Command(
       --limit N          use the first N training samples
       --dtype f32|f64    precision (f64 reproduces the NumPy tutorials exactly)
       --init W.npz       start from the parameters in a NumPy .npz (names like fc1.weight)
+      --loss KIND        add 'loss KIND' to a model without a loss (an imported ONNX model):
+                         mse, sse, sum, crossentropy, bce or nll
       --threads N        worker threads (default: all cores)
       --log-every N      print every N-th epoch (default: about ten lines)
       -o OUT.nnc         output file (default: MODEL.nnc in the current directory)
@@ -73,7 +75,7 @@ let trainCommand = Command(
     A .nnc continues training from its saved parameters and optimizer state; a checkpoint written by
     Ctrl-C resumes where it stopped.
     """,
-    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every", "--schedule"] + trainKeyFlags,
+    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every", "--schedule", "--loss"] + trainKeyFlags,
     flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
@@ -81,6 +83,7 @@ let trainCommand = Command(
     let requestedType: DType? = arguments.values["--dtype"] == nil ? nil : try dtype(arguments)
     let seedFlag = try arguments.integer("--seed", minimum: 0)
     var state = try ModelState.open(path: path, dtype: requestedType, seed: seedFlag)
+    if let loss = try lossFlag(arguments) { state.program = try state.program.withLoss(loss) }
     let program = state.program
     if !isCompiledFile(path), !program.renderedWarnings.isEmpty { console.error(program.renderedWarnings, terminator: "") }
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }

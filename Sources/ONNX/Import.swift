@@ -1,3 +1,4 @@
+import Foundation
 import IR
 import Parser
 
@@ -22,7 +23,7 @@ public struct ImportError: Error, Sendable, CustomStringConvertible {
 
 /// The ops `nnc import` reads, listed in its errors.
 public let supportedONNXOps = [
-    "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool and AveragePool (1-D, 2-D, 3-D)", "GlobalAveragePool",
+    "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool and AveragePool (1-D, 2-D, 3-D)", "GlobalAveragePool", "ReduceMean (spatial)",
     "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
     "Pow (whole exponent)", "PRelu", "Pad (constant, reflect, edge)", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Transpose (of a weight)", "Constant", "Dropout", "Identity",
 ]
@@ -205,10 +206,12 @@ struct Translator {
         return result
     }
 
+    /// A float attribute as the shortest decimal that is the same float (0.1, not 0.10000000149011612):
+    /// attributes are float32, and the model source shows them as written.
     func float(_ node: ONNXNode, _ name: String, _ fallback: Double) throws(ImportError) -> Double {
         guard let value = node.attribute(name) else { return fallback }
         guard case .float(let f) = value, f.isFinite else { throw unsupported(node, "attribute '\(name)' must be a finite number") }
-        return f
+        return Double(Float(f).description) ?? f
     }
 
     func ints(_ node: ONNXNode, _ name: String) throws(ImportError) -> [Int]? {
@@ -263,10 +266,23 @@ struct Translator {
         case "MaxPool", "AveragePool": try pool(node)
         case "GlobalAveragePool":
             let x = try dataInput(node)
-            guard x.dims.count == 3 else { throw unsupported(node, "nnc's globalavgpool takes [N, C, H, W] inputs, found rank \(x.dims.count + 1)") }
+            guard x.dims.count == 2 || x.dims.count == 3 else { throw unsupported(node, "nnc's globalavgpool takes [N, C, L] and [N, C, H, W] inputs, found rank \(x.dims.count + 1)") }
             let input = try image(node, x)
             let y = emit("globalavgpool", reading: input, dims: [x.dims[0]])
-            define(node, y, dims: [x.dims[0], 1, 1])
+            define(node, y, dims: [x.dims[0]] + [Int](repeating: 1, count: x.dims.count - 1))
+        case "ReduceMean":
+            // The mean over every spatial axis is a global average pool (PyTorch's AdaptiveAvgPool2d(1)).
+            let x = try dataInput(node)
+            let rank = x.dims.count + 1
+            let given: [Int]?
+            if opset >= 18 { given = try constant(node, 1)?.values.map { Int($0) } } else { given = try ints(node, "axes") }
+            let axes = Set((given ?? Array(0..<rank)).map { $0 < 0 ? $0 + rank : $0 })
+            guard rank == 3 || rank == 4, axes == Set(2..<rank) else {
+                throw unsupported(node, "nnc imports ReduceMean over the spatial axes of [N, C, …] (a global average pool), found axes \(given ?? [])")
+            }
+            let input = try image(node, x)
+            let y = emit("globalavgpool", reading: input, dims: [x.dims[0]])
+            define(node, y, dims: try int(node, "keepdims", 1) == 1 ? [x.dims[0]] + [Int](repeating: 1, count: rank - 2) : [x.dims[0]])
         case "BatchNormalization": try batchNorm(node)
         case "Relu": try activation(node, "relu")
         case "Tanh": try activation(node, "tanh")
@@ -694,7 +710,8 @@ struct Translator {
         persistentState.append(Checkpoint.Tensor(name: "bn\(bnCount).running_mean", shape: [channels], values: tensors[2].values))
         persistentState.append(Checkpoint.Tensor(name: "bn\(bnCount).running_var", shape: [channels], values: tensors[3].values))
         // ONNX's momentum weighs the old statistic, PyTorch's (and nnc's) the new one.
-        let y = emit("batchnorm momentum \(formatNumber(1 - momentum)) eps \(formatNumber(eps))", reading: input, dims: nnValues[input].dims)
+        let y = emit("batchnorm momentum \(formatNumber(Double(String(format: "%.7g", 1 - momentum)) ?? 1 - momentum)) eps \(formatNumber(eps))",
+                     reading: input, dims: nnValues[input].dims)
         define(node, y, dims: x.dims)
     }
 

@@ -17,17 +17,18 @@ import TestSupport
         return text.split(separator: "\n").map(String.init).filter { !$0.isEmpty && !$0.hasPrefix("#") }
     }()
 
-    /// The outcome of one backend test: nil when it passes, else why not.
-    static func run(_ directory: URL) -> String? {
+    /// The outcome of one backend test: nil when it passes, else why not. A passing model is also
+    /// exported (`roundTrip`: the file, its input and the expected output) for ONNX Runtime.
+    static func run(_ directory: URL, exportTo roundTrip: URL? = nil) -> (failure: String?, roundTrip: (JudgeRequest, [Double])?) {
         do {
             let (state, imported) = try importedModelState(path: directory.appendingPathComponent("model.onnx").path)
             let data = directory.appendingPathComponent("test_data_set_0")
             let input = try ONNXTensor(bytes: [UInt8](Data(contentsOf: data.appendingPathComponent("input_0.pb"))))
             let expected = try ONNXTensor(bytes: [UInt8](Data(contentsOf: data.appendingPathComponent("output_0.pb"))))
-            guard let batch = input.dims.first else { return "the input has no batch dimension" }
+            guard let batch = input.dims.first else { return ("the input has no batch dimension", nil) }
             let got = try inferenceOutputs(state, inputs: input.values, count: batch)
             guard got.count == expected.values.count, Array(expected.dims.dropFirst()) == imported.outputDims else {
-                return "output \(got.count) values as [N]+\(imported.outputDims), expected \(expected.dims)"
+                return ("output \(got.count) values as [N]+\(imported.outputDims), expected \(expected.dims)", nil)
             }
             // numpy.testing.assert_allclose(actual, desired, rtol=1e-3, atol=1e-7)
             var worst = 0.0
@@ -35,9 +36,13 @@ import TestSupport
                 let excess = abs(a - b) - (1e-7 + 1e-3 * abs(b))
                 if !(excess <= 0) { worst = max(worst, excess.isNaN ? .infinity : excess) }
             }
-            return worst > 0 ? "outputs differ (by up to \(worst) beyond the tolerance)" : nil
+            if worst > 0 { return ("outputs differ (by up to \(worst) beyond the tolerance)", nil) }
+            guard let roundTrip else { return (nil, nil) }
+            try Data(try exportedONNX(state).encoded()).write(to: roundTrip)
+            let shape = [batch] + state.program.model.inputShape.dims
+            return (nil, (JudgeRequest(path: roundTrip.path, shape: shape, values: input.values), expected.values))
         } catch {
-            return "\(error)".replacingOccurrences(of: directory.path + "/", with: "")
+            return ("\(error)".replacingOccurrences(of: directory.path + "/", with: ""), nil)
         }
     }
 
@@ -49,9 +54,27 @@ import TestSupport
         let root = try #require(onnxBackendData(venv), "no onnx/backend/test/data/pytorch-converted in \(venv.path)")
         let tests = try FileManager.default.contentsOfDirectory(atPath: root.path).filter { $0.hasPrefix("test_") }.sorted()
         #expect(tests.count == 82)
+        let exports = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-backend-\(getpid())")
+        try FileManager.default.createDirectory(at: exports, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: exports) }
         var results: [(String, String?)] = []
-        for test in tests { results.append((test, Self.run(root.appendingPathComponent(test)))) }
+        var roundTrips: [(String, JudgeRequest, [Double])] = []
+        for test in tests {
+            let (failure, roundTrip) = Self.run(root.appendingPathComponent(test), exportTo: exports.appendingPathComponent(test + ".onnx"))
+            results.append((test, failure))
+            if let (request, expected) = roundTrip { roundTrips.append((test, request, expected)) }
+        }
         let passed = results.filter { $0.1 == nil }.map(\.0)
+        // nnc import → nnc export → ONNX Runtime gives the test's expected output.
+        #expect(roundTrips.count == passed.count)
+        let verdicts = try judge(venv, roundTrips.map(\.1))
+        #expect(verdicts.count == roundTrips.count)
+        for ((test, _, expected), judged) in zip(roundTrips, verdicts) {
+            #expect(judged.error == nil && judged.checker == "ok", "\(test) exported: \(judged.error ?? judged.checker ?? "")")
+            let got = judged.values ?? []
+            let within = got.count == expected.count && zip(got, expected).allSatisfy { abs($0 - $1) <= 1e-7 + 1e-3 * abs($1) }
+            #expect(within, "\(test): ONNX Runtime on nnc's export differs from the expected output")
+        }
         for name in Self.passingList {
             #expect(passed.contains(name), "\(name) no longer passes: \(results.first { $0.0 == name }?.1 ?? "missing")")
         }
