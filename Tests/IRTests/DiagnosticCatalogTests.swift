@@ -30,7 +30,7 @@ import Parser
         (.windowTooLarge, "input 1x2x2\nconv 1->1 3x3"),
         (.unknownName, "input 2\nfc 2->2 as a\nadd b"), (.nameGivenTwice, "input 2\nfc 2->2 as a\nrelu as a\nadd a"),
         (.joinShapeMismatch, "input 2\nfc 2->3 as a\nfc 3->2\nadd a"), (.nothingToName, "input 2\nfc 2->1\nloss mse as l"),
-        (.reservedName, "input 2\nfc 2->2 as relu\nadd relu"), (.invalidConvolution, "input 3x4x4\nconv 3->4 3x3 groups 2"),
+        (.reservedName, "input 2\nfc 2->2 as relu\nadd relu"), (.reshapeMismatch, "input 2x3\nreshape 5"), (.invalidConvolution, "input 3x4x4\nconv 3->4 3x3 groups 2"),
         (.unusedName, "input 2\nfc 2->2 as a\nloss mse"), (.unusedValue, "input 2\nfc 2->2 as a\nrelu\nfrom a\nloss mse"),
         (.softmaxBeforeRegressionLoss, "input 3\nfc 3->2\nsoftmax\nloss mse"), (.dropoutAtTheEnd, "input 3\nfc 3->2\ndropout 0.5\nloss mse"),
     ]

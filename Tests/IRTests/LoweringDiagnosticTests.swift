@@ -225,3 +225,42 @@ struct LoweringDiagnosticTests {
         #expect(message.count < 160)
     }
 }
+
+/// reshape, prelu and pad: their errors with exact places.
+@Suite struct BorderLayerDiagnosticTests {
+    @Test func reshapeToAnotherSize() throws {
+        let m = Marked("input 2x3x4\nreshape 1️⃣5x5\nloss sum")
+        #expect(try loweringErrors(m.text).rendered.withoutDiagnosticIDs
+                == m.error("1️⃣", "reshape to 5x5 needs 25 values per sample, but the previous layer produces 2x3x4 (24)", width: 3)
+                + "m.nn:1:1: note: the previous layer is 'input 2x3x4'\n")
+    }
+
+    @Test func preluSlopesMustMatchTheChannels() throws {
+        let m = Marked("input 3x4x4\nprelu 1️⃣4")
+        let rendered = try loweringErrors(m.text).rendered.withoutDiagnosticIDs
+        #expect(rendered.hasPrefix(m.error("1️⃣", "prelu 4 has one slope per channel, but the previous layer produces 3 channels")))
+        #expect(rendered.hasSuffix("m.nn: note: did you mean 'prelu 3' (or 'prelu' for one shared slope)?\n"))
+        #expect(try lowered("input 3x4x4\nprelu 3\nprelu\nprelu 1").graph.parameters.map(\.shape.dims) == [[3], [1], [1]])
+    }
+
+    @Test func reflectionNeedsBordersSmallerThanTheImage() throws {
+        let m = Marked("input 1x3x5\npad 1️⃣1x2 3x1 reflect")
+        #expect(try loweringErrors(m.text).rendered.withoutDiagnosticIDs.hasPrefix(
+            m.error("1️⃣", "pad reflect needs borders smaller than the image 3x5 (it mirrors without the edge)", width: 7)))
+        let padded = try lowered("input 1x3x5\npad 1x2 2x1 reflect")
+        #expect(padded.outputShape.dims == [1, 6, 8])
+    }
+
+    @Test func padTakesOneModeAndAnImage() throws {
+        let twice = Marked("input 1x3x5\npad 1 reflect 1️⃣value 2")
+        do {
+            _ = try parseModel(SourceFile(path: "m.nn", text: twice.text))
+            Issue.record("two modes parsed")
+        } catch {
+            #expect(error.rendered.withoutDiagnosticIDs.hasPrefix(twice.error("1️⃣", "pad takes one of 'reflect', 'replicate' or 'value V'; 'reflect' is given already", width: 5)))
+        }
+        let flat = Marked("input 4\n1️⃣pad 1")
+        #expect(try loweringErrors(flat.text).rendered.withoutDiagnosticIDs.hasPrefix(
+            flat.error("1️⃣", "pad needs an image input (channels x height x width), but the previous layer produces 4 features", width: 5)))
+    }
+}

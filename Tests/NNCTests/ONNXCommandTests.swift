@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+@testable import NNC
+
+/// `nnc import` and `nnc export --onnx` from the command line: an imported PyTorch export runs with
+/// ONNX Runtime's outputs, fine-tunes with --loss, exports again and imports back; bad files exit 1.
+@Suite struct ONNXCommandTests {
+    static let data = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data/onnx")
+
+    @Test func importRunTrainExportImport() throws {
+        let reference = try #require(ONNXImportTests.reference?.cases.first { $0.file == "cnn-torchscript.onnx" })
+        let scratch = try FrontEnd.scratch()
+        let onnx = Self.data.appendingPathComponent("cnn-torchscript.onnx").path
+        let imported = scratch.appendingPathComponent("cnn.nnc").path
+
+        let emitted = FrontEnd.run(["import", onnx, "--emit", "nn"])
+        #expect(emitted.status == 0)
+        #expect(emitted.output.contains("\ninput 1x8x8\nconv 1->4 3x3 pad 1\nleakyrelu 0.1\nmaxpool 2x2\n"), "\(emitted.output)")
+
+        let written = FrontEnd.run(["import", onnx, "-o", imported])
+        #expect(written.status == 0, "\(written.errors)")
+        #expect(written.output.hasPrefix("wrote \(imported)"))
+
+        // run: ONNX Runtime's outputs, one line per input row.
+        let rows = stride(from: 0, to: reference.input.values.count, by: 64).map { reference.input.values[$0..<($0 + 64)].map { "\($0)" }.joined(separator: ",") }
+        let input = scratch.appendingPathComponent("x.csv").path
+        try rows.joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        let ran = FrontEnd.run(["run", imported, "--input", input])
+        #expect(ran.status == 0, "\(ran.errors)")
+        let outputs = ran.output.split(whereSeparator: { $0 == "\n" || $0 == "," }).compactMap { Double($0) }
+        #expect(outputs.count == reference.output.values.count)
+        #expect(zip(outputs, reference.output.values).allSatisfy { abs($0 - $1) <= 1e-4 * max(1, abs($1)) })
+
+        // Fine-tuning: a loss from the command line, labelled rows.
+        let labelled = scratch.appendingPathComponent("train.csv").path
+        try rows.enumerated().map { "\($0.element),\($0.offset % 5)" }.joined(separator: "\n").write(toFile: labelled, atomically: true, encoding: .utf8)
+        let tuned = scratch.appendingPathComponent("tuned.nnc").path
+        let noLoss = FrontEnd.run(["train", imported, "--data", labelled, "--epochs", "1", "-o", tuned])
+        #expect(noLoss.status == 1)
+        #expect(noLoss.errors.contains("has no loss"))
+        let trained = FrontEnd.run(["train", imported, "--data", labelled, "--loss", "crossentropy", "--epochs", "2", "--lr", "0.01", "-o", tuned])
+        #expect(trained.status == 0, "\(trained.errors)")
+        let evaluated = FrontEnd.run(["eval", tuned, "--data", labelled])
+        #expect(evaluated.status == 0, "\(evaluated.errors)")
+        #expect(evaluated.output.contains("3 samples, loss"))
+
+        // Export, and import of the export.
+        let exported = scratch.appendingPathComponent("tuned.onnx").path
+        let export = FrontEnd.run(["export", tuned, "--onnx", exported])
+        #expect(export.status == 0, "\(export.errors)")
+        #expect(FrontEnd.run(["import", exported, "-o", scratch.appendingPathComponent("again.nnc").path]).status == 0)
+    }
+
+    @Test func badFilesAreErrors() throws {
+        let scratch = try FrontEnd.scratch()
+        let text = scratch.appendingPathComponent("model.onnx").path
+        try "input 2\nfc 2->1\n".write(toFile: text, atomically: true, encoding: .utf8)
+        let notONNX = FrontEnd.run(["import", text])
+        #expect(notONNX.status == 1)
+        #expect(notONNX.errors.hasPrefix("\(text): error: byte "), "\(notONNX.errors)")
+
+        let missing = FrontEnd.run(["import", scratch.appendingPathComponent("none.onnx").path])
+        #expect(missing.status == 1)
+        #expect(missing.errors.contains("No such file"))
+
+        let directory = FrontEnd.run(["import", scratch.path])
+        #expect(directory.status == 1)
+        #expect(directory.errors.contains("not a regular file"))
+
+        #expect(FrontEnd.run(["import", text, "--emit", "ir"]).status == 2)
+
+        // A double-precision conv net has no ONNX Runtime kernels: a clear error, nothing written.
+        let cnn = scratch.appendingPathComponent("cnn.nn").path
+        try "input 1x4x4\nconv 1->2 3x3\nflatten\nfc 3\n".write(toFile: cnn, atomically: true, encoding: .utf8)
+        let compiled = scratch.appendingPathComponent("cnn.nnc").path
+        #expect(FrontEnd.run(["compile", cnn, "--dtype", "f64", "-o", compiled]).status == 0)
+        let out = scratch.appendingPathComponent("cnn.onnx").path
+        let f64 = FrontEnd.run(["export", compiled, "--onnx", out])
+        #expect(f64.status == 1)
+        #expect(f64.errors.contains("ONNX Runtime has no double-precision Conv"))
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+}
