@@ -20,14 +20,19 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     /// GELU with the tanh approximation (PyTorch's `GELU(approximate='tanh')`):
     /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
     case gelu
+    /// min(max(x, low), high): PyTorch's Hardtanh (−1, 1) and ReLU6 (0, 6), ONNX's Clip.
+    case clip(low: Double, high: Double)
+    /// x·sigmoid(x) (PyTorch's SiLU, "swish").
+    case silu
 
     /// Whether the derivative can be computed from the output y alone, so that the backward pass keeps
     /// y; otherwise it keeps the input x (pow, gelu), and backward fusions that only see y do not apply.
     public var derivativeFromOutput: Bool {
         switch self {
-        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .elu, .selu: return true
+        // clip: 1 strictly between the bounds, which y shows as well as x.
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .elu, .selu, .clip: return true
         // softplus: PyTorch differentiates from the input (its threshold is on x).
-        case .pow, .gelu, .softplus: return false
+        case .pow, .gelu, .softplus, .silu: return false
         }
     }
 
@@ -35,7 +40,7 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     /// repeated product is not worth an epilogue case, and training keeps its input anyway.
     public var epilogueFusable: Bool {
         switch self {
-        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu, .elu, .selu, .softplus: return true
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu, .elu, .selu, .softplus, .clip, .silu: return true
         case .pow: return false
         }
     }
@@ -56,6 +61,8 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
         case .softplus: return "softplus"
         case .leakyRelu(let alpha): return "leakyrelu(\(formatNumber(alpha)))"
         case .pow(let k): return "pow(\(k))"
+        case .clip(let low, let high): return "clip(\(formatNumber(low)),\(formatNumber(high)))"
+        case .silu: return "silu"
         }
     }
 
@@ -64,6 +71,8 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .identity: return 0
         case .relu, .leakyRelu: return 1
+        case .clip: return 2
+        case .silu: return 5
         case .pow(let k): return max(1, k - 1)
         case .tanh, .sigmoid, .elu, .selu, .softplus: return 4
         case .gelu: return 9
@@ -88,10 +97,17 @@ public struct ActivationWord: Sendable {
         case optionalNumber(name: String, low: Double, high: Double, default: Double)
         /// A required whole number in low...high.
         case integer(name: String, low: Int, high: Int)
+        /// Two optional numbers `LOW HIGH` with LOW < HIGH (both or neither), with defaults.
+        case optionalRange(name: String, defaults: (Double, Double))
     }
     public var word: String
     public var argument: Argument
-    public var meaning: @Sendable (Double) -> ActivationWordMeaning
+    /// The meaning for the argument (a range's two numbers; other kinds use the first).
+    public var meaning: @Sendable ([Double]) -> ActivationWordMeaning
+
+    init(word: String, argument: Argument, meaning: @escaping @Sendable ([Double]) -> ActivationWordMeaning) {
+        self.word = word; self.argument = argument; self.meaning = meaning
+    }
 }
 
 /// The activation words of the language, in the order the README lists them.
@@ -100,16 +116,19 @@ public let activationWords: [ActivationWord] = [
     ActivationWord(word: "sigmoid", argument: .none) { _ in .elementwise(.sigmoid) },
     ActivationWord(word: "relu", argument: .none) { _ in .elementwise(.relu) },
     ActivationWord(word: "leakyrelu", argument: .optionalNumber(name: "leakyrelu slope", low: 0, high: 1, default: 0.01)) {
-        .elementwise(.leakyRelu(alpha: $0))
+        .elementwise(.leakyRelu(alpha: $0[0]))
     },
     ActivationWord(word: "gelu", argument: .none) { _ in .elementwise(.gelu) },
-    ActivationWord(word: "elu", argument: .optionalNumber(name: "elu alpha", low: 0, high: .infinity, default: 1)) { .elementwise(.elu(alpha: $0)) },
+    ActivationWord(word: "elu", argument: .optionalNumber(name: "elu alpha", low: 0, high: .infinity, default: 1)) { .elementwise(.elu(alpha: $0[0])) },
     ActivationWord(word: "selu", argument: .none) { _ in .elementwise(.selu) },
     ActivationWord(word: "softplus", argument: .none) { _ in .elementwise(.softplus) },
+    ActivationWord(word: "relu6", argument: .none) { _ in .elementwise(.clip(low: 0, high: 6)) },
+    ActivationWord(word: "hardtanh", argument: .optionalRange(name: "hardtanh bounds", defaults: (-1, 1))) { .elementwise(.clip(low: $0[0], high: $0[1])) },
+    ActivationWord(word: "silu", argument: .none) { _ in .elementwise(.silu) },
     ActivationWord(word: "softmax", argument: .none) { _ in .softmax },
     ActivationWord(word: "logsoftmax", argument: .none) { _ in .logSoftmax },
     ActivationWord(word: "identity", argument: .none) { _ in .elementwise(.identity) },
-    ActivationWord(word: "pow", argument: .integer(name: "pow exponent", low: 1, high: 64)) { .elementwise(.pow(Int($0))) },
+    ActivationWord(word: "pow", argument: .integer(name: "pow exponent", low: 1, high: 64)) { .elementwise(.pow(Int($0[0]))) },
 ]
 
 /// Every word that may start a statement: the parser's keywords and the activations (for did-you-mean).
@@ -131,7 +150,7 @@ public func resolveActivation(_ statement: WordStatement) -> Result<ActivationWo
         if let extra = arguments.first {
             return .failure(Diagnostic(.unexpectedArgument, "\(entry.word) takes no argument, found \(describe(extra))", at: extra.range))
         }
-        return .success(entry.meaning(0))
+        return .success(entry.meaning([]))
     case .optionalNumber(let name, let low, let high, let value):
         var value = value
         if let token = arguments.first, token.kind == .integer || token.kind == .number {
@@ -145,7 +164,30 @@ public func resolveActivation(_ statement: WordStatement) -> Result<ActivationWo
             value = number
         }
         if let error = endOfStatement() { return .failure(error) }
-        return .success(entry.meaning(value))
+        return .success(entry.meaning([value]))
+    case .optionalRange(let name, let defaults):
+        var bounds = [defaults.0, defaults.1]
+        if let first = arguments.first, first.kind == .integer || first.kind == .number {
+            var numbers: [Double] = []
+            for _ in 0..<2 {
+                guard let token = arguments.first else {
+                    let end = SourceRange(start: first.range.end, end: first.range.end)
+                    return .failure(Diagnostic(.expectedToken, "expected two numbers for the \(name), LOW HIGH", at: end))
+                }
+                guard token.kind == .integer || token.kind == .number, let number = Double(token.text), number.isFinite else {
+                    return .failure(Diagnostic(.expectedToken, "expected a finite number for the \(name), found \(describe(token))", at: token.range))
+                }
+                numbers.append(number)
+                arguments = arguments.dropFirst()
+            }
+            guard numbers[0] < numbers[1] else {
+                return .failure(Diagnostic(.valueOutOfRange, "the \(name) must be LOW HIGH with LOW < HIGH, found \(formatNumber(numbers[0])) \(formatNumber(numbers[1]))",
+                                           at: first.range.through(statement.arguments[statement.arguments.count - arguments.count - 1].range)))
+            }
+            bounds = numbers
+        }
+        if let error = endOfStatement() { return .failure(error) }
+        return .success(entry.meaning(bounds))
     case .integer(let name, let low, let high):
         guard let token = arguments.first else {
             let end = SourceRange(start: statement.wordRange.end, end: statement.wordRange.end)
@@ -164,7 +206,7 @@ public func resolveActivation(_ statement: WordStatement) -> Result<ActivationWo
                 return .failure(Diagnostic(.valueOutOfRange, "\(name) must be at most \(high), found \(value)", at: token.range))
             }
             if let error = endOfStatement() { return .failure(error) }
-            return .success(entry.meaning(Double(value)))
+            return .success(entry.meaning([Double(value)]))
         case .number:
             return .failure(Diagnostic(.notWholeNumber, "\(name) must be a whole number of at least \(low), found \(quoted(token.text))", at: token.range))
         case .word, .string, .arrow, .times, .leftParen, .rightParen, .comma, .separator, .end:

@@ -202,6 +202,10 @@ struct Exporter {
         case .selu: emit("Selu", [x], [y], at: source)
         case .softplus: emit("Softplus", [x], [y], at: source)
         case .pow(let k): emit("Pow", [x, constant([Double(k)], dims: [])], [y], at: source)
+        case .clip(let low, let high): emit("Clip", [x, constant([low], dims: []), constant([high], dims: [])], [y], at: source)
+        case .silu:
+            emit("Sigmoid", [x], [y + "_sigmoid"], at: source)
+            emit("Mul", [x, y + "_sigmoid"], [y], at: source)
         case .gelu:
             // Gelu with approximate="tanh" arrived in opset 20; at 13 it is spelled out:
             // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).

@@ -24,7 +24,7 @@ public struct ImportError: Error, Sendable, CustomStringConvertible {
 /// The ops `nnc import` reads, listed in its errors.
 public let supportedONNXOps = [
     "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool and AveragePool (1-D, 2-D, 3-D)", "GlobalAveragePool", "ReduceMean (spatial)",
-    "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
+    "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Clip", "Mul (as x·sigmoid(x))", "Softmax", "LogSoftmax",
     "Pow (whole exponent)", "PRelu", "Pad (constant, reflect, edge)", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Transpose (of a weight)", "Constant", "Dropout", "Identity",
 ]
 
@@ -33,6 +33,20 @@ public func importONNX(_ model: ONNXModel) throws(ImportError) -> ImportedModel 
     var translator = try Translator(model)
     try translator.run()
     return translator.result()
+}
+
+/// The largest integer attribute or shape value the importer takes (2^30): products of two stay in range.
+let maxAttribute = 1 << 30
+
+/// The product of sizes, or nil beyond 2^31 (a lying shape).
+func checkedProduct(_ dims: [Int]) -> Int? {
+    var product = 1
+    for d in dims {
+        let (next, overflow) = product.multipliedReportingOverflow(by: d)
+        guard !overflow, next <= maxONNXElements else { return nil }
+        product = next
+    }
+    return product
 }
 
 /// The ONNX SELU constants (the op's attribute defaults), which PyTorch's SELU also uses.
@@ -120,7 +134,7 @@ struct Translator {
             }
             sample.append(size)
         }
-        guard sample.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= maxONNXElements else {
+        guard checkedProduct(sample) != nil else {
             throw ImportError(message: "the graph input '\(input.name)' has more than 2^31 elements per sample")
         }
         let nn = canonicalDims(sample)
@@ -202,8 +216,8 @@ struct Translator {
 
     func int(_ node: ONNXNode, _ name: String, _ fallback: Int) throws(ImportError) -> Int {
         guard let value = node.attribute(name) else { return fallback }
-        guard case .int(let i) = value, let result = Int(exactly: i), abs(result) <= 1 << 31 else { throw unsupported(node, "attribute '\(name)' must be a small integer") }
-        return result
+        guard case .int(let i) = value, abs(i) <= Int64(maxAttribute) else { throw unsupported(node, "attribute '\(name)' must be an integer of at most 2^30 in size") }
+        return Int(i)
     }
 
     /// A float attribute as the shortest decimal that is the same float (0.1, not 0.10000000149011612):
@@ -219,16 +233,39 @@ struct Translator {
         guard case .ints(let values) = value else { throw unsupported(node, "attribute '\(name)' must be a list of integers") }
         var result: [Int] = []
         for v in values {
-            guard let i = Int(exactly: v), abs(i) <= 1 << 31 else { throw unsupported(node, "attribute '\(name)' has the value \(v), out of range") }
-            result.append(i)
+            guard abs(v) <= Int64(maxAttribute) else { throw unsupported(node, "attribute '\(name)' has the value \(v), out of range") }
+            result.append(Int(v))
         }
         return result
+    }
+
+    /// A constant's values as integers (axes, shapes, pads, indices): whole numbers of at most 2^30 in size.
+    func integers(_ node: ONNXNode, _ tensor: ONNXTensor) throws(ImportError) -> [Int] {
+        var result: [Int] = []
+        for value in tensor.values {
+            guard value == value.rounded(), abs(value) <= Double(maxAttribute) else {
+                throw unsupported(node, "the constant '\(tensor.name)' holds \(value) where a whole number of at most 2^30 in size belongs")
+            }
+            result.append(Int(value))
+        }
+        return result
+    }
+
+    /// The constant input `index` as integers, or nil when it is absent.
+    func integerInput(_ node: ONNXNode, _ index: Int) throws(ImportError) -> [Int]? {
+        guard let tensor = try constant(node, index) else { return nil }
+        return try integers(node, tensor)
     }
 
     func string(_ node: ONNXNode, _ name: String) throws(ImportError) -> String? {
         guard let value = node.attribute(name) else { return nil }
         guard case .string(let s) = value else { throw unsupported(node, "attribute '\(name)' must be a string") }
         return s
+    }
+
+    /// A node's output stays below 2^31 elements per sample (a lying pad or kernel could make more).
+    func checkSize(_ node: ONNXNode, _ dims: [Int]) throws(ImportError) {
+        guard checkedProduct(dims) != nil else { throw unsupported(node, "its output \(dims) would have more than 2^31 elements per sample") }
     }
 
     /// Defines the node's first output as the value `value` with these ONNX dims.
@@ -275,7 +312,7 @@ struct Translator {
             let x = try dataInput(node)
             let rank = x.dims.count + 1
             let given: [Int]?
-            if opset >= 18 { given = try constant(node, 1)?.values.map { Int($0) } } else { given = try ints(node, "axes") }
+            if opset >= 18 { given = try integerInput(node, 1) } else { given = try ints(node, "axes") }
             let axes = Set((given ?? Array(0..<rank)).map { $0 < 0 ? $0 + rank : $0 })
             guard rank == 3 || rank == 4, axes == Set(2..<rank) else {
                 throw unsupported(node, "nnc imports ReduceMean over the spatial axes of [N, C, …] (a global average pool), found axes \(given ?? [])")
@@ -310,6 +347,20 @@ struct Translator {
         case "Softmax", "LogSoftmax": try softmax(node)
         case "Add", "Sum": try add(node)
         case "PRelu": try prelu(node)
+        case "Clip": try clip(node)
+        case "Shape":
+            // The shape as a constant for the shape arithmetic that follows (x.view(x.size(0), -1)),
+            // the batch as 0: a Reshape copies it from there.
+            let x = try dataInput(node)
+            let full = [0] + x.dims
+            var start = try int(node, "start", 0), end = try int(node, "end", full.count)
+            if start < 0 { start += full.count }
+            if end < 0 { end += full.count }
+            start = min(max(start, 0), full.count); end = min(max(end, start), full.count)
+            if let output = node.outputs.first {
+                constants[output] = ONNXTensor(name: output, dims: [end - start], dataType: .int64, values: full[start..<end].map(Double.init))
+            }
+        case "Mul": try multiply(node)
         case "Pad": try pad(node)
         case "Concat": try concat(node)
         default:
@@ -380,8 +431,62 @@ struct Translator {
             y.name = output
             y.dims = try reshapedConstantDims(node, x)
             constants[output] = y
+        case "Cast":
+            guard let x = try constant(node, 0) else { return }
+            let to = try int(node, "to", 1)
+            guard let type = ONNXDataType(rawValue: to) else { throw unsupported(node, "Cast to data type \(to)") }
+            constants[output] = ONNXTensor(name: output, dims: x.dims, dataType: type, values: type.isFloatingPoint ? x.values : x.values.map { $0.rounded(.towardZero) })
+        case "Gather":
+            guard let x = try constant(node, 0), let indices = try constant(node, 1) else { return }
+            let positions = try integers(node, indices)
+            var axis = try int(node, "axis", 0)
+            if axis < 0 { axis += x.dims.count }
+            guard x.dims.indices.contains(axis) else { throw unsupported(node, "axis \(axis) out of range") }
+            let outer = x.dims[..<axis].reduce(1, *), inner = x.dims[(axis + 1)...].reduce(1, *), size = x.dims[axis]
+            var values: [Double] = []
+            for o in 0..<outer {
+                for index in positions {
+                    let i = index < 0 ? index + size : index
+                    guard (0..<size).contains(i) else { throw unsupported(node, "index \(index) out of range for \(size)") }
+                    values.append(contentsOf: x.values[((o * size + i) * inner)..<((o * size + i + 1) * inner)])
+                }
+            }
+            constants[output] = ONNXTensor(name: output, dims: Array(x.dims[..<axis]) + indices.dims + Array(x.dims[(axis + 1)...]), dataType: x.dataType, values: values)
+        case "Concat":
+            var parts: [ONNXTensor] = []
+            for index in node.inputs.indices { if let part = try constant(node, index) { parts.append(part) } }
+            guard let first = parts.first, parts.allSatisfy({ $0.dims.count == 1 }) else { throw unsupported(node, "nnc folds Concat of 1-D constants") }
+            constants[output] = ONNXTensor(name: output, dims: [parts.reduce(0) { $0 + $1.values.count }], dataType: first.dataType, values: parts.flatMap(\.values))
+        case "Slice":
+            guard let x = try constant(node, 0), x.dims.count == 1 else { throw unsupported(node, "nnc folds Slice of 1-D constants") }
+            let starts = try opset < 10 ? ints(node, "starts") : integerInput(node, 1)
+            let ends = try opset < 10 ? ints(node, "ends") : integerInput(node, 2)
+            let step = try opset < 10 ? 1 : (integerInput(node, 4)?.first ?? 1)
+            guard var start = starts?.first, var end = ends?.first, step == 1 else { throw unsupported(node, "Slice needs one start and end, step 1") }
+            let n = x.values.count
+            if start < 0 { start += n }
+            if end < 0 { end += n }
+            start = min(max(start, 0), n); end = min(max(end, start), n)
+            constants[output] = ONNXTensor(name: output, dims: [end - start], dataType: x.dataType, values: Array(x.values[start..<end]))
+        case "Add", "Sub", "Mul", "Div":
+            guard let a = try constant(node, 0), let b = try constant(node, 1) else { return }
+            guard a.values.count == b.values.count || a.values.count == 1 || b.values.count == 1 else {
+                throw unsupported(node, "nnc folds \(node.opType) of constants of the same size (or a scalar)")
+            }
+            let count = max(a.values.count, b.values.count)
+            let integer = !a.dataType.isFloatingPoint
+            let values = (0..<count).map { i -> Double in
+                let (x, y) = (a.values[a.values.count == 1 ? 0 : i], b.values[b.values.count == 1 ? 0 : i])
+                switch node.opType {
+                case "Add": return x + y
+                case "Sub": return x - y
+                case "Mul": return x * y
+                default: return integer ? (x / y).rounded(.down) : x / y
+                }
+            }
+            constants[output] = ONNXTensor(name: output, dims: a.values.count >= b.values.count ? a.dims : b.dims, dataType: a.dataType, values: values)
         default:
-            throw unsupported(node, "nnc folds Transpose, Reshape, Squeeze, Unsqueeze, Flatten and Identity of constants, not \(node.opType)")
+            throw unsupported(node, "nnc folds Transpose, Reshape, Squeeze, Unsqueeze, Flatten, Cast, Gather, Concat, Slice, arithmetic and Identity of constants, not \(node.opType)")
         }
     }
 
@@ -426,7 +531,7 @@ struct Translator {
     func axes(_ node: ONNXNode) throws(ImportError) -> [Int]? {
         if opset >= 13 {
             guard let tensor = try constant(node, 1) else { return nil }
-            return tensor.values.map { Int($0) }
+            return try integers(node, tensor)
         }
         return try ints(node, "axes")
     }
@@ -455,7 +560,7 @@ struct Translator {
             return shape
         }
         guard let tensor = try constant(node, 1) else { throw unsupported(node, "Reshape needs its shape") }
-        return tensor.values.map { Int($0) }
+        return try integers(node, tensor)
     }
 
     /// A Reshape's target with 0 (copy, unless allowzero) and −1 (the rest) resolved.
@@ -478,12 +583,12 @@ struct Translator {
                 throw unsupported(node, "shape \(target) has a negative size")
             }
         }
-        let known = result.reduce(1, *)
+        guard let known = checkedProduct(result) else { throw unsupported(node, "shape \(target) has more than 2^31 elements") }
         if let inferred {
             guard known > 0, total % known == 0 else { throw unsupported(node, "shape \(target) does not fit \(total) elements") }
             result[inferred] = total / known
         }
-        guard result.reduce(1, *) == total else { throw unsupported(node, "shape \(target) does not fit the input's \(dims) (\(total) elements)") }
+        guard checkedProduct(result) == total else { throw unsupported(node, "shape \(target) does not fit the input's \(dims) (\(total) elements)") }
         return result
     }
 
@@ -628,6 +733,7 @@ struct Translator {
         convCount += 1
         addParameter("conv\(convCount).weight", [outputs, channels / groups, kernel[0], n > 1 ? kernel[1] : 1], w.values)
         if let bias { addParameter("conv\(convCount).bias", [outputs], bias) }
+        try checkSize(node, outDims)
         let y = emit(text, reading: input, dims: canonicalDims(outDims))
         define(node, y, dims: outDims)
     }
@@ -660,6 +766,7 @@ struct Translator {
             }
             outDims.append(size)
         }
+        try checkSize(node, outDims)
         let word = average ? "avgpool" : "maxpool"
         if n == 3 {
             // 3-D pooling is separable: over (H, W) with the depth among the channels, then over D
@@ -788,6 +895,47 @@ struct Translator {
         define(node, x.value, dims: x.dims)
     }
 
+    /// Clip: `relu6` (0, 6), `relu` (0, none), `hardtanh LOW HIGH` otherwise.
+    mutating func clip(_ node: ONNXNode) throws(ImportError) {
+        var low = -Double.infinity, high = Double.infinity
+        if opset < 11 {
+            low = try float(node, "min", low)
+            if node.attribute("min") == nil { low = -.infinity }
+            high = node.attribute("max") == nil ? .infinity : try float(node, "max", high)
+        } else {
+            if let bound = try constant(node, 1)?.values.first { low = bound }
+            if let bound = try constant(node, 2)?.values.first { high = bound }
+        }
+        switch (low, high) {
+        case (0, 6): try activation(node, "relu6")
+        case (0, .infinity): try activation(node, "relu")
+        case (-1, 1): try activation(node, "hardtanh")
+        default:
+            guard low.isFinite, high.isFinite, low < high else { throw unsupported(node, "nnc clips to finite bounds LOW < HIGH (or at 0 from below), found \(low) and \(high)") }
+            try activation(node, "hardtanh \(formatNumber(low)) \(formatNumber(high))")
+        }
+    }
+
+    /// x · sigmoid(x), PyTorch's SiLU: the `sigmoid` just emitted for this Mul becomes `silu`.
+    mutating func multiply(_ node: ONNXNode) throws(ImportError) {
+        let operands = node.inputs.filter { !$0.isEmpty }
+        guard operands.count == 2, let a = data[operands[0]], let b = data[operands[1]] else {
+            throw unsupported(node, "nnc imports Mul only as x·sigmoid(x) (SiLU)")
+        }
+        for (x, s, name) in [(a, b, operands[1]), (b, a, operands[0])] {
+            let gate = nnValues[s.value]
+            guard s.value == current, gate.producer == statements.count - 1, statements[gate.producer].text == "sigmoid", uses[name] == 1,
+                  statements.count >= 1 else { continue }
+            // The sigmoid read x: it was the current value before it, with no `from` between.
+            let previous = gate.producer > 0 ? statements[gate.producer - 1].output : 0
+            guard previous == x.value else { continue }
+            statements[gate.producer].text = "silu"
+            define(node, s.value, dims: x.dims)
+            return
+        }
+        throw unsupported(node, "nnc imports Mul only as x·sigmoid(x) (SiLU)")
+    }
+
     /// PRelu with one slope, or one per channel (features): `prelu` or `prelu C`.
     mutating func prelu(_ node: ONNXNode) throws(ImportError) {
         let x = try dataInput(node)
@@ -822,13 +970,13 @@ struct Translator {
             value = try float(node, "value", 0)
         } else {
             guard let given = try constant(node, 1) else { throw unsupported(node, "Pad needs its pads") }
-            pads = given.values.map { Int($0) }
+            pads = try integers(node, given)
             if let fill = try constant(node, 2), let first = fill.values.first { value = first }
             if node.inputs.count > 3, !node.inputs[3].isEmpty {
                 // opset 18: the axes padded; spread them over all axes.
                 guard let axes = try constant(node, 3) else { throw unsupported(node, "Pad's axes must be constant") }
                 var all = [Int](repeating: 0, count: 2 * rank)
-                for (k, axis) in axes.values.map({ Int($0) < 0 ? Int($0) + rank : Int($0) }).enumerated() {
+                for (k, axis) in try integers(node, axes).map({ $0 < 0 ? $0 + rank : $0 }).enumerated() {
                     guard (0..<rank).contains(axis), k + axes.values.count < pads.count + 1 else { throw unsupported(node, "Pad axes out of range") }
                     all[axis] = pads[k]
                     all[axis + rank] = pads[k + axes.values.count]
@@ -859,6 +1007,7 @@ struct Translator {
         var outDims = x.dims
         outDims[1] += top + bottom
         if rank == 4 { outDims[2] += left + right }
+        try checkSize(node, outDims)
         let begin = top == left ? "\(top)" : "\(top)x\(left)", end = bottom == right ? "\(bottom)" : "\(bottom)x\(right)"
         let text = "pad " + (begin == end ? begin : "\(top)x\(left) \(bottom)x\(right)") + mode
         let y = emit(text, reading: input, dims: canonicalDims(outDims))

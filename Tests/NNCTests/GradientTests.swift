@@ -27,6 +27,10 @@ let gradientModels: [(String, String)] = [
     ("grouped, dilated, strided conv; padded pooling; elu, selu, softplus",
      "input 4x7x6\nconv 4->6 3x2 stride 2x1 pad 1x0 groups 2 as c\nelu 0.5 as e\nfrom c\nconv 6->6 3x3 pad 2 dilation 2 groups 3\nselu\nadd e\nmaxpool 3x3 stride 2 pad 1\navgpool 2x2 stride 1 pad 1\nsoftplus\nflatten\nfc 4\nloss mse"),
     ("batch norm on features, logsoftmax + nll", "input 5\nfc 5->6\nbatchnorm momentum 0.3 eps 1e-3\ntanh\nfc 6->3\nlogsoftmax\nloss nll"),
+    ("relu6, hardtanh (from the output), silu (from the input), reshape",
+     "input 2x5x4\nconv 2->3 3x3 pad 1\nrelu6\nconv 3->3 3x3 pad 1\nsilu\nreshape 6x10\nhardtanh -0.3 0.4\nflatten\nfc 60->3\nsilu\nfc 3\nloss mse"),
+    ("pad (reflect, replicate, constant) and prelu (shared, per channel)",
+     "input 2x5x4\npad 2x1 1x3 reflect\nprelu 2\nconv 2->3 3x3\nprelu\npad 1 replicate\npad 0 1 value 0.5\nflatten\nprelu 243\nfc 4\nloss mse"),
     ("conv nobias + leakyrelu + sigmoid", "input 1x5x5\nconv 1->2 2x2 nobias\nleakyrelu 0.2\nconv 2->2 2x2\nsigmoid\nmaxpool 2x2 stride 1\nflatten\nloss sum"),
 ]
 

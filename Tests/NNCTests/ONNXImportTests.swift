@@ -63,7 +63,8 @@ import TestSupport
     @Test func mutatedFilesNeverCrash() throws {
         var random = SplitMix64(seed: 2026)
         var outcomes: [String: Int] = [:]
-        for file in try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter({ $0.hasSuffix(".onnx") }).sorted() {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter({ $0.hasSuffix(".onnx") }).sorted()
+        for file in files {
             let original = [UInt8](try Data(contentsOf: Self.directory.appendingPathComponent(file)))
             for _ in 0..<100 {
                 var bytes = original
@@ -79,7 +80,7 @@ import TestSupport
                 outcomes[outcome == "ok" ? "ok" : "error", default: 0] += 1
             }
         }
-        #expect((outcomes["ok"] ?? 0) + (outcomes["error"] ?? 0) == 1000)
+        #expect((outcomes["ok"] ?? 0) + (outcomes["error"] ?? 0) == 100 * files.count && files.count >= 10)
         #expect((outcomes["error"] ?? 0) > 0)
     }
 

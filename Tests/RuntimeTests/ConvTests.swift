@@ -170,7 +170,7 @@ private func runConv<T: KernelScalar>(_ type: T.Type, _ s: Conv2DShape, x xd: [D
     return ConvResult(y: d(y), dx: d(dx), dw: d(dw), db: d(db), scratchIntact: intact)
 }
 
-private let convActivations: [ActivationFunction] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid, .elu(alpha: 0.5), .selu]
+private let convActivations: [ActivationFunction] = [.identity, .relu, .leakyRelu(alpha: 0.1), .tanh, .sigmoid, .elu(alpha: 0.5), .selu, .clip(low: -0.2, high: 0.3)]
 
 /// (N, Cin, H, W, Cout, kh, kw, stride, pad)
 private let convCases: [Conv2DShape] = [

@@ -85,9 +85,13 @@ pad 2x1 1x3 reflect
 conv 3->4 3x3
 prelu 4
 pad 1 replicate
+relu6
 maxpool 2x2
 prelu
 pad 1x0 0x2 value 0.5
+silu
+reshape 5x28
+hardtanh -0.5 0.7
 flatten
 fc 5
 prelu 5
@@ -104,8 +108,9 @@ class Borders(nn.Module):
     def forward(self, x):
         y = F.pad(x, (1, 3, 2, 1), mode="reflect")  # (left, right, top, bottom)
         y = self.prelu1(self.conv1(y))
-        y = F.max_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 2)
-        y = F.pad(self.prelu2(y), (0, 2, 1, 0), value=0.5)
+        y = F.max_pool2d(F.relu6(F.pad(y, (1, 1, 1, 1), mode="replicate")), 2)
+        y = F.silu(F.pad(self.prelu2(y), (0, 2, 1, 0), value=0.5))
+        y = F.hardtanh(y.reshape(-1, 5, 28), -0.5, 0.7)
         return self.prelu3(self.fc1(y.flatten(1)))
 
 def tensors(model):

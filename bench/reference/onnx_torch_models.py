@@ -67,8 +67,21 @@ class Conv1D(nn.Module):
         y = F.max_pool1d(self.prelu(self.bn(self.conv(x))), 2)
         return self.fc(y.flatten(1))
 
+class MobileStyle(nn.Module):
+    """ReLU6, hardtanh, SiLU, x.view(x.size(0), -1) (shape arithmetic in the TorchScript export), a mean over H and W."""
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, stride=2, padding=1); self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, groups=6); self.conv3 = nn.Conv2d(6, 8, 1)
+        self.fc1 = nn.Linear(8 * 4 * 4, 10); self.fc2 = nn.Linear(8, 10)
+    def forward(self, x):
+        y = F.relu6(self.bn1(self.conv1(x)))
+        y = F.silu(self.conv2(y))
+        y = F.hardtanh(self.conv3(y), -2.0, 2.0)
+        return self.fc1(y.view(y.size(0), -1)) + self.fc2(y.mean([2, 3]))
+
 models = [("mlp", MLP, (12,)), ("cnn", CNN, (1, 8, 8)), ("cnn_bn", CNNBatchNorm, (3, 8, 8)),
-          ("residual", Residual, (2, 6, 6)), ("conv1d", Conv1D, (3, 10))]
+          ("residual", Residual, (2, 6, 6)), ("conv1d", Conv1D, (3, 10)), ("mobile", MobileStyle, (3, 8, 8))]
 directory = os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "Data", "onnx")
 os.makedirs(directory, exist_ok=True)
 cases = []

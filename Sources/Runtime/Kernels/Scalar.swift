@@ -59,6 +59,8 @@ extension ActivationFunction {
         case .elu(let alpha): return x > 0 ? x : T(alpha) * (T.exp(x) - 1)
         case .selu: return x > 0 ? T(seluScale) * x : T(seluScale * seluAlpha) * (T.exp(x) - 1)
         case .softplus: return x > 20 ? x : T.log(1 + T.exp(x))
+        case .clip(let low, let high): return x < T(low) ? T(low) : (x > T(high) ? T(high) : x)
+        case .silu: return x / (1 + T.exp(-x))
         }
     }
 
@@ -86,6 +88,10 @@ extension ActivationFunction {
             if v > 20 { return 1 }
             let z = T.exp(v)
             return z / (z + 1)
+        case .clip(let low, let high): return v > T(low) && v < T(high) ? 1 : 0  // from y, as PyTorch's hardtanh_backward
+        case .silu:  // from x: s·(1 + x·(1 − s)), s = sigmoid(x)
+            let s = 1 / (1 + T.exp(-v))
+            return s * (1 + v * (1 - s))
         }
     }
 }
