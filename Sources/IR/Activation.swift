@@ -24,15 +24,19 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     case clip(low: Double, high: Double)
     /// x·sigmoid(x) (PyTorch's SiLU, "swish").
     case silu
+    /// −x, |x|, eˣ, x/(1 + |x|) (PyTorch's Softsign), and k·x: the element-wise ops ONNX models use.
+    case neg, abs, exp, softsign
+    case scale(Double)
 
     /// Whether the derivative can be computed from the output y alone, so that the backward pass keeps
     /// y; otherwise it keeps the input x (pow, gelu), and backward fusions that only see y do not apply.
     public var derivativeFromOutput: Bool {
         switch self {
         // clip: 1 strictly between the bounds, which y shows as well as x.
-        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .elu, .selu, .clip: return true
-        // softplus: PyTorch differentiates from the input (its threshold is on x).
-        case .pow, .gelu, .softplus, .silu: return false
+        // exp: y; softsign: (1 − |y|)²; neg and scale: constants.
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .elu, .selu, .clip, .neg, .exp, .softsign, .scale: return true
+        // softplus: PyTorch differentiates from the input (its threshold is on x); abs needs x's sign.
+        case .pow, .gelu, .softplus, .silu, .abs: return false
         }
     }
 
@@ -40,7 +44,8 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
     /// repeated product is not worth an epilogue case, and training keeps its input anyway.
     public var epilogueFusable: Bool {
         switch self {
-        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu, .elu, .selu, .softplus, .clip, .silu: return true
+        case .identity, .tanh, .sigmoid, .relu, .leakyRelu, .gelu, .elu, .selu, .softplus, .clip, .silu,
+             .neg, .abs, .exp, .softsign, .scale: return true
         case .pow: return false
         }
     }
@@ -63,6 +68,11 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
         case .pow(let k): return "pow(\(k))"
         case .clip(let low, let high): return "clip(\(formatNumber(low)),\(formatNumber(high)))"
         case .silu: return "silu"
+        case .neg: return "neg"
+        case .abs: return "abs"
+        case .exp: return "exp"
+        case .softsign: return "softsign"
+        case .scale(let k): return "scale(\(formatNumber(k)))"
         }
     }
 
@@ -73,6 +83,9 @@ public enum ActivationFunction: Hashable, Sendable, CustomStringConvertible {
         case .relu, .leakyRelu: return 1
         case .clip: return 2
         case .silu: return 5
+        case .neg, .abs, .scale: return 1
+        case .exp: return 4
+        case .softsign: return 3
         case .pow(let k): return max(1, k - 1)
         case .tanh, .sigmoid, .elu, .selu, .softplus: return 4
         case .gelu: return 9
@@ -97,6 +110,8 @@ public struct ActivationWord: Sendable {
         case optionalNumber(name: String, low: Double, high: Double, default: Double)
         /// A required whole number in low...high.
         case integer(name: String, low: Int, high: Int)
+        /// A required finite number.
+        case requiredNumber(name: String)
         /// Two optional numbers `LOW HIGH` with LOW < HIGH (both or neither), with defaults.
         case optionalRange(name: String, defaults: (Double, Double))
     }
@@ -125,6 +140,11 @@ public let activationWords: [ActivationWord] = [
     ActivationWord(word: "relu6", argument: .none) { _ in .elementwise(.clip(low: 0, high: 6)) },
     ActivationWord(word: "hardtanh", argument: .optionalRange(name: "hardtanh bounds", defaults: (-1, 1))) { .elementwise(.clip(low: $0[0], high: $0[1])) },
     ActivationWord(word: "silu", argument: .none) { _ in .elementwise(.silu) },
+    ActivationWord(word: "softsign", argument: .none) { _ in .elementwise(.softsign) },
+    ActivationWord(word: "neg", argument: .none) { _ in .elementwise(.neg) },
+    ActivationWord(word: "abs", argument: .none) { _ in .elementwise(.abs) },
+    ActivationWord(word: "exp", argument: .none) { _ in .elementwise(.exp) },
+    ActivationWord(word: "scale", argument: .requiredNumber(name: "scale factor")) { .elementwise(.scale($0[0])) },
     ActivationWord(word: "softmax", argument: .none) { _ in .softmax },
     ActivationWord(word: "logsoftmax", argument: .none) { _ in .logSoftmax },
     ActivationWord(word: "identity", argument: .none) { _ in .elementwise(.identity) },
@@ -165,6 +185,17 @@ public func resolveActivation(_ statement: WordStatement) -> Result<ActivationWo
         }
         if let error = endOfStatement() { return .failure(error) }
         return .success(entry.meaning([value]))
+    case .requiredNumber(let name):
+        guard let token = arguments.first else {
+            let end = SourceRange(start: statement.wordRange.end, end: statement.wordRange.end)
+            return .failure(Diagnostic(.expectedToken, "expected \(name) after '\(entry.word)'", at: end))
+        }
+        guard token.kind == .integer || token.kind == .number, let number = Double(token.text), number.isFinite else {
+            return .failure(Diagnostic(.expectedToken, "expected a finite number for the \(name), found \(describe(token))", at: token.range))
+        }
+        arguments = arguments.dropFirst()
+        if let error = endOfStatement() { return .failure(error) }
+        return .success(entry.meaning([number]))
     case .optionalRange(let name, let defaults):
         var bounds = [defaults.0, defaults.1]
         if let first = arguments.first, first.kind == .integer || first.kind == .number {

@@ -11,9 +11,9 @@ public struct ExportError: Error, Sendable, CustomStringConvertible {
 public let exportIRVersion = 8, exportOpset = 13
 
 /// Ops ONNX Runtime 1.32's CPU provider runs in double precision, tried one by one (it has no double
-/// Conv, AveragePool, LeakyRelu, Elu, Selu or Softplus): an f64 model with any other is refused.
+/// Conv, AveragePool, LeakyRelu, Elu, Selu, Softplus, Softsign or PRelu): an f64 model with any other is refused.
 let doubleKernels: Set = ["Gemm", "Add", "Mul", "Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Flatten", "Reshape",
-                          "Concat", "Identity", "BatchNormalization", "MaxPool", "Pow"]
+                          "Concat", "Identity", "BatchNormalization", "MaxPool", "Pow", "Neg", "Abs", "Exp", "Clip", "Pad"]
 
 /// The inference graph of a model as ONNX: the forward graph (no loss, no dropout) from its input
 /// to its output, weights and running statistics as initializers, a symbolic batch dimension,
@@ -206,6 +206,11 @@ struct Exporter {
         case .silu:
             emit("Sigmoid", [x], [y + "_sigmoid"], at: source)
             emit("Mul", [x, y + "_sigmoid"], [y], at: source)
+        case .neg: emit("Neg", [x], [y], at: source)
+        case .abs: emit("Abs", [x], [y], at: source)
+        case .exp: emit("Exp", [x], [y], at: source)
+        case .softsign: emit("Softsign", [x], [y], at: source)
+        case .scale(let k): emit("Mul", [x, constant([k], dims: [])], [y], at: source)
         case .gelu:
             // Gelu with approximate="tanh" arrived in opset 20; at 13 it is spelled out:
             // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).

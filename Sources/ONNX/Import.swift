@@ -24,7 +24,7 @@ public struct ImportError: Error, Sendable, CustomStringConvertible {
 /// The ops `nnc import` reads, listed in its errors.
 public let supportedONNXOps = [
     "Gemm", "MatMul", "Add (bias or residual)", "Conv (1-D, 2-D)", "MaxPool and AveragePool (1-D, 2-D, 3-D)", "GlobalAveragePool", "ReduceMean (spatial)",
-    "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Clip", "Mul (as x·sigmoid(x))", "Softmax", "LogSoftmax",
+    "BatchNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "Tanh", "Sigmoid", "Clip", "Neg", "Abs", "Exp", "Softsign", "Mul and Div by a scalar", "Mul as x·sigmoid(x)", "Softmax", "LogSoftmax",
     "Pow (whole exponent)", "PRelu", "Pad (constant, reflect, edge)", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Transpose (of a weight)", "Constant", "Dropout", "Identity",
 ]
 
@@ -107,7 +107,7 @@ struct Translator {
             throw ImportError(message: "the graph has \(inputs.count) inputs besides its initializers (\(inputs.map(\.name).joined(separator: ", "))); nnc models take one")
         }
         try defineInput(inputs[0])
-        for node in graph.nodes { try translate(node) }
+        for node in recognizedPatterns(graph.nodes) { try translate(node) }
         guard graph.outputs.count == 1 else {
             throw ImportError(message: "the graph has \(graph.outputs.count) outputs (\(graph.outputs.map(\.name).joined(separator: ", "))); nnc models have one")
         }
@@ -189,6 +189,31 @@ struct Translator {
         }
         return ImportedModel(source: lines.joined(separator: "\n") + "\n", dtype: dtype, parameters: parameters,
                              persistentState: persistentState, outputDims: data[outputName]?.dims ?? [])
+    }
+
+    /// Op sequences that are one activation: x / (|x| + 1) (PyTorch 0.3's Softsign) becomes a
+    /// Softsign node, when its intermediate values have no other use.
+    func recognizedPatterns(_ nodes: [ONNXNode]) -> [ONNXNode] {
+        var producer: [String: Int] = [:]
+        for (index, node) in nodes.enumerated() { for output in node.outputs { producer[output] = index } }
+        func isOne(_ name: String) -> Bool {
+            if let tensor = constants[name] { return tensor.values == [1] }
+            guard let index = producer[name], nodes[index].opType == "Constant", case .tensor(let t)? = nodes[index].attribute("value") else { return false }
+            return t.values == [1]
+        }
+        var removed = Set<Int>(), replaced: [Int: ONNXNode] = [:]
+        for (index, node) in nodes.enumerated() where node.opType == "Div" && node.inputs.count == 2 {
+            let x = node.inputs[0]
+            guard let addIndex = producer[node.inputs[1]], nodes[addIndex].opType == "Add", nodes[addIndex].inputs.count == 2,
+                  uses[node.inputs[1]] == 1 else { continue }
+            let add = nodes[addIndex]
+            let (absolute, one) = isOne(add.inputs[1]) ? (add.inputs[0], add.inputs[1]) : (add.inputs[1], add.inputs[0])
+            guard isOne(one), let absIndex = producer[absolute], nodes[absIndex].opType == "Abs", nodes[absIndex].inputs == [x],
+                  uses[absolute] == 1 else { continue }
+            removed.formUnion([addIndex, absIndex])
+            replaced[index] = ONNXNode(inputs: [x], outputs: node.outputs, name: node.name, opType: "Softsign", offset: node.offset)
+        }
+        return nodes.enumerated().compactMap { removed.contains($0.offset) ? nil : replaced[$0.offset] ?? $0.element }
     }
 
     // MARK: Nodes
@@ -360,7 +385,11 @@ struct Translator {
             if let output = node.outputs.first {
                 constants[output] = ONNXTensor(name: output, dims: [end - start], dataType: .int64, values: full[start..<end].map(Double.init))
             }
-        case "Mul": try multiply(node)
+        case "Mul", "Div": try multiply(node)
+        case "Neg": try activation(node, "neg")
+        case "Abs": try activation(node, "abs")
+        case "Exp": try activation(node, "exp")
+        case "Softsign": try activation(node, "softsign")
         case "Pad": try pad(node)
         case "Concat": try concat(node)
         default:
@@ -916,11 +945,22 @@ struct Translator {
         }
     }
 
-    /// x · sigmoid(x), PyTorch's SiLU: the `sigmoid` just emitted for this Mul becomes `silu`.
+    /// Mul or Div by a scalar constant: `scale K`. x · sigmoid(x), PyTorch's SiLU: the `sigmoid`
+    /// just emitted for this Mul becomes `silu`.
     mutating func multiply(_ node: ONNXNode) throws(ImportError) {
         let operands = node.inputs.filter { !$0.isEmpty }
-        guard operands.count == 2, let a = data[operands[0]], let b = data[operands[1]] else {
-            throw unsupported(node, "nnc imports Mul only as x·sigmoid(x) (SiLU)")
+        let divide = node.opType == "Div"
+        guard operands.count == 2 else { throw unsupported(node, "\(node.opType) takes two operands") }
+        if data[operands[0]] != nil, let k = constants[operands[1]], k.values.count == 1, !divide || k.values[0] != 0 {
+            try activation(node, "scale \(formatNumber(divide ? 1 / k.values[0] : k.values[0]))")
+            return
+        }
+        if !divide, data[operands[1]] != nil, let k = constants[operands[0]], k.values.count == 1 {
+            try scaleFromLeft(node, k.values[0])
+            return
+        }
+        guard !divide, let a = data[operands[0]], let b = data[operands[1]] else {
+            throw unsupported(node, "nnc imports \(node.opType) by a scalar constant\(divide ? "" : ", or x·sigmoid(x) (SiLU)")")
         }
         for (x, s, name) in [(a, b, operands[1]), (b, a, operands[0])] {
             let gate = nnValues[s.value]
@@ -933,7 +973,14 @@ struct Translator {
             define(node, s.value, dims: x.dims)
             return
         }
-        throw unsupported(node, "nnc imports Mul only as x·sigmoid(x) (SiLU)")
+        throw unsupported(node, "nnc imports Mul of two computed values only as x·sigmoid(x) (SiLU)")
+    }
+
+    /// k · x with the constant first.
+    mutating func scaleFromLeft(_ node: ONNXNode, _ k: Double) throws(ImportError) {
+        let x = try dataInput(node, 1)
+        let y = emit("scale \(formatNumber(k))", reading: x.value, dims: nnValues[x.value].dims)
+        define(node, y, dims: x.dims)
     }
 
     /// PRelu with one slope, or one per channel (features): `prelu` or `prelu C`.

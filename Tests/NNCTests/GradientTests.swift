@@ -31,6 +31,7 @@ let gradientModels: [(String, String)] = [
      "input 2x5x4\nconv 2->3 3x3 pad 1\nrelu6\nconv 3->3 3x3 pad 1\nsilu\nreshape 6x10\nhardtanh -0.3 0.4\nflatten\nfc 60->3\nsilu\nfc 3\nloss mse"),
     ("pad (reflect, replicate, constant) and prelu (shared, per channel)",
      "input 2x5x4\npad 2x1 1x3 reflect\nprelu 2\nconv 2->3 3x3\nprelu\npad 1 replicate\npad 0 1 value 0.5\nflatten\nprelu 243\nfc 4\nloss mse"),
+    ("neg, abs (from the input), exp, softsign, scale", "input 4\nfc 4->5\nsoftsign\nabs\nscale -0.7\nexp\nneg\nfc 3\nloss mse"),
     ("conv nobias + leakyrelu + sigmoid", "input 1x5x5\nconv 1->2 2x2 nobias\nleakyrelu 0.2\nconv 2->2 2x2\nsigmoid\nmaxpool 2x2 stride 1\nflatten\nloss sum"),
 ]
 

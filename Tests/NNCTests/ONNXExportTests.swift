@@ -42,7 +42,8 @@ import TestSupport
          logsoftmax
          loss nll
          """),
-        ("features.nn", "input 7\nfc 7->6\nbatchnorm\nprelu 6\npow 3\nfc 6->4\nsigmoid\ntanh\nidentity\nfc 3\nsoftmax\nloss crossentropy"),
+        ("features.nn", "input 7\nfc 7->6\nbatchnorm\nprelu 6\npow 3\nfc 6->4\nsigmoid\ntanh\nidentity\nsoftsign\nabs\nscale -0.7\nexp\nneg\nfc 3\nsoftmax\nloss crossentropy"),
+        ("double.nn", "input 6\nfc 6->5\nbatchnorm\nrelu6\nneg\nabs\nexp\nscale 0.5\nsilu\nfc 5->4\nhardtanh\npow 2\nlogsoftmax\nloss nll"),
     ]
 
     static let models: [String] = {
@@ -122,6 +123,7 @@ import TestSupport
             }
         }
         #expect(expected.count >= Self.models.count, "every model exports in f32")
+        #expect(expected.contains { $0.0 == "double.nn f64" }, "a double-precision export")
         for (result, (what, outputs, tolerance)) in zip(try judge(venv, requests), expected) {
             #expect(result.checker == "ok", "\(what): onnx.checker: \(result.checker ?? "-")")
             #expect(result.error == nil, "\(what): ONNX Runtime: \(result.error ?? "")")

@@ -92,6 +92,11 @@ pad 1x0 0x2 value 0.5
 silu
 reshape 5x28
 hardtanh -0.5 0.7
+softsign
+abs
+scale -0.7
+exp
+neg
 flatten
 fc 5
 prelu 5
@@ -111,6 +116,7 @@ class Borders(nn.Module):
         y = F.max_pool2d(F.relu6(F.pad(y, (1, 1, 1, 1), mode="replicate")), 2)
         y = F.silu(F.pad(self.prelu2(y), (0, 2, 1, 0), value=0.5))
         y = F.hardtanh(y.reshape(-1, 5, 28), -0.5, 0.7)
+        y = -torch.exp(F.softsign(y).abs() * -0.7)
         return self.prelu3(self.fc1(y.flatten(1)))
 
 def tensors(model):

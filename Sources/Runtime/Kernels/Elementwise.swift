@@ -34,7 +34,7 @@ func withDerivative<T: KernelScalar, R>(_ f: ActivationFunction,
         return body({ g, y in g * (1 - y * y) }, { g, y in g * (1 - y * y) })
     case .sigmoid:
         return body({ g, y in g * (y * (1 - y)) }, { g, y in g * (y * (1 - y)) })
-    case .pow, .gelu, .elu, .selu, .softplus, .clip, .silu:
+    case .pow, .gelu, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale:
         // Lane by lane: the same operations as the scalar form.
         return body({ g, v in
             var r = g
@@ -58,7 +58,7 @@ func withDerivative<T: KernelScalar, R>(_ f: ActivationFunction,
     case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : a * v }
     case .tanh: for i in 0..<count { y[i] = T.tanh(x[i]) }
     case .sigmoid: for i in 0..<count { y[i] = 1 / (1 + T.exp(-x[i])) }
-    case .pow, .gelu, .elu, .selu, .softplus, .clip, .silu: for i in 0..<count { y[i] = f.apply(x[i]) }
+    case .pow, .gelu, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale: for i in 0..<count { y[i] = f.apply(x[i]) }
     }
 }
 

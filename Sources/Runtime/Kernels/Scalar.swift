@@ -61,6 +61,11 @@ extension ActivationFunction {
         case .softplus: return x > 20 ? x : T.log(1 + T.exp(x))
         case .clip(let low, let high): return x < T(low) ? T(low) : (x > T(high) ? T(high) : x)
         case .silu: return x / (1 + T.exp(-x))
+        case .neg: return -x
+        case .abs: return Swift.abs(x)
+        case .exp: return T.exp(x)
+        case .softsign: return x / (1 + Swift.abs(x))
+        case .scale(let k): return T(k) * x
         }
     }
 
@@ -92,6 +97,13 @@ extension ActivationFunction {
         case .silu:  // from x: s·(1 + x·(1 − s)), s = sigmoid(x)
             let s = 1 / (1 + T.exp(-v))
             return s * (1 + v * (1 - s))
+        case .neg: return -1
+        case .abs: return v > 0 ? 1 : (v < 0 ? -1 : 0)  // from x: sign(x), 0 at 0 as PyTorch
+        case .exp: return v  // from y
+        case .softsign:  // from y: 1/(1 + |x|)² = (1 − |y|)²
+            let r = 1 - Swift.abs(v)
+            return r * r
+        case .scale(let k): return T(k)
         }
     }
 }
