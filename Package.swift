@@ -24,6 +24,8 @@ let package = Package(
         .target(name: "ONNX", dependencies: ["Parser", "IR"]),
         .target(name: "NNC", dependencies: ["Parser", "IR", "Runtime", "ONNX"], swiftSettings: fast),
         .executableTarget(name: "CLI", dependencies: ["NNC"]),
+        // The library in a program of its own: train XOR from a model string, predict, save, reload.
+        .executableTarget(name: "xor-example", dependencies: ["NNC"], path: "Examples/XOR"),
         // Helpers shared by the test targets (marked model texts, a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ParserTests", dependencies: ["Parser", "IR", "TestSupport"]),

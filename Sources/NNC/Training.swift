@@ -17,22 +17,11 @@ struct TrainingJob {
     var train: Dataset
     var test: Dataset?
     var threads: Int
-    var outputPath: String
-    var plotPath: String?
-    var logEvery: Int?
     /// Where to start: absolute epoch and step within it (resuming a checkpoint).
     var startEpoch = 0
     var startStep = 0
     /// Epochs to reach (absolute).
     var endEpoch: Int
-}
-
-struct TrainingOutcome {
-    var steps: Int
-    var samples: Int
-    var seconds: Double
-    var finalLoss: Double
-    var finalAccuracy: Double?
 }
 
 let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps"]
@@ -125,21 +114,6 @@ let trainCommand = Command(
         test = try loadData(path: testPath, expecting: expectation).train
     }
 
-    // Where to start and stop.
-    var startEpoch = 0, startStep = 0
-    var endEpoch = settings.epochs
-    if resuming {
-        let done = state.checkpoint.epochsDone
-        if let interruption = state.checkpoint.interruption {
-            startEpoch = done
-            startStep = interruption.stepInEpoch
-            endEpoch = interruption.epochsTarget
-            if let more = arguments.values["--epochs"], let count = Int(more) { endEpoch = done + count }
-        } else {
-            startEpoch = done
-            endEpoch = done + settings.epochs
-        }
-    }
     state.checkpoint.dataPath = arguments.values["--data"] ?? state.checkpoint.dataPath
     // The outputs, before any epoch: a run must not end in a file it cannot write, nor write over its inputs.
     let outputPath = arguments.values["-o"] ?? (resuming ? path : defaultOutputPath(for: path))
@@ -147,22 +121,69 @@ let trainCommand = Command(
     // A compiled file may be trained in place (a checkpoint goes on where it is).
     try checkOutput(outputPath, flag: "-o", inputs: resuming ? Array(inputs.dropFirst()) : inputs)
     if let plot = arguments.values["--plot"] { try checkOutput(plot, flag: "--plot", inputs: inputs + [outputPath]) }
-    let job = TrainingJob(state: state, settings: settings, train: train, test: test,
-                          threads: threads,
-                          outputPath: outputPath,
-                          plotPath: arguments.values["--plot"], logEvery: try arguments.integer("--log-every"),
-                          startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
-    let outcome: TrainingOutcome
-    switch job.state.dtype {
-    case .f32: outcome = try runTraining(Float.self, job, console: console)
-    case .f64: outcome = try runTraining(Double.self, job, console: console)
+    let flagEpochs = resuming && state.checkpoint.interruption != nil ? arguments.values["--epochs"].flatMap { Int($0) } : nil
+    let logEvery = try arguments.integer("--log-every")
+    var model = Model(state: state)
+
+    // Ctrl-C and SIGTERM (a scheduler stopping the job) both finish the step and write a checkpoint.
+    let previousHandler = signal(SIGINT) { _ in interruptRequested = 1 }
+    let previousTerminate = signal(SIGTERM) { _ in interruptRequested = 1 }
+    defer { signal(SIGINT, previousHandler); signal(SIGTERM, previousTerminate); interruptRequested = 0 }
+    var lastDraw: UInt64 = 0, stepsTaken = 0, barShown = false
+    let summary: TrainingSummary
+    do {
+        summary = try model.train(on: train, test: test, settings: settings, epochs: flagEpochs, threads: threads) { event in
+            switch event {
+            case .step(let report):
+                stepsTaken += 1
+                if console.isTerminal {
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    if now - lastDraw > 100_000_000 || report.step == report.steps {
+                        lastDraw = now
+                        barShown = true
+                        console.print(progressBar(report), terminator: "")
+                    }
+                }
+                if let limit = interruptAfterStepsForTesting, stepsTaken >= limit { interruptRequested = 1; interruptAfterStepsForTesting = nil }
+                if interruptRequested != 0 {
+                    if barShown { console.print("") }
+                    return .stop
+                }
+            case .epoch(let report):
+                if barShown { console.print("\r\u{1B}[K", terminator: ""); barShown = false }
+                let every = logEvery ?? max(1, (report.epochs - report.firstEpoch + 1) / 10)
+                if console.isTerminal || report.epoch == report.firstEpoch || report.epoch == report.epochs || (report.epoch - report.firstEpoch + 1) % every == 0 {
+                    console.print(epochLine(report, schedule: settings.schedule))
+                }
+            }
+            return .continue
+        }
+    } catch {
+        if barShown { console.print("") }
+        throw error
     }
-    var line = "trained \(outcome.steps) steps (\(outcome.samples) samples) in \(String(format: "%.3f", outcome.seconds)) s: "
-    line += "\(formatRate(outcome.seconds * 1e6 / Double(max(1, outcome.steps)))) µs/step, \(grouped(Int((Double(outcome.samples) / max(outcome.seconds, 1e-9)).rounded()))) samples/s, "
-    line += "final loss \(formatLoss(outcome.finalLoss))"
-    if let accuracy = outcome.finalAccuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
+    try model.save(to: outputPath)
+    if summary.stopped { throw Interrupted(checkpoint: outputPath) }
+    if let plot = arguments.values["--plot"] {
+        do { try writeAtomically(Data(trainingPlot(model.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot) }
+        catch { throw InputError("\(plot): error: cannot write the plot: \(error)") }
+    }
+    var line = "trained \(summary.steps) steps (\(summary.samples) samples) in \(String(format: "%.3f", summary.seconds)) s: "
+    line += "\(formatRate(summary.seconds * 1e6 / Double(max(1, summary.steps)))) µs/step, \(grouped(Int((Double(summary.samples) / max(summary.seconds, 1e-9)).rounded()))) samples/s, "
+    line += "final loss \(formatLoss(summary.finalLoss))"
+    if let accuracy = summary.finalAccuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
     console.print(line)
-    console.print("wrote \(job.outputPath)")
+    console.print("wrote \(outputPath)")
+}
+
+/// `epoch 3/10: loss …, lr …, accuracy …, test loss …, test accuracy … (1.20 s, 50,000 samples/s)`.
+func epochLine(_ report: EpochReport, schedule: LearningRateSchedule) -> String {
+    var line = "epoch \(report.epoch)/\(report.epochs): loss \(formatLoss(report.loss))"
+    if schedule != .constant { line += ", lr \(formatLoss(report.learningRate))" }
+    if let accuracy = report.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
+    if let testLoss = report.testLoss { line += ", test loss \(formatLoss(testLoss))" }
+    if let testAccuracy = report.testAccuracy { line += ", test accuracy \(String(format: "%.4f", testAccuracy))" }
+    return line + String(format: " (%.2f s, %@ samples/s)", report.seconds, grouped(Int(report.samplesPerSecond)))
 }
 
 extension ModelProgram {
@@ -209,7 +230,9 @@ func epochOrder(into order: inout [Int], shuffle: Bool, seed: Int, epoch: Int) {
     return best
 }
 
-func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: Console) throws -> TrainingOutcome {
+/// One training run: steps over the epochs of `job`, reporting each step and epoch. Returns the
+/// trained state (with an interruption record when `onEvent` stopped it) and the run's figures.
+func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (TrainingEvent) -> TrainingDecision) throws -> (ModelState, TrainingSummary) {
     var state = job.state
     let program = state.program
     let settings = job.settings
@@ -241,15 +264,9 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
     let partial = count % batch == 0 ? full : try session.executable(batch: count % batch)
 
     var order = [Int](repeating: 0, count: count)
-    let epochs = job.endEpoch - job.startEpoch
-    let logEvery = job.logEvery ?? max(1, epochs / 10)
     var steps = 0, samples = 0
     var seconds = 0.0
     var finalLoss = Double.nan, finalAccuracy: Double?
-    // Ctrl-C and SIGTERM (a scheduler stopping the job) both finish the step and write a checkpoint.
-    let previousHandler = signal(SIGINT) { _ in interruptRequested = 1 }
-    let previousTerminate = signal(SIGTERM) { _ in interruptRequested = 1 }
-    defer { signal(SIGINT, previousHandler); signal(SIGTERM, previousTerminate); interruptRequested = 0 }
 
     for epoch in job.startEpoch..<max(job.startEpoch, job.endEpoch) {
         epochOrder(into: &order, shuffle: settings.shuffle, seed: settings.seed, epoch: epoch)
@@ -262,7 +279,6 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
         let firstStep = epoch == job.startEpoch ? job.startStep : 0
         state.checkpoint.interruption = nil
         let epochStart = DispatchTime.now().uptimeNanoseconds
-        var lastDraw: UInt64 = 0
         for step in firstStep..<stepsPerEpoch {
             let stepStart = DispatchTime.now().uptimeNanoseconds
             let start = step * batch
@@ -280,7 +296,6 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
             seconds += Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9
             let loss = session.lossValue
             guard loss.isFinite else {
-                if console.isTerminal { console.print("") }
                 throw InputError("training stopped: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch + 1), step \(step + 1); nothing was written (try a smaller learning rate, e.g. --lr \(formatNumber(settings.learningRate / 10)))")
             }
             lossSum += sumLoss ? loss : loss * Double(rows)
@@ -290,26 +305,17 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
             }
             steps += 1
             samples += rows
-            if console.isTerminal {
-                let now = DispatchTime.now().uptimeNanoseconds
-                if now - lastDraw > 100_000_000 || step == stepsPerEpoch - 1 {
-                    lastDraw = now
-                    let elapsed = Double(now - epochStart) / 1e9
-                    console.print(progressBar(epoch: epoch + 1, of: job.endEpoch, done: step + 1, total: stepsPerEpoch,
-                                              samplesPerSecond: Double(seen) / max(elapsed, 1e-9), loss: sumLoss ? lossSum : lossSum / Double(seen),
-                                              eta: elapsed / Double(step + 1 - firstStep) * Double(stepsPerEpoch - step - 1)), terminator: "")
-                }
-            }
-            if let limit = interruptAfterStepsForTesting, steps >= limit { interruptRequested = 1; interruptAfterStepsForTesting = nil }
-            if interruptRequested != 0 {
-                if console.isTerminal { console.print("") }
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+            let report = StepReport(epoch: epoch + 1, epochs: job.endEpoch, step: step + 1, steps: stepsPerEpoch,
+                                    loss: sumLoss ? lossSum : lossSum / Double(seen), samplesPerSecond: Double(seen) / max(elapsed, 1e-9),
+                                    secondsLeftInEpoch: elapsed / Double(step + 1 - firstStep) * Double(stepsPerEpoch - step - 1))
+            if onEvent(.step(report)) == .stop {
                 state.take(store)
                 state.checkpoint.epochsDone = epoch
                 state.checkpoint.interruption = Checkpoint.Interruption(stepInEpoch: step + 1, epochsTarget: job.endEpoch,
                                                                         lossSum: lossSum, correct: correct, seen: seen)
                 state.checkpoint.settings = settings
-                try state.write(to: job.outputPath)
-                throw Interrupted(checkpoint: job.outputPath)
+                return (state, TrainingSummary(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy, stopped: true))
             }
         }
         let epochLoss = sumLoss ? lossSum : lossSum / Double(max(1, seen))
@@ -323,36 +329,32 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, console: C
         state.checkpoint.history.append(entry)
         finalLoss = epochLoss
         finalAccuracy = entry.accuracy
-        if console.isTerminal { console.print("\r\u{1B}[K", terminator: "") }
-        let number = epoch + 1
-        if console.isTerminal || number == job.startEpoch + 1 || number == job.endEpoch || (number - job.startEpoch) % logEvery == 0 {
-            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
-            var line = "epoch \(number)/\(job.endEpoch): loss \(formatLoss(epochLoss))"
-            if settings.schedule != .constant { line += ", lr \(formatLoss(settings.learningRate * session.learningRateFactor))" }
-            if let accuracy = entry.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
-            if let testLoss = entry.testLoss { line += ", test loss \(formatLoss(testLoss))" }
-            if let testAccuracy = entry.testAccuracy { line += ", test accuracy \(String(format: "%.4f", testAccuracy))" }
-            line += String(format: " (%.2f s, %@ samples/s)", elapsed, grouped(Int(Double(seen - 0) / max(elapsed, 1e-9))))
-            console.print(line)
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+        let report = EpochReport(epoch: epoch + 1, epochs: job.endEpoch, firstEpoch: job.startEpoch + 1, loss: epochLoss, accuracy: entry.accuracy,
+                                 testLoss: entry.testLoss, testAccuracy: entry.testAccuracy,
+                                 learningRate: settings.learningRate * session.learningRateFactor, seconds: elapsed,
+                                 samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
+        if onEvent(.epoch(report)) == .stop, epoch + 1 < job.endEpoch {
+            // Stopped between epochs: the next run starts the next epoch of this one.
+            state.take(store)
+            state.checkpoint.epochsDone = epoch + 1
+            state.checkpoint.interruption = Checkpoint.Interruption(stepInEpoch: 0, epochsTarget: job.endEpoch, lossSum: 0, correct: 0, seen: 0)
+            state.checkpoint.settings = settings
+            return (state, TrainingSummary(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy, stopped: true))
         }
     }
     state.take(store)
     state.checkpoint.interruption = nil
     state.checkpoint.epochsDone = max(job.startEpoch, job.endEpoch)
     state.checkpoint.settings = settings
-    try state.write(to: job.outputPath)
-    if let plot = job.plotPath {
-        do { try writeAtomically(Data(trainingPlot(state.checkpoint.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot) }
-        catch { throw InputError("\(plot): error: cannot write the plot: \(error)") }
-    }
-    return TrainingOutcome(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy)
+    return (state, TrainingSummary(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy, stopped: false))
 }
 
-func progressBar(epoch: Int, of epochs: Int, done: Int, total: Int, samplesPerSecond: Double, loss: Double, eta: Double) -> String {
+func progressBar(_ report: StepReport) -> String {
     let width = 30
-    let filled = total > 0 ? width * done / total : width
+    let filled = report.steps > 0 ? width * report.step / report.steps : width
     let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
-    return "\r\u{1B}[Kepoch \(epoch)/\(epochs) [\(bar)] \(done)/\(total)  \(grouped(Int(samplesPerSecond))) samples/s  loss \(formatLoss(loss))  ETA \(String(format: "%.0f", max(0, eta))) s"
+    return "\r\u{1B}[Kepoch \(report.epoch)/\(report.epochs) [\(bar)] \(report.step)/\(report.steps)  \(grouped(Int(report.samplesPerSecond))) samples/s  loss \(formatLoss(report.loss))  ETA \(String(format: "%.0f", max(0, report.secondsLeftInEpoch))) s"
 }
 
 /// Loss and accuracy of a model on a data set, batch by batch, sharing a parameter store.

@@ -161,3 +161,16 @@ private final class OnceFlag: @unchecked Sendable {
     func swap() -> Bool { lock.withLock { defer { set = true }; return set } }
 }
 private let reportedMissingJudges = OnceFlag()
+
+/// Runs a program, returning its exit status and standard output (standard error passes through).
+public func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}

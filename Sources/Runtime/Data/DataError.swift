@@ -52,7 +52,7 @@ public struct DataExpectation: Sendable, Equatable {
     }
 
     /// Number of target columns a table (CSV or 2-D array) carries after the features.
-    var targetColumns: Int {
+    public var targetColumns: Int {
         switch targets {
         case .none: return 0
         case .values(let count): return count
