@@ -72,8 +72,9 @@ extension Checkpoint {
     ///     u8 interrupted; then u64 step in epoch, u64 epochs target, f64 loss sum, u64 correct, u64 seen
     ///     u8 has settings; then u8 optimizer (0 sgd, 1 adam), f64 lr, u64 epochs, u64 batch (0: all),
     ///        u64 seed, u8 shuffle, f64 momentum, u8 nesterov, f64 decay, f64 beta1, f64 beta2, f64 eps,
-    ///        u8 schedule (0 constant, 1 step, 2 cosine), u64 its epochs between steps, f64 its factor
+    ///        u8 schedule (0 constant, 1 step, 2 cosine, 3 onecycle), u64 its epochs between steps, f64 its factor
     ///     u8 has data path; then u64 length, UTF-8 bytes
+    ///     u64 warmup epochs (absent in files written before it: 0)
     func encodedFields() -> [UInt8] {
         var w = Writer()
         w.bytes.append(dtype == .f64 ? 1 : 0)
@@ -97,10 +98,13 @@ extension Checkpoint {
             case .constant: w.bytes.append(0); w.u64(0); w.f64(1)
             case .step(let every, let gamma): w.bytes.append(1); w.u64(UInt64(every)); w.f64(gamma)
             case .cosine: w.bytes.append(2); w.u64(0); w.f64(1)
+            case .onecycle: w.bytes.append(3); w.u64(0); w.f64(1)
             }
         }
         w.bytes.append(dataPath == nil ? 0 : 1)
         if let dataPath { let bytes = Array(dataPath.utf8); w.u64(UInt64(bytes.count)); w.bytes += bytes }
+        // Later fields, each read only when present (files written before them end here).
+        w.u64(UInt64(settings?.warmup ?? 0))
         return w.bytes
     }
 
@@ -154,6 +158,7 @@ extension Checkpoint {
                 guard every >= 1, gamma > 0, gamma.isFinite else { throw fail("the saved schedule 'step \(every) \(gamma)' is not valid") }
                 settings.schedule = .step(every: every, gamma: gamma)
             case 2: settings.schedule = .cosine
+            case 3: settings.schedule = .onecycle
             default: throw fail("unknown schedule \(kind)")
             }
             self.settings = settings
@@ -162,6 +167,13 @@ extension Checkpoint {
             let length = try count("the data path's length")
             guard let text = r.take(length) else { throw fail("the checkpoint record is truncated") }
             dataPath = String(decoding: text, as: UTF8.self)
+        }
+        if r.position < bytes.count {
+            let warmup = try count("the warmup epochs")
+            if warmup > 0 {
+                guard settings != nil else { throw fail("a warmup without training settings") }
+                settings?.warmup = warmup
+            }
         }
         guard r.position == bytes.count else { throw fail("\(bytes.count - r.position) unexpected bytes after the checkpoint record") }
     }

@@ -16,8 +16,17 @@ public struct TrainingSettings: Sendable, Equatable {
     public var beta2: Double = 0.999
     public var eps: Double = 1e-8
     public var schedule: LearningRateSchedule = .constant
+    /// Linear warmup over this many epochs (PyTorch's LinearLR(start_factor = 1/(N+1), total_iters = N)
+    /// chained with the schedule): the rate is multiplied by min(1, (epoch + 1)/(N + 1)).
+    public var warmup: Int = 0
 
     public init() {}
+
+    /// The learning rate's factor at a step: the schedule's, times the warmup's.
+    public func learningRateFactor(epoch: Int, step: Int, stepsPerEpoch: Int, epochs: Int) -> Double {
+        let warming = warmup > 0 ? min(1, Double(epoch + 1) / Double(warmup + 1)) : 1
+        return schedule.factor(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: epochs) * warming
+    }
 
 
     public var learningRate: Double { lr ?? (optimizer == .adam ? 0.001 : 0.01) }
@@ -25,8 +34,9 @@ public struct TrainingSettings: Sendable, Equatable {
     /// Applies one `key value` (from the model or a flag); returns a complaint when it does not fit.
     public mutating func set(_ key: String, _ value: Double) -> String? {
         if TrainKeys.integers.contains(key) {
-            guard value == value.rounded(), value >= (key == "seed" ? 0 : 1), value <= Double(key == "seed" ? Int(UInt32.max) : Int(Int32.max)) else {
-                return "'\(key)' must be a whole number of at least \(key == "seed" ? 0 : 1)\(key == "seed" ? " and at most \(UInt32.max)" : "")"
+            let lowest: Double = key == "seed" || key == "warmup" ? 0 : 1
+            guard value == value.rounded(), value >= lowest, value <= Double(key == "seed" ? Int(UInt32.max) : Int(Int32.max)) else {
+                return "'\(key)' must be a whole number of at least \(Int(lowest))\(key == "seed" ? " and at most \(UInt32.max)" : "")"
             }
         } else if let complaint = TrainKeys.check(key: key, value: value) {
             return complaint
@@ -43,6 +53,7 @@ public struct TrainingSettings: Sendable, Equatable {
         case "beta1": beta1 = value
         case "beta2": beta2 = value
         case "eps": eps = value
+        case "warmup": warmup = Int(value)
         default: return "unknown training option '\(key)'"
         }
         return nil
@@ -50,7 +61,8 @@ public struct TrainingSettings: Sendable, Equatable {
 
     public var update: OptimizerUpdate {
         switch optimizer {
-        case .sgd: return .sgd(lr: learningRate, momentum: momentum, nesterov: nesterov, decay: decay)
+        // onecycle sets the momentum at every step (from 0.95): the update keeps a velocity for it.
+        case .sgd: return .sgd(lr: learningRate, momentum: schedule == .onecycle ? LearningRateSchedule.oneCycleMomenta.high : momentum, nesterov: nesterov, decay: decay)
         case .adam: return .adam(lr: learningRate, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
         }
     }

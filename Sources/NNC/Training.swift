@@ -24,20 +24,21 @@ struct TrainingJob {
     var endEpoch: Int
 }
 
-let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps"]
+let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps", "--warmup"]
 
-/// `--schedule constant|cosine|"step S G"`.
+/// `--schedule constant|cosine|onecycle|"step S G"`.
 func scheduleFlag(_ text: String) throws(UsageError) -> LearningRateSchedule {
     let words = text.split(separator: " ").map(String.init)
     switch words.first {
     case "constant" where words.count == 1: return .constant
     case "cosine" where words.count == 1: return .cosine
+    case "onecycle" where words.count == 1: return .onecycle
     case "step" where words.count == 3:
         guard let every = Int(words[1]), every >= 1, let gamma = Double(words[2]), gamma > 0, gamma.isFinite else { break }
         return .step(every: every, gamma: gamma)
     default: break
     }
-    var message = "--schedule takes constant, cosine or \"step S G\" (every S epochs ×G), got '\(text)'"
+    var message = "--schedule takes constant, cosine, onecycle or \"step S G\" (every S epochs ×G), got '\(text)'"
     if let word = words.first, let guess = suggestion(for: word, among: LearningRateSchedule.names), guess != word { message += "; did you mean '\(guess)'?" }
     throw UsageError(message: message)
 }
@@ -48,7 +49,7 @@ let trainCommand = Command(
     details: """
     Uses the model's `data` and `train` statements; every training key can be overridden by a flag:
     --lr, --epochs, --batch, --seed, --shuffle on|off, --momentum, --nesterov on|off, --decay,
-    --beta1, --beta2, --eps, --schedule constant|cosine|"step S G". Also:
+    --beta1, --beta2, --eps, --schedule constant|cosine|onecycle|"step S G", --warmup N. Also:
       --data PATH        training data (CSV, IDX, NPY/NPZ, or an MNIST-layout directory)
       --test-data PATH   evaluation data, reported after each epoch (default: the model's `data test`,
                          or the test split of an MNIST directory)
@@ -153,7 +154,7 @@ let trainCommand = Command(
                 if barShown { console.print("\r\u{1B}[K", terminator: ""); barShown = false }
                 let every = logEvery ?? max(1, (report.epochs - report.firstEpoch + 1) / 10)
                 if console.isTerminal || report.epoch == report.firstEpoch || report.epoch == report.epochs || (report.epoch - report.firstEpoch + 1) % every == 0 {
-                    console.print(epochLine(report, schedule: settings.schedule))
+                    console.print(epochLine(report, showRate: settings.schedule != .constant || settings.warmup > 0))
                 }
             }
             return .continue
@@ -177,9 +178,9 @@ let trainCommand = Command(
 }
 
 /// `epoch 3/10: loss …, lr …, accuracy …, test loss …, test accuracy … (1.20 s, 50,000 samples/s)`.
-func epochLine(_ report: EpochReport, schedule: LearningRateSchedule) -> String {
+func epochLine(_ report: EpochReport, showRate: Bool) -> String {
     var line = "epoch \(report.epoch)/\(report.epochs): loss \(formatLoss(report.loss))"
-    if schedule != .constant { line += ", lr \(formatLoss(report.learningRate))" }
+    if showRate { line += ", lr \(formatLoss(report.learningRate))" }
     if let accuracy = report.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
     if let testLoss = report.testLoss { line += ", test loss \(formatLoss(testLoss))" }
     if let testAccuracy = report.testAccuracy { line += ", test accuracy \(String(format: "%.4f", testAccuracy))" }
@@ -270,7 +271,6 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
 
     for epoch in job.startEpoch..<max(job.startEpoch, job.endEpoch) {
         epochOrder(into: &order, shuffle: settings.shuffle, seed: settings.seed, epoch: epoch)
-        session.learningRateFactor = settings.schedule.factor(epoch: epoch, of: job.endEpoch)
         // A resumed epoch goes on from the sums it had.
         let resumed = epoch == job.startEpoch ? state.checkpoint.interruption : nil
         var lossSum = resumed?.lossSum ?? 0
@@ -281,6 +281,9 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
         let epochStart = DispatchTime.now().uptimeNanoseconds
         for step in firstStep..<stepsPerEpoch {
             let stepStart = DispatchTime.now().uptimeNanoseconds
+            // The schedule's rate (and onecycle's momentum) for this step.
+            session.learningRateFactor = settings.learningRateFactor(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
+            session.momentumOverride = settings.schedule.momentum(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
             let start = step * batch
             let rows = min(batch, count - start)
             order.withUnsafeBufferPointer { all in

@@ -168,16 +168,36 @@ public enum LearningRateSchedule: Sendable, Equatable, CustomStringConvertible {
     /// Cosine annealing to 0 over the run (CosineAnnealingLR, T_max = the run's epochs, eta_min = 0):
     /// lr·(1 + cos(π·epoch/T))/2.
     case cosine
+    /// PyTorch's OneCycleLR with its defaults, stepped every batch: the rate rises from lr/25 to lr
+    /// over the first 30% of the steps and falls to lr/25/10⁴ over the rest, both on a cosine; the
+    /// momentum (SGD) or β1 (Adam) moves the other way, from 0.95 to 0.85 and back.
+    case onecycle
 
-    public static let names = ["constant", "step", "cosine"]
+    public static let names = ["constant", "step", "cosine", "onecycle"]
+    /// The momenta onecycle moves between.
+    public static let oneCycleMomenta = (low: OneCycle.lowMomentum, high: OneCycle.highMomentum)
 
-    /// The factor on the learning rate in epoch `epoch` (from 0) of a run of `epochs`.
+    /// The factor on the learning rate in epoch `epoch` (from 0) of a run of `epochs`, for the
+    /// schedules that change once an epoch (onecycle: its value at the epoch's first step).
     public func factor(epoch: Int, of epochs: Int) -> Double {
+        factor(epoch: epoch, step: 0, stepsPerEpoch: 1, epochs: epochs)
+    }
+
+    /// The factor on the learning rate at step `step` (from 0) of epoch `epoch` (from 0), in a run
+    /// of `epochs` epochs of `stepsPerEpoch` steps.
+    public func factor(epoch: Int, step: Int, stepsPerEpoch: Int, epochs: Int) -> Double {
         switch self {
         case .constant: return 1
         case .step(let every, let gamma): return Foundation.pow(gamma, Double(epoch / max(1, every)))
         case .cosine: return (1 + Foundation.cos(Double.pi * Double(epoch) / Double(max(1, epochs)))) / 2
+        case .onecycle: return OneCycle(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: epochs).values.rate
         }
+    }
+
+    /// The momentum (SGD) or β1 (Adam) the schedule sets at that step, or nil where it leaves them.
+    public func momentum(epoch: Int, step: Int, stepsPerEpoch: Int, epochs: Int) -> Double? {
+        guard self == .onecycle else { return nil }
+        return OneCycle(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: epochs).values.momentum
     }
 
     public var description: String {
@@ -185,7 +205,35 @@ public enum LearningRateSchedule: Sendable, Equatable, CustomStringConvertible {
         case .constant: return "constant"
         case .step(let every, let gamma): return "step \(every) \(formatNumber(gamma))"
         case .cosine: return "cosine"
+        case .onecycle: return "onecycle"
         }
+    }
+}
+
+/// OneCycleLR's two phases (pct_start 0.3, div_factor 25, final_div_factor 10⁴, cosine annealing,
+/// momentum between 0.85 and 0.95), at the step with `last_epoch` = the steps taken before it.
+struct OneCycle {
+    static let peakShare = 0.3, startDivisor = 25.0, finalDivisor = 1e4, lowMomentum = 0.85, highMomentum = 0.95
+    var taken: Double, total: Double
+
+    init(epoch: Int, step: Int, stepsPerEpoch: Int, epochs: Int) {
+        taken = Double(epoch * stepsPerEpoch + step)
+        total = Double(max(1, epochs * stepsPerEpoch))
+    }
+
+    /// start + (end − start)·(1 − cos(π·t))/2, written as PyTorch's `_annealing_cos`.
+    func anneal(_ start: Double, _ end: Double, _ t: Double) -> Double { end + (start - end) / 2 * (1 + Foundation.cos(Double.pi * t)) }
+
+    /// The factor on the peak rate, and the momentum.
+    var values: (rate: Double, momentum: Double) {
+        let peakEnd = OneCycle.peakShare * total - 1, end = total - 1
+        let initial = 1 / OneCycle.startDivisor, final = initial / OneCycle.finalDivisor
+        if taken <= peakEnd {
+            let t = taken / peakEnd
+            return (anneal(initial, 1, t), anneal(OneCycle.highMomentum, OneCycle.lowMomentum, t))
+        }
+        let t = end > peakEnd ? (taken - peakEnd) / (end - peakEnd) : 1
+        return (anneal(1, final, t), anneal(OneCycle.lowMomentum, OneCycle.highMomentum, t))
     }
 }
 
@@ -198,14 +246,14 @@ public struct TrainOption: Sendable {
 
 /// The keys each optimizer accepts, and which of them are integers or on/off switches.
 public enum TrainKeys {
-    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay", "schedule"]
+    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay", "schedule", "warmup"]
     public static func keys(for optimizer: OptimizerKind) -> [String] {
         switch optimizer {
         case .sgd: return common + ["momentum", "nesterov"]
         case .adam: return common + ["beta1", "beta2", "eps"]
         }
     }
-    public static let integers: Set = ["epochs", "batch", "seed"]
+    public static let integers: Set = ["epochs", "batch", "seed", "warmup"]
     public static let switches: Set = ["shuffle", "nesterov"]
 }
 

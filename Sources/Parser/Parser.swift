@@ -411,7 +411,7 @@ public struct Parser {
 }
 
 extension Parser {
-    /// `constant`, `cosine`, or `step S G` (every S epochs ×G).
+    /// `constant`, `cosine`, `onecycle`, or `step S G` (every S epochs ×G).
     mutating func parseSchedule() throws(Diagnostic) -> LearningRateSchedule {
         let word = try expectWord(oneOf: LearningRateSchedule.names, expected: "a schedule (\(LearningRateSchedule.names.joined(separator: ", ")))",
                                   unknown: "schedule", code: .unknownOption, otherwise: "expected one of \(LearningRateSchedule.names.joined(separator: ", "))")
@@ -422,6 +422,7 @@ extension Parser {
             guard gamma > 0 else { throw error(.valueOutOfRange, "the schedule's factor must be greater than 0, found \(formatNumber(gamma))", at: range) }
             return .step(every: every.value, gamma: gamma)
         case "cosine": return .cosine
+        case "onecycle": return .onecycle
         default: return .constant
         }
     }

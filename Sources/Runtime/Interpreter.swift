@@ -201,6 +201,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     let updatesParameters: Bool
     /// The learning-rate schedule's factor for the steps to come (the training loop sets it each epoch).
     public var learningRateFactor: Double = 1
+    /// The momentum (SGD) or β1 (Adam) a schedule sets for the steps to come (onecycle), instead of
+    /// the update's own.
+    public var momentumOverride: Double?
     /// Where the loss lands (nil without a loss).
     private var lossPointerStorage: UnsafeMutablePointer<T>?
     /// The parameters do not change while the session runs: weights multiplied as B are packed once.
@@ -353,6 +356,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update, lr):
             var step = update
             step.lr = T(lr * learningRateFactor)
+            if let momentumOverride { step.momentum = T(momentumOverride) }
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: step, context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
         case let .activation(f, x, y, count): activationForward(f, x, y, count)
@@ -385,9 +389,11 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .binaryCrossEntropy(p, y, loss, count): loss.pointee = T(binaryCrossEntropy(p, y, count: count))
         case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count)
         case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
-            sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * learningRateFactor), momentum: momentum, nesterov: nesterov, decay: decay, context: context)
+            sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * learningRateFactor), momentum: momentumOverride.map { T($0) } ?? momentum,
+                      nesterov: nesterov, decay: decay, context: context)
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
-            adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: beta1, beta2: beta2, eps: eps, decay: decay, step: max(1, store.step), context: context)
+            adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: momentumOverride ?? beta1, beta2: beta2, eps: eps, decay: decay,
+                       step: max(1, store.step), context: context)
         case let .convolution(shape, x, weight, bias, activation, y):
             conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, scratch: scratch, context: context)
         case let .convolutionInputGradient(shape, dy, weight, x, dx):
