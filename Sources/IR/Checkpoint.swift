@@ -22,8 +22,23 @@ public struct Checkpoint: Sendable, Equatable {
         public var accuracy: Double?
         public var testLoss: Double?
         public var testAccuracy: Double?
-        public init(loss: Double, accuracy: Double? = nil, testLoss: Double? = nil, testAccuracy: Double? = nil) {
+        public var validationLoss: Double?
+        public var validationAccuracy: Double?
+        public init(loss: Double, accuracy: Double? = nil, testLoss: Double? = nil, testAccuracy: Double? = nil,
+                    validationLoss: Double? = nil, validationAccuracy: Double? = nil) {
             self.loss = loss; self.accuracy = accuracy; self.testLoss = testLoss; self.testAccuracy = testAccuracy
+            self.validationLoss = validationLoss; self.validationAccuracy = validationAccuracy
+        }
+    }
+
+    /// The epoch with the lowest validation loss so far and its parameters (`keep best`).
+    public struct Best: Sendable, Equatable {
+        /// From 1.
+        public var epoch: Int
+        public var parameters: [Tensor]
+        public var persistentState: [Tensor]
+        public init(epoch: Int, parameters: [Tensor], persistentState: [Tensor]) {
+            self.epoch = epoch; self.parameters = parameters; self.persistentState = persistentState
         }
     }
 
@@ -59,6 +74,8 @@ public struct Checkpoint: Sendable, Equatable {
     /// The training data the run used, when given by a flag.
     public var dataPath: String?
     public var history: [Epoch] = []
+    /// `keep best`: the best epoch so far (during a run), or the one whose parameters the model holds (after it).
+    public var best: Best?
 
     public init() {}
 }
@@ -105,6 +122,14 @@ extension Checkpoint {
         if let dataPath { let bytes = Array(dataPath.utf8); w.u64(UInt64(bytes.count)); w.bytes += bytes }
         // Later fields, each read only when present (files written before them end here).
         w.u64(UInt64(settings?.warmup ?? 0))
+        //     u8 validation (0 none, 1 fraction, 2 test), f64 its fraction, u64 patience, u8 keep best
+        switch settings?.validation {
+        case nil: w.bytes.append(0); w.f64(0)
+        case .fraction(let f)?: w.bytes.append(1); w.f64(f)
+        case .test?: w.bytes.append(2); w.f64(0)
+        }
+        w.u64(UInt64(settings?.patience ?? 0))
+        w.bytes.append(settings?.keepBest == true ? 1 : 0)
         return w.bytes
     }
 
@@ -174,6 +199,22 @@ extension Checkpoint {
                 guard settings != nil else { throw fail("a warmup without training settings") }
                 settings?.warmup = warmup
             }
+        }
+        if r.position < bytes.count {
+            let kind = try byte(), fraction = try real(), patience = try count("the patience"), keepBest = try flag("keep best")
+            switch kind {
+            case 0: break
+            case 1:
+                guard fraction > 0, fraction < 1 else { throw fail("the validation fraction is \(fraction)") }
+                settings?.validation = .fraction(fraction)
+            case 2: settings?.validation = .test
+            default: throw fail("unknown validation kind \(kind)")
+            }
+            if kind != 0 || patience > 0 || keepBest {
+                guard settings?.validation != nil else { throw fail("patience or keep best without validation") }
+            }
+            settings?.patience = patience
+            settings?.keepBest = keepBest
         }
         guard r.position == bytes.count else { throw fail("\(bytes.count - r.position) unexpected bytes after the checkpoint record") }
     }

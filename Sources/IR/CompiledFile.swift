@@ -48,6 +48,17 @@ public struct CompiledFile: Sendable, Equatable {
         payload.section("OPTS", Self.encode(checkpoint.optimizerState, float64: float64))
         payload.section("PERS", Self.encode(checkpoint.persistentState, float64: float64))
         payload.section("HIST", Self.encode(checkpoint.history))
+        // Sections added within format version 2: a reader of the version skips the ones it lacks.
+        var validation = Writer()
+        for epoch in checkpoint.history { validation.f64(epoch.validationLoss ?? .nan); validation.f64(epoch.validationAccuracy ?? .nan) }
+        payload.section("VHST", validation.bytes)
+        if let best = checkpoint.best {
+            var w = Writer()
+            w.u64(UInt64(best.epoch))
+            w.bytes += Self.encode(best.parameters, float64: float64)
+            w.bytes += Self.encode(best.persistentState, float64: float64)
+            payload.section("BEST", w.bytes)
+        }
         var file = Writer()
         file.bytes += Self.magic
         file.u32(Self.formatVersion)
@@ -149,14 +160,36 @@ public struct CompiledFile: Sendable, Equatable {
             guard let loss = h.f64(), let acc = h.f64(), let testLoss = h.f64(), let testAcc = h.f64() else { throw fail("corrupted: the training history is malformed") }
             checkpoint.history.append(Epoch(loss: loss, accuracy: acc.isNaN ? nil : acc, testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testAcc.isNaN ? nil : testAcc))
         }
+        if let validation = sections["VHST"] {
+            guard validation.count == 16 * checkpoint.history.count else { throw fail("corrupted: the validation history is malformed") }
+            var v = Reader(bytes: validation, position: 0)
+            for index in checkpoint.history.indices {
+                let loss = v.f64() ?? .nan, accuracy = v.f64() ?? .nan
+                checkpoint.history[index].validationLoss = loss.isNaN ? nil : loss
+                checkpoint.history[index].validationAccuracy = accuracy.isNaN ? nil : accuracy
+            }
+        }
+        if let bytes = sections["BEST"] {
+            var b = Reader(bytes: bytes, position: 0)
+            guard let epoch = b.u64(), epoch >= 1, epoch <= UInt64(checkpoint.history.count) else { throw fail("corrupted: the best epoch is malformed") }
+            let parameters = try decodeTensors(bytes, path: path, from: &b)
+            let persistent = try decodeTensors(bytes, path: path, from: &b)
+            guard b.position == bytes.count else { throw fail("corrupted: the best epoch is malformed") }
+            checkpoint.best = Checkpoint.Best(epoch: Int(epoch), parameters: parameters, persistentState: persistent)
+        }
         var file = CompiledFile(sourcePath: try text("SRCP"), source: try text("SRC "), ir: try text("IR  "), checkpoint: checkpoint)
         file.readVersion = version
         return file
     }
 
     static func decodeTensors(_ bytes: [UInt8], path: String) throws(CompiledFileError) -> [Tensor] {
-        func fail() -> CompiledFileError { CompiledFileError(path: path, message: "corrupted: a parameter table is malformed") }
         var r = Reader(bytes: bytes, position: 0)
+        return try decodeTensors(bytes, path: path, from: &r)
+    }
+
+    /// A tensor table read from where `r` stands.
+    static func decodeTensors(_ bytes: [UInt8], path: String, from r: inout Reader) throws(CompiledFileError) -> [Tensor] {
+        func fail() -> CompiledFileError { CompiledFileError(path: path, message: "corrupted: a parameter table is malformed") }
         guard let count = r.u64(), count <= UInt64(bytes.count) else { throw fail() }
         var tensors: [Tensor] = []
         for _ in 0..<Int(count) {

@@ -19,6 +19,12 @@ public struct TrainingSettings: Sendable, Equatable {
     /// Linear warmup over this many epochs (PyTorch's LinearLR(start_factor = 1/(N+1), total_iters = N)
     /// chained with the schedule): the rate is multiplied by min(1, (epoch + 1)/(N + 1)).
     public var warmup: Int = 0
+    /// Validation data: a held-out fraction of the training data, or the test set; nil: none.
+    public var validation: ValidationSource?
+    /// Stop when the validation loss has not improved for this many epochs (0: never).
+    public var patience: Int = 0
+    /// Keep the parameters of the epoch with the best validation loss (written at the end).
+    public var keepBest = false
 
     public init() {}
 
@@ -54,6 +60,7 @@ public struct TrainingSettings: Sendable, Equatable {
         case "beta2": beta2 = value
         case "eps": eps = value
         case "warmup": warmup = Int(value)
+        case "patience": patience = Int(value)
         default: return "unknown training option '\(key)'"
         }
         return nil
@@ -207,6 +214,16 @@ struct Lowering {
                 settings.hasTrainStatement = true
                 settings.training.optimizer = spec.optimizer
                 if let (schedule, _) = spec.schedule { settings.training.schedule = schedule }
+                if let validation = spec.validation { settings.training.validation = validation.source }
+                if let keep = spec.keepBest {
+                    settings.training.keepBest = true
+                    if spec.validation == nil {
+                        error(.valueOutOfRange, "'keep best' needs validation data to find the best epoch: add 'validation F' (a fraction of the training data) or 'validation test'", at: keep)
+                    }
+                }
+                if let patience = spec.options.first(where: { $0.key == "patience" }), spec.validation == nil {
+                    error(.valueOutOfRange, "'patience' needs validation data to watch: add 'validation F' (a fraction of the training data) or 'validation test'", at: patience.keyRange)
+                }
                 for option in spec.options {
                     if let complaint = settings.training.set(option.key, option.value) { error(.valueOutOfRange, complaint, at: option.valueRange) }
                 }

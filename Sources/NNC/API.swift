@@ -140,6 +140,19 @@ public struct Model: Sendable {
             }
         }
         let settings = settings ?? trainingSettings
+        // Validation data: a seeded share held out of the training data, or the test set.
+        var training = data, test = test, validation: Dataset?
+        switch settings.validation {
+        case .fraction(let share)?: (training, validation) = data.holdingOut(share, seed: settings.seed)
+        case .test?:
+            guard let test else { throw InputError("\(data.source): error: 'validation test' needs test data (a 'data test' statement, --test-data, or an MNIST directory's test split)") }
+            validation = test
+        case nil:
+            if settings.patience > 0 || settings.keepBest {
+                throw InputError("'patience' and 'keep best' need validation data: add 'validation F' (a fraction of the training data) or 'validation test'")
+            }
+        }
+        if settings.validation == .test { test = nil }  // reported as the validation set
         var startEpoch = state.checkpoint.epochsDone, startStep = 0
         var endEpoch = startEpoch + settings.epochs
         if let interruption = state.checkpoint.interruption {
@@ -148,7 +161,7 @@ public struct Model: Sendable {
         } else if let epochs {
             endEpoch = startEpoch + epochs
         }
-        let job = TrainingJob(state: state, settings: settings, train: data, test: test, threads: threads,
+        let job = TrainingJob(state: state, settings: settings, train: training, test: test, validation: validation, threads: threads,
                               startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
         let (trained, summary): (ModelState, TrainingSummary)
         switch dtype {
@@ -197,7 +210,9 @@ public struct EpochReport: Sendable {
     public var accuracy: Double?
     public var testLoss: Double?
     public var testAccuracy: Double?
-    /// The learning rate of the epoch (after the schedule).
+    public var validationLoss: Double?
+    public var validationAccuracy: Double?
+    /// The learning rate of the epoch's last step (after the schedule).
     public var learningRate: Double
     public var seconds: Double
     public var samplesPerSecond: Double
@@ -220,6 +235,22 @@ public struct TrainingSummary: Sendable {
     public var finalAccuracy: Double?
     /// Whether the handler stopped the run before its end.
     public var stopped: Bool
+    /// The epoch (from 1) after which `patience` ended the run, its validation loss not having improved.
+    public var stoppedEarlyAfter: Int?
+    /// `keep best`: the epoch (from 1) whose parameters the model now holds.
+    public var keptEpoch: Int?
+}
+
+extension Dataset {
+    /// Splits off a seeded share of the samples for validation (at least one sample stays on each
+    /// side); both parts keep the file's order.
+    func holdingOut(_ share: Double, seed: Int) -> (training: Dataset, validation: Dataset) {
+        var order = Array(0..<count)
+        var random = MT19937(seed: derivedSeed(seed, -1))
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, min(i, Int(random.randomSample() * Double(i + 1)))) }
+        let held = min(max(1, Int((share * Double(count)).rounded())), max(1, count - 1))
+        return (rows(order[held...].sorted()), rows(order[..<held].sorted()))
+    }
 }
 
 extension Dataset {

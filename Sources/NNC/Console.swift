@@ -9,6 +9,8 @@ public final class Console: @unchecked Sendable {
     private let lock = NSLock()
     private var capturedOut = ""
     private var capturedError = ""
+    /// Tests stand in for Ctrl-C: a training run on this console stops after this many steps.
+    var interruptAfterSteps: Int?
 
     public init(isTerminal: Bool, out: @escaping (String) -> Void, error: @escaping (String) -> Void) {
         self.isTerminal = isTerminal

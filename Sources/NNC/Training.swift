@@ -5,8 +5,6 @@ import Runtime
 
 /// Set by the SIGINT handler; the training loop checks it after each step.
 nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
-/// Tests stand in for Ctrl-C: interrupt after this many steps of the next training run.
-nonisolated(unsafe) var interruptAfterStepsForTesting: Int?
 
 struct Interrupted: Error { var checkpoint: String }
 
@@ -16,6 +14,8 @@ struct TrainingJob {
     var settings: TrainingSettings
     var train: Dataset
     var test: Dataset?
+    /// Held-out data watched by `patience` and `keep best`.
+    var validation: Dataset?
     var threads: Int
     /// Where to start: absolute epoch and step within it (resuming a checkpoint).
     var startEpoch = 0
@@ -24,7 +24,8 @@ struct TrainingJob {
     var endEpoch: Int
 }
 
-let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps", "--warmup"]
+let trainKeyFlags = ["--lr", "--epochs", "--batch", "--seed", "--shuffle", "--momentum", "--nesterov", "--decay", "--beta1", "--beta2", "--eps", "--warmup",
+                     "--patience"]
 
 /// `--schedule constant|cosine|onecycle|"step S G"`.
 func scheduleFlag(_ text: String) throws(UsageError) -> LearningRateSchedule {
@@ -49,7 +50,8 @@ let trainCommand = Command(
     details: """
     Uses the model's `data` and `train` statements; every training key can be overridden by a flag:
     --lr, --epochs, --batch, --seed, --shuffle on|off, --momentum, --nesterov on|off, --decay,
-    --beta1, --beta2, --eps, --schedule constant|cosine|onecycle|"step S G", --warmup N. Also:
+    --beta1, --beta2, --eps, --schedule constant|cosine|onecycle|"step S G", --warmup N,
+    --validation F|test, --patience P, --keep-best. Also:
       --data PATH        training data (CSV, IDX, NPY/NPZ, or an MNIST-layout directory)
       --test-data PATH   evaluation data, reported after each epoch (default: the model's `data test`,
                          or the test split of an MNIST directory)
@@ -65,8 +67,8 @@ let trainCommand = Command(
     A .nnc continues training from its saved parameters and optimizer state; a checkpoint written by
     Ctrl-C resumes where it stopped.
     """,
-    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every", "--schedule", "--loss"] + trainKeyFlags,
-    flagOptions: []
+    valueOptions: ["--data", "--test-data", "--limit", "--dtype", "--init", "--threads", "-o", "--plot", "--log-every", "--schedule", "--loss", "--validation"] + trainKeyFlags,
+    flagOptions: ["--keep-best"]
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
     let threads = try arguments.threads()
@@ -98,6 +100,15 @@ let trainCommand = Command(
         if let complaint = settings.set(key, value) { throw UsageError(message: "\(flag): \(complaint)") }
     }
     if let text = arguments.values["--schedule"] { settings.schedule = try scheduleFlag(text) }
+    if let text = arguments.values["--validation"] {
+        if text == "test" {
+            settings.validation = .test
+        } else {
+            guard let share = Double(text), share > 0, share < 1 else { throw UsageError(message: "--validation takes a fraction between 0 and 1 (exclusive) or 'test', got '\(text)'") }
+            settings.validation = .fraction(share)
+        }
+    }
+    if arguments.flags.contains("--keep-best") { settings.keepBest = true }
     if let weights = arguments.values["--init"] { try state.loadWeights(npz: weights) }
 
     // Data.
@@ -145,8 +156,7 @@ let trainCommand = Command(
                         console.print(progressBar(report), terminator: "")
                     }
                 }
-                if let limit = interruptAfterStepsForTesting, stepsTaken >= limit { interruptRequested = 1; interruptAfterStepsForTesting = nil }
-                if interruptRequested != 0 {
+                if interruptRequested != 0 || console.interruptAfterSteps.map({ stepsTaken >= $0 }) == true {
                     if barShown { console.print("") }
                     return .stop
                 }
@@ -174,6 +184,12 @@ let trainCommand = Command(
     line += "final loss \(formatLoss(summary.finalLoss))"
     if let accuracy = summary.finalAccuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
     console.print(line)
+    if let epoch = summary.stoppedEarlyAfter {
+        console.print("stopped early after epoch \(epoch): the validation loss has not improved for \(settings.patience) epochs")
+    }
+    if let epoch = summary.keptEpoch, let loss = model.history[epoch - 1].validationLoss {
+        console.print("kept the parameters of epoch \(epoch) (validation loss \(formatLoss(loss)))")
+    }
     console.print("wrote \(outputPath)")
 }
 
@@ -184,6 +200,8 @@ func epochLine(_ report: EpochReport, showRate: Bool) -> String {
     if let accuracy = report.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
     if let testLoss = report.testLoss { line += ", test loss \(formatLoss(testLoss))" }
     if let testAccuracy = report.testAccuracy { line += ", test accuracy \(String(format: "%.4f", testAccuracy))" }
+    if let loss = report.validationLoss { line += ", val loss \(formatLoss(loss))" }
+    if let accuracy = report.validationAccuracy { line += ", val accuracy \(String(format: "%.4f", accuracy))" }
     return line + String(format: " (%.2f s, %@ samples/s)", report.seconds, grouped(Int(report.samplesPerSecond)))
 }
 
@@ -247,13 +265,14 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
     let classes: Int? = { if case .classLabels(let c) = trainingGraph.targetKind { return c }; return nil }()
     let sumLoss = program.lossSumsOverBatch
 
-    // Evaluation on test data shares the parameter store.
-    var evaluator: Evaluator<T>?
-    if let test = job.test, test.count > 0 {
-        // On the training session's threads: a second set would poll for work while the first trains.
-        evaluator = try Evaluator<T>(program: program, dtype: state.dtype, store: store, threads: job.threads,
-                                     batch: min(1000, test.count), context: session.context)
+    // Evaluation on test and validation data shares the parameter store, and the training session's
+    // threads (a second set would poll for work while the first trains).
+    func evaluator(_ data: Dataset?) throws -> Evaluator<T>? {
+        guard let data, data.count > 0 else { return nil }
+        return try Evaluator<T>(program: program, dtype: state.dtype, store: store, threads: job.threads, batch: min(1000, data.count), context: session.context)
     }
+    let testEvaluator = try evaluator(job.test), validationEvaluator = try evaluator(job.validation)
+    var stoppedEarlyAfter: Int?
 
     guard let input = session.inputPointer else { throw InputError("the model has no input") }
     let target = session.targetPointer
@@ -324,17 +343,28 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
         let epochLoss = sumLoss ? lossSum : lossSum / Double(max(1, seen))
         var entry = CompiledFile.Epoch(loss: epochLoss)
         if classes != nil { entry.accuracy = Double(correct) / Double(max(1, seen)) }
-        if let evaluator, let test = job.test {
-            let (testLoss, testAccuracy) = evaluator.evaluate(test)
-            entry.testLoss = testLoss
-            entry.testAccuracy = testAccuracy
+        if let testEvaluator, let test = job.test {
+            (entry.testLoss, entry.testAccuracy) = testEvaluator.evaluate(test)
+        }
+        if let validationEvaluator, let validation = job.validation {
+            (entry.validationLoss, entry.validationAccuracy) = validationEvaluator.evaluate(validation)
         }
         state.checkpoint.history.append(entry)
+        // keep best: the parameters of the epoch with the lowest validation loss so far.
+        let bestEpoch = state.checkpoint.history.indices.filter { state.checkpoint.history[$0].validationLoss != nil }
+            .min { state.checkpoint.history[$0].validationLoss! < state.checkpoint.history[$1].validationLoss! }
+        if settings.keepBest, bestEpoch == epoch, entry.validationLoss != nil {
+            var snapshot = state
+            snapshot.take(store)
+            state.checkpoint.best = Checkpoint.Best(epoch: epoch + 1, parameters: snapshot.checkpoint.parameters,
+                                                    persistentState: snapshot.checkpoint.persistentState)
+        }
         finalLoss = epochLoss
         finalAccuracy = entry.accuracy
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
         let report = EpochReport(epoch: epoch + 1, epochs: job.endEpoch, firstEpoch: job.startEpoch + 1, loss: epochLoss, accuracy: entry.accuracy,
                                  testLoss: entry.testLoss, testAccuracy: entry.testAccuracy,
+                                 validationLoss: entry.validationLoss, validationAccuracy: entry.validationAccuracy,
                                  learningRate: settings.learningRate * session.learningRateFactor, seconds: elapsed,
                                  samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
         if onEvent(.epoch(report)) == .stop, epoch + 1 < job.endEpoch {
@@ -345,12 +375,22 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
             state.checkpoint.settings = settings
             return (state, TrainingSummary(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy, stopped: true))
         }
+        // patience: the validation loss has not improved for that many epochs.
+        if settings.patience > 0, let bestEpoch, epoch - bestEpoch >= settings.patience, epoch + 1 < job.endEpoch {
+            stoppedEarlyAfter = epoch + 1
+            break
+        }
     }
     state.take(store)
     state.checkpoint.interruption = nil
-    state.checkpoint.epochsDone = max(job.startEpoch, job.endEpoch)
+    state.checkpoint.epochsDone = stoppedEarlyAfter ?? max(job.startEpoch, job.endEpoch)
     state.checkpoint.settings = settings
-    return (state, TrainingSummary(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy, stopped: false))
+    if settings.keepBest, let best = state.checkpoint.best {
+        state.checkpoint.parameters = best.parameters
+        if !best.persistentState.isEmpty { state.checkpoint.persistentState = best.persistentState }
+    }
+    return (state, TrainingSummary(steps: steps, samples: samples, seconds: seconds, finalLoss: finalLoss, finalAccuracy: finalAccuracy, stopped: false,
+                                   stoppedEarlyAfter: stoppedEarlyAfter, keptEpoch: settings.keepBest ? state.checkpoint.best?.epoch : nil))
 }
 
 func progressBar(_ report: StepReport) -> String {

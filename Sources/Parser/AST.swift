@@ -157,6 +157,23 @@ public struct TrainSpec: Sendable {
     public var options: [TrainOption]
     /// `schedule …`, with where it was written.
     public var schedule: (LearningRateSchedule, SourceRange)?
+    /// `validation F` or `validation test`, with the key's and the value's places.
+    public var validation: (source: ValidationSource, range: SourceRange, valueRange: SourceRange)?
+    /// `keep best`, where written.
+    public var keepBest: SourceRange?
+}
+
+/// Where validation data comes from: a seeded fraction held out of the training data, or the test set.
+public enum ValidationSource: Sendable, Equatable, CustomStringConvertible {
+    case fraction(Double)
+    case test
+
+    public var description: String {
+        switch self {
+        case .fraction(let f): return formatNumber(f)
+        case .test: return "test"
+        }
+    }
 }
 
 /// How the learning rate moves from epoch to epoch (PyTorch's schedulers, stepped once an epoch).
@@ -246,14 +263,14 @@ public struct TrainOption: Sendable {
 
 /// The keys each optimizer accepts, and which of them are integers or on/off switches.
 public enum TrainKeys {
-    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay", "schedule", "warmup"]
+    public static let common = ["lr", "epochs", "batch", "seed", "shuffle", "decay", "schedule", "warmup", "validation", "patience", "keep"]
     public static func keys(for optimizer: OptimizerKind) -> [String] {
         switch optimizer {
         case .sgd: return common + ["momentum", "nesterov"]
         case .adam: return common + ["beta1", "beta2", "eps"]
         }
     }
-    public static let integers: Set = ["epochs", "batch", "seed", "warmup"]
+    public static let integers: Set = ["epochs", "batch", "seed", "warmup", "patience"]
     public static let switches: Set = ["shuffle", "nesterov"]
 }
 

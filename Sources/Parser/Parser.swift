@@ -389,6 +389,29 @@ public struct Parser {
                 spec.schedule = (try parseSchedule(), key.range)
                 continue
             }
+            if key.text == "validation" {
+                if let earlier = spec.validation {
+                    throw error(.optionGivenTwice, "'validation' is given twice", at: key.range, notes: [.init(.firstDefinition, "first given here", at: earlier.range)])
+                }
+                if let test = takeWord("test") {
+                    spec.validation = (.test, key.range, test.range)
+                } else {
+                    let (fraction, range) = try expectNumber("a fraction of the training data, or 'test'")
+                    guard fraction > 0, fraction < 1 else {
+                        throw error(.valueOutOfRange, "the validation fraction must be between 0 and 1 (exclusive), found \(formatNumber(fraction))", at: range)
+                    }
+                    spec.validation = (.fraction(fraction), key.range, range)
+                }
+                continue
+            }
+            if key.text == "keep" {
+                if let earlier = spec.keepBest {
+                    throw error(.optionGivenTwice, "'keep best' is given twice", at: key.range, notes: [.init(.firstDefinition, "first given here", at: earlier)])
+                }
+                let best = try expectWord(oneOf: ["best"], expected: "'best' after 'keep'", unknown: "keep option", code: .unknownOption, otherwise: "keep takes 'best'")
+                spec.keepBest = key.range.through(best.range)
+                continue
+            }
             let option: TrainOption
             if TrainKeys.switches.contains(key.text) {
                 guard current.kind == .word, current.text == "on" || current.text == "off" else {
@@ -397,7 +420,7 @@ public struct Parser {
                 let value = advance()
                 option = TrainOption(key: key.text, value: value.text == "on" ? 1 : 0, keyRange: key.range, valueRange: value.range)
             } else if TrainKeys.integers.contains(key.text) {
-                let value = try expectInteger("'\(key.text)'", minimum: key.text == "seed" ? 0 : 1)
+                let value = try expectInteger("'\(key.text)'", minimum: key.text == "seed" || key.text == "warmup" ? 0 : 1)
                 option = TrainOption(key: key.text, value: Double(value.value), keyRange: key.range, valueRange: value.range)
             } else {
                 let (value, range) = try expectNumber("a value for '\(key.text)'")

@@ -66,8 +66,7 @@ import Parser
         let directory = temporaryDirectory()
         let model = classifier(in: directory)
         #expect(nnc("train", model, "-o", directory + "/full.nnc", "--threads", "1").status == 0)
-        interruptAfterStepsForTesting = 11
-        #expect(nnc("train", model, "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
+        #expect(nnc(interruptingAfter: 11, "train", model, "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
         let stopped = try CompiledFile.read(path: directory + "/stopped.nnc")
         #expect(stopped.readVersion == 2)
         #expect(stopped.checkpoint.interruption?.stepInEpoch == 4 && stopped.checkpoint.epochsDone == 1)  // 7 steps an epoch
@@ -98,8 +97,7 @@ import Parser
         for (epoch, rate) in [0.2, 0.2, 0.1, 0.1, 0.05, 0.05].enumerated() {
             #expect(full.output.contains("epoch \(epoch + 1)/6: loss") && full.output.contains(", lr \(formatLoss(rate))"), "epoch \(epoch + 1)")
         }
-        interruptAfterStepsForTesting = 20
-        #expect(nnc("train", directory + "/s.nn", "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
+        #expect(nnc(interruptingAfter: 20, "train", directory + "/s.nn", "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
         #expect(nnc("train", directory + "/stopped.nnc", "-o", directory + "/resumed.nnc", "--threads", "1").status == 0)
         let a = try CompiledFile.read(path: directory + "/full.nnc").checkpoint, b = try CompiledFile.read(path: directory + "/resumed.nnc").checkpoint
         #expect(a.parameters == b.parameters && a.optimizerState == b.optimizerState && a.history == b.history)

@@ -73,8 +73,7 @@ import Parser
         #expect(trained.persistentState.map(\.name) == ["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"])
         #expect(trained.persistentState[1].values != [Double](repeating: 1, count: 4), "the running variance moved")
         // Interrupted and resumed: the same parameters and running statistics.
-        interruptAfterStepsForTesting = 13
-        #expect(nnc("train", directory + "/r.nn", "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
+        #expect(nnc(interruptingAfter: 13, "train", directory + "/r.nn", "-o", directory + "/stopped.nnc", "--threads", "1").status == 130)
         #expect(nnc("train", directory + "/stopped.nnc", "-o", directory + "/resumed.nnc", "--threads", "1").status == 0)
         let resumed = try CompiledFile.read(path: directory + "/resumed.nnc").checkpoint
         #expect(resumed.parameters == trained.parameters)

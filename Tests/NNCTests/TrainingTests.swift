@@ -19,6 +19,14 @@ func nnc(_ arguments: String...) -> (status: Int32, output: String, errors: Stri
     return (status, console.output, console.errors)
 }
 
+/// `nnc train …` stopped as by Ctrl-C after `steps` steps.
+func nnc(interruptingAfter steps: Int, _ arguments: String...) -> (status: Int32, output: String, errors: String) {
+    let console = Console.capturing()
+    console.interruptAfterSteps = steps
+    let status = runCommandLine(arguments, console: console)
+    return (status, console.output, console.errors)
+}
+
 func write(_ text: String, to path: String) {
     _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
 }
@@ -48,8 +56,7 @@ func writeClassifierData(in directory: String) {
         let model = classifier(in: directory)
         let full = nnc("train", model, "-o", directory + "/full.nnc", "--threads", "1")
         #expect(full.status == 0, "\(full.errors)")
-        interruptAfterStepsForTesting = 17  // in the third epoch, mid-epoch
-        let stopped = nnc("train", model, "-o", directory + "/checkpoint.nnc", "--threads", "1")
+        let stopped = nnc(interruptingAfter: 17, "train", model, "-o", directory + "/checkpoint.nnc", "--threads", "1")
         #expect(stopped.status == 130)
         #expect(stopped.errors.contains("interrupted: wrote the checkpoint"))
         let checkpoint = try CompiledFile.read(path: directory + "/checkpoint.nnc")

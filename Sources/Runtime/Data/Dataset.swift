@@ -229,6 +229,25 @@ public struct Dataset: Sendable {
         }
     }
 
+    /// The samples at these indices (each in 0..<count), in that order.
+    public func rows(_ indices: [Int]) -> Dataset {
+        let f = featureCount
+        func gather<E>(_ a: [E], _ width: Int) -> [E] { indices.flatMap { a[($0 * width)..<(($0 + 1) * width)] } }
+        let newFeatures: Features
+        switch features {
+        case .bytes(let a, let s): newFeatures = .bytes(gather(a, f), scale: s)
+        case .float32(let a): newFeatures = .float32(gather(a, f))
+        case .float64(let a): newFeatures = .float64(gather(a, f))
+        }
+        let newTargets: Targets
+        switch targets {
+        case .none: newTargets = .none
+        case .values(let v, let w): newTargets = .values(gather(v, w), width: w)
+        case .labels(let l): newTargets = .labels(indices.map { l[$0] })
+        }
+        return Dataset(count: indices.count, featureCount: f, features: newFeatures, targets: newTargets, source: source)
+    }
+
     /// The first n samples (for --limit); all of them when n >= count.
     public func prefix(_ n: Int) -> Dataset {
         let m = max(0, min(n, count))
