@@ -24,6 +24,8 @@ public struct Checkpoint: Sendable, Equatable {
         public var testAccuracy: Double?
         public var validationLoss: Double?
         public var validationAccuracy: Double?
+        /// The learning rate of the epoch's last step.
+        public var learningRate: Double?
         public init(loss: Double, accuracy: Double? = nil, testLoss: Double? = nil, testAccuracy: Double? = nil,
                     validationLoss: Double? = nil, validationAccuracy: Double? = nil) {
             self.loss = loss; self.accuracy = accuracy; self.testLoss = testLoss; self.testAccuracy = testAccuracy

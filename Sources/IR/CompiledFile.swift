@@ -50,7 +50,9 @@ public struct CompiledFile: Sendable, Equatable {
         payload.section("HIST", Self.encode(checkpoint.history))
         // Sections added within format version 2: a reader of the version skips the ones it lacks.
         var validation = Writer()
-        for epoch in checkpoint.history { validation.f64(epoch.validationLoss ?? .nan); validation.f64(epoch.validationAccuracy ?? .nan) }
+        for epoch in checkpoint.history {
+            for value in [epoch.validationLoss, epoch.validationAccuracy, epoch.learningRate] { validation.f64(value ?? .nan) }
+        }
         payload.section("VHST", validation.bytes)
         if let best = checkpoint.best {
             var w = Writer()
@@ -161,12 +163,14 @@ public struct CompiledFile: Sendable, Equatable {
             checkpoint.history.append(Epoch(loss: loss, accuracy: acc.isNaN ? nil : acc, testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testAcc.isNaN ? nil : testAcc))
         }
         if let validation = sections["VHST"] {
-            guard validation.count == 16 * checkpoint.history.count else { throw fail("corrupted: the validation history is malformed") }
+            // Per epoch: validation loss, validation accuracy, learning rate (NaN: none).
+            guard validation.count == 24 * checkpoint.history.count else { throw fail("corrupted: the validation history is malformed") }
             var v = Reader(bytes: validation, position: 0)
             for index in checkpoint.history.indices {
-                let loss = v.f64() ?? .nan, accuracy = v.f64() ?? .nan
-                checkpoint.history[index].validationLoss = loss.isNaN ? nil : loss
-                checkpoint.history[index].validationAccuracy = accuracy.isNaN ? nil : accuracy
+                let values = (0..<3).map { _ in v.f64() ?? .nan }.map { $0.isNaN ? nil : $0 }
+                checkpoint.history[index].validationLoss = values[0]
+                checkpoint.history[index].validationAccuracy = values[1]
+                checkpoint.history[index].learningRate = values[2]
             }
         }
         if let bytes = sections["BEST"] {

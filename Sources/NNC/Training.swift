@@ -343,6 +343,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
         let epochLoss = sumLoss ? lossSum : lossSum / Double(max(1, seen))
         var entry = CompiledFile.Epoch(loss: epochLoss)
         if classes != nil { entry.accuracy = Double(correct) / Double(max(1, seen)) }
+        entry.learningRate = settings.learningRate * session.learningRateFactor
         if let testEvaluator, let test = job.test {
             (entry.testLoss, entry.testAccuracy) = testEvaluator.evaluate(test)
         }

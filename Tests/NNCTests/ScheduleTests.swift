@@ -75,3 +75,34 @@ import Parser
         #expect(throws: UsageError.self) { try scheduleFlag("onecycl") }
     }
 }
+
+/// The training plot: epoch ticks, round y ticks on grid lines, a learning-rate panel when the rate
+/// changes, and legends beside (never over) the plot area.
+@Suite struct PlotTests {
+    @Test func axesTicksAndLegends() {
+        var history: [Checkpoint.Epoch] = []
+        for e in 0..<12 {
+            let n = Double(e)
+            var epoch = Checkpoint.Epoch(loss: 1 / (n + 1), accuracy: 0.5 + n / 30, testLoss: 1.2 / (n + 1), testAccuracy: 0.5 + n / 40)
+            epoch.validationLoss = 1.1 / (n + 1)
+            history.append(epoch)
+        }
+        var plot = history
+        for i in plot.indices { plot[i].learningRate = 0.1 * Double(12 - i) / 12 }
+        let svg = trainingPlot(plot, title: "m.nn")
+        // Epoch ticks 1, 2, 3, … (a step of 2 for 12 epochs) on each of the three panels.
+        for epoch in [1, 3, 5, 7, 9, 11] { #expect(svg.components(separatedBy: ">\(epoch)</text>").count - 1 == 3, "tick \(epoch)") }
+        #expect(svg.contains(">learning rate</text>"))
+        #expect(svg.components(separatedBy: "stroke=\"#e5e7eb\"").count - 1 >= 9, "grid lines")
+        // Legends start right of the plot area (x = 64 + 546 = 610).
+        let legendXs = svg.components(separatedBy: "<text x=\"").dropFirst().compactMap { Double($0.prefix { $0 != "\"" }) }
+        #expect(legendXs.contains { $0 > 610 })
+        #expect(svg.contains(">validation loss</text>") && svg.contains("stroke-dasharray"))
+        // A constant rate has no panel; one epoch is a point.
+        var constant = history
+        for i in constant.indices { constant[i].learningRate = 0.1 }
+        #expect(!trainingPlot(constant, title: "m.nn").contains(">learning rate</text>"))
+        #expect(trainingPlot(Array(history.prefix(1)), title: "m.nn").contains("<circle"))
+        #expect(niceStep(0.23) == 0.5 && niceStep(3.1) == 5 && niceStep(0.0009) == 0.001 && niceStep(1.2, minimum: 1) == 2)
+    }
+}
