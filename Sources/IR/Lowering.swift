@@ -227,6 +227,17 @@ struct Lowering {
                 for option in spec.options {
                     if let complaint = settings.training.set(option.key, option.value) { error(.valueOutOfRange, complaint, at: option.valueRange) }
                 }
+                // A schedule that would not act within the run is a mistake in the file.
+                let epochs = settings.training.epochs
+                if let (schedule, range) = spec.schedule, case .step(let every, _) = schedule, every >= epochs {
+                    error(.valueOutOfRange, "'schedule step \(every)' would first lower the rate after epoch \(every), but the run has \(epochs) epoch\(epochs == 1 ? "" : "s")", at: range)
+                }
+                if let warmup = spec.options.first(where: { $0.key == "warmup" }), Int(warmup.value) >= epochs {
+                    error(.valueOutOfRange, "'warmup \(Int(warmup.value))' is as long as the run or longer (\(epochs) epoch\(epochs == 1 ? "" : "s"))", at: warmup.valueRange)
+                }
+                if let patience = spec.options.first(where: { $0.key == "patience" }), Int(patience.value) >= epochs {
+                    error(.valueOutOfRange, "'patience \(Int(patience.value))' cannot stop a run of \(epochs) epoch\(epochs == 1 ? "" : "s")", at: patience.valueRange)
+                }
                 continue
             case .input(let dims, let range):
                 if let first = ast.statements.first(where: { if case .input = $0.kind { return true }; return false }),

@@ -197,6 +197,7 @@ public struct StepReport: Sendable {
     public var step: Int, steps: Int
     /// The epoch's loss so far (mean per sample; the sum for `sse` and `sum`).
     public var loss: Double
+    /// Samples per second in the epoch so far.
     public var samplesPerSecond: Double
     /// An estimate of the seconds left in the epoch.
     public var secondsLeftInEpoch: Double
@@ -206,15 +207,23 @@ public struct StepReport: Sendable {
 public struct EpochReport: Sendable {
     /// The epoch (from 1), the run's last epoch, and the epoch the run started at (from 1).
     public var epoch: Int, epochs: Int, firstEpoch: Int
+    /// The epoch's training loss (mean per sample; the sum for `sse` and `sum`).
     public var loss: Double
+    /// The share of training samples classified right (classifiers), during the epoch.
     public var accuracy: Double?
+    /// The loss on the test data after the epoch, when there is test data.
     public var testLoss: Double?
+    /// The accuracy on the test data after the epoch (classifiers).
     public var testAccuracy: Double?
+    /// The loss on the validation data after the epoch (`validation`).
     public var validationLoss: Double?
+    /// The accuracy on the validation data after the epoch (classifiers).
     public var validationAccuracy: Double?
     /// The learning rate of the epoch's last step (after the schedule).
     public var learningRate: Double
+    /// Seconds the epoch took, evaluation included.
     public var seconds: Double
+    /// Training samples per second over the epoch.
     public var samplesPerSecond: Double
 }
 
@@ -227,11 +236,15 @@ public enum TrainingDecision: Sendable {
 
 /// A finished (or stopped) run.
 public struct TrainingSummary: Sendable {
+    /// Optimizer steps taken.
     public var steps: Int
+    /// Samples trained on (over all steps).
     public var samples: Int
     /// Seconds spent in steps (data copy included, evaluation excluded).
     public var seconds: Double
+    /// The last epoch's training loss (NaN when no epoch finished).
     public var finalLoss: Double
+    /// The last epoch's training accuracy (classifiers).
     public var finalAccuracy: Double?
     /// Whether the handler stopped the run before its end.
     public var stopped: Bool

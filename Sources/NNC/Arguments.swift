@@ -3,11 +3,20 @@ import Parser
 
 /// A command-line mistake: exit status 2 with the command's usage.
 public struct UsageError: Error, CustomStringConvertible {
+    /// What was wrong, in words.
     public var message: String
     public var description: String { message }
 }
 
 /// An error in the user's input (model, data, compiled file, flag value): exit status 1.
+public struct InputError: Error, CustomStringConvertible {
+    /// The message, naming the file and place: `FILE: error: …`.
+    public var message: String
+    /// An error with this message.
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
 /// `--loss KIND`: a loss for a model without one.
 func lossFlag(_ arguments: Arguments) throws(UsageError) -> LossKind? {
     guard let text = arguments.values["--loss"] else { return nil }
@@ -15,12 +24,6 @@ func lossFlag(_ arguments: Arguments) throws(UsageError) -> LossKind? {
         throw UsageError(message: "--loss takes \(LossKind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
     }
     return loss
-}
-
-public struct InputError: Error, CustomStringConvertible {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }
 
 /// Parsed command-line arguments: positionals, `--key value` options and `--flag` switches.

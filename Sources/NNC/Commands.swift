@@ -67,6 +67,7 @@ public func runCommandLine(_ arguments: [String], console: Console) -> Int32 {
     }
 }
 
+/// The version `nnc --version` prints.
 public let nncVersion = "0.1.0"
 
 struct Command: Sendable {

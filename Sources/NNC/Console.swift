@@ -12,6 +12,7 @@ public final class Console: @unchecked Sendable {
     /// Tests stand in for Ctrl-C: a training run on this console stops after this many steps.
     var interruptAfterSteps: Int?
 
+    /// A console writing through these functions (`isTerminal`: progress bars instead of plain lines).
     public init(isTerminal: Bool, out: @escaping (String) -> Void, error: @escaping (String) -> Void) {
         self.isTerminal = isTerminal
         self.writeOut = out
@@ -33,13 +34,17 @@ public final class Console: @unchecked Sendable {
     }
     private var capturing = false
 
+    /// What a capturing console received on standard output.
     public var output: String { lock.withLock { capturedOut } }
+    /// What a capturing console received on standard error.
     public var errors: String { lock.withLock { capturedError } }
 
+    /// Writes to standard output.
     public func print(_ text: String, terminator: String = "\n") {
         if capturing { lock.withLock { capturedOut += text + terminator } } else { writeOut(text + terminator) }
     }
 
+    /// Writes to standard error.
     public func error(_ text: String, terminator: String = "\n") {
         if capturing { lock.withLock { capturedError += text + terminator } } else { writeError(text + terminator) }
     }

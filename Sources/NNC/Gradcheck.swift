@@ -5,9 +5,13 @@ import Runtime
 
 /// One parameter's comparison of autodiff against finite differences.
 public struct GradientCheck: Sendable {
+    /// The parameter's name (`fc1.weight`).
     public var parameter: String
+    /// Its shape.
     public var shape: [Int]
+    /// How many of its elements were perturbed (a random sample of large tensors).
     public var checkedElements: Int
+    /// The largest |finite difference − autodiff| / max(|finite difference| + |autodiff|, 1e-4) among them.
     public var maxRelativeError: Double
 }
 

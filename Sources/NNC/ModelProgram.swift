@@ -5,11 +5,14 @@ import Parser
 /// A model file taken through the front end: parsed, lowered and shape-checked. Every later stage
 /// (training graph, optimized graph, plan) is one function away.
 public struct ModelProgram: Sendable {
+    /// The model's text and path.
     public let source: SourceFile
+    /// Its syntax tree.
     public let ast: ModelAST
     /// The forward graph in inference mode (no dropout) with the loss.
     public let model: LoweredModel
 
+    /// What the model says besides its layers: data files, loss, training settings.
     public var settings: ModelSettings { model.settings }
 
     /// Warnings about the model (legal, but probably not what was meant), rendered.
@@ -27,6 +30,7 @@ public struct ModelProgram: Sendable {
         return try compile(SourceFile(path: path, bytes: [UInt8](data)))
     }
 
+    /// Parses, lowers and checks a model's text; its diagnostics are thrown as `DiagnosticError`.
     public static func compile(_ source: SourceFile) throws -> ModelProgram {
         let ast = try parseModel(source)
         let model = try lower(ast, dtype: .f32, training: false)

@@ -109,6 +109,9 @@ let trainCommand = Command(
         }
     }
     if arguments.flags.contains("--keep-best") { settings.keepBest = true }
+    for (flag, value) in [("--warmup", settings.warmup), ("--patience", settings.patience)] where arguments.values[flag] != nil && value >= settings.epochs {
+        throw UsageError(message: "\(flag) \(value) is as long as the run or longer (\(settings.epochs) epochs)")
+    }
     if let weights = arguments.values["--init"] { try state.loadWeights(npz: weights) }
 
     // Data.

@@ -3,6 +3,7 @@ import Parser
 
 /// Why a graph cannot be exported.
 public struct ExportError: Error, Sendable, CustomStringConvertible {
+    /// Why, in words.
     public var message: String
     public var description: String { message }
 }

@@ -6,9 +6,13 @@ import Parser
 /// names lowering gives them (`fc1.weight` as [in, out], `conv1.weight` as [O, C/G, KH, KW],
 /// `bn1.running_mean`, …).
 public struct ImportedModel: Sendable {
+    /// The `.nn` source.
     public var source: String
+    /// f64 for a DOUBLE graph, else f32.
     public var dtype: DType
+    /// The parameters, by lowering's names and layouts.
     public var parameters: [Checkpoint.Tensor]
+    /// Running statistics of batch norms.
     public var persistentState: [Checkpoint.Tensor]
     /// The graph output's shape after the batch dimension, as ONNX has it (nnc's own output holds
     /// the same values in the same order, perhaps under another shape: [C] for [C,1,1]).
@@ -17,6 +21,7 @@ public struct ImportedModel: Sendable {
 
 /// Why a graph cannot be imported, in words.
 public struct ImportError: Error, Sendable, CustomStringConvertible {
+    /// What cannot be imported, naming the node, its op and opset.
     public var message: String
     public var description: String { message }
 }

@@ -20,20 +20,27 @@ public enum ONNXDataType: Int, Sendable {
 /// The most elements a tensor read from a file may declare (the same limit as nnc's tensors).
 let maxONNXElements = 1 << 31
 
+/// TensorProto: name (8), dims (1), data_type (2), and its values from raw_data (9) or the typed fields.
 public struct ONNXTensor: Sendable, Equatable {
+    /// The tensor's name (an initializer's is the value it defines).
     public var name: String
+    /// Its shape.
     public var dims: [Int]
+    /// Its element type.
     public var dataType: ONNXDataType
     /// Row-major values.
     public var values: [Double]
 
+    /// A tensor of these values (row-major).
     public init(name: String, dims: [Int], dataType: ONNXDataType, values: [Double]) {
         self.name = name; self.dims = dims; self.dataType = dataType; self.values = values
     }
 
+    /// Its element count.
     public var count: Int { dims.reduce(1, *) }
 }
 
+/// An attribute's value, by AttributeProto's type (20): f (2), i (3), s (4), t (5), floats (7), ints (8), strings (9).
 public enum ONNXAttributeValue: Sendable, Equatable {
     case float(Double)
     case int(Int64)
@@ -46,57 +53,89 @@ public enum ONNXAttributeValue: Sendable, Equatable {
     case other(Int)
 }
 
+/// AttributeProto: a node's named setting.
 public struct ONNXAttribute: Sendable, Equatable {
+    /// Its name (1).
     public var name: String
+    /// Its value.
     public var value: ONNXAttributeValue
 }
 
+/// NodeProto: one op of the graph.
 public struct ONNXNode: Sendable, Equatable {
+    /// The values it reads (1); an empty name is an absent optional input.
     public var inputs: [String] = []
+    /// The values it defines (2).
     public var outputs: [String] = []
+    /// Its name (3), for messages.
     public var name = ""
+    /// The op (4): `Conv`, `Gemm`, ….
     public var opType = ""
+    /// The op's domain (7); empty for the default `ai.onnx`.
     public var domain = ""
+    /// Its attributes (5).
     public var attributes: [ONNXAttribute] = []
     /// Where the node starts in the file.
     public var offset = 0
 
+    /// The value of the attribute with this name, if given.
     public func attribute(_ name: String) -> ONNXAttributeValue? { attributes.first { $0.name == name }?.value }
 }
 
+/// One dimension of a value's shape: a size (dim_value), a symbol (dim_param, the batch `N`), or neither.
 public enum ONNXDimension: Sendable, Equatable {
     case value(Int)
     case parameter(String)
     case unknown
 }
 
+/// ValueInfoProto: a graph input's or output's name, element type and shape.
 public struct ONNXValueInfo: Sendable, Equatable {
+    /// Its name (1).
     public var name: String
+    /// TensorProto.DataType of its elements, if given.
     public var elementType: Int?
     /// nil: no shape given.
     public var dims: [ONNXDimension]?
 }
 
+/// GraphProto: nodes (1) in topological order, name (2), initializers (5), doc string (10), inputs (11), outputs (12).
 public struct ONNXGraph: Sendable, Equatable {
+    /// The graph's name.
     public var name = ""
+    /// Its ops, each after the ops that define its inputs.
     public var nodes: [ONNXNode] = []
+    /// Constant tensors (weights).
     public var initializers: [ONNXTensor] = []
+    /// Its inputs (before IR 4 also listing the initializers).
     public var inputs: [ONNXValueInfo] = []
+    /// Its outputs.
     public var outputs: [ONNXValueInfo] = []
+    /// Its documentation.
     public var docString = ""
 }
 
+/// OperatorSetIdProto: an operator set the model uses and its version.
 public struct ONNXOpset: Sendable, Equatable {
+    /// The domain (1); empty or `ai.onnx` for the default set.
     public var domain: String
+    /// The version (2).
     public var version: Int
 }
 
+/// ModelProto: the file.
 public struct ONNXModel: Sendable, Equatable {
+    /// The IR version (1).
     public var irVersion = 0
+    /// The tool that wrote it (2).
     public var producerName = ""
+    /// That tool's version (3).
     public var producerVersion = ""
+    /// Its documentation (6); nnc's exports hold the model source.
     public var docString = ""
+    /// The graph (7).
     public var graph = ONNXGraph()
+    /// The operator sets it imports (8).
     public var opsets: [ONNXOpset] = []
 
     /// The version of the default (`ai.onnx`) operator set.

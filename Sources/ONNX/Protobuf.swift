@@ -6,7 +6,9 @@
 
 /// A malformed message, at a byte offset of the file.
 public struct ProtobufError: Error, Sendable, Equatable {
+    /// Where in the file.
     public var offset: Int
+    /// What is wrong there.
     public var message: String
 }
 

@@ -41,6 +41,10 @@ import TestSupport
         #expect(error("validation 0.2 validation test").hasPrefix("m.nn:6:\(column + 15): error: 'validation' is given twice"))
         #expect(error("validation 0.2 patience 3 keep best") == "compiled")
         #expect(error("patienc 3").contains("did you mean 'patience'?"))
+        #expect(error("schedule step 40 0.5").hasPrefix("m.nn:6:\(column): error: 'schedule step 40' would first lower the rate after epoch 40, but the run has 40 epochs"))
+        #expect(error("warmup 50").hasPrefix("m.nn:6:\(column + 7): error: 'warmup 50' is as long as the run or longer (40 epochs)"))
+        #expect(error("validation 0.2 patience 40").hasPrefix("m.nn:6:\(column + 24): error: 'patience 40' cannot stop a run of 40 epochs"))
+        #expect(error("schedule onecyle").contains("did you mean 'onecycle'?"))
     }
 
     @Test func patienceStopsAndKeepBestKeepsTheBestEpoch() throws {
