@@ -259,6 +259,34 @@ fileprivate let classify3 = DataExpectation(featureCount: 2, targets: .classLabe
         #expect(targets(test, [0, 1], as: Double.self) == [7, 8])
     }
 
+    /// A gzip bomb: an IDX header for 200 images of 28×28, then 16 MiB of zeros (a 16 KiB file).
+    /// Decompression stops right after the header's 156,816 bytes: the error says so, and the
+    /// decompressed bytes never exceed what the header declares (plus a byte to see more).
+    @Test func gzipBombStopsAtTheHeadersSize() throws {
+        let dir = TempDir()
+        var bytes = idxImages(200, 28, 28) { _ in 0 }
+        bytes += [UInt8](repeating: 0, count: 16 << 20)
+        let compressed = gzipCompress(bytes, level: 9)
+        #expect(compressed.count < 64 << 10)
+        let path = dir.write("train-images-idx3-ubyte.gz", compressed)
+        do {
+            _ = try loadFile(path: path)
+            Issue.record("the bomb loaded")
+        } catch {
+            #expect(error.message.contains("runs past the 156816 bytes its header declares"), "\(error.message)")
+        }
+        // What was inflated when it stopped: at most the declared size and one more byte (the first
+        // chunk may carry a little more).
+        var inflated = 0
+        do {
+            _ = try gunzip(compressed) { prefix, count in inflated = max(inflated, count); return idxDeclaredSize(prefix, count) }
+        } catch {}
+        #expect(inflated <= 156_816 + 65_536, "\(inflated)")
+        // An honest file of the same shape loads.
+        let honest = dir.write("ok-images-idx3-ubyte.gz", gzipCompress(idxImages(200, 28, 28)))
+        #expect(try loadFile(path: honest).bytes.count == 156_816)
+    }
+
     @Test func directoryWithoutMNISTFiles() {
         let dir = TempDir()
         dir.write("readme.txt", text: "hi")
@@ -553,6 +581,61 @@ fileprivate let numpySavezCompressed = "UEsDBC0AAAAIAAAAIQC//bEw//////////8FABQA
         let ez = dataError { try readNPZ(path: dir.write("d2.npz", c)) }
         #expect(ez?.message.hasPrefix("in member 'x.npy': corrupt compressed data") == true, "\(ez?.description ?? "")")
         #expect(dataError { try readNPZ(path: dir.write("z.npz", [])) }?.message == "the file is empty (expected an .npz zip archive)")
+    }
+}
+
+/// Zip bombs are refused from the members' headers, before their data is decompressed.
+@Suite struct ZipBombTests {
+    /// A zip archive whose members are deflated (raw deflate from zlib's gzip stream) and whose
+    /// directory gives each member the size `declared` (nil: the true size).
+    static func archive(_ members: [(name: String, data: [UInt8], declared: Int?)]) -> [UInt8] {
+        func le(_ v: Int, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        var out: [UInt8] = [], central: [UInt8] = []
+        for m in members {
+            let gz = gzipCompress(m.data, level: 9)
+            let deflated = Array(gz[10..<(gz.count - 8)])
+            let name = Array(m.name.utf8), crc = Int(crc32Of(m.data)), size = m.declared ?? m.data.count
+            let fields = le(20, 2) + le(0, 2) + le(8, 2) + le(0, 4) + le(crc, 4) + le(deflated.count, 4) + le(min(size, 0xFFFF_FFFE), 4) + le(name.count, 2) + le(0, 2)
+            central += le(0x0201_4B50, 4) + le(20, 2) + fields + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(out.count, 4) + name
+            out += le(0x0403_4B50, 4) + fields + name + deflated
+        }
+        return out + central + le(0x0605_4B50, 4) + le(0, 4) + le(members.count, 2) + le(members.count, 2) + le(central.count, 4) + le(out.count, 4) + le(0, 2)
+    }
+
+    /// An NPY header for float64 of this shape, padded as numpy does.
+    static func npyHeader(_ shape: [Int]) -> [UInt8] {
+        var text = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(shape.map(String.init).joined(separator: ", "))\(shape.count == 1 ? "," : "")), }"
+        while (10 + text.utf8.count + 1) % 64 != 0 { text += " " }
+        text += "\n"
+        let length = text.utf8.count
+        return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)] + Array(text.utf8)
+    }
+
+    @Test func rowsAreComparedBeforeInflating() throws {
+        // x declares (200000000, 2) (3.2 GB) and the directory agrees; y has 4 rows. The data is only
+        // a little of the zeros x would need: had x been inflated first, this would be a 3.2 GB
+        // allocation; it is refused from the headers.
+        let x = Self.npyHeader([200_000_000, 2]) + [UInt8](repeating: 0, count: 1 << 20)
+        let y = Self.npyHeader([4]) + [UInt8](repeating: 0, count: 32)
+        let bytes = Self.archive([("x.npy", x, 128 + 3_200_000_000), ("y.npy", y, nil)])
+        let expecting = DataExpectation(featureCount: 2, targets: .values(count: 1))
+        do {
+            _ = try loadData(bytes: bytes, path: "bomb.npz", expecting: expecting)
+            Issue.record("the bomb loaded")
+        } catch {
+            #expect(error.message.contains("array 'y' of shape (4,) does not have 200000000 rows like 'x' (200000000, 2)"), "\(error.message)")
+        }
+    }
+
+    @Test func aHeaderThatDisagreesWithTheDirectoryIsRefused() throws {
+        let x = Self.npyHeader([200_000_000, 2]) + [UInt8](repeating: 0, count: 1024)
+        let bytes = Self.archive([("x.npy", x, nil)])
+        do {
+            _ = try parseNPZMembers(bytes)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.message == "in member 'x.npy': its header's shape (200000000, 2) needs 3200000128 bytes, but the archive says it holds 1152 bytes")
+        }
     }
 }
 

@@ -513,24 +513,34 @@ func npzDatasets(_ file: LoadedFile, expecting: DataExpectation) throws(DataErro
     } else {
         throw DataError(path: path, message: "expected arrays 'x'\(needY ? " and 'y'" : "") (or 'x_train'\(needY ? ", 'y_train'" : "")), but the archive has \(found)")
     }
+    // The headers agree before anything is decompressed (a zip bomb's x is refused here).
+    for (x, y) in pairs {
+        if needY, let y, let rows = x.header.shape.first, y.header.shape.first != rows {
+            throw npzMemberFailure(ParseFailure("array '\(y.name)' of shape \(y.header.shapeText) does not have \(rows) rows like '\(x.name)' \(x.header.shapeText)"), y.entry).dataError(path: path)
+        }
+    }
     var sets: [Dataset] = []
     for (x, y) in pairs {
         let placeX: (ParseFailure) -> DataError = { npzMemberFailure($0, x.entry).dataError(path: path) }
+        let xBytes: [UInt8]
+        do { xBytes = try x.bytes() } catch { throw error.dataError(path: path) }
         // Features only: x is [N, ...].
         var featuresOnly = expecting
         featuresOnly.targets = .none
-        let xs = try arrayDataset(x.bytes, x.header, name: x.name, path: path, expecting: featuresOnly, place: placeX)
+        let xs = try arrayDataset(xBytes, x.header, name: x.name, path: path, expecting: featuresOnly, place: placeX)
         guard let y, needY else {
             sets.append(xs)
             continue
         }
         let placeY: (ParseFailure) -> DataError = { npzMemberFailure($0, y.entry).dataError(path: path) }
+        let yBytes: [UInt8]
+        do { yBytes = try y.bytes() } catch { throw error.dataError(path: path) }
         let yh = y.header
         let n = xs.count
         guard yh.shape.first == n else {
             throw placeY(ParseFailure("array '\(y.name)' of shape \(yh.shapeText) does not have \(n) rows like '\(x.name)' \(x.header.shapeText)"))
         }
-        try checkFinite(y.bytes, yh, name: y.name, place: placeY)
+        try checkFinite(yBytes, yh, name: y.name, place: placeY)
         let width = yh.count / n
         let targets: Dataset.Targets
         switch expecting.targets {
@@ -540,12 +550,12 @@ func npzDatasets(_ file: LoadedFile, expecting: DataExpectation) throws(DataErro
             guard width == 1 && yh.shape.count <= 2 else {
                 throw placeY(ParseFailure("array '\(y.name)' of shape \(yh.shapeText) does not hold one class label per sample: expected shape (\(n),)"))
             }
-            targets = .labels(try arrayLabels(y.bytes, yh, rows: n, rowLength: 1, column: 0, classes: classes, name: y.name, place: placeY))
+            targets = .labels(try arrayLabels(yBytes, yh, rows: n, rowLength: 1, column: 0, classes: classes, name: y.name, place: placeY))
         case .values(let w):
             guard width == w && yh.shape.count <= 2 else {
                 throw placeY(ParseFailure("array '\(y.name)' of shape \(yh.shapeText) does not hold \(w) target value\(w == 1 ? "" : "s") per sample: expected shape (\(n), \(w))"))
             }
-            targets = .values(npyDoubles(y.bytes, yh), width: w)
+            targets = .values(npyDoubles(yBytes, yh), width: w)
         }
         sets.append(Dataset(count: n, featureCount: xs.featureCount, features: xs.features, targets: targets, source: path))
     }

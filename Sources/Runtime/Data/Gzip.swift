@@ -103,20 +103,53 @@ func isGzip(_ bytes: [UInt8]) -> Bool {
 
 /// Decompresses a gzip (or zlib) stream; several concatenated gzip members are joined, as `gzip -d` does.
 /// Errors carry the byte offset in the compressed input where the problem was found.
-func gunzip(_ input: [UInt8]) throws(ParseFailure) -> [UInt8] {
+/// `declaredSize` reads the size the content declares from its first bytes (an IDX header), or nil:
+/// decompression stops as soon as the output runs past it, so a small file that inflates to
+/// gigabytes of zeros costs no more than its header promises.
+func gunzip(_ input: [UInt8], declaredSize: (([UInt8], Int) -> Int?)? = nil) throws(ParseFailure) -> [UInt8] {
     // ISIZE (the last four bytes) is only a hint: it is untrusted and modulo 2^32.
     var hint = 1 << 16
-    if input.count >= 18 {
+    // With a declared size to come, the first chunk only needs to hold the header.
+    if input.count >= 18, declaredSize == nil {
         let n = input.count
         let isize = Int(input[n - 4]) | Int(input[n - 3]) << 8 | Int(input[n - 2]) << 16 | Int(input[n - 1]) << 24
         hint = max(hint, min(isize, input.count.multipliedReportingOverflow(by: 1100).partialValue, 1 << 31))
     }
-    return try inflateBytes(input, windowBits: 15 + 32, sizeHint: hint, expectedSize: nil, multiMember: true)
+    return try inflateBytes(input, windowBits: 15 + 32, sizeHint: hint, expectedSize: nil, multiMember: true, declaredSize: declaredSize)
 }
 
 /// Decompresses a raw deflate stream (a zip member) whose size is known from the directory.
 func inflateRaw(_ input: ArraySlice<UInt8>, expectedSize: Int) throws(ParseFailure) -> [UInt8] {
     try inflateBytes(Array(input), windowBits: -15, sizeHint: expectedSize, expectedSize: expectedSize, multiMember: false)
+}
+
+/// The first bytes (at most `maxBytes`) a raw deflate stream decompresses to: enough to read a
+/// header before deciding to decompress all of it.
+func inflateRawPrefix(_ input: ArraySlice<UInt8>, maxBytes: Int) throws(ParseFailure) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: maxBytes)
+    var produced = 0
+    var failure: ParseFailure?
+    Array(input).withUnsafeBufferPointer { inBuf in
+        var strm = z_stream()
+        guard inflateInit2_(&strm, -15, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            failure = ParseFailure("cannot start decompression")
+            return
+        }
+        defer { inflateEnd(&strm) }
+        strm.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
+        strm.avail_in = UInt32(min(inBuf.count, Int(UInt32.max)))
+        let rc = out.withUnsafeMutableBufferPointer { ob in
+            strm.next_out = ob.baseAddress
+            strm.avail_out = UInt32(maxBytes)
+            return inflate(&strm, Z_SYNC_FLUSH)
+        }
+        produced = maxBytes - Int(strm.avail_out)
+        if rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR {
+            failure = ParseFailure("corrupt compressed data: \(zlibMessage(strm, rc))", at: Int(strm.total_in))
+        }
+    }
+    if let failure { throw failure }
+    return Array(out[..<produced])
 }
 
 private func zlibMessage(_ strm: z_stream, _ code: Int32) -> String {
@@ -129,13 +162,16 @@ private func zlibMessage(_ strm: z_stream, _ code: Int32) -> String {
     }
 }
 
-private func inflateBytes(_ input: [UInt8], windowBits: Int32, sizeHint: Int, expectedSize: Int?, multiMember: Bool) throws(ParseFailure) -> [UInt8] {
+private func inflateBytes(_ input: [UInt8], windowBits: Int32, sizeHint: Int, expectedSize: Int?, multiMember: Bool,
+                          declaredSize: (([UInt8], Int) -> Int?)? = nil) throws(ParseFailure) -> [UInt8] {
     if input.isEmpty {
         throw ParseFailure("truncated compressed data: the stream is empty", at: 0)
     }
     var out = [UInt8](repeating: 0, count: max(sizeHint, 64))
     var produced = 0
     var failure: ParseFailure? = nil
+    // The size the content's header declares, once enough of it is out.
+    var declared: Int?
     input.withUnsafeBufferPointer { inBuf in
         var strm = z_stream()
         var rc = inflateInit2_(&strm, windowBits, zlibVersion(), Int32(MemoryLayout<z_stream>.size))
@@ -152,11 +188,13 @@ private func inflateBytes(_ input: [UInt8], windowBits: Int32, sizeHint: Int, ex
                     failure = ParseFailure("decompressed data exceeds \(maxInflatedBytes >> 30) GiB", at: consumed + Int(strm.total_in) - memberStart)
                     return
                 }
-                if let expectedSize, produced >= expectedSize {
+                if let limit = declared ?? expectedSize, produced >= limit {
                     // More output than the directory promised: one more byte is enough to know.
                     out.append(0)
                 } else {
-                    out.append(contentsOf: repeatElement(0, count: min(out.count, maxInflatedBytes - out.count)))
+                    // Doubling, but not past what a declared size (and one byte to see more) needs.
+                    let cap = declared.map { min($0 + 1, maxInflatedBytes) } ?? maxInflatedBytes
+                    out.append(contentsOf: repeatElement(0, count: max(1, min(out.count, cap - out.count))))
                 }
             }
             let inAvail = min(inBuf.count - consumed, Int(UInt32.max))
@@ -174,6 +212,11 @@ private func inflateBytes(_ input: [UInt8], windowBits: Int32, sizeHint: Int, ex
             let madeOut = beforeOut - Int(strm.avail_out)
             consumed += usedIn
             produced += madeOut
+            if declared == nil, let declaredSize { declared = declaredSize(out, produced) }
+            if let declared, produced > declared {
+                failure = ParseFailure("the decompressed data runs past the \(bytesText(declared)) its header declares (decompression stopped there)", at: consumed)
+                return
+            }
             if rc == Z_STREAM_END {
                 if multiMember && consumed < inBuf.count {
                     // Another gzip member may follow; trailing zero padding is tolerated.

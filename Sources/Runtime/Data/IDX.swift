@@ -94,6 +94,24 @@ func parseIDXLabels(_ b: [UInt8], classes: Int?) throws(ParseFailure) -> [UInt8]
     return labels
 }
 
+/// The whole size an IDX file declares in its header (header and data), from the first `count`
+/// bytes of `bytes`; nil while the header is incomplete or when the bytes are not IDX.
+func idxDeclaredSize(_ bytes: [UInt8], _ count: Int) -> Int? {
+    guard count >= 4, bytes[0] == 0, bytes[1] == 0, (0x08...0x0E).contains(bytes[2]) else { return nil }
+    let ndims = Int(bytes[3]), headerLength = 4 + 4 * ndims
+    guard count >= headerLength else { return nil }
+    let elementSize = [0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8][Int(bytes[2])] ?? 1
+    var total = elementSize
+    for d in 0..<ndims {
+        let o = 4 + 4 * d
+        let size = Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3])
+        let (product, overflow) = total.multipliedReportingOverflow(by: size)
+        guard !overflow, product <= 1 << 40 else { return headerLength }  // a lying header: the parser reports it
+        total = product
+    }
+    return headerLength + total
+}
+
 /// A file read from disk, gunzipped when it is gzip data.
 struct LoadedFile {
     let path: String
@@ -116,7 +134,7 @@ func loadFile(path: String) throws(DataError) -> LoadedFile {
 func decodeFile(path: String, raw: [UInt8]) throws(DataError) -> LoadedFile {
     if isGzip(raw) {
         do {
-            return LoadedFile(path: path, bytes: try gunzip(raw), gzipped: true)
+            return LoadedFile(path: path, bytes: try gunzip(raw, declaredSize: idxDeclaredSize), gzipped: true)
         } catch {
             throw DataError(path: path, byteOffset: error.offset, message: error.message)
         }

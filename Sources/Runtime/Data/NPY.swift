@@ -203,7 +203,9 @@ func hasNPYMagic(_ b: [UInt8]) -> Bool {
 }
 
 /// Parses and checks an NPY header: the magic, the version, the dict, and that the data is all there.
-func parseNPYHeader(_ b: [UInt8]) throws(ParseFailure) -> NPYHeader {
+/// Parses an NPY header. `prefixOnly`: `b` is the start of the array only (an archive member read
+/// that far), so the data is not checked to be all there.
+func parseNPYHeader(_ b: [UInt8], prefixOnly: Bool = false) throws(ParseFailure) -> NPYHeader {
     if b.isEmpty { throw ParseFailure("the file is empty (expected an NPY file)", at: 0) }
     let prefix = min(b.count, 6)
     if Array(b[0..<prefix]) != Array(npyMagic[0..<prefix]) {
@@ -275,7 +277,7 @@ func parseNPYHeader(_ b: [UInt8]) throws(ParseFailure) -> NPYHeader {
     guard let count = checkedProduct(shape), case let (bytes, false) = count.multipliedReportingOverflow(by: dtype.size) else {
         throw ParseFailure("the shape \(pythonShape(shape)) is too large", at: textStart)
     }
-    if bytes > available {
+    if bytes > available, !prefixOnly {
         throw ParseFailure("truncated: shape \(pythonShape(shape)) of '\(dtype.descr)' needs \(bytesText(bytes)) of data, but only \(bytesText(available)) follow", at: dataOffset)
     }
     return NPYHeader(dtype: dtype, shape: shape, count: count, dataOffset: dataOffset)

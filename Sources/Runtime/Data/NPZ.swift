@@ -152,28 +152,79 @@ func zipEntryData(_ b: [UInt8], _ entry: inout ZipEntry) throws(ParseFailure) ->
     return data
 }
 
-/// Members of an .npz as parsed NPY headers over their bytes.
+/// Members of an .npz: their NPY headers, read first; their data, decompressed on demand.
 struct NPZMember {
     var name: String  // without ".npy"
-    var bytes: [UInt8]
     var header: NPYHeader
     var entry: ZipEntry
+    /// The whole archive (shared, not copied).
+    var archive: [UInt8]
+
+    /// The member's bytes (header and data), decompressed and checked against its CRC-32.
+    func bytes() throws(ParseFailure) -> [UInt8] {
+        var entry = entry
+        return try zipEntryData(archive, &entry)
+    }
 }
 
+/// The most bytes the members of an archive may decompress to: what the machine has.
+let maxArchiveBytes = Int(min(ProcessInfo.processInfo.physicalMemory, UInt64(Int.max)))
+
 /// Reads every `.npy` member of an .npz archive (other members are ignored).
+/// The members' NPY headers, read from the first bytes of each (a deflated member is decompressed
+/// only that far). Each header's size must be the size the archive's directory gives the member, and
+/// all of them together must fit the machine's memory: a zip bomb is refused before it inflates.
 func parseNPZMembers(_ b: [UInt8]) throws(ParseFailure) -> [NPZMember] {
     var result: [NPZMember] = []
+    var total = 0
     for var entry in try readZipDirectory(b) {
         if entry.name.hasSuffix("/") { continue }
         guard entry.name.hasSuffix(".npy") else { continue }
-        let data = try zipEntryData(b, &entry)
+        let prefix = try zipEntryPrefix(b, &entry, maxBytes: 1 << 16)
         let header: NPYHeader
-        do { header = try parseNPYHeader(data) } catch {
+        do { header = try parseNPYHeader(prefix, prefixOnly: true) } catch {
+            // A damaged header is better told by the member's checksum, where checking it costs
+            // little: a stored member, or a deflated one of at most 64 MiB.
+            if entry.method == 0 || entry.size <= 1 << 26 { _ = try zipEntryData(b, &entry) }
             throw npzMemberFailure(error, entry)
         }
-        result.append(NPZMember(name: String(entry.name.dropLast(4)), bytes: data, header: header, entry: entry))
+        let (dataBytes, overflow) = header.count.multipliedReportingOverflow(by: header.dtype.size)
+        guard !overflow, dataBytes + header.dataOffset == entry.size else {
+            throw ParseFailure("in member '\(entry.name)': its header's shape \(header.shapeText) needs \(overflow ? "more than 2^63" : String(dataBytes + header.dataOffset)) bytes, but the archive says it holds \(bytesText(entry.size))", at: entry.localHeaderOffset)
+        }
+        total += entry.size
+        guard total <= maxArchiveBytes else {
+            throw ParseFailure("the arrays need \(gigabytes(total)) in memory; the machine has \(gigabytes(maxArchiveBytes))", at: entry.localHeaderOffset)
+        }
+        result.append(NPZMember(name: String(entry.name.dropLast(4)), header: header, entry: entry, archive: b))
     }
     return result
+}
+
+/// "3.2 GB".
+func gigabytes(_ bytes: Int) -> String { String(format: "%.1f GB", Double(bytes) / 1e9) }
+
+/// A member's first bytes (at most `maxBytes`), without decompressing the rest.
+func zipEntryPrefix(_ b: [UInt8], _ entry: inout ZipEntry, maxBytes: Int) throws(ParseFailure) -> [UInt8] {
+    let lo = entry.localHeaderOffset
+    guard lo >= 0, lo <= b.count - 30, u32(b, lo) == localSignature else {
+        throw ParseFailure("corrupt zip archive: the local header of '\(entry.name)' is missing or damaged", at: min(max(lo, 0), b.count))
+    }
+    let dataStart = lo + 30 + u16(b, lo + 26) + u16(b, lo + 28)
+    entry.dataOffset = dataStart
+    guard dataStart <= b.count, entry.compressedSize <= b.count - dataStart else {
+        throw ParseFailure("truncated zip archive: '\(entry.name)' needs \(bytesText(entry.compressedSize)) of data, but only \(bytesText(max(0, b.count - dataStart))) follow", at: min(dataStart, b.count))
+    }
+    let raw = b[dataStart..<dataStart + entry.compressedSize]
+    switch entry.method {
+    case 0: return Array(raw.prefix(maxBytes))
+    case 8:
+        do { return try inflateRawPrefix(raw, maxBytes: min(maxBytes, max(entry.size, 1))) } catch {
+            throw ParseFailure("in member '\(entry.name)': \(error.message)", at: dataStart + (error.offset ?? 0))
+        }
+    default:
+        throw ParseFailure("'\(entry.name)' uses compression method \(entry.method), which is not supported (only stored and deflate)", at: lo + 8)
+    }
 }
 
 /// A failure inside a member, placed in the archive: absolute for stored members, member-relative for deflated ones.
@@ -186,11 +237,13 @@ func npzMemberFailure(_ f: ParseFailure, _ entry: ZipEntry) -> ParseFailure {
 /// Reads what numpy.savez / numpy.savez_compressed write: each `.npy` member, named without ".npy", in archive order.
 public func readNPZ(path: String) throws -> [(name: String, array: NPYArray)] {
     let raw = try readFileBytes(path: path)
-    do {
-        return try parseNPZMembers(raw).map { m in
-            (name: m.name, array: NPYArray(shape: m.header.shape, values: npyDoubles(m.bytes, m.header),
-                                          isFloat64: m.header.dtype.kind == .float && m.header.dtype.size == 8))
+    do throws(ParseFailure) {
+        var arrays: [(name: String, array: NPYArray)] = []
+        for m in try parseNPZMembers(raw) {
+            arrays.append((name: m.name, array: NPYArray(shape: m.header.shape, values: npyDoubles(try m.bytes(), m.header),
+                                                         isFloat64: m.header.dtype.kind == .float && m.header.dtype.size == 8)))
         }
+        return arrays
     } catch {
         throw error.dataError(path: path)
     }
