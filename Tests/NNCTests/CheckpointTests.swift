@@ -74,14 +74,20 @@ import Parser
         let old = Self.version1(stopped)
         let decoded = try CompiledFile.decode(old, path: "old.nnc")
         #expect(decoded.readVersion == 1)
-        #expect(decoded.checkpoint == stopped.checkpoint)
+        // Version 1 kept no learning rate per epoch.
+        func withoutRates(_ c: Checkpoint) -> Checkpoint {
+            var c = c
+            for i in c.history.indices { c.history[i].learningRate = nil }
+            return c
+        }
+        #expect(decoded.checkpoint == withoutRates(stopped.checkpoint))
         _ = FileManager.default.createFile(atPath: directory + "/old.nnc", contents: Data(old))
         let resumed = nnc("train", directory + "/old.nnc", "-o", directory + "/resumed.nnc", "--threads", "1")
         #expect(resumed.status == 0, "\(resumed.errors)")
         let full = try CompiledFile.read(path: directory + "/full.nnc"), again = try CompiledFile.read(path: directory + "/resumed.nnc")
         #expect(full.checkpoint.parameters == again.checkpoint.parameters)
         #expect(full.checkpoint.optimizerState == again.checkpoint.optimizerState)
-        #expect(full.checkpoint.history == again.checkpoint.history)
+        #expect(withoutRates(full.checkpoint).history == withoutRates(again.checkpoint).history)
         #expect(again.readVersion == 2)
     }
 

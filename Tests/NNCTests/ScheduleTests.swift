@@ -64,7 +64,7 @@ import Parser
     }
 
     @Test func scheduleAndWarmupAreParsedSavedAndValidated() throws {
-        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 2\nfc 2->1\nloss mse\ntrain sgd warmup 2 schedule onecycle\n"))
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 2\nfc 2->1\nloss mse\ntrain sgd epochs 5 warmup 2 schedule onecycle\n"))
         #expect(program.settings.training.schedule == .onecycle && program.settings.training.warmup == 2)
         var checkpoint = Checkpoint()
         checkpoint.settings = program.settings.training
