@@ -276,6 +276,11 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
     }
     let testEvaluator = try evaluator(job.test), validationEvaluator = try evaluator(job.validation)
     var stoppedEarlyAfter: Int?
+    // The epoch (from 0) with the lowest validation loss so far, over the whole history.
+    var best: (epoch: Int, loss: Double)?
+    for (index, entry) in state.checkpoint.history.enumerated() {
+        if let loss = entry.validationLoss, best.map({ loss < $0.loss }) ?? true { best = (index, loss) }
+    }
 
     guard let input = session.inputPointer else { throw InputError("the model has no input") }
     let target = session.targetPointer
@@ -355,8 +360,8 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
         }
         state.checkpoint.history.append(entry)
         // keep best: the parameters of the epoch with the lowest validation loss so far.
-        let bestEpoch = state.checkpoint.history.indices.filter { state.checkpoint.history[$0].validationLoss != nil }
-            .min { state.checkpoint.history[$0].validationLoss! < state.checkpoint.history[$1].validationLoss! }
+        if let loss = entry.validationLoss, best.map({ loss < $0.loss }) ?? true { best = (epoch, loss) }
+        let bestEpoch = best?.epoch
         if settings.keepBest, bestEpoch == epoch, entry.validationLoss != nil {
             var snapshot = state
             snapshot.take(store)
