@@ -86,12 +86,25 @@ public struct Model: Sendable {
     ///
     /// - Throws: `InputError` when `inputs` does not hold `count` rows.
     public func predict(_ inputs: [Double], count: Int, threads: Int = 1) throws -> [Double] {
-        try inferenceOutputs(state, inputs: inputs, count: count, threads: threads)
+        guard count >= 1 else { return [] }
+        return try inferenceOutputs(state, inputs: inputs, count: count, threads: threads)
     }
 
     /// `predict` for `Float` rows.
     public func predict(_ inputs: [Float], count: Int, threads: Int = 1) throws -> [Float] {
         try predict(inputs.map(Double.init), count: count, threads: threads).map(Float.init)
+    }
+
+    /// `predict` from and into memory the caller owns: `count` rows from `inputs`, the outputs
+    /// written to `outputs` (which must hold `count ×` the model's output size).
+    ///
+    /// - Throws: `InputError` when either buffer does not fit `count` rows.
+    public func predict(_ inputs: UnsafeBufferPointer<Float>, count: Int, into outputs: UnsafeMutableBufferPointer<Float>, threads: Int = 1) throws {
+        let results = try predict(Array(inputs), count: count, threads: threads)
+        guard results.count == outputs.count else {
+            throw InputError("the output buffer holds \(outputs.count) values; \(count) rows of this model's output need \(results.count)")
+        }
+        for (index, value) in results.enumerated() { outputs[index] = value }
     }
 
     /// The loss on a data set (mean over samples; the sum for `sse` and `sum`) and, for classifiers,

@@ -66,5 +66,14 @@ import NNC
         let floats = try whole.predict([Float(0.5), 0.5], count: 1)
         let doubles = try whole.predict([0.5, 0.5], count: 1)
         #expect(floats.count == 3 && zip(floats, doubles).allSatisfy { abs(Double($0) - $1) < 1e-6 })
+        var buffer = [Float](repeating: 0, count: 3)
+        try [Float(0.5), 0.5].withUnsafeBufferPointer { input in
+            try buffer.withUnsafeMutableBufferPointer { try whole.predict(input, count: 1, into: $0) }
+        }
+        #expect(buffer == floats)
+        var small = [Float](repeating: 0, count: 2)
+        #expect(throws: InputError.self) {
+            try [Float(0.5), 0.5].withUnsafeBufferPointer { input in try small.withUnsafeMutableBufferPointer { try whole.predict(input, count: 1, into: $0) } }
+        }
     }
 }
