@@ -69,9 +69,10 @@ extension Graph {
         return source.line(of: location.start)
     }
 
-    /// Why an intermediate value cannot disappear into a fused op, or nil when it can.
-    func blocker(_ value: ValueID, users: [[Int]]) -> String? {
-        if keptValues.contains(value) { return "%\(self[value].name) is a graph output" }
+    /// Why an intermediate value cannot disappear into a fused op, or nil when it can. `kept`: the
+    /// graph's `keptValues`, computed once per pass (it has an entry per parameter).
+    func blocker(_ value: ValueID, users: [[Int]], kept: Set<ValueID>) -> String? {
+        if kept.contains(value) { return "%\(self[value].name) is a graph output" }
         if users[value.index].count > 1 { return "%\(self[value].name) has \(users[value.index].count) consumers" }
         return nil
     }
@@ -106,7 +107,7 @@ func fuseConvolution(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws
 func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass: String,
                        matches: (Node) -> Bool, make: (ActivationFunction, Bool, Node) -> Op) throws {
     var removed: Set<Int> = []
-    let users = graph.users()
+    let users = graph.users(), kept = graph.keptValues
     var replacements: [(Int, Node)] = []
     for (index, node) in graph.nodes.enumerated() where matches(node) {
         var operands = node.operands
@@ -117,7 +118,7 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass
         var pattern = "\(node.op.name.split(separator: " ")[0]) %\(graph[result].name)"
         var absorbed: [Int] = []
         func next() -> Int? { users[result.index].count == 1 ? users[result.index][0] : nil }
-        if let user = next(), case .biasAdd = graph.nodes[user].op, graph.blocker(result, users: users) == nil {
+        if let user = next(), case .biasAdd = graph.nodes[user].op, graph.blocker(result, users: users, kept: kept) == nil {
             operands.append(graph.nodes[user].operands[1])
             absorbed.append(user)
             hasBias = true
@@ -130,7 +131,7 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass
             let candidate = pattern + " + \(f) %\(graph[graph.nodes[user].results[0]].name)"
             if !f.epilogueFusable {
                 log.append(.init(pass: pass, pattern: candidate, fused: false, reason: "\(f) is not an element-wise activation the epilogue supports", location: node.location, line: graph.line(node.location)))
-            } else if let reason = graph.blocker(result, users: users) {
+            } else if let reason = graph.blocker(result, users: users, kept: kept) {
                 log.append(.init(pass: pass, pattern: candidate, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
             } else {
                 activation = f
@@ -141,7 +142,7 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass
             }
         }
         if absorbed.isEmpty {
-            log.append(.init(pass: pass, pattern: pattern, fused: false, reason: graph.blocker(node.results[0], users: users) ?? "nothing to fuse after it", location: node.location, line: graph.line(node.location)))
+            log.append(.init(pass: pass, pattern: pattern, fused: false, reason: graph.blocker(node.results[0], users: users, kept: kept) ?? "nothing to fuse after it", location: node.location, line: graph.line(node.location)))
             continue
         }
         log.append(.init(pass: pass, pattern: pattern, fused: true, reason: "", location: node.location, line: graph.line(node.location)))
@@ -213,7 +214,7 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]
 /// then takes the activation after it in its epilogue (fuse-conv, fuse-dense).
 func foldBatchNorm(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
     let producers = graph.producers()
-    let users = graph.users()
+    let users = graph.users(), kept = graph.keptValues
     var removed: Set<Int> = []
     var replacements: [(Int, [Node])] = []
     for (index, node) in graph.nodes.enumerated() {
@@ -225,7 +226,7 @@ func foldBatchNorm(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
         var input = node.operands[0]
         var biasNode: Int?
         if let p = producers[input.index], graph.nodes[p].op == .biasAdd {
-            if let reason = graph.blocker(input, users: users) { skip(reason); continue }
+            if let reason = graph.blocker(input, users: users, kept: kept) { skip(reason); continue }
             biasNode = p
             input = graph.nodes[p].operands[0]
         }
@@ -236,7 +237,7 @@ func foldBatchNorm(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
         case .matmul(false, false): convolution = false
         default: skip("its input is not made by a conv or fc"); continue
         }
-        if let reason = graph.blocker(input, users: users) { skip(reason); continue }
+        if let reason = graph.blocker(input, users: users, kept: kept) { skip(reason); continue }
         let layerNode = graph.nodes[layer]
         let weight = layerNode.operands[1]
         let bias = biasNode.map { graph.nodes[$0].operands[1] }
