@@ -104,10 +104,11 @@ public struct CompiledFile: Sendable, Equatable {
 
     /// Reads and checks a compiled file; every problem is a `CompiledFileError` saying what is wrong.
     public static func read(path: String) throws(CompiledFileError) -> CompiledFile {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CompiledFileError(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
+        let bytes: [UInt8]
+        do { bytes = try readRegularFile(path: path, limit: machineMemoryBytes, what: "a compiled model") } catch {
+            throw CompiledFileError(path: path, message: error.message)
         }
-        return try decode([UInt8](data), path: path)
+        return try decode(bytes, path: path)
     }
 
     public static func decode(_ bytes: [UInt8], path: String) throws(CompiledFileError) -> CompiledFile {

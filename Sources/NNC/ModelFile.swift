@@ -130,6 +130,9 @@ func initialCheckpoint(_ program: ModelProgram, dtype: DType, seed: Int) -> Chec
 
 func isCompiledFile(_ path: String) -> Bool {
     if path.hasSuffix(".nnc") { return true }
+    // Only a regular file is looked into (opening a pipe would wait for a writer).
+    var status = stat()
+    guard stat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return false }
     guard let handle = FileHandle(forReadingAtPath: path) else { return false }
     defer { try? handle.close() }
     return (try? handle.read(upToCount: 4)).map { [UInt8]($0) == CompiledFile.magic } ?? false

@@ -20,14 +20,12 @@ public struct ModelProgram: Sendable {
 
     /// Reads, parses and checks a model file. Diagnostics are thrown as `DiagnosticError`.
     public static func load(path: String) throws -> ModelProgram {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            var isDirectory: ObjCBool = false
-            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
-            throw InputError("\(path): error: \(exists ? (isDirectory.boolValue ? "is a directory, not a model file" : "cannot read the file") : "no such file")")
-        }
         // A model is a few lines; a huge file is a mistake, not a model (and must not exhaust memory).
-        guard data.count <= 64 << 20 else { throw InputError("\(path): error: the file is \(data.count) bytes; a model file is at most 64 MiB") }
-        return try compile(SourceFile(path: path, bytes: [UInt8](data)))
+        let bytes: [UInt8]
+        do { bytes = try readRegularFile(path: path, limit: 64 << 20, what: "a model file") } catch {
+            throw InputError("\(path): error: \(error.message)")
+        }
+        return try compile(SourceFile(path: path, bytes: bytes))
     }
 
     /// Parses, lowers and checks a model's text; its diagnostics are thrown as `DiagnosticError`.

@@ -19,11 +19,7 @@ func readONNXModel(path: String) throws -> ONNXModel {
 
 /// A whole regular file of at most `limit` bytes, checked before reading.
 func readBoundedFile(path: String, limit: Int, what: String) throws -> [UInt8] {
-    var status = stat()
-    guard stat(path, &status) == 0 else { throw InputError("\(path): error: \(String(cString: strerror(errno)))") }
-    guard (status.st_mode & S_IFMT) == S_IFREG else { throw InputError("\(path): error: not a regular file") }
-    guard Int(status.st_size) <= limit else { throw InputError("\(path): error: the file is \(status.st_size) bytes; \(what) is at most \(limit) bytes") }
-    do { return try readFileBytes(path: path) } catch { throw InputError(error.description) }
+    do { return try readRegularFile(path: path, limit: limit, what: what) } catch { throw InputError("\(path): error: \(error.message)") }
 }
 
 /// An ONNX model as an nnc model: its source compiled, its weights as the checkpoint.

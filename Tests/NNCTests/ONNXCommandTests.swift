@@ -61,11 +61,11 @@ import Testing
 
         let missing = FrontEnd.run(["import", scratch.appendingPathComponent("none.onnx").path])
         #expect(missing.status == 1)
-        #expect(missing.errors.contains("No such file"))
+        #expect(missing.errors.contains("no such file"))
 
         let directory = FrontEnd.run(["import", scratch.path])
         #expect(directory.status == 1)
-        #expect(directory.errors.contains("not a regular file"))
+        #expect(directory.errors.contains("is a directory, not an ONNX file"))
 
         #expect(FrontEnd.run(["import", text, "--emit", "ir"]).status == 2)
 
@@ -79,5 +79,28 @@ import Testing
         #expect(f64.status == 1)
         #expect(f64.errors.contains("ONNX Runtime has no double-precision Conv"))
         #expect(!FileManager.default.fileExists(atPath: out))
+    }
+}
+
+/// Inputs that never end or have no size are refused before anything is read (issue: /dev/zero as
+/// --data, --input, a model or a compiled file was read until memory ran out).
+@Suite struct NonRegularInputTests {
+    @Test func devicesAndPipesAreRefused() throws {
+        let scratch = try FrontEnd.scratch()
+        let model = scratch.appendingPathComponent("m.nn").path
+        try "input 2\nfc 2->1\nloss mse\n".write(toFile: model, atomically: true, encoding: .utf8)
+        let compiled = scratch.appendingPathComponent("m.nnc").path
+        #expect(FrontEnd.run(["compile", model, "-o", compiled]).status == 0)
+        let fifo = scratch.appendingPathComponent("pipe").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for device in ["/dev/zero", fifo] {
+            for arguments in [["train", model, "--data", device, "-o", scratch.appendingPathComponent("o.nnc").path],
+                              ["run", compiled, "--input", device], ["check", device], ["eval", device, "--data", device],
+                              ["import", device]] {
+                let result = FrontEnd.run(arguments)
+                #expect(result.status == 1, "\(arguments)")
+                #expect(result.errors.contains("\(device): error: is not a regular file"), "\(arguments): \(result.errors)")
+            }
+        }
     }
 }

@@ -89,7 +89,7 @@ fileprivate let classify3 = DataExpectation(featureCount: 2, targets: .classLabe
 
     @Test func missingFile() {
         let e = dataError { try loadData(path: "/nonexistent/dir/x.csv", expecting: classify3) }
-        #expect(e?.description == "/nonexistent/dir/x.csv: error: cannot open: No such file or directory")
+        #expect(e?.description == "/nonexistent/dir/x.csv: error: no such file")
     }
 }
 

@@ -1,4 +1,5 @@
 import CZlib
+import IR
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -8,40 +9,14 @@ import Darwin
 
 // MARK: - Reading and writing whole files
 
-/// Reads a whole file into memory. Errors name the file and the system's reason.
+/// Reads a whole data file into memory: a regular file no larger than the machine's memory. Errors
+/// name the file and the reason.
 public func readFileBytes(path: String) throws(DataError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd < 0 {
-        throw DataError(path: path, message: "cannot open: \(String(cString: strerror(errno)))")
+    do {
+        return try readRegularFile(path: path, limit: machineMemoryBytes, what: "a data file")
+    } catch {
+        throw DataError(path: path, message: error.message)
     }
-    defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 {
-        throw DataError(path: path, message: "cannot read: \(String(cString: strerror(errno)))")
-    }
-    if (st.st_mode & S_IFMT) == S_IFDIR {
-        throw DataError(path: path, message: "is a directory")
-    }
-    var capacity = max(Int(st.st_size), 0) + 1  // +1 so that EOF is seen without growing
-    var bytes = [UInt8](repeating: 0, count: capacity)
-    var count = 0
-    while true {
-        if count == capacity {
-            capacity = capacity * 2
-            bytes.append(contentsOf: repeatElement(0, count: capacity - bytes.count))
-        }
-        let n = bytes.withUnsafeMutableBytes { buf in
-            read(fd, buf.baseAddress! + count, capacity - count)
-        }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw DataError(path: path, message: "cannot read: \(String(cString: strerror(errno)))")
-        }
-        if n == 0 { break }
-        count += n
-    }
-    bytes.removeSubrange(count...)
-    return bytes
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed, then renamed over `path`.
