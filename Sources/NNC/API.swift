@@ -31,7 +31,7 @@ public struct Model: Sendable {
     /// - Throws: `DiagnosticError` with every error of the source, with line and column.
     public init(source: String, path: String = "model.nn", dtype: DType = .f32, seed: Int? = nil) throws {
         let program = try ModelProgram.compile(SourceFile(path: path, text: source))
-        state = ModelState(program: program, checkpoint: initialCheckpoint(program, dtype: dtype, seed: seed ?? program.settings.training.seed))
+        state = ModelState(program: program, checkpoint: try initialCheckpoint(program, dtype: dtype, seed: seed ?? program.settings.training.seed))
     }
 
     /// Reads a model file: `.nn` source (fresh parameters) or a compiled `.nnc` (as saved).

@@ -31,6 +31,7 @@ func bench<T: KernelScalar>(_ type: T.Type, _ program: ModelProgram, batch: Int,
         : try program.trainingGraph(dtype: dtype, settings: program.settings.training).optimized().graph
     let plan = try Plan(graph: graph, batch: batch)
     let store = ParameterStore<T>(graph: graph)
+    try requireParameterMemory(program, dtype: dtype)
     let values = initialValues(for: graph.parameters, seed: 0)
     for (buffer, initial) in zip(store.parameters, values) { store.load(initial, into: buffer) }
     // A forward pass alone runs as `run` does: weights packed for the GEMMs once, at the start.

@@ -123,9 +123,14 @@ let checkCommand = Command(
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
     let program = try loadModel(path, console: console)
-    // The training graph must build too (autodiff, passes), when the model has a loss.
+    // The training graph must build too (autodiff, passes), when the model has a loss; what it would
+    // need of the machine's memory is a warning (the batch or the machine may change).
+    if let shortfall = parameterMemoryShortfall(program, dtype: .f32) { console.error("\(path): warning: \(shortfall)") }
     if program.model.graph.loss != nil {
-        _ = try program.trainingGraph(dtype: .f32, settings: program.settings.training).optimized(verify: verifyPasses)
+        let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training).optimized(verify: verifyPasses).graph
+        if let batch = program.settings.training.batch {
+            do throws(PlanError) { _ = try Plan(graph: training, batch: batch) } catch { console.error("\(path): warning: \(error.message)") }
+        }
     }
     console.print(summaryTable(program.model, path: path), terminator: "")
 }

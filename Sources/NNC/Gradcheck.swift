@@ -95,6 +95,7 @@ let gradcheckCommand = Command(
     let path = try onePath(arguments, "model file")
     let program = try loadModel(path, console: console)
     guard program.model.graph.loss != nil else { throw InputError(program.noLossMessage) }
+    try requireParameterMemory(program, dtype: .f64)
     let tolerance = try arguments.number("--tolerance") ?? 1e-5
     let batch = try arguments.integer("--batch") ?? 3
     let checks = try gradientCheck(program, batch: batch, seed: try arguments.integer("--seed", minimum: 0) ?? 0,

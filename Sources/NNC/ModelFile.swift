@@ -32,7 +32,7 @@ struct ModelState {
             return state
         }
         let program = try ModelProgram.load(path: path)
-        return ModelState(program: program, checkpoint: initialCheckpoint(program, dtype: requested ?? .f32, seed: seed ?? program.settings.training.seed))
+        return ModelState(program: program, checkpoint: try initialCheckpoint(program, dtype: requested ?? .f32, seed: seed ?? program.settings.training.seed))
     }
 
     /// Every parameter of the graph is present with the right shape.
@@ -112,9 +112,32 @@ struct ModelState {
     }
 }
 
+/// Why a model's parameters do not fit this machine, or nil when they do: the checkpoint keeps each
+/// value as a Double, and a run keeps the parameters, their gradients and the optimizer's state
+/// (two tensors for Adam) in its precision.
+func parameterMemoryShortfall(_ program: ModelProgram, dtype: DType) -> String? {
+    let graph = program.model.graph
+    var elements = 0
+    for parameter in graph.parameters {
+        let (sum, overflow) = elements.addingReportingOverflow(parameter.shape.rowElements)
+        guard !overflow else { return "the model's parameters are beyond counting" }
+        elements = sum
+    }
+    let perElement = 8 + (dtype == .f64 ? 8 : 4) * 4
+    let (bytes, overflow) = elements.multipliedReportingOverflow(by: perElement)
+    guard overflow || bytes > machineMemoryBytes else { return nil }
+    return "the model's \(grouped(elements)) parameters need \(overflow ? "more than 9e18 bytes" : gigabytesText(bytes)) of memory to train, the machine has \(gigabytesText(machineMemoryBytes))"
+}
+
+/// Refuses, before any allocation, a model whose parameters do not fit this machine.
+func requireParameterMemory(_ program: ModelProgram, dtype: DType) throws {
+    if let shortfall = parameterMemoryShortfall(program, dtype: dtype) { throw InputError("\(program.source.path): error: \(shortfall)") }
+}
+
 /// A model before training: its parameters drawn from `seed`, its persistent state at its initial
 /// values (running means 0, variances 1).
-func initialCheckpoint(_ program: ModelProgram, dtype: DType, seed: Int) -> Checkpoint {
+func initialCheckpoint(_ program: ModelProgram, dtype: DType, seed: Int) throws -> Checkpoint {
+    try requireParameterMemory(program, dtype: dtype)
     let graph = program.model.graph
     var checkpoint = Checkpoint()
     checkpoint.dtype = dtype
@@ -142,7 +165,7 @@ func isCompiledFile(_ path: String) -> Bool {
 /// `weights`: parameters and running statistics from a NumPy `.npz` (`compile --init`) instead of
 /// the initial ones, so that weights from NumPy or PyTorch run without training.
 func writeInitialModel(program: ModelProgram, dtype: DType, settings: TrainingSettings, weights: String? = nil, to path: String) throws {
-    var checkpoint = initialCheckpoint(program, dtype: dtype, seed: settings.seed)
+    var checkpoint = try initialCheckpoint(program, dtype: dtype, seed: settings.seed)
     // Training the file goes on with these settings (the seed of --seed among them).
     checkpoint.settings = settings
     var state = ModelState(program: program, checkpoint: checkpoint)

@@ -104,3 +104,24 @@ import Testing
         }
     }
 }
+
+/// A model whose parameters cannot fit any machine (10^12 of them): `check` warns, every command
+/// that would allocate them says so and exits 1 (issue: they were OOM-killed).
+@Suite struct MemoryTests {
+    @Test func modelsTooLargeForMemoryAreRefusedBeforeAllocating() throws {
+        let scratch = try FrontEnd.scratch()
+        let model = scratch.appendingPathComponent("huge.nn").path
+        let layers = (0..<500).map { _ in "fc 32768\nfc 32768" }.joined(separator: "\n")
+        try "input 32768\n\(layers)\nloss mse\n".write(toFile: model, atomically: true, encoding: .utf8)
+        let check = FrontEnd.run(["check", model])
+        #expect(check.status == 0)
+        #expect(check.errors.contains("\(model): warning: the model's 1,073,774,592,000 parameters need"), "\(check.errors)")
+        for arguments in [["compile", model, "-o", scratch.appendingPathComponent("h.nnc").path], ["bench", model], ["gradcheck", model],
+                          ["train", model, "--data", model]] {
+            let result = FrontEnd.run(arguments)
+            #expect(result.status == 1, "\(arguments)")
+            #expect(result.errors.contains("the machine has") || result.errors.contains("more than this machine's"), "\(arguments): \(result.errors)")
+        }
+        #expect(throws: InputError.self) { try Model(source: "input 32768\n\(layers)\nloss mse\n") }
+    }
+}

@@ -63,7 +63,7 @@ import TestSupport
     /// A model with its initial weights and random running statistics (so that batch norm is tested).
     static func state(_ path: String, dtype: DType) throws -> ModelState {
         let program = try ModelProgram.load(path: path)
-        var checkpoint = initialCheckpoint(program, dtype: dtype, seed: 7)
+        var checkpoint = try initialCheckpoint(program, dtype: dtype, seed: 7)
         var random = SplitMix64(seed: 11)
         for index in checkpoint.persistentState.indices {
             let variance = checkpoint.persistentState[index].name.hasSuffix("running_var")
