@@ -41,8 +41,9 @@ public struct TrainingSettings: Sendable, Equatable {
     public mutating func set(_ key: String, _ value: Double) -> String? {
         if TrainKeys.integers.contains(key) {
             let lowest: Double = key == "seed" || key == "warmup" ? 0 : 1
-            guard value == value.rounded(), value >= lowest, value <= Double(key == "seed" ? Int(UInt32.max) : Int(Int32.max)) else {
-                return "'\(key)' must be a whole number of at least \(Int(lowest))\(key == "seed" ? " and at most \(UInt32.max)" : "")"
+            let highest = key == "seed" ? Int(UInt32.max) : Int(Int32.max)
+            guard value == value.rounded(), value >= lowest, value <= Double(highest) else {
+                return "'\(key)' must be a whole number from \(Int(lowest)) to \(highest), found \(formatNumber(value))"
             }
         } else if let complaint = TrainKeys.check(key: key, value: value) {
             return complaint

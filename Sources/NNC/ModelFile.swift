@@ -58,6 +58,9 @@ struct ModelState {
             guard array.shape == shape else {
                 throw InputError("\(path): error: array '\(name)' has shape (\(array.shape.map(String.init).joined(separator: ", "))), but the model needs (\(shape.map(String.init).joined(separator: ", ")))")
             }
+            if let bad = array.values.firstIndex(where: { !$0.isFinite || (checkpoint.dtype == .f32 && abs($0) > Double(Float.greatestFiniteMagnitude)) }) {
+                throw InputError("\(path): error: array '\(name)' holds \(array.values[bad]) at flat index \(bad)\(array.values[bad].isFinite ? ", beyond float32's range (train in f64: --dtype f64)" : ""); parameters must be finite")
+            }
             return array.values
         }
         let graph = program.model.graph

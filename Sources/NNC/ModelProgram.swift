@@ -25,6 +25,10 @@ public struct ModelProgram: Sendable {
         do { bytes = try readRegularFile(path: path, limit: 64 << 20, what: "a model file") } catch {
             throw InputError("\(path): error: \(error.message)")
         }
+        // A compiled file is not source: say so instead of a lexer error per byte.
+        if bytes.count >= 4, Array(bytes[0..<4]) == CompiledFile.magic {
+            throw InputError("\(path): error: this is a compiled model (.nnc), not model source; run, eval, train, export and import read compiled models, check, compile, gradcheck and bench read .nn source (the source is inside: nnc train \(path) goes on training it)")
+        }
         return try compile(SourceFile(path: path, bytes: bytes))
     }
 

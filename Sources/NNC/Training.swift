@@ -263,6 +263,18 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
     let plan = try Plan(graph: trainingGraph, batch: batch)
     let store = ParameterStore<T>(graph: trainingGraph)
     state.fill(store)
+    // Values that are already infinite or NaN in this precision come from the input, not from the
+    // learning rate: name them where they enter.
+    for (index, name) in store.names.enumerated() {
+        if let bad = store.values(store.parameters[index]).firstIndex(where: { !$0.isFinite }) {
+            throw InputError("\(program.source.path): error: parameter '\(name)' holds \(store.values(store.parameters[index])[bad]) at flat index \(bad) before training (from its initializer, --init or the compiled file)\(T.self == Float.self ? "; in f32 every value must be within ±3.4e38" : "")")
+        }
+    }
+    for data in [job.train, job.test, job.validation].compactMap({ $0 }) {
+        if let (sample, feature, value) = data.firstValueBeyond(T.self == Float.self ? Double(Float.greatestFiniteMagnitude) : .greatestFiniteMagnitude) {
+            throw InputError("\(data.source): error: sample \(sample + 1), feature \(feature + 1) is \(value)\(value.isFinite ? ", beyond float32's range (±3.4e38): train in f64 (--dtype f64) or scale the data" : "")")
+        }
+    }
     let session = try Session<T>(plan: plan, store: store, threads: job.threads, seed: settings.seed)
     let hasDropout = trainingGraph.nodes.contains { if case .dropoutMask = $0.op { return true }; return false }
     let classes: Int? = { if case .classLabels(let c) = trainingGraph.targetKind { return c }; return nil }()

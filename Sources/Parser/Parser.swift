@@ -454,6 +454,7 @@ extension Parser {
 extension TrainKeys {
     /// The range each real-valued key accepts; nil when the value is fine, else the complaint.
     public static func check(key: String, value: Double) -> String? {
+        guard value.isFinite else { return "'\(key)' must be a finite number, found \(value)" }
         switch key {
         case "lr", "eps": return value > 0 ? nil : "'\(key)' must be greater than 0, found \(formatNumber(value))"
         case "momentum", "beta1", "beta2":

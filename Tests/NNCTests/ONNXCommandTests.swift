@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import NNC
+import Runtime
 
 /// `nnc import` and `nnc export --onnx` from the command line: an imported PyTorch export runs with
 /// ONNX Runtime's outputs, fine-tunes with --loss, exports again and imports back; bad files exit 1.
@@ -123,5 +124,41 @@ import Testing
             #expect(result.errors.contains("the machine has") || result.errors.contains("more than this machine's"), "\(arguments): \(result.errors)")
         }
         #expect(throws: InputError.self) { try Model(source: "input 32768\n\(layers)\nloss mse\n") }
+    }
+}
+
+/// Clear errors where the issue found unclear ones: a compiled file given as source, a batch beyond
+/// its range, and infinities that come from the input (blamed on the learning rate before).
+@Suite struct ClearErrorTests {
+    @Test func errorsSayWhatIsWrongWhereItEnters() throws {
+        let scratch = try FrontEnd.scratch()
+        let model = scratch.appendingPathComponent("m.nn").path
+        try "input 2\nfc 2->1\nloss mse\n".write(toFile: model, atomically: true, encoding: .utf8)
+        let compiled = scratch.appendingPathComponent("m.nnc").path
+        #expect(FrontEnd.run(["compile", model, "-o", compiled]).status == 0)
+        let disguised = scratch.appendingPathComponent("c.nn").path
+        try FileManager.default.copyItem(atPath: compiled, toPath: disguised)
+        for command in ["check", "compile", "gradcheck", "bench"] {
+            let result = FrontEnd.run([command, disguised])
+            #expect(result.status == 1 && result.errors.hasPrefix("\(disguised): error: this is a compiled model (.nnc), not model source"), "\(command): \(result.errors)")
+        }
+        let batch = FrontEnd.run(["train", model, "--batch", "2147483648"])
+        #expect(batch.status == 2 && batch.errors.contains("'batch' must be a whole number from 1 to 2147483647, found 2147483648"))
+
+        let data = scratch.appendingPathComponent("d.csv").path
+        try "1,2,3\n4,1e39,5\n".write(toFile: data, atomically: true, encoding: .utf8)
+        let overflow = FrontEnd.run(["train", model, "--data", data, "-o", compiled])
+        #expect(overflow.status == 1 && overflow.errors.contains("\(data): error: sample 2, feature 2 is 1e+39, beyond float32's range"), "\(overflow.errors)")
+        #expect(FrontEnd.run(["train", model, "--data", data, "--dtype", "f64", "-o", compiled]).status == 0)
+
+        let wild = scratch.appendingPathComponent("w.nn").path
+        try "input 2\nfc 2->1 init normal(0,1e39)\nloss mse\n".write(toFile: wild, atomically: true, encoding: .utf8)
+        let initialized = FrontEnd.run(["train", wild, "--data", data, "--dtype", "f32", "-o", compiled])
+        #expect(initialized.status == 1 && initialized.errors.contains("parameter 'fc1.weight' holds"), "\(initialized.errors)")
+
+        let weights = scratch.appendingPathComponent("w.npz").path
+        try writeNPZ(path: weights, arrays: [("fc1.weight", [2, 1], true, [1, .nan]), ("fc1.bias", [1], true, [0])])
+        let nan = FrontEnd.run(["train", model, "--data", data, "--init", weights, "-o", compiled])
+        #expect(nan.status == 1 && nan.errors.contains("array 'fc1.weight' holds nan at flat index 1"), "\(nan.errors)")
     }
 }

@@ -248,6 +248,19 @@ public struct Dataset: Sendable {
         return Dataset(count: indices.count, featureCount: f, features: newFeatures, targets: newTargets, source: source)
     }
 
+    /// The first feature value that is not finite or beyond `limit` in size: (sample, feature, value).
+    public func firstValueBeyond(_ limit: Double) -> (Int, Int, Double)? {
+        func find<E: BinaryFloatingPoint>(_ a: [E]) -> (Int, Int, Double)? {
+            guard let index = a.firstIndex(where: { !$0.isFinite || abs(Double($0)) > limit }) else { return nil }
+            return (index / max(1, featureCount), index % max(1, featureCount), Double(a[index]))
+        }
+        switch features {
+        case .bytes: return nil
+        case .float32(let a): return find(a)
+        case .float64(let a): return find(a)
+        }
+    }
+
     /// The first n samples (for --limit); all of them when n >= count.
     public func prefix(_ n: Int) -> Dataset {
         let m = max(0, min(n, count))
