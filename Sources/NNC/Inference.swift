@@ -70,7 +70,8 @@ let evalCommand = Command(
     let dataPath = arguments.values["--data"] ?? program.settings.testDataPath.map(program.resolve)
         ?? state.checkpoint.dataPath ?? program.settings.dataPath.map(program.resolve)
     guard let dataPath else { throw UsageError(message: "no data: pass --data PATH") }
-    let splits = try loadData(path: dataPath, expecting: program.expectation)
+    // The test split of an MNIST directory alone: its training files are neither read nor checked.
+    let splits = try loadData(path: dataPath, expecting: program.expectation, testOnly: true)
     let data = splits.test ?? splits.train
     let result: (loss: Double, accuracy: Double?)
     switch state.dtype {

@@ -287,6 +287,18 @@ fileprivate let classify3 = DataExpectation(featureCount: 2, targets: .classLabe
         #expect(try loadFile(path: honest).bytes.count == 156_816)
     }
 
+    /// eval reads only the test split: broken training files are not its business.
+    @Test func testSplitAloneLeavesTheTrainingFilesUnread() throws {
+        let dir = TempDir()
+        dir.write("train-images-idx3-ubyte.gz", Array("junk".utf8))
+        dir.write("train-labels-idx1-ubyte.gz", Array("junk".utf8))
+        dir.write("t10k-images-idx3-ubyte.gz", gzipCompress(idxImages(2, 2, 3)))
+        dir.write("t10k-labels-idx1-ubyte", idxLabels([7, 8]))
+        let splits = try loadData(path: dir.path, expecting: mnist, testOnly: true)
+        #expect(splits.test?.count == 2 && splits.train.count == 2)
+        #expect(throws: DataError.self) { try loadData(path: dir.path, expecting: mnist) }
+    }
+
     @Test func directoryWithoutMNISTFiles() {
         let dir = TempDir()
         dir.write("readme.txt", text: "hi")

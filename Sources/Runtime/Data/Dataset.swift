@@ -308,10 +308,12 @@ public struct DataSplits: Sendable {
 /// Loads a file or directory by its kind: .csv (or any text), .idx/-ubyte (raw or .gz), .npy, .npz, or a directory
 /// in MNIST layout (`train-images-idx3-ubyte[.gz]` … with an optional `t10k-…` test split).
 /// The kind comes from the content (magic numbers), then from the extension; anything else is read as CSV.
-public func loadData(path: String, expecting: DataExpectation) throws(DataError) -> DataSplits {
+///
+/// `testOnly`: for an MNIST directory with a test split, only that split is read (as both splits).
+public func loadData(path: String, expecting: DataExpectation, testOnly: Bool = false) throws(DataError) -> DataSplits {
     try checkExpectation(expecting, path: path)
     if isDirectory(path) {
-        return try loadMNISTDirectory(path: path, expecting: expecting)
+        return try loadMNISTDirectory(path: path, expecting: expecting, testOnly: testOnly)
     }
     let raw = try readFileBytes(path: path)
     return try loadData(bytes: raw, path: path, expecting: expecting)

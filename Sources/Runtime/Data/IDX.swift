@@ -211,7 +211,9 @@ let mnistFiles = (
 )
 
 /// Loads a directory in MNIST layout: train split required, test split when present.
-func loadMNISTDirectory(path: String, expecting: DataExpectation) throws(DataError) -> DataSplits {
+/// `testOnly`: a directory with a test split loads only that (as both splits), its training files
+/// neither read nor checked (`nnc eval`).
+func loadMNISTDirectory(path: String, expecting: DataExpectation, testOnly: Bool = false) throws(DataError) -> DataSplits {
     func find(_ name: String) -> String? {
         for n in [name + ".gz", name] {
             let p = (path as NSString).appendingPathComponent(n)
@@ -220,6 +222,12 @@ func loadMNISTDirectory(path: String, expecting: DataExpectation) throws(DataErr
         return nil
     }
     let needLabels = expecting.targets != .none
+    if testOnly, let testImages = find(mnistFiles.testImages), !needLabels || find(mnistFiles.testLabels) != nil {
+        let test = try idxDataset(images: try loadFile(path: testImages),
+                                  labels: needLabels ? try find(mnistFiles.testLabels).map { p throws(DataError) in try loadFile(path: p) } : nil,
+                                  expecting: expecting)
+        return DataSplits(train: test, test: test)
+    }
     let trainImages = find(mnistFiles.trainImages)
     let trainLabels = find(mnistFiles.trainLabels)
     if trainImages == nil || (needLabels && trainLabels == nil) {
