@@ -51,6 +51,11 @@ struct ModelState {
     /// (`--init W.npz`); every one must be there, with the model's shape.
     mutating func loadWeights(npz path: String) throws {
         let arrays = try readNPZ(path: path)
+        // Every array must be something the model has: an extra one is a mismatch (another model's file).
+        let known = Set(program.model.graph.parameters.map(\.name) + program.model.graph.states.filter { $0.kind == .persistent }.map(\.name))
+        if let extra = arrays.first(where: { !known.contains($0.name) }) {
+            throw InputError("\(path): error: array '\(extra.name)' is not a parameter or running statistic of the model (it has \(known.sorted().joined(separator: ", ")))")
+        }
         func array(_ name: String, _ shape: [Int]) throws -> [Double] {
             guard let array = arrays.first(where: { $0.name == name })?.array else {
                 throw InputError("\(path): error: no array named '\(name)' (the file has \(arrays.map { "'\($0.name)'" }.joined(separator: ", ")))")

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import NNC
-import Runtime
+@testable import Runtime
 
 /// `nnc import` and `nnc export --onnx` from the command line: an imported PyTorch export runs with
 /// ONNX Runtime's outputs, fine-tunes with --loss, exports again and imports back; bad files exit 1.
@@ -160,5 +160,15 @@ import Runtime
         try writeNPZ(path: weights, arrays: [("fc1.weight", [2, 1], true, [1, .nan]), ("fc1.bias", [1], true, [0])])
         let nan = FrontEnd.run(["train", model, "--data", data, "--init", weights, "-o", compiled])
         #expect(nan.status == 1 && nan.errors.contains("array 'fc1.weight' holds nan at flat index 1"), "\(nan.errors)")
+        try writeNPZ(path: weights, arrays: [("fc1.weight", [2, 1], true, [1, 2]), ("fc1.bias", [1], true, [0]), ("fc2.weight", [1], true, [0])])
+        let extra = FrontEnd.run(["train", model, "--data", data, "--init", weights, "-o", compiled])
+        #expect(extra.status == 1 && extra.errors.contains("array 'fc2.weight' is not a parameter or running statistic of the model"), "\(extra.errors)")
+
+        // An NPY with more data than its header describes.
+        let npy = scratch.appendingPathComponent("x.npy").path
+        let valid = try encodeNPY(shape: [2, 3], float64: true, values: [1, 2, 3, 4, 5, 6])
+        try Data(valid + [0, 0, 0, 0, 0, 0, 0, 0]).write(to: URL(fileURLWithPath: npy))
+        let long = FrontEnd.run(["train", model, "--data", npy, "-o", compiled])
+        #expect(long.status == 1 && long.errors.contains("8 bytes of unexpected data after the 48 bytes that shape (2, 3)"), "\(long.errors)")
     }
 }

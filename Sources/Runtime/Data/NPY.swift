@@ -277,6 +277,9 @@ func parseNPYHeader(_ b: [UInt8], prefixOnly: Bool = false) throws(ParseFailure)
     guard let count = checkedProduct(shape), case let (bytes, false) = count.multipliedReportingOverflow(by: dtype.size) else {
         throw ParseFailure("the shape \(pythonShape(shape)) is too large", at: textStart)
     }
+    if bytes < available, !prefixOnly {
+        throw ParseFailure("\(bytesText(available - bytes)) of unexpected data after the \(bytesText(bytes)) that shape \(pythonShape(shape)) of '\(dtype.descr)' describes", at: dataOffset + bytes)
+    }
     if bytes > available, !prefixOnly {
         throw ParseFailure("truncated: shape \(pythonShape(shape)) of '\(dtype.descr)' needs \(bytesText(bytes)) of data, but only \(bytesText(available)) follow", at: dataOffset)
     }
