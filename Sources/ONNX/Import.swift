@@ -185,7 +185,13 @@ struct Translator {
 
     /// The model's text: the input, then each statement with `as NAME` where a later one reads it.
     func result() -> ImportedModel {
-        var lines = ["# imported from ONNX (producer \(model.producerName.isEmpty ? "unknown" : model.producerName + " " + model.producerVersion), opset \(opset)); input: \(data.first { $0.value.value == 0 }?.key ?? "")", inputLine]
+        // Names from the file go into a comment: one line of printable characters.
+        func printable(_ text: String) -> String {
+            String(String.UnicodeScalarView(text.unicodeScalars.prefix(80).map { [.control, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) ? " " : $0 }))
+        }
+        let producer = model.producerName.isEmpty ? "unknown" : model.producerName + " " + model.producerVersion
+        let inputName = data.first { $0.value.value == 0 }?.key ?? ""
+        var lines = ["# imported from ONNX (producer \(printable(producer)), opset \(opset)); input: \(printable(inputName))", inputLine]
         for statement in statements {
             var line = statement.text
             let value = nnValues[statement.output]

@@ -4,6 +4,7 @@ import Testing
 @testable import IR
 @testable import ONNX
 import TestSupport
+import Parser
 
 /// Import of models PyTorch exported (torch.onnx.export, both exporters; batch norm as a node and
 /// folded, a residual block with a global average pool, 1-D convolution): nnc reproduces ONNX
@@ -82,6 +83,19 @@ import TestSupport
         }
         #expect((outcomes["ok"] ?? 0) + (outcomes["error"] ?? 0) == 100 * files.count && files.count >= 10)
         #expect((outcomes["error"] ?? 0) > 0)
+    }
+
+    /// Every input the fuzz harness (Fuzz/onnx.swift) ever failed on: it imports to a model whose
+    /// source compiles, or is an error.
+    @Test func fuzzFindingsStayFixed() throws {
+        let directory = Self.directory.deletingLastPathComponent().appendingPathComponent("fuzz/onnx")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".onnx") }
+        #expect(!files.isEmpty)
+        for file in files {
+            let bytes = [UInt8](try Data(contentsOf: directory.appendingPathComponent(file)))
+            guard let model = try? ONNXModel(bytes: bytes), let imported = try? importONNX(model) else { continue }
+            #expect(throws: Never.self, "\(file)") { _ = try ModelProgram.compile(SourceFile(path: "m.nn", text: imported.source)) }
+        }
     }
 
     @Test func lyingLengthsAreErrorsWithTheirOffset() {
