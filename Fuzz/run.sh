@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds and runs one harness for a time: Fuzz/run.sh NAME SECONDS [more libFuzzer flags].
+# The corpus starts from the project's own files (models/, Tests/Data/onnx and the ONNX backend
+# data when the judges' environment exists) and grows in .build/fuzz/corpus-NAME; a finding is
+# written to .build/fuzz/ and the script exits non-zero. Inputs are capped at 2 GB of memory.
+set -eu
+cd "$(dirname "$0")/.."
+name=$1 seconds=$2
+shift 2
+bash Fuzz/build.sh "$name" > /dev/null
+corpus=.build/fuzz/corpus-$name
+mkdir -p "$corpus"
+case "$name" in
+  onnx)
+    cp Tests/Data/onnx/*.onnx Tests/Data/fuzz/onnx/*.onnx "$corpus"/
+    for d in .build/onnx-venv/lib/python3*/site-packages/onnx/backend/test/data/pytorch-converted/*/; do
+      [ -f "$d/model.onnx" ] && cp "$d/model.onnx" "$corpus/$(basename "$d").onnx"
+    done ;;
+  model) cp models/*.nn "$corpus"/ ;;
+esac
+".build/fuzz/$name" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=200000 -artifact_prefix=".build/fuzz/$name-" "$@" "$corpus"
