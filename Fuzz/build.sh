@@ -19,8 +19,8 @@ module IR Sources/IR/*.swift
 case "$name" in
   onnx) module ONNX Sources/ONNX/*.swift; modules=(ONNX "${modules[@]}") ;;
   model) ;;
-  csv|idx|npy|npz) module Runtime Sources/Runtime/*.swift Sources/Runtime/Kernels/*.swift Sources/Runtime/Data/*.swift; modules=(Runtime "${modules[@]}") ;;
-  *) echo "unknown harness '$name' (onnx, model, csv, idx, npy, npz)" >&2; exit 2 ;;
+  data) module Runtime Sources/Runtime/*.swift Sources/Runtime/Kernels/*.swift Sources/Runtime/Data/*.swift; modules=(Runtime "${modules[@]}") ;;
+  *) echo "unknown harness '$name' (onnx, model, data)" >&2; exit 2 ;;
 esac
 swiftc "${flags[@]}" -module-name Fuzz "Fuzz/$name.swift" -L "$out" "${modules[@]/#/-l}" -lz -o "$out/$name"
 echo "$out/$name"

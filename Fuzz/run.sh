@@ -17,5 +17,7 @@ case "$name" in
       [ -f "$d/model.onnx" ] && cp "$d/model.onnx" "$corpus/$(basename "$d").onnx"
     done ;;
   model) cp models/*.nn "$corpus"/ ;;
+  data)  # the first byte picks the kind: 0 CSV, 1 IDX, 2 NPY, 3 NPZ, 4 gzipped CSV, 5 gzipped IDX
+    for f in models/data/*.csv; do { printf '\000'; cat "$f"; } > "$corpus/$(basename "$f")"; done ;;
 esac
 ".build/fuzz/$name" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=200000 -artifact_prefix=".build/fuzz/$name-" "$@" "$corpus"

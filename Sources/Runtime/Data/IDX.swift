@@ -72,8 +72,10 @@ func parseIDXHeader(_ b: [UInt8], role: String, expectedMagic: UInt32) throws(Pa
 func parseIDXImages(_ b: [UInt8], featureCount: Int) throws(ParseFailure) -> (count: Int, pixels: [UInt8]) {
     let h = try parseIDXHeader(b, role: "images", expectedMagic: 0x0000_0803)
     let n = h.dims[0]
-    let per = h.dims.dropFirst().reduce(1, *)  // cannot overflow: checked with dims[0] above... unless dims[0] == 0
     if n == 0 { throw ParseFailure("the file holds no images (the count is 0)", at: 4) }
+    // With n ≥ 1 the header's product bounds this one (found by the data fuzz harness: n = 0 with
+    // huge other sizes overflowed here).
+    guard let per = checkedProduct(Array(h.dims.dropFirst())) else { throw ParseFailure("the header's sizes are too large", at: 8) }
     if per != featureCount {
         let shape = h.dims.dropFirst().map(String.init).joined(separator: "×")
         throw ParseFailure("the images are \(shape) = \(per) values each, but the model expects \(featureCount) input features", at: 8)
