@@ -29,30 +29,59 @@ let runCommand = Command(
     }
 }
 
-/// Prediction rows as text.
-func predict<T: KernelScalar>(_ type: T.Type, _ state: ModelState, _ data: Dataset, threads: Int) throws -> [String] {
+/// Runs the model's inference graph over `count` rows, at most 1,024 at a time, in one session
+/// whose weights are packed for the GEMMs once: `fill` writes a batch's rows (start, rows) into the
+/// input, `take` reads its outputs (start, rows, width).
+func runInference<T: KernelScalar>(_ type: T.Type, _ state: ModelState, count: Int, threads: Int,
+                                   fill: (UnsafeMutablePointer<T>, Int, Int) -> Void,
+                                   take: (UnsafePointer<T>, Int, Int, Int) -> Void) throws {
     let graph = try state.program.inferenceGraph(dtype: state.dtype, withLoss: false)
-    let batch = max(1, min(1024, data.count))
+    let batch = max(1, min(1024, count))
     let store = ParameterStore<T>(graph: graph)
     state.fill(store)
-    // The weights stay as loaded: packed for the GEMMs once.
     let session = try Session<T>(plan: try Plan(graph: graph, batch: batch), store: store, threads: threads, constantParameters: true)
-    guard let input = session.inputPointer, let outputValue = graph.output else { return [] }
+    guard let input = session.inputPointer, let outputValue = graph.output else { return }
     let output = session.pointer(outputValue)
     let width = graph[outputValue].shape.rowElements
-    var lines: [String] = []
-    let indices = Array(0..<data.count)
     var start = 0
-    while start < data.count {
-        let rows = min(batch, data.count - start)
-        indices.withUnsafeBufferPointer { all in data.copyFeatures(UnsafeBufferPointer(rebasing: all[start..<(start + rows)]), into: input) }
+    while start < count {
+        let rows = min(batch, count - start)
+        fill(input, start, rows)
         session.run(try session.executable(batch: rows))
-        for r in 0..<rows {
-            lines.append((0..<width).map { "\(output[r * width + $0])" }.joined(separator: ","))
-        }
+        take(output, start, rows, width)
         start += rows
     }
+}
+
+/// Prediction rows as text.
+func predict<T: KernelScalar>(_ type: T.Type, _ state: ModelState, _ data: Dataset, threads: Int) throws -> [String] {
+    var lines: [String] = []
+    let indices = Array(0..<data.count)
+    try runInference(T.self, state, count: data.count, threads: threads) { input, start, rows in
+        indices.withUnsafeBufferPointer { all in data.copyFeatures(UnsafeBufferPointer(rebasing: all[start..<(start + rows)]), into: input) }
+    } take: { output, _, rows, width in
+        for r in 0..<rows { lines.append((0..<width).map { "\(output[r * width + $0])" }.joined(separator: ",")) }
+    }
     return lines
+}
+
+/// The model's outputs for `count` input rows (row-major, the model's input size each), in its precision.
+func inferenceOutputs(_ state: ModelState, inputs: [Double], count: Int, threads: Int = 1) throws -> [Double] {
+    let width = state.program.model.inputShape.rowElements
+    guard inputs.count == width * count else { throw InputError("the input has \(inputs.count) values, not \(count) rows of \(width)") }
+    func run<T: KernelScalar>(_ type: T.Type) throws -> [Double] {
+        var outputs: [Double] = []
+        try runInference(T.self, state, count: count, threads: threads) { input, start, rows in
+            for i in 0..<(rows * width) { input[i] = T(inputs[start * width + i]) }
+        } take: { output, _, rows, width in
+            outputs += (0..<(rows * width)).map { Double(output[$0]) }
+        }
+        return outputs
+    }
+    switch state.dtype {
+    case .f32: return try run(Float.self)
+    case .f64: return try run(Double.self)
+    }
 }
 
 let evalCommand = Command(
@@ -73,15 +102,7 @@ let evalCommand = Command(
     // The test split of an MNIST directory alone: its training files are neither read nor checked.
     let splits = try loadData(path: dataPath, expecting: program.expectation, testOnly: true)
     let data = splits.test ?? splits.train
-    let result: (loss: Double, accuracy: Double?)
-    switch state.dtype {
-    case .f32:
-        let store = ParameterStore<Float>(graph: program.model.graph); state.fill(store)
-        result = try Evaluator<Float>(program: program, dtype: .f32, store: store, threads: threads, batch: min(1000, max(1, data.count))).evaluate(data)
-    case .f64:
-        let store = ParameterStore<Double>(graph: program.model.graph); state.fill(store)
-        result = try Evaluator<Double>(program: program, dtype: .f64, store: store, threads: threads, batch: min(1000, max(1, data.count))).evaluate(data)
-    }
+    let result = try Model(state: state).evaluate(data, threads: threads)
     var line = "\(dataPath)\(splits.test != nil ? " (test split)" : ""): \(data.count) samples, loss \(formatLoss(result.loss))"
     if let accuracy = result.accuracy { line += ", accuracy \(String(format: "%.4f", accuracy))" }
     console.print(line)

@@ -43,28 +43,6 @@ func importedModelState(path: String) throws -> (state: ModelState, imported: Im
     return (state, imported)
 }
 
-/// The model's outputs for `count` input rows (row-major, the model's input size each), in its precision.
-func inferenceOutputs(_ state: ModelState, inputs: [Double], count: Int, threads: Int = 1) throws -> [Double] {
-    switch state.dtype {
-    case .f32: return try inferenceOutputs(Float.self, state, inputs: inputs, count: count, threads: threads)
-    case .f64: return try inferenceOutputs(Double.self, state, inputs: inputs, count: count, threads: threads)
-    }
-}
-
-func inferenceOutputs<T: KernelScalar>(_ type: T.Type, _ state: ModelState, inputs: [Double], count: Int, threads: Int) throws -> [Double] {
-    let graph = try state.program.inferenceGraph(dtype: state.dtype, withLoss: false)
-    let store = ParameterStore<T>(graph: graph)
-    state.fill(store)
-    let session = try Session<T>(plan: try Plan(graph: graph, batch: max(1, count)), store: store, threads: threads, constantParameters: true)
-    guard let input = session.inputPointer, let outputValue = graph.output else { return [] }
-    let width = graph[state.program.model.graph.input ?? outputValue].shape.rowElements
-    guard inputs.count == width * count else { throw InputError("the input has \(inputs.count) values, not \(count) rows of \(width)") }
-    for (index, value) in inputs.enumerated() { input[index] = T(value) }
-    try session.run(batch: count)
-    let output = session.pointer(outputValue)
-    return (0..<(graph[outputValue].shape.rowElements * count)).map { Double(output[$0]) }
-}
-
 // MARK: import
 
 let importCommand = Command(

@@ -127,29 +127,27 @@ struct ProtoReader {
 
     /// A repeated float field: one fixed32, or a packed run of them.
     mutating func appendFloats(_ wire: WireType, to values: inout [Float]) throws(ProtobufError) {
-        switch wire {
-        case .fixed32: values.append(Float(bitPattern: try fixed32()))
-        case .lengthDelimited:
-            let range = try lengthDelimited()
-            guard range.count % 4 == 0 else { throw error("packed floats of \(range.count) bytes, not a multiple of 4", at: range.lowerBound) }
-            var packed = ProtoReader(bytes, range)
-            values.reserveCapacity(values.count + range.count / 4)
-            while packed.position < packed.end { values.append(Float(bitPattern: try packed.fixed32())) }
-        case .varint, .fixed64: throw error("a float field with wire type \(wire.rawValue)")
-        }
+        try appendFixed(wire, .fixed32, "float", to: &values) { reader throws(ProtobufError) in Float(bitPattern: try reader.fixed32()) }
     }
 
     /// A repeated double field: one fixed64, or a packed run of them.
     mutating func appendDoubles(_ wire: WireType, to values: inout [Double]) throws(ProtobufError) {
+        try appendFixed(wire, .fixed64, "double", to: &values) { reader throws(ProtobufError) in Double(bitPattern: try reader.fixed64()) }
+    }
+
+    /// A repeated fixed-width field: one value of wire type `single`, or a packed run of them.
+    mutating func appendFixed<V>(_ wire: WireType, _ single: WireType, _ what: String, to values: inout [V],
+                                 read: (inout ProtoReader) throws(ProtobufError) -> V) throws(ProtobufError) {
+        let size = single == .fixed32 ? 4 : 8
         switch wire {
-        case .fixed64: values.append(Double(bitPattern: try fixed64()))
+        case single: values.append(try read(&self))
         case .lengthDelimited:
             let range = try lengthDelimited()
-            guard range.count % 8 == 0 else { throw error("packed doubles of \(range.count) bytes, not a multiple of 8", at: range.lowerBound) }
+            guard range.count % size == 0 else { throw error("packed \(what)s of \(range.count) bytes, not a multiple of \(size)", at: range.lowerBound) }
             var packed = ProtoReader(bytes, range)
-            values.reserveCapacity(values.count + range.count / 8)
-            while packed.position < packed.end { values.append(Double(bitPattern: try packed.fixed64())) }
-        case .varint, .fixed32: throw error("a double field with wire type \(wire.rawValue)")
+            values.reserveCapacity(values.count + range.count / size)
+            while packed.position < packed.end { values.append(try read(&packed)) }
+        default: throw error("a \(what) field with wire type \(wire.rawValue)")
         }
     }
 }

@@ -87,11 +87,7 @@ import Testing
 /// --data, --input, a model or a compiled file was read until memory ran out).
 @Suite struct NonRegularInputTests {
     @Test func devicesAndPipesAreRefused() throws {
-        let scratch = try FrontEnd.scratch()
-        let model = scratch.appendingPathComponent("m.nn").path
-        try "input 2\nfc 2->1\nloss mse\n".write(toFile: model, atomically: true, encoding: .utf8)
-        let compiled = scratch.appendingPathComponent("m.nnc").path
-        #expect(FrontEnd.run(["compile", model, "-o", compiled]).status == 0)
+        let (scratch, model, compiled) = try smallModel()
         let fifo = scratch.appendingPathComponent("pipe").path
         #expect(mkfifo(fifo, 0o600) == 0)
         for device in ["/dev/zero", fifo] {
@@ -131,11 +127,7 @@ import Testing
 /// its range, and infinities that come from the input (blamed on the learning rate before).
 @Suite struct ClearErrorTests {
     @Test func errorsSayWhatIsWrongWhereItEnters() throws {
-        let scratch = try FrontEnd.scratch()
-        let model = scratch.appendingPathComponent("m.nn").path
-        try "input 2\nfc 2->1\nloss mse\n".write(toFile: model, atomically: true, encoding: .utf8)
-        let compiled = scratch.appendingPathComponent("m.nnc").path
-        #expect(FrontEnd.run(["compile", model, "-o", compiled]).status == 0)
+        let (scratch, model, compiled) = try smallModel()
         let disguised = scratch.appendingPathComponent("c.nn").path
         try FileManager.default.copyItem(atPath: compiled, toPath: disguised)
         for command in ["check", "compile", "gradcheck", "bench"] {
@@ -171,4 +163,14 @@ import Testing
         let long = FrontEnd.run(["train", model, "--data", npy, "-o", compiled])
         #expect(long.status == 1 && long.errors.contains("8 bytes of unexpected data after the 48 bytes that shape (2, 3)"), "\(long.errors)")
     }
+}
+
+/// A scratch directory with a two-input regression model, as source (m.nn) and compiled (m.nnc).
+func smallModel() throws -> (scratch: URL, model: String, compiled: String) {
+    let scratch = try FrontEnd.scratch()
+    let model = scratch.appendingPathComponent("m.nn").path
+    try "input 2\nfc 2->1\nloss mse\n".write(toFile: model, atomically: true, encoding: .utf8)
+    let compiled = scratch.appendingPathComponent("m.nnc").path
+    #expect(FrontEnd.run(["compile", model, "-o", compiled]).status == 0)
+    return (scratch, model, compiled)
 }
