@@ -18,9 +18,9 @@ module Parser Sources/Parser/*.swift
 module IR Sources/IR/*.swift
 case "$name" in
   onnx) module ONNX Sources/ONNX/*.swift; modules=(ONNX "${modules[@]}") ;;
-  model) ;;
+  model | nnc) ;;
   data) module Runtime Sources/Runtime/*.swift Sources/Runtime/Kernels/*.swift Sources/Runtime/Data/*.swift; modules=(Runtime "${modules[@]}") ;;
-  *) echo "unknown harness '$name' (onnx, model, data)" >&2; exit 2 ;;
+  *) echo "unknown harness '$name' (onnx, model, data, nnc)" >&2; exit 2 ;;
 esac
 swiftc "${flags[@]}" -module-name Fuzz "Fuzz/$name.swift" -L "$out" "${modules[@]/#/-l}" -lz -o "$out/$name"
 echo "$out/$name"

@@ -19,5 +19,14 @@ case "$name" in
   model) cp models/*.nn "$corpus"/ ;;
   data)  # the first byte picks the kind: 0 CSV, 1 IDX, 2 NPY, 3 NPZ, 4 gzipped CSV, 5 gzipped IDX
     for f in models/data/*.csv; do { printf '\000'; cat "$f"; } > "$corpus/$(basename "$f")"; done ;;
+  nnc)  # the first byte picks the repair (0 none, 1 CRC, 2 length and CRC): compiled and trained files
+    nnc=$(swift build --show-bin-path)/nnc
+    swift build --product nnc > /dev/null
+    seeds=$(mktemp -d)
+    "$nnc" compile models/xor.nn -o "$seeds/xor.nnc" > /dev/null
+    "$nnc" train models/xor.nn --epochs 3 --validation 0.25 --keep-best -o "$seeds/xor-trained.nnc" > /dev/null
+    "$nnc" train models/trask3.nn --epochs 1 --dtype f64 -o "$seeds/trask3-f64.nnc" > /dev/null
+    for f in "$seeds"/*.nnc; do for r in 0 1 2; do { printf "\\00$r"; cat "$f"; } > "$corpus/$r-$(basename "$f")"; done; done
+    rm -r "$seeds" ;;
 esac
 ".build/fuzz/$name" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=200000 -artifact_prefix=".build/fuzz/$name-" "$@" "$corpus"

@@ -119,6 +119,8 @@ extension Graph {
     public func differentiated() throws -> Graph {
         guard let loss else { throw IRError("the graph has no loss to differentiate") }
         var graph = self
+        // The backward pass is about twice the forward's size: one copy of the graph, no regrowth.
+        graph.reserveCapacity(nodes: 3 * nodes.count, values: 3 * values.count)
         // Which values depend on a parameter (only those need gradients).
         var dependsOnParameter = [Bool](repeating: false, count: values.count)
         for node in nodes {
@@ -154,6 +156,7 @@ extension Graph {
     /// Appends one optimizer update per parameter (and its state tensors: velocity, Adam's moments).
     public func withUpdates(_ update: OptimizerUpdate) throws -> Graph {
         var graph = self
+        graph.nodes.reserveCapacity(nodes.count + parameters.count * (1 + update.stateNames.count))
         for (index, parameter) in parameters.enumerated() {
             guard index < gradients.count, let g = gradients[index] else { continue }
             var operands = [parameter.value, g]

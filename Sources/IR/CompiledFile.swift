@@ -134,7 +134,8 @@ public struct CompiledFile: Sendable, Equatable {
         guard crc32(Array(bytes[0..<(expected - 4)])) == stored else { throw fail("corrupted: the checksum does not match") }
         var sections: [String: [UInt8]] = [:]
         while reader.position < expected - 4 {
-            guard let tag = reader.take(4), let size = reader.u64(), size <= UInt64(expected - 4 - reader.position),
+            // A section header (tag and size) must itself fit before the checksum.
+            guard expected - 4 - reader.position >= 12, let tag = reader.take(4), let size = reader.u64(), size <= UInt64(expected - 4 - reader.position),
                   let body = reader.take(Int(size)) else { throw fail("corrupted: a section overruns the file") }
             sections[String(decoding: tag, as: UTF8.self)] = body
         }

@@ -25,6 +25,15 @@ public struct Node: Sendable {
     public var phase: Phase
 }
 
+/// The nodes using each value, in node order: one flat list with an offset per value (no array per
+/// value: passes build this for every graph, and graphs can have a million values).
+public struct Users: Sendable {
+    let offsets: [Int]
+    let list: [Int]
+    /// The indices of the nodes that use the value with this index.
+    public subscript(valueIndex: Int) -> ArraySlice<Int> { list[offsets[valueIndex]..<offsets[valueIndex + 1]] }
+}
+
 /// How a parameter starts. Lowering resolves the language's `xavier` and `he` to these from the
 /// layer's fan-in and fan-out, so the runtime draws only these three.
 public enum ParameterInit: Sendable, Equatable, CustomStringConvertible {
@@ -120,12 +129,19 @@ public struct Graph: Sendable {
     }
 
     private var usedNames: Set<String> = []
+    /// Room for this many nodes and values, so that a pass growing the graph copies it once.
+    mutating func reserveCapacity(nodes nodeCount: Int, values valueCount: Int) {
+        nodes.reserveCapacity(nodeCount)
+        values.reserveCapacity(valueCount)
+        usedNames.reserveCapacity(valueCount)
+    }
+
     private mutating func uniqueName(_ name: String) -> String {
-        var candidate = name
-        var suffix = 1
-        while usedNames.contains(candidate) { suffix += 1; candidate = "\(name).\(suffix)" }
-        usedNames.insert(candidate)
-        return candidate
+        // One hash for a new name (the common case).
+        if usedNames.insert(name).inserted { return name }
+        var suffix = 2
+        while !usedNames.insert("\(name).\(suffix)").inserted { suffix += 1 }
+        return "\(name).\(suffix)"
     }
 
     /// Appends a node, applying the op's shape rule. Returns its results.
@@ -139,6 +155,7 @@ public struct Graph: Sendable {
         }
         guard shapes.count == names.count else { throw IRError("\(op.name) makes \(shapes.count) results, \(names.count) names given", at: location, in: source) }
         let results = zip(names, shapes).map { newValue($0, $1) }
+        WorkCounter.count(1)
         nodes.append(Node(op: op, operands: operands, results: results, location: location, phase: phase))
         return results
     }
@@ -151,22 +168,30 @@ public struct Graph: Sendable {
     /// Appends a source node (input, target, parameter, state) with a declared shape.
     public mutating func addSource(_ op: Op, name: String, shape: Shape, at location: SourceRange?) -> ValueID {
         let value = newValue(name, shape)
+        WorkCounter.count(1)
         nodes.append(Node(op: op, operands: [], results: [value], location: location, phase: .forward))
         return value
     }
 
     /// The node producing each value (index into nodes).
     public func producers() -> [Int?] {
+        WorkCounter.count(nodes.count)
         var producer = [Int?](repeating: nil, count: values.count)
         for (index, node) in nodes.enumerated() { for result in node.results { producer[result.index] = index } }
         return producer
     }
 
     /// The nodes using each value.
-    public func users() -> [[Int]] {
-        var users = [[Int]](repeating: [], count: values.count)
-        for (index, node) in nodes.enumerated() { for operand in node.operands { users[operand.index].append(index) } }
-        return users
+    public func users() -> Users {
+        WorkCounter.count(nodes.count + values.count)
+        var offsets = [Int](repeating: 0, count: values.count + 1)
+        for node in nodes { for operand in node.operands { offsets[operand.index + 1] += 1 } }
+        for index in values.indices { offsets[index + 1] += offsets[index] }
+        var next = offsets, list = [Int](repeating: 0, count: offsets[values.count])
+        for (index, node) in nodes.enumerated() {
+            for operand in node.operands { list[next[operand.index]] = index; next[operand.index] += 1 }
+        }
+        return Users(offsets: offsets, list: list)
     }
 
     /// Values that must survive to the end of a step: the loss, the output, the gradients.

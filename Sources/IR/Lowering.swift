@@ -486,16 +486,18 @@ struct Lowering {
     /// Warnings for legal models that are probably mistakes: probabilities regressed with a
     /// regression loss, and dropout as the last layer (it only adds noise to the output).
     mutating func warnAboutSuspiciousEndings() {
-        let layerStatements = ast.statements.filter {
-            switch $0.kind {
+        func isLayer(_ statement: Statement) -> Bool {
+            switch statement.kind {
             case .input, .data, .train: return false
             case .fc, .conv, .pool, .flatten, .dropout, .activation, .loss, .globalAveragePool, .reshape, .prelu, .pad, .batchNorm, .join, .from: return true
             }
         }
-        guard let last = layerStatements.last else { return }
+        // Only the last two layer statements matter (no copy of the statements: models can be long).
+        guard let lastIndex = ast.statements.lastIndex(where: isLayer) else { return }
+        let last = ast.statements[lastIndex]
         var beforeLoss: Statement? = last
         if case .loss(let loss) = last.kind {
-            beforeLoss = layerStatements.dropLast().last
+            beforeLoss = ast.statements[..<lastIndex].last(where: isLayer)
             if let before = beforeLoss, case .activation(let word) = before.kind, word.word == "softmax", loss == .mse || loss == .sse || loss == .bce {
                 diagnostics.append(Diagnostic(.softmaxBeforeRegressionLoss,
                                               "softmax before 'loss \(loss.rawValue)' regresses probabilities; for classification use 'loss crossentropy' (with or without the softmax)",

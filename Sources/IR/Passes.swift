@@ -15,11 +15,21 @@ public struct FusionLogEntry: Sendable, CustomStringConvertible {
     }
 }
 
+/// The fusion log as the passes write it: entries are composed only when it is recording.
+public struct FusionLog: Sendable {
+    public let isRecording: Bool
+    public private(set) var entries: [FusionLogEntry] = []
+
+    mutating func append(_ entry: @autoclosure () -> FusionLogEntry) {
+        if isRecording { entries.append(entry()) }
+    }
+}
+
 /// A named graph-to-graph rewrite. Passes run in the order of `optimizationPasses`.
 public struct Pass: Sendable {
     public var name: String
     public var summary: String
-    let run: @Sendable (inout Graph, inout [FusionLogEntry]) throws -> Void
+    let run: @Sendable (inout Graph, inout FusionLog) throws -> Void
 }
 
 /// The pass pipeline, in order; each is a small local pattern → rewrite.
@@ -48,17 +58,22 @@ public var passNames: [String] { optimizationPasses.map(\.name) }
 extension Graph {
     /// Runs the pipeline (or its prefix up to and including `lastPass`), verifying after each pass
     /// when asked (tests and debug builds do).
-    public func optimized(through lastPass: String? = nil, verify: Bool = false) throws -> (graph: Graph, log: [FusionLogEntry]) {
-        var graph = self
-        var log: [FusionLogEntry] = []
+    /// `recordLog: false` leaves the log empty and skips composing its text (a log line per
+    /// candidate is a noticeable share of optimizing a long model).
+    public consuming func optimized(through lastPass: String? = nil, verify: Bool = false, recordLog: Bool = true) throws -> (graph: Graph, log: [FusionLogEntry]) {
+        // Consuming: a temporary graph is optimized in place, not copied (models can be long).
+        var graph = consume self
+        var log = FusionLog(isRecording: recordLog)
         for pass in optimizationPasses {
+            // A pass walks the graph once (plus the users and producers it builds, counted there).
+            WorkCounter.count(graph.nodes.count)
             try pass.run(&graph, &log)
             if verify {
                 do { try graph.verify() } catch { throw IRError("after pass \(pass.name): \(error.message)", at: error.location, in: error.source) }
             }
             if pass.name == lastPass { break }
         }
-        return (graph, log)
+        return (graph, log.entries)
     }
 
     /// Values that must be kept: loss, output, parameter gradients.
@@ -71,7 +86,7 @@ extension Graph {
 
     /// Why an intermediate value cannot disappear into a fused op, or nil when it can. `kept`: the
     /// graph's `keptValues`, computed once per pass (it has an entry per parameter).
-    func blocker(_ value: ValueID, users: [[Int]], kept: Set<ValueID>) -> String? {
+    func blocker(_ value: ValueID, users: Users, kept: Set<ValueID>) -> String? {
         if kept.contains(value) { return "%\(self[value].name) is a graph output" }
         if users[value.index].count > 1 { return "%\(self[value].name) has \(users[value.index].count) consumers" }
         return nil
@@ -79,12 +94,23 @@ extension Graph {
 
     /// Removes the nodes at the given indices.
     mutating func removeNodes(_ indices: Set<Int>) {
-        nodes = nodes.enumerated().filter { !indices.contains($0.offset) }.map(\.element)
+        // In place, keeping the order: no copy of the nodes that stay (passes run this on every graph).
+        guard !indices.isEmpty else { return }
+        WorkCounter.count(nodes.count)
+        let kept = nodes.withUnsafeMutableBufferPointer { buffer in
+            var kept = 0
+            for index in buffer.indices where !indices.contains(index) {
+                if kept != index { buffer.swapAt(kept, index) }
+                kept += 1
+            }
+            return kept
+        }
+        nodes.removeLast(nodes.count - kept)
     }
 }
 
 /// matmul → [bias_add] → [activation] ⇒ dense
-func fuseDense(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func fuseDense(_ graph: inout Graph, _ log: inout FusionLog) throws {
     try fuseProducerChain(&graph, &log, pass: "fuse-dense") { node in
         if case .matmul(false, false) = node.op, node.phase == .forward { return true }
         return false
@@ -92,7 +118,7 @@ func fuseDense(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
 }
 
 /// conv2d → [bias_add] → [activation] ⇒ fused conv2d
-func fuseConvolution(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func fuseConvolution(_ graph: inout Graph, _ log: inout FusionLog) throws {
     try fuseProducerChain(&graph, &log, pass: "fuse-conv") { node in
         if case .conv2d = node.op { return true }
         return false
@@ -104,7 +130,7 @@ func fuseConvolution(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws
 
 /// The shared shape of the forward fusions: a producer, then optionally a bias_add, then
 /// optionally an element-wise activation, each the only consumer of the one before.
-func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass: String,
+func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: String,
                        matches: (Node) -> Bool, make: (ActivationFunction, Bool, Node) -> Op) throws {
     var removed: Set<Int> = []
     let users = graph.users(), kept = graph.keptValues
@@ -115,20 +141,20 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass
         var last = index
         var hasBias = false
         var activation = ActivationFunction.identity
-        var pattern = "\(node.op.name.split(separator: " ")[0]) %\(graph[result].name)"
+        var pattern = log.isRecording ? "\(node.op.name.split(separator: " ")[0]) %\(graph[result].name)" : ""
         var absorbed: [Int] = []
-        func next() -> Int? { users[result.index].count == 1 ? users[result.index][0] : nil }
+        func next() -> Int? { users[result.index].count == 1 ? users[result.index].first : nil }
         if let user = next(), case .biasAdd = graph.nodes[user].op, graph.blocker(result, users: users, kept: kept) == nil {
             operands.append(graph.nodes[user].operands[1])
             absorbed.append(user)
             hasBias = true
             result = graph.nodes[user].results[0]
             last = user
-            pattern += " + bias_add %\(graph[result].name)"
+            if log.isRecording { pattern += " + bias_add %\(graph[result].name)" }
         }
         if let user = users[result.index].first(where: { if case .activation = graph.nodes[$0].op { return true }; return false }),
            case .activation(let f) = graph.nodes[user].op {
-            let candidate = pattern + " + \(f) %\(graph[graph.nodes[user].results[0]].name)"
+            let candidate = log.isRecording ? pattern + " + \(f) %\(graph[graph.nodes[user].results[0]].name)" : ""
             if !f.epilogueFusable {
                 log.append(.init(pass: pass, pattern: candidate, fused: false, reason: "\(f) is not an element-wise activation the epilogue supports", location: node.location, line: graph.line(node.location)))
             } else if let reason = graph.blocker(result, users: users, kept: kept) {
@@ -157,13 +183,15 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout [FusionLogEntry], pass
 }
 
 /// activation_grad → bias_grad ⇒ activation_grad+bias_grad (one pass over dy)
-func fuseActivationGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func fuseActivationGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let users = graph.users()
     var removed: Set<Int> = []
-    for (index, node) in graph.nodes.enumerated() {
+    // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
+    for index in graph.nodes.indices {
+        let node = graph.nodes[index]
         guard case .activationGrad(let f) = node.op else { continue }
         let dz = node.results[0]
-        let pattern = "\(f)_grad %\(graph[dz].name)"
+        let pattern = log.isRecording ? "\(f)_grad %\(graph[dz].name)" : ""
         guard f.backwardFusable else {
             log.append(.init(pass: "fuse-activation-grad", pattern: pattern, fused: false, reason: f.derivativeFromOutput ? "\(f) is not supported by the fused kernel" : "\(f)'s derivative needs its input, the fused kernel sees only the output", location: node.location, line: graph.line(node.location)))
             continue
@@ -182,7 +210,7 @@ func fuseActivationGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry])
 
 /// softmax → cross_entropy ⇒ softmax_cross_entropy on the logits, and in the backward
 /// cross_entropy_grad → softmax_grad ⇒ softmax_cross_entropy_grad.
-func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let producers = graph.producers()
     for index in graph.nodes.indices {
         let node = graph.nodes[index]
@@ -212,14 +240,14 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout [FusionLogEntry]
 /// the weights' size), so the parameters may change between steps (evaluation during training).
 /// The new nodes take the batch norm's place, where its statistics are defined; the fused layer
 /// then takes the activation after it in its epilogue (fuse-conv, fuse-dense).
-func foldBatchNorm(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let producers = graph.producers()
     let users = graph.users(), kept = graph.keptValues
     var removed: Set<Int> = []
     var replacements: [(Int, [Node])] = []
     for (index, node) in graph.nodes.enumerated() {
         guard case .batchNormInference(let eps) = node.op else { continue }
-        let pattern = "batchnorm.eval %\(graph[node.results[0]].name)"
+        let pattern = log.isRecording ? "batchnorm.eval %\(graph[node.results[0]].name)" : ""
         func skip(_ reason: String) {
             log.append(.init(pass: "fold-batchnorm", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
         }
@@ -271,7 +299,7 @@ func foldBatchNorm(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
 }
 
 /// Removes nodes whose results nobody needs (keeping effects and the graph's roots).
-func eliminateDeadCode(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func eliminateDeadCode(_ graph: inout Graph, _ log: inout FusionLog) throws {
     var live = [Bool](repeating: false, count: graph.values.count)
     for value in graph.keptValues { live[value.index] = true }
     var keep = [Bool](repeating: false, count: graph.nodes.count)
@@ -287,16 +315,18 @@ func eliminateDeadCode(_ graph: inout Graph, _ log: inout [FusionLogEntry]) thro
 
 /// act_grad(y, dy) → [bias_grad] → conv2d_weight_grad [+ conv2d_input_grad] ⇒ conv2d_backward:
 /// the conv kernel computes dz = dy ⊙ act'(y) on the fly, with db, dW and dx, in one call.
-func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let users = graph.users()
     var removed: Set<Int> = []
-    for (index, node) in graph.nodes.enumerated() {
+    // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
+    for index in graph.nodes.indices {
+        let node = graph.nodes[index]
         guard case .activationGrad(let f) = node.op else { continue }
         let dz = node.results[0]
         let consumers = users[dz.index]
         guard let weightUser = consumers.first(where: { if case .conv2dWeightGrad = graph.nodes[$0].op { return true }; return false }),
               case .conv2dWeightGrad(let geometry) = graph.nodes[weightUser].op else { continue }
-        let pattern = "\(f)_grad %\(graph[dz].name) + conv2d grads"
+        let pattern = log.isRecording ? "\(f)_grad %\(graph[dz].name) + conv2d grads" : ""
         func skip(_ reason: String) {
             log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
         }
@@ -328,7 +358,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout [FusionLogEntry]
 /// The fused node stays at the matmul's place when no later node reads the parameter or its state
 /// (the step may only come after the parameter's last use); otherwise it moves to the update's place,
 /// where the matmul's operands are still defined.
-func fuseUpdate(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
+func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let producers = graph.producers()
     let users = graph.users()
     var removed: Set<Int> = []
@@ -336,7 +366,7 @@ func fuseUpdate(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
     for (index, node) in graph.nodes.enumerated() {
         guard case .update(let update) = node.op, node.operands.count >= 2 else { continue }
         let parameter = node.operands[0], gradient = node.operands[1]
-        let pattern = "update %\(graph[parameter].name)"
+        let pattern = log.isRecording ? "update %\(graph[parameter].name)" : ""
         func skip(_ reason: String) {
             log.append(.init(pass: "fuse-update", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
         }
@@ -373,5 +403,7 @@ func fuseUpdate(_ graph: inout Graph, _ log: inout [FusionLogEntry]) throws {
     // Optimizer state comes in as source nodes after the backward pass; a fused step that stayed at its
     // matmul's place reads it earlier, so the state sources move to the front (sources run nothing).
     let isState: (Node) -> Bool = { if case .state = $0.op { return true }; return false }
-    graph.nodes = graph.nodes.filter(isState) + graph.nodes.filter { !isState($0) }
+    if let firstOther = graph.nodes.firstIndex(where: { !isState($0) }), graph.nodes[firstOther...].contains(where: isState) {
+        graph.nodes = graph.nodes.filter(isState) + graph.nodes.filter { !isState($0) }
+    }
 }

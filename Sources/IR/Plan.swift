@@ -81,15 +81,19 @@ public struct Plan: Sendable {
         // every value in it is dead after this node, aliases included).
         var classLastUse = lastUse
 
+        // By name through dictionaries: a search per node would be quadratic in the model's depth.
+        WorkCounter.count(graph.nodes.count + graph.values.count)
+        let parameterIndex = Dictionary(graph.parameters.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let stateIndex = Dictionary(graph.states.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         for (position, node) in graph.nodes.enumerated() {
             if case .parameter(let name) = node.op {
-                let index = graph.parameters.firstIndex { $0.name == name } ?? 0
+                let index = parameterIndex[name] ?? 0
                 storage[node.results[0].index] = .parameter(index)
                 persistent[node.results[0].index] = true
                 continue
             }
             if case .state(let name) = node.op {
-                guard let index = graph.states.firstIndex(where: { $0.name == name }) else {
+                guard let index = stateIndex[name] else {
                     throw PlanError(message: "internal error: the state '\(name)' is not among the graph's states")
                 }
                 storage[node.results[0].index] = .state(index)
@@ -139,23 +143,8 @@ public struct Plan: Sendable {
                                   firstUse: first[r], lastUse: last[r]))
         }
         buffers.sort { ($0.firstUse, $0.values[0]) < ($1.firstUse, $1.values[0]) }
-        var live: [(offset: Int, bytes: Int, lastUse: Int)] = []
-        var arena = 0
-        for index in buffers.indices {
-            let buffer = buffers[index]
-            // A buffer used only at one position that defines it still needs room then.
-            live.removeAll { $0.lastUse < buffer.firstUse }
-            live.sort { $0.offset < $1.offset }
-            var offset = 0
-            for block in live {
-                if block.offset - offset >= buffer.bytes { break }
-                offset = max(offset, block.offset + block.bytes)
-            }
-            buffers[index].offset = offset
-            live.append((offset, buffer.bytes, buffer.lastUse))
-            arena = max(arena, offset + buffer.bytes)
-            for value in buffer.values { storage[value.index] = .arena(offset: offset) }
-        }
+        let arena = Plan.placeFirstFit(&buffers)
+        for buffer in buffers { for value in buffer.values { storage[value.index] = .arena(offset: buffer.offset) } }
         guard arena <= memoryLimit else {
             throw PlanError(message: "batch \(batch) needs \(arena >> 20) MiB of working memory, more than this machine's \(memoryLimit >> 20) MiB; use a smaller batch")
         }
@@ -164,6 +153,24 @@ public struct Plan: Sendable {
         self.arenaBytes = arena
         self.unplannedBytes = unplanned
         self.inPlace = inPlace
+    }
+
+    /// Sets the offset of each buffer (sorted by first use): the lowest where it fits among those
+    /// still live at its first use. Returns the arena's size.
+    static func placeFirstFit(_ buffers: inout [Buffer]) -> Int {
+        // Buffers in the order they die, to free each before the first buffer that starts after it.
+        let byLastUse = buffers.indices.sorted { (buffers[$0].lastUse, $0) < (buffers[$1].lastUse, $1) }
+        var dying = byLastUse.startIndex
+        var space = FirstFitSpace()
+        for index in buffers.indices {
+            // A buffer used only at one position that defines it still needs room then.
+            while dying < byLastUse.endIndex, buffers[byLastUse[dying]].lastUse < buffers[index].firstUse {
+                space.free(offset: buffers[byLastUse[dying]].offset, bytes: buffers[byLastUse[dying]].bytes)
+                dying += 1
+            }
+            buffers[index].offset = space.place(bytes: buffers[index].bytes)
+        }
+        return space.peak
     }
 
     /// The text of `--emit plan`.
@@ -185,5 +192,56 @@ public struct Plan: Sendable {
         out += "# arena: \(arenaBytes) bytes peak (one buffer per value: \(unplannedBytes) bytes; saved \(savedBytes) bytes, \(unplannedBytes > 0 ? savedBytes * 100 / unplannedBytes : 0)%)\n"
         out += "# parameters and optimizer state: \(persistentBytes) bytes\n"
         return out
+    }
+}
+
+/// First-fit placement in one arena: a buffer goes to the lowest offset where it fits among the
+/// buffers still live. The free space below the top (the end of the highest live buffer) is kept as
+/// sorted, disjoint, non-adjacent holes, so a placement scans the holes, not every live buffer (a
+/// deep model keeps its forward activations live until the backward pass: thousands of buffers).
+struct FirstFitSpace {
+    private var holes: [(offset: Int, bytes: Int)] = []
+    private var top = 0
+    /// The highest top so far: the arena's size.
+    private(set) var peak = 0
+
+    mutating func place(bytes: Int) -> Int {
+        // An empty buffer takes no room; offset 0 is as good as any.
+        guard bytes > 0 else { return 0 }
+        let found = holes.firstIndex(where: { $0.bytes >= bytes })
+        WorkCounter.count(found.map { $0 + 1 } ?? holes.count)
+        if let index = found {
+            let offset = holes[index].offset
+            if holes[index].bytes == bytes { holes.remove(at: index) } else { holes[index].offset += bytes; holes[index].bytes -= bytes }
+            return offset
+        }
+        let offset = top
+        top += bytes
+        peak = max(peak, top)
+        return offset
+    }
+
+    mutating func free(offset: Int, bytes: Int) {
+        guard bytes > 0 else { return }
+        var start = offset, end = offset + bytes
+        // The first hole above this block (binary search), then merge with the neighbours.
+        var low = 0, high = holes.count
+        while low < high {
+            let mid = (low + high) / 2
+            if holes[mid].offset < offset { low = mid + 1 } else { high = mid }
+        }
+        var index = low
+        // Inserting or removing a hole moves those above it.
+        WorkCounter.count(holes.count - index + 1)
+        if index > 0, holes[index - 1].offset + holes[index - 1].bytes == start {
+            start = holes[index - 1].offset
+            holes.remove(at: index - 1)
+            index -= 1
+        }
+        if index < holes.count, holes[index].offset == end {
+            end += holes[index].bytes
+            holes.remove(at: index)
+        }
+        if end == top { top = start } else { holes.insert((start, end - start), at: index) }
     }
 }

@@ -28,7 +28,7 @@ func bench<T: KernelScalar>(_ type: T.Type, _ program: ModelProgram, batch: Int,
     // Without a loss there is nothing to train: the step is the (optimized) forward pass, as in `run`.
     let graph = program.model.graph.loss == nil
         ? try program.inferenceGraph(dtype: dtype, withLoss: false)
-        : try program.trainingGraph(dtype: dtype, settings: program.settings.training).optimized().graph
+        : try program.trainingGraph(dtype: dtype, settings: program.settings.training).optimized(recordLog: false).graph
     let plan = try Plan(graph: graph, batch: batch)
     let store = ParameterStore<T>(graph: graph)
     try requireParameterMemory(program, dtype: dtype)

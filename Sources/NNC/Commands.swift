@@ -127,7 +127,7 @@ let checkCommand = Command(
     // need of the machine's memory is a warning (the batch or the machine may change).
     if let shortfall = parameterMemoryShortfall(program, dtype: .f32) { console.error("\(path): warning: \(shortfall)") }
     if program.model.graph.loss != nil {
-        let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training).optimized(verify: verifyPasses).graph
+        let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training).optimized(verify: verifyPasses, recordLog: false).graph
         if let batch = program.settings.training.batch {
             do throws(PlanError) { _ = try Plan(graph: training, batch: batch) } catch { console.error("\(path): warning: \(error.message)") }
         }

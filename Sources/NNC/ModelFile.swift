@@ -37,8 +37,9 @@ struct ModelState {
 
     /// Every parameter of the graph is present with the right shape.
     func checkParameters(against expected: [Parameter], file: String) throws {
+        let saved = Dictionary(checkpoint.parameters.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for parameter in expected {
-            guard let tensor = checkpoint.parameters.first(where: { $0.name == parameter.name }) else {
+            guard let tensor = saved[parameter.name] else {
                 throw InputError("\(file): error: the compiled file has no parameter '\(parameter.name)'")
             }
             guard tensor.shape == parameter.shape.dims, tensor.values.count == parameter.shape.rowElements else {
@@ -56,8 +57,9 @@ struct ModelState {
         if let extra = arrays.first(where: { !known.contains($0.name) }) {
             throw InputError("\(path): error: array '\(extra.name)' is not a parameter or running statistic of the model (it has \(known.sorted().joined(separator: ", ")))")
         }
+        let arraysByName = Dictionary(arrays.map { ($0.name, $0.array) }, uniquingKeysWith: { first, _ in first })
         func array(_ name: String, _ shape: [Int]) throws -> [Double] {
-            guard let array = arrays.first(where: { $0.name == name })?.array else {
+            guard let array = arraysByName[name] else {
                 throw InputError("\(path): error: no array named '\(name)' (the file has \(arrays.map { "'\($0.name)'" }.joined(separator: ", ")))")
             }
             guard array.shape == shape else {
@@ -81,12 +83,18 @@ struct ModelState {
     /// Fills a parameter store from the checkpoint: parameters, and each state tensor by its name
     /// from the table of its kind (optimizer state, or persistent state such as running statistics).
     func fill<T: KernelScalar>(_ store: ParameterStore<T>) {
+        // By name through dictionaries: a search per tensor would be quadratic in the model's depth.
+        func byName(_ tensors: [Checkpoint.Tensor]) -> [String: Checkpoint.Tensor] {
+            Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+        let parameters = byName(checkpoint.parameters)
+        let optimizerState = byName(checkpoint.optimizerState), persistentState = byName(checkpoint.persistentState)
         for (index, name) in store.names.enumerated() {
-            if let tensor = checkpoint.parameters.first(where: { $0.name == name }) { store.load(tensor.values, into: store.parameters[index]) }
+            if let tensor = parameters[name] { store.load(tensor.values, into: store.parameters[index]) }
         }
         for (index, state) in store.stateSlots.enumerated() {
-            let saved = state.kind == .optimizer ? checkpoint.optimizerState : checkpoint.persistentState
-            if let tensor = saved.first(where: { $0.name == state.name }), tensor.values.count == store.states[index].count {
+            let saved = state.kind == .optimizer ? optimizerState : persistentState
+            if let tensor = saved[state.name], tensor.values.count == store.states[index].count {
                 store.load(tensor.values, into: store.states[index])
             }
         }

@@ -54,7 +54,19 @@ public struct ModelProgram: Sendable {
 
     /// The forward graph in the given precision; `training` adds dropout masks.
     public func forward(dtype: DType, training: Bool) throws -> LoweredModel {
-        try lower(ast, dtype: dtype, training: training)
+        // Only dropout and batch norm differ in training: without them the graph already made serves.
+        if dtype == .f32, !training || !hasTrainingModeLayers { return model }
+        return try lower(ast, dtype: dtype, training: training)
+    }
+
+    /// Whether the model has layers that behave differently in training (dropout, batch norm).
+    var hasTrainingModeLayers: Bool {
+        ast.statements.contains {
+            switch $0.kind {
+            case .dropout, .batchNorm: return true
+            case .input, .data, .train, .fc, .conv, .pool, .flatten, .activation, .loss, .globalAveragePool, .reshape, .prelu, .pad, .join, .from: return false
+            }
+        }
     }
 
     /// Forward, loss, backward and optimizer updates, before the passes.
@@ -75,7 +87,7 @@ public struct ModelProgram: Sendable {
     public func inferenceGraph(dtype: DType, withLoss: Bool) throws -> Graph {
         var graph = try forward(dtype: dtype, training: false).graph
         if !withLoss { graph.loss = nil }
-        return try graph.optimized(verify: verifyPasses).graph
+        return try graph.optimized(verify: verifyPasses, recordLog: false).graph
     }
 
     /// Whether the loss sums over the batch (`sse`, `sum`) rather than averaging: an epoch's loss is

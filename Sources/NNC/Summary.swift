@@ -13,8 +13,8 @@ func summaryTable(_ model: LoweredModel, path: String) -> String {
     }
     let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
     func format(_ row: [String]) -> String {
-        var line = row[0].padding(toLength: widths[0], withPad: " ", startingAt: 0) + "  "
-            + row[1].padding(toLength: widths[1], withPad: " ", startingAt: 0) + "  "
+        var line = row[0] + String(repeating: " ", count: widths[0] - row[0].count) + "  "
+            + row[1] + String(repeating: " ", count: widths[1] - row[1].count) + "  "
             + String(repeating: " ", count: widths[2] - row[2].count) + row[2] + "  "
             + String(repeating: " ", count: widths[3] - row[3].count) + row[3]
         if row.count > 4 { line += "  " + row[4] }

@@ -259,7 +259,7 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
     let program = state.program
     let settings = job.settings
     let batch = min(settings.batch ?? job.train.count, job.train.count)
-    let trainingGraph = try program.trainingGraph(dtype: state.dtype, settings: settings).optimized(verify: verifyPasses).graph
+    let trainingGraph = try program.trainingGraph(dtype: state.dtype, settings: settings).optimized(verify: verifyPasses, recordLog: false).graph
     let plan = try Plan(graph: trainingGraph, batch: batch)
     let store = ParameterStore<T>(graph: trainingGraph)
     state.fill(store)

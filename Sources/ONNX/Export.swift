@@ -102,18 +102,24 @@ struct Exporter {
         let batch = ONNXDimension.parameter("N")
         onnx.inputs = [ONNXValueInfo(name: name(input), elementType: elementType.rawValue, dims: [batch] + graph[input].shape.dims.map { .value($0) })]
         var fusedBias: Set<ValueID> = []
+        // Lookups by name and by value, not searches: a search per node is quadratic in the model's depth.
+        let tensorsByName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var biasAddAfter: [ValueID: Node] = [:]
+        for node in graph.nodes where node.op == .biasAdd {
+            if let x = node.operands.first, biasAddAfter[x] == nil { biasAddAfter[x] = node }
+        }
         for node in graph.nodes where node.results.contains(where: needed.contains) {
             let inputs = node.operands.map { name($0) }
             let outputs = node.results.map { name($0) }
             // A bias add right after the matmul or conv it belongs to is that node's third input.
             func bias() -> (String, ValueID)? {
                 guard let result = node.results.first, readers[result] == 1,
-                      let next = graph.nodes.first(where: { $0.op == .biasAdd && $0.operands.first == result }) else { return nil }
+                      let next = biasAddAfter[result] else { return nil }
                 return (name(next.operands[1]), next.results[0])
             }
             switch node.op {
             case .parameter(let parameter), .state(let parameter):
-                guard let tensor = tensors.first(where: { $0.name == parameter }) else { throw ExportError(message: "no values for \(parameter)") }
+                guard let tensor = tensorsByName[parameter] else { throw ExportError(message: "no values for \(parameter)") }
                 onnx.initializers.append(ONNXTensor(name: outputs[0], dims: tensor.shape, dataType: elementType, values: tensor.values))
             case .input: break
             case .matmul(false, false):

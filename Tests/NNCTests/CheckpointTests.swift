@@ -186,3 +186,18 @@ import Parser
         #expect(throws: PlanError.self) { try Plan(graph: graph, batch: 2) }
     }
 }
+
+/// Every compiled file the `.nnc` fuzz harness (Fuzz/nnc.swift) ever failed on, stored as the bytes
+/// the decoder saw: it decodes or is an error, and a decoded file round-trips.
+@Suite struct CompiledFileFuzzFindingTests {
+    @Test func findingsStayFixed() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data/fuzz/nnc")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(!files.isEmpty)
+        for name in files {
+            let bytes = [UInt8](try Data(contentsOf: directory.appendingPathComponent(name)))
+            guard let file = try? CompiledFile.decode(bytes, path: name) else { continue }
+            #expect(try CompiledFile.decode(file.encoded(), path: name).encoded() == file.encoded(), "\(name)")
+        }
+    }
+}
