@@ -284,23 +284,30 @@ func removeStaleTemporaryFiles(of url: URL) {
 }
 
 /// Writes data to a temporary file in the same directory and renames it over the target, so a
-/// crash never leaves a half-written file behind.
-public func writeAtomically(_ data: Data, to path: String) throws {
+/// crash never leaves a half-written file behind. Errors name the target and the system's reason.
+public func writeAtomically(_ data: Data, to path: String) throws(CompiledFileError) {
     let url = URL(fileURLWithPath: path)
-    let directory = url.deletingLastPathComponent()
-    let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
     removeStaleTemporaryFiles(of: url)
-    do {
-        try data.write(to: temporary)
-        if rename(temporary.path, url.path) != 0 {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: temporary)
-            throw CompiledFileError(path: path, message: "cannot write the file: \(reason)")
-        }
-    } catch let error as CompiledFileError {
-        throw error
-    } catch {
-        try? FileManager.default.removeItem(at: temporary)
-        throw CompiledFileError(path: path, message: "cannot write the file: \(error.localizedDescription)")
+    func failure(_ code: Int32) -> CompiledFileError {
+        unlink(temporary)
+        return CompiledFileError(path: path, message: "cannot write the file: \(String(cString: strerror(code)))")
     }
+    let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o666)
+    guard descriptor >= 0 else { throw failure(errno) }
+    let writeError: Int32 = data.withUnsafeBytes { raw in
+        guard let base = raw.baseAddress else { return 0 }
+        var done = 0
+        while done < raw.count {
+            let count = write(descriptor, base + done, raw.count - done)
+            if count < 0 { if errno == EINTR { continue }; return errno }
+            done += count
+        }
+        return 0
+    }
+    // A full disk may show only at close.
+    let closeError = close(descriptor) == 0 ? 0 : errno
+    if writeError != 0 { throw failure(writeError) }
+    if closeError != 0 { throw failure(closeError) }
+    if rename(temporary, path) != 0 { throw failure(errno) }
 }

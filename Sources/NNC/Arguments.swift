@@ -125,4 +125,13 @@ func checkOutput(_ path: String, flag: String, inputs: [String]) throws {
     guard access(folder, W_OK) == 0 else {
         throw InputError("\(path): error: cannot write: the directory \(folder) is not writable")
     }
+    // Permissions are not the whole story (root, read-only or special file systems): make the
+    // temporary file the write will use, and remove it.
+    let probe = folder + "/." + (path as NSString).lastPathComponent + ".\(getpid()).tmp"
+    let descriptor = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0o666)
+    guard descriptor >= 0 else {
+        throw InputError("\(path): error: cannot write in the directory \(folder): \(String(cString: strerror(errno)))")
+    }
+    close(descriptor)
+    unlink(probe)
 }

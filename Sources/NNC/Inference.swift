@@ -23,7 +23,7 @@ let runCommand = Command(
     }
     let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
     if let output = arguments.values["--output"] {
-        do { try writeAtomically(Data(text.utf8), to: output) } catch { throw InputError("\(output): error: cannot write: \(error)") }
+        try writeAtomically(Data(text.utf8), to: output)
     } else {
         console.print(text, terminator: "")
     }
@@ -134,7 +134,7 @@ let exportCommand = Command(
     }
     if let onnx {
         let model = try exportedONNX(state)
-        do { try writeAtomically(Data(model.encoded()), to: onnx) } catch { throw InputError("\(onnx): error: cannot write: \(error)") }
+        try writeAtomically(Data(model.encoded()), to: onnx)
         console.print("wrote \(onnx) (\(model.graph.nodes.count) nodes, opset \(exportOpset))")
     }
 }

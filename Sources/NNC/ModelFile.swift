@@ -160,6 +160,18 @@ func initialCheckpoint(_ program: ModelProgram, dtype: DType, seed: Int) throws 
     checkpoint.parameters = zip(graph.parameters, initialValues(for: graph.parameters, seed: seed)).map {
         Checkpoint.Tensor(name: $0.name, shape: $0.shape.dims, values: $1)
     }
+    // An initializer's arguments come from the model: blame them, at their line, for values the
+    // precision cannot hold (not the learning rate, later).
+    let limit = dtype == .f32 ? Double(Float.greatestFiniteMagnitude) : Double.greatestFiniteMagnitude
+    for (parameter, tensor) in zip(graph.parameters, checkpoint.parameters) {
+        guard let bad = tensor.values.firstIndex(where: { !(abs($0) <= limit) }) else { continue }
+        var place = program.source.path
+        if let location = parameter.location {
+            let (line, column) = program.source.lineAndColumn(of: location.start)
+            place += ":\(line):\(column)"
+        }
+        throw InputError("\(place): error: parameter '\(parameter.name)' starts with \(tensor.values[bad]) at flat index \(bad) from its initializer \(parameter.initializer)\(dtype == .f32 ? "; in f32 every value must be within ±3.4e38" : ""); use a smaller scale")
+    }
     checkpoint.persistentState = graph.states.filter { $0.kind == .persistent }.map {
         Checkpoint.Tensor(name: $0.name, shape: graph[$0.value].shape.dims,
                           values: [Double](repeating: $0.initial, count: graph[$0.value].shape.rowElements))

@@ -179,8 +179,7 @@ let trainCommand = Command(
     try model.save(to: outputPath)
     if summary.stopped { throw Interrupted(checkpoint: outputPath) }
     if let plot = arguments.values["--plot"] {
-        do { try writeAtomically(Data(trainingPlot(model.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot) }
-        catch { throw InputError("\(plot): error: cannot write the plot: \(error)") }
+        try writeAtomically(Data(trainingPlot(model.history, title: (program.source.path as NSString).lastPathComponent).utf8), to: plot)
     }
     var line = "trained \(summary.steps) steps (\(summary.samples) samples) in \(String(format: "%.3f", summary.seconds)) s: "
     line += "\(formatRate(summary.seconds * 1e6 / Double(max(1, summary.steps)))) µs/step, \(grouped(Int((Double(summary.samples) / max(summary.seconds, 1e-9)).rounded()))) samples/s, "

@@ -269,6 +269,21 @@ func writeClassifierData(in directory: String) {
         #expect(device.status == 1 && device.errors.contains("not a regular file"), "\(device.errors)")
         let folder = nnc("train", model, "-o", directory)
         #expect(folder.status == 1 && folder.errors.contains("not a regular file"), "\(folder.errors)")
+        // A directory that permissions call writable but that takes no files (/proc, even for root):
+        // found before training, said once.
+        #expect(nnc("train", model, "-o", directory + "/m.nnc").status == 0)
+        let outputs = [nnc("train", model, "-o", "/proc/x.nnc"), nnc("train", model, "-o", directory + "/y.nnc", "--plot", "/proc/x.svg"),
+                       nnc("run", directory + "/m.nnc", "--input", directory + "/data.csv", "--output", "/proc/x.txt"),
+                       nnc("export", directory + "/m.nnc", "--onnx", "/proc/x.onnx"), nnc("export", directory + "/m.nnc", "--weights", "/proc/x.npz")]
+        for result in outputs {
+            #expect(result.status == 1 && result.errors.hasPrefix("/proc/x.") && result.errors.components(separatedBy: "error:").count == 2
+                    && result.errors.contains("cannot write in the directory /proc") && !result.output.contains("epoch"), "\(result.errors)")
+        }
+        // The write itself says what failed, once.
+        #expect(throws: CompiledFileError.self) { try writeAtomically(Data([1, 2, 3]), to: "/proc/nnc-test.txt") }
+        do { try writeAtomically(Data([1, 2, 3]), to: "/proc/nnc-test.txt") } catch {
+            #expect(error.description == "/proc/nnc-test.txt: error: cannot write the file: No such file or directory")
+        }
     }
 }
 
