@@ -154,11 +154,12 @@ extension Graph {
     }
 
     /// Appends one optimizer update per parameter (and its state tensors: velocity, Adam's moments).
-    public func withUpdates(_ update: OptimizerUpdate) throws -> Graph {
-        var graph = self
-        graph.nodes.reserveCapacity(nodes.count + parameters.count * (1 + update.stateNames.count))
-        for (index, parameter) in parameters.enumerated() {
-            guard index < gradients.count, let g = gradients[index] else { continue }
+    public consuming func withUpdates(_ update: OptimizerUpdate) throws -> Graph {
+        // Consuming: the graph grows in place, not in a copy (models can be long).
+        var graph = consume self
+        graph.nodes.reserveCapacity(graph.nodes.count + graph.parameters.count * (1 + update.stateNames.count))
+        for (index, parameter) in graph.parameters.enumerated() {
+            guard index < graph.gradients.count, let g = graph.gradients[index] else { continue }
             var operands = [parameter.value, g]
             for stateName in update.stateNames {
                 let name = "\(parameter.name).\(stateName)"

@@ -2,9 +2,11 @@ import Foundation
 import IR
 import Parser
 import Runtime
+import Synchronization
 
-/// Set by the SIGINT handler; the training loop checks it after each step.
-nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
+/// Set by the SIGINT and SIGTERM handlers; the training loop checks it after each step (atomic: a
+/// signal handler writes it, and the tests run trainings on several threads at once).
+let interruptRequested = Atomic<Int32>(0)
 
 struct Interrupted: Error { var checkpoint: String }
 
@@ -141,9 +143,9 @@ let trainCommand = Command(
     var model = Model(state: state)
 
     // Ctrl-C and SIGTERM (a scheduler stopping the job) both finish the step and write a checkpoint.
-    let previousHandler = signal(SIGINT) { _ in interruptRequested = 1 }
-    let previousTerminate = signal(SIGTERM) { _ in interruptRequested = 1 }
-    defer { signal(SIGINT, previousHandler); signal(SIGTERM, previousTerminate); interruptRequested = 0 }
+    let previousHandler = signal(SIGINT) { _ in interruptRequested.store(1, ordering: .relaxed) }
+    let previousTerminate = signal(SIGTERM) { _ in interruptRequested.store(1, ordering: .relaxed) }
+    defer { signal(SIGINT, previousHandler); signal(SIGTERM, previousTerminate); interruptRequested.store(0, ordering: .relaxed) }
     var lastDraw: UInt64 = 0, stepsTaken = 0, barShown = false
     let summary: TrainingSummary
     do {
@@ -159,7 +161,7 @@ let trainCommand = Command(
                         console.print(progressBar(report), terminator: "")
                     }
                 }
-                if interruptRequested != 0 || console.interruptAfterSteps.map({ stepsTaken >= $0 }) == true {
+                if interruptRequested.load(ordering: .relaxed) != 0 || console.interruptAfterSteps.map({ stepsTaken >= $0 }) == true {
                     if barShown { console.print("") }
                     return .stop
                 }

@@ -9,7 +9,8 @@ import Parser
 /// Running a plan allocates nothing: after the first steps, many training steps make no malloc
 /// call on the thread that runs them (the interpreter loop and every kernel it calls; the GEMM's
 /// worker threads use scratch buffers allocated when the context is made).
-@Suite(.serialized) struct AllocationTests {
+@Suite(.serialized, .enabled(if: nnc_allocation_counting() != 0, "under a sanitizer, malloc is the sanitizer's and is not counted"))
+struct AllocationTests {
     func stepsAllocate(_ text: String, batch: Int, threads: Int, steps: Int = 200, adam: Bool = false) throws -> UInt {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: text))
         let graph = try program.trainingGraph(dtype: .f32, settings: { var s = TrainingSettings(); s.momentum = 0.9; if adam { s.optimizer = .adam }; return s }()).optimized().graph

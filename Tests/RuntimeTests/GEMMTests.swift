@@ -464,7 +464,11 @@ import IR
         let cases = [Case(m: 3, n: 17, k: 5), Case(m: 13, n: 37, k: 390, accumulate: true),
                      Case(m: 129, n: 100, k: 129, transB: true, bias: true, activation: .relu),
                      Case(m: 40, n: 2100, k: 20, transA: true, bias: true, activation: .tanh),
-                     Case(m: 2, n: 33, k: 17, transB: true), Case(m: 1, n: 40, k: 1000, padA: 1, padB: 2, padC: 3)]
+                     Case(m: 2, n: 33, k: 17, transB: true), Case(m: 1, n: 40, k: 1000, padA: 1, padB: 2, padC: 3),
+                     // One row: the matrix-vector path (threaded from n·k = 2^17), ragged groups of
+                     // panels, several k blocks, more than one block of columns.
+                     Case(m: 1, n: 300, k: 784, bias: true, activation: .relu), Case(m: 1, n: 5, k: 600, accumulate: true),
+                     Case(m: 1, n: 2100, k: 70, padB: 3, bias: true, activation: .tanh), Case(m: 1, n: 37, k: 9, transB: true)]
         for cs in cases {
             for threads in [1, 2] {
                 check(Float.self, cs, threads: threads)

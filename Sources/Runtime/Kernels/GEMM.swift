@@ -343,6 +343,12 @@ func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ conte
         return
     }
     let threads = context.threads
+    // One row (batch-1 inference) against a prepacked B: a matrix-vector product. (A transposed B
+    // and a tiny product keep the paths above, whose sums are in another order.)
+    if m == 1, let packedB = g.packedB, g.update == nil, !g.transA, !g.transB {
+        gemvPackedB(K.self, g, packedB, context, worker: worker)
+        return
+    }
     if worker >= 0 {
         let w = min(max(worker, 0), threads - 1)
         gemmBlocked(K.self, g, rows: 0..<m, cols: 0..<n, scratch: context.scratch[w])
@@ -413,6 +419,70 @@ func gemmParallelColumnsSharedA<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K
         gemmBlocked(K.self, g, rows: 0..<g.m, cols: cols, scratch: context.scratch[w], prepackedA: UnsafePointer(packA))
     }
     return true
+}
+
+/// One row of C against a whole prepacked B (batch-1 inference: a matrix-vector product). The packed
+/// micro-panels are read in place, four at a time; each column is summed as the tile sums it (in
+/// order over p within a k block, the blocks added to C in turn, then bias and activation), so a row
+/// comes out exactly as it would in a batch. Split by panels over the threads only when B is large
+/// enough to repay waking them.
+func gemvPackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
+                                _ context: GEMMContext, worker: Int) {
+    let groups = ((g.n + K.nr - 1) / K.nr + 3) / 4
+    let parts = worker < 0 && g.n * g.k >= gemvParallelThreshold ? min(context.threads, groups) : 1
+    if parts == 1 {
+        gemvPanelGroups(K.self, g, packedB, groups: 0..<groups, scratch: context.scratch[max(0, min(worker, context.threads - 1))])
+        return
+    }
+    typealias Job = (GEMMArgs<K.Scalar>, UnsafePointer<K.Scalar>, GEMMContext, Int, Int)
+    let job: Job = (g, packedB, context, groups, parts)
+    context.parallelFor(parts, sharing: job) { shared, part, w in
+        let (g, packedB, context, groups, parts) = shared.assumingMemoryBound(to: Job.self).pointee
+        gemvPanelGroups(K.self, g, packedB, groups: WorkerPool.range(groups, worker: part, of: parts), scratch: context.scratch[w])
+    }
+}
+
+/// From this many multiply-adds on, a matrix-vector product is split over the threads (measured on
+/// the batch-1 MLP: its 784 × 256 layer gains from two cores, its 256 × 128 one loses).
+let gemvParallelThreshold = 1 << 17
+
+/// Groups of four NR-column panels of one row of C (see `gemvPackedB`).
+func gemvPanelGroups<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
+                                    groups: Range<Int>, scratch: GEMMScratch) {
+    typealias T = K.Scalar
+    let NR = K.nr, NC = K.ncBlock, k = g.k, KC = kBlockDepth(k, K.kcBlock)
+    let out = scratch.tile.assumingMemoryBound(to: T.self)
+    let relu = g.reluInKernel
+    for group in groups {
+        // The group's panels lie in one block of NC columns (NC is a multiple of 4 NR).
+        let j0 = group * 4 * NR
+        let jc = j0 / NC * NC
+        let ncPad = (min(NC, g.n - jc) + NR - 1) / NR * NR
+        let local = (j0 - jc) / NR
+        let count = min(4, (g.n - j0 + NR - 1) / NR)
+        var pc = 0
+        while pc < k {
+            let kc = min(KC, k - pc)
+            let block = packedB + jc * k + pc * ncPad + local * NR * kc
+            // Missing panels (past n) repeat the first: computed, not stored.
+            K.rowTimesFourPanels(kc, g.a + pc, block, count > 1 ? block + NR * kc : block,
+                                 count > 2 ? block + 2 * NR * kc : block, count > 3 ? block + 3 * NR * kc : block, out)
+            let first = pc == 0, last = pc + kc == k
+            for q in 0..<count {
+                let j = j0 + q * NR
+                for jj in 0..<min(NR, g.n - j) {
+                    var y = out[q * NR + jj]
+                    if g.accumulate || !first { y += g.c[j + jj] }
+                    if last {
+                        if let bias = g.bias { y += bias[j + jj] }
+                        y = relu ? (y > 0 ? y : 0) : g.activation.apply(y)
+                    }
+                    g.c[j + jj] = y
+                }
+            }
+            pc += kc
+        }
+    }
 }
 
 /// From this many elements of A on, a column split packs A once, shared (gemmParallelColumnsSharedA).
