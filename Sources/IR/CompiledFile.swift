@@ -286,7 +286,7 @@ func removeStaleTemporaryFiles(of url: URL) {
 /// Writes data to a temporary file in the same directory and renames it over the target, so a
 /// crash never leaves a half-written file behind. Errors name the target and the system's reason.
 public func writeAtomically(_ data: Data, to path: String) throws(CompiledFileError) {
-    let url = URL(fileURLWithPath: path)
+    let url = URL(fileURLWithPath: resolvedOutputPath(path))
     let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
     removeStaleTemporaryFiles(of: url)
     func failure(_ code: Int32) -> CompiledFileError {
@@ -309,5 +309,23 @@ public func writeAtomically(_ data: Data, to path: String) throws(CompiledFileEr
     let closeError = close(descriptor) == 0 ? 0 : errno
     if writeError != 0 { throw failure(writeError) }
     if closeError != 0 { throw failure(closeError) }
-    if rename(temporary, path) != 0 { throw failure(errno) }
+    if rename(temporary, url.path) != 0 { throw failure(errno) }
+}
+
+/// Where a write to `path` lands: a symbolic link is followed, through chains and also to a file not
+/// there yet, so that `-o latest.nnc` linking to a versioned file writes that file and the link
+/// stays a link. (A loop of links comes back as a link; `checkOutput` refuses it.)
+public func resolvedOutputPath(_ path: String) -> String {
+    var current = path
+    for _ in 0..<40 {
+        var info = stat()
+        guard lstat(current, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return current }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(current, &buffer, Int(PATH_MAX))
+        guard count > 0 else { return current }
+        let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let directory = (current as NSString).deletingLastPathComponent
+        current = target.hasPrefix("/") || directory.isEmpty ? target : directory + "/" + target
+    }
+    return current
 }

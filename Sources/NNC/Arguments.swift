@@ -1,4 +1,5 @@
 import Foundation
+import IR
 import Parser
 
 /// A command-line mistake: exit status 2 with the command's usage.
@@ -95,16 +96,23 @@ extension Arguments {
 
 /// Checks a file a command will write, before any work: a name (not empty, not a directory), a
 /// regular file or none yet (not a device, FIFO or directory), not one of the command's own inputs
-/// (compared by device and inode, so also through links), in a directory that exists and is writable.
-/// `flag` names the option in messages.
+/// (compared by device and inode, so also through links), in a directory that exists, is writable
+/// and takes a new file. A symbolic link is followed (the write replaces its target). `flag` names
+/// the option in messages.
 func checkOutput(_ path: String, flag: String, inputs: [String]) throws {
     guard !path.isEmpty, !path.hasSuffix("/") else {
         throw UsageError(message: "\(flag) needs a file name, got '\(path)'")
     }
+    // A symbolic link is followed: the checks are about the file the write will replace.
+    let given = path, path = resolvedOutputPath(path)
+    var link = stat()
+    if lstat(path, &link) == 0, link.st_mode & S_IFMT == S_IFLNK {
+        throw InputError("\(given): error: a loop of symbolic links; \(flag) needs a file to write")
+    }
     var target = stat()
     let exists = stat(path, &target) == 0
     if exists, target.st_mode & S_IFMT != S_IFREG {
-        throw InputError("\(path): error: not a regular file; \(flag) writes a regular file (replacing it), not a device, pipe or directory")
+        throw InputError("\(given): error: not a regular file; \(flag) writes a regular file (replacing it), not a device, pipe or directory\(given == path ? "" : " (\(given) links to \(path))")")
     }
     /// The same file: by device and inode when both exist (also through links), else by resolved path.
     func isOutput(_ input: String) -> Bool {
@@ -114,23 +122,23 @@ func checkOutput(_ path: String, flag: String, inputs: [String]) throws {
         return absolute(input) == absolute(path)
     }
     if let input = inputs.first(where: isOutput) {
-        throw InputError("\(path): error: \(flag) names the command's own input \(input); writing it would destroy the input")
+        throw InputError("\(given): error: \(flag) names the command's own input \(input); writing it would destroy the input")
     }
     let directory = (path as NSString).deletingLastPathComponent
     let folder = directory.isEmpty ? "." : directory
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw InputError("\(path): error: cannot write: the directory \(folder) does not exist")
+        throw InputError("\(given): error: cannot write: the directory \(folder) does not exist")
     }
     guard access(folder, W_OK) == 0 else {
-        throw InputError("\(path): error: cannot write: the directory \(folder) is not writable")
+        throw InputError("\(given): error: cannot write: the directory \(folder) is not writable")
     }
     // Permissions are not the whole story (root, read-only or special file systems): make the
     // temporary file the write will use, and remove it.
     let probe = folder + "/." + (path as NSString).lastPathComponent + ".\(getpid()).tmp"
     let descriptor = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0o666)
     guard descriptor >= 0 else {
-        throw InputError("\(path): error: cannot write in the directory \(folder): \(String(cString: strerror(errno)))")
+        throw InputError("\(given): error: cannot write in the directory \(folder): \(String(cString: strerror(errno)))")
     }
     close(descriptor)
     unlink(probe)

@@ -279,6 +279,16 @@ func writeClassifierData(in directory: String) {
             #expect(result.status == 1 && result.errors.hasPrefix("/proc/x.") && result.errors.components(separatedBy: "error:").count == 2
                     && result.errors.contains("cannot write in the directory /proc") && !result.output.contains("epoch"), "\(result.errors)")
         }
+        // A symbolic link is followed: its target is written (also one not there yet), the link stays.
+        try FileManager.default.createSymbolicLink(atPath: directory + "/latest.nnc", withDestinationPath: "v1.nnc")
+        #expect(nnc("train", model, "-o", directory + "/latest.nnc").status == 0)
+        #expect((try? CompiledFile.read(path: directory + "/v1.nnc")) != nil)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/latest.nnc")) == "v1.nnc")
+        try FileManager.default.createSymbolicLink(atPath: directory + "/null.nnc", withDestinationPath: "/dev/null")
+        #expect(nnc("train", model, "-o", directory + "/null.nnc").errors.contains("not a regular file"))
+        try FileManager.default.createSymbolicLink(atPath: directory + "/loop1", withDestinationPath: "loop2")
+        try FileManager.default.createSymbolicLink(atPath: directory + "/loop2", withDestinationPath: "loop1")
+        #expect(nnc("train", model, "-o", directory + "/loop1").errors.contains("a loop of symbolic links"))
         // The write itself says what failed, once.
         #expect(throws: CompiledFileError.self) { try writeAtomically(Data([1, 2, 3]), to: "/proc/nnc-test.txt") }
         do { try writeAtomically(Data([1, 2, 3]), to: "/proc/nnc-test.txt") } catch {
