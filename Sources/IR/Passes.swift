@@ -32,7 +32,8 @@ public struct Pass: Sendable {
     let run: @Sendable (inout Graph, inout FusionLog) throws -> Void
 }
 
-/// The pass pipeline, in order; each is a small local pattern → rewrite.
+/// The pass pipeline, in order; each is a small local pattern → rewrite, and returns at once when the
+/// graph has none of the ops its pattern starts from.
 public let optimizationPasses: [Pass] = [
     // softmax → cross_entropy (and its backward) becomes one numerically stable op on the logits
     Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy", run: fuseSoftmaxCrossEntropy),
@@ -132,6 +133,7 @@ func fuseConvolution(_ graph: inout Graph, _ log: inout FusionLog) throws {
 /// optionally an element-wise activation, each the only consumer of the one before.
 func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: String,
                        matches: (Node) -> Bool, make: (ActivationFunction, Bool, Node) -> Op) throws {
+    guard graph.nodes.contains(where: matches) else { return }
     var removed: Set<Int> = []
     let users = graph.users(), kept = graph.keptValues
     var replacements: [(Int, Node)] = []
@@ -184,6 +186,7 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: Strin
 
 /// activation_grad → bias_grad ⇒ activation_grad+bias_grad (one pass over dy)
 func fuseActivationGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    guard graph.nodes.contains(where: { if case .activationGrad = $0.op { return true }; return false }) else { return }
     let users = graph.users()
     var removed: Set<Int> = []
     // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
@@ -211,6 +214,7 @@ func fuseActivationGradient(_ graph: inout Graph, _ log: inout FusionLog) throws
 /// softmax → cross_entropy ⇒ softmax_cross_entropy on the logits, and in the backward
 /// cross_entropy_grad → softmax_grad ⇒ softmax_cross_entropy_grad.
 func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    guard graph.nodes.contains(where: { $0.op == .crossEntropy || $0.op == .softmaxGrad }) else { return }
     let producers = graph.producers()
     for index in graph.nodes.indices {
         let node = graph.nodes[index]
@@ -241,6 +245,7 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throw
 /// The new nodes take the batch norm's place, where its statistics are defined; the fused layer
 /// then takes the activation after it in its epilogue (fuse-conv, fuse-dense).
 func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    guard graph.nodes.contains(where: { if case .batchNormInference = $0.op { return true }; return false }) else { return }
     let producers = graph.producers()
     let users = graph.users(), kept = graph.keptValues
     var removed: Set<Int> = []
@@ -316,6 +321,7 @@ func eliminateDeadCode(_ graph: inout Graph, _ log: inout FusionLog) throws {
 /// act_grad(y, dy) → [bias_grad] → conv2d_weight_grad [+ conv2d_input_grad] ⇒ conv2d_backward:
 /// the conv kernel computes dz = dy ⊙ act'(y) on the fly, with db, dW and dx, in one call.
 func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    guard graph.nodes.contains(where: { if case .conv2dWeightGrad = $0.op { return true }; return false }) else { return }
     let users = graph.users()
     var removed: Set<Int> = []
     // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
@@ -359,6 +365,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throw
 /// (the step may only come after the parameter's last use); otherwise it moves to the update's place,
 /// where the matmul's operands are still defined.
 func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    guard graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) else { return }
     let producers = graph.producers()
     let users = graph.users()
     var removed: Set<Int> = []
