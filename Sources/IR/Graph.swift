@@ -18,11 +18,51 @@ public enum Phase: String, Sendable { case forward, loss, backward, update }
 
 public struct Node: Sendable {
     public var op: Op
-    public var operands: [ValueID]
-    public var results: [ValueID]
+    public var operands: ValueList
+    public var results: ValueList
     /// The statement this node came from.
     public var location: SourceRange?
     public var phase: Phase
+
+    public init(op: Op, operands: ValueList, results: ValueList, location: SourceRange?, phase: Phase) {
+        self.op = op; self.operands = operands; self.results = results; self.location = location; self.phase = phase
+    }
+
+    public init(op: Op, operands: [ValueID], results: [ValueID], location: SourceRange?, phase: Phase) {
+        self.init(op: op, operands: ValueList(operands), results: ValueList(results), location: location, phase: phase)
+    }
+}
+
+/// A node's operands or results: up to four values inline, more in an array. A node is made, copied
+/// and rewritten many times over in a compile (a deep model has a million of them): an array of
+/// its own for each list would be two allocations per node.
+public struct ValueList: RandomAccessCollection, ExpressibleByArrayLiteral, Equatable, Sendable, CustomStringConvertible {
+    private var inline: (Int, Int, Int, Int) = (0, 0, 0, 0)
+    private var spill: [ValueID]? = nil
+    public private(set) var count: Int = 0
+
+    public init<S: Sequence>(_ values: S) where S.Element == ValueID {
+        let all = Array(values)
+        count = all.count
+        if count > 4 { spill = all; return }
+        withUnsafeMutableBytes(of: &inline) { raw in
+            for (i, value) in all.enumerated() { raw.storeBytes(of: value.index, toByteOffset: i * 8, as: Int.self) }
+        }
+    }
+
+    public init(arrayLiteral values: ValueID...) { self.init(values) }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+
+    public subscript(position: Int) -> ValueID {
+        precondition(position >= 0 && position < count, "value list index out of range")
+        if let spill { return spill[position] }
+        return ValueID(withUnsafeBytes(of: inline) { $0.load(fromByteOffset: position * 8, as: Int.self) })
+    }
+
+    public static func == (a: ValueList, b: ValueList) -> Bool { a.elementsEqual(b) }
+    public var description: String { Array(self).description }
 }
 
 /// The nodes using each value, in node order: one flat list with an offset per value (no array per

@@ -138,7 +138,7 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: Strin
     let users = graph.users(), kept = graph.keptValues
     var replacements: [(Int, Node)] = []
     for (index, node) in graph.nodes.enumerated() where matches(node) {
-        var operands = node.operands
+        var operands = Array(node.operands)
         var result = node.results[0]
         var last = index
         var hasBias = false
@@ -387,8 +387,8 @@ func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
         let laterReaders = touched.flatMap { users[$0.index] }.filter { $0 > producer && $0 != index }
         let matmul = graph.nodes[producer]
         let fused = Node(op: .matmulUpdate(transposeA: ta, transposeB: tb, update),
-                         operands: Array(matmul.operands.prefix(2)) + [parameter] + node.operands.dropFirst(2),
-                         results: matmul.results, location: matmul.location, phase: matmul.phase)
+                         operands: Array(matmul.operands.prefix(2)) + [parameter] + Array(node.operands.dropFirst(2)),
+                         results: Array(matmul.results), location: matmul.location, phase: matmul.phase)
         if laterReaders.isEmpty {
             replacements.append((producer, fused))
             removed.insert(index)
