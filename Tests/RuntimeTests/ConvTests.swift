@@ -190,6 +190,10 @@ private let convCases: [Conv2DShape] = [
     Conv2DShape(batch: 7, inChannels: 3, height: 17, width: 17, outChannels: 4, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
     // Planes large enough that the direct weight gradient holds two samples a pass: full and partial groups.
     Conv2DShape(batch: 7, inChannels: 1, height: 62, width: 62, outChannels: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    // One image (and two) on more threads than images: the direct path splits the output channels
+    // over the threads (ragged: nine channels are three blocks of four, the last short).
+    Conv2DShape(batch: 1, inChannels: 3, height: 20, width: 19, outChannels: 9, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+    Conv2DShape(batch: 2, inChannels: 2, height: 16, width: 24, outChannels: 13, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
     // A 7-wide output: im2col and the GEMM rather than the direct path (16-wide rows would waste over half).
     Conv2DShape(batch: 3, inChannels: 5, height: 7, width: 7, outChannels: 6, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
     // Grouped and dilated (the general path): groups, dilation, per-axis stride and padding, depthwise.
@@ -228,7 +232,7 @@ private let convCases: [Conv2DShape] = [
         }
     }
 
-    @Test(arguments: [1, 2])
+    @Test(arguments: [1, 2, 3])
     func matchesReference(threads: Int) {
         let context = GEMMContext(threads: threads)
         for (ci, s) in convCases.enumerated() {

@@ -402,8 +402,13 @@ private func conv2DForwardDirect(
         for co in 0..<d.channels { wt[kk * d.channels + co] = co < cout ? weight[co * k + kk] : 0 }
     }
     // The padded input planes' borders stay zero: each sample rewrites only the image inside them.
-    for worker in 0..<max(1, context.threads) {
+    let split = s.batch < context.threads
+    for worker in 0..<(split ? 1 : max(1, context.threads)) {
         (scratch + d.weights + worker * d.perThread).update(repeating: 0, count: s.inChannels * d.inputPlane)
+    }
+    if split {
+        conv2DForwardDirectSplit(s, d, x: x, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
+        return
     }
     typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
                          UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)
@@ -429,6 +434,43 @@ private func conv2DForwardDirect(
             let b = bias?[co] ?? 0
             for oy in 0..<ho {
                 biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
+            }
+        }
+    }
+}
+
+/// Fewer samples than threads (batch-1 inference): each sample's output channels are split over the
+/// threads instead, all reading one padded copy of the input (worker 0's), each writing its channels.
+private func conv2DForwardDirectSplit(
+    _ s: Conv2DShape, _ d: DirectForward, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+) {
+    let cin = s.inChannels, h = s.height, w = s.width
+    let input = scratch + d.weights
+    let blocks = d.channels / DirectForward.channelBlock
+    let parts = min(context.threads, blocks)
+    typealias Job = (Conv2DShape, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>,
+                     UnsafeMutablePointer<Float>, Int, Int)
+    for n in 0..<s.batch {
+        for c in 0..<cin {
+            let src = x + (n * cin + c) * h * w
+            let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
+            for iy in 0..<h { copyShort(dst + iy * d.rowLength, src + iy * w, w) }
+        }
+        let job: Job = (s, bias, activation, y, scratch, n, parts)
+        context.parallelFor(parts, sharing: job) { shared, part, _ in
+            let (s, bias, activation, y, scratch, n, parts) = shared.assumingMemoryBound(to: Job.self).pointee
+            let d = DirectForward(s)
+            let input = scratch + d.weights, output = input + s.inChannels * d.inputPlane
+            let mine = WorkerPool.range(d.channels / DirectForward.channelBlock, worker: part, of: parts)
+            directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output, channelBlocks: mine)
+            let cout = s.outChannels, ho = s.outHeight, wo = s.outWidth
+            let yn = y + n * cout * ho * wo
+            for co in (mine.lowerBound * DirectForward.channelBlock)..<min(cout, mine.upperBound * DirectForward.channelBlock) {
+                let b = bias?[co] ?? 0
+                for oy in 0..<ho {
+                    biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
+                }
             }
         }
     }
@@ -461,12 +503,14 @@ private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutable
 /// output[co][f] = Σ_(c, i, j) W[co, c, i, j] · input[c][f + i·rowLength + j] over whole output planes,
 /// four channels by three chunks at a time.
 private func directForwardPlanes(_ s: Conv2DShape, _ d: DirectForward, input: UnsafePointer<Float>,
-                                 weights: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+                                 weights: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                 channelBlocks: Range<Int>? = nil) {
     typealias V = SIMD8<Float>
     let cin = s.inChannels, kh = s.kernelH, kw = s.kernelW, channels = d.channels
     let blockWidth = DirectForward.chunkBlock * 8
-    var co0 = 0
-    while co0 < channels {
+    let blocks = channelBlocks ?? 0..<(channels / DirectForward.channelBlock)
+    var co0 = blocks.lowerBound * DirectForward.channelBlock
+    while co0 < blocks.upperBound * DirectForward.channelBlock {
         var f = 0
         while f < d.outputPlane {
             var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V()
