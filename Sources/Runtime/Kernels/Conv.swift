@@ -395,21 +395,16 @@ private func conv2DForwardDirect(
     activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
 ) {
     let d = DirectForward(s)
-    let k = s.patchSize, cout = s.outChannels
-    // Weights as [K × channels]: the channel block's four weights for one (c, i, j) are adjacent.
-    let wt = scratch
-    for kk in 0..<k {
-        for co in 0..<d.channels { wt[kk * d.channels + co] = co < cout ? weight[co * k + kk] : 0 }
-    }
     // The padded input planes' borders stay zero: each sample rewrites only the image inside them.
-    let split = s.batch < context.threads
+    let split = s.batch < context.threads && s.outChannels * s.patchSize * s.outHeight * s.outWidth >= context.directSplitMinimum
     for worker in 0..<(split ? 1 : max(1, context.threads)) {
         (scratch + d.weights + worker * d.perThread).update(repeating: 0, count: s.inChannels * d.inputPlane)
     }
     if split {
-        conv2DForwardDirectSplit(s, d, x: x, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
+        conv2DForwardDirectSplit(s, d, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
         return
     }
+    transposeDirectWeights(s, d, weight, into: scratch, channels: 0..<d.channels)
     typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
                          UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)
     let forward: Forward = (s, x, bias, activation, y, scratch)
@@ -439,17 +434,18 @@ private func conv2DForwardDirect(
     }
 }
 
-/// Fewer samples than threads (batch-1 inference): each sample's output channels are split over the
-/// threads instead, all reading one padded copy of the input (worker 0's), each writing its channels.
+/// Fewer samples than threads (batch-1 inference) and enough work per image (`directSplitMinimum`):
+/// each sample's output channels are split over the threads instead, all reading one padded copy of
+/// the input (worker 0's), each writing its channels.
 private func conv2DForwardDirectSplit(
-    _ s: Conv2DShape, _ d: DirectForward, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    _ s: Conv2DShape, _ d: DirectForward, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
 ) {
     let cin = s.inChannels, h = s.height, w = s.width
     let input = scratch + d.weights
     let blocks = d.channels / DirectForward.channelBlock
     let parts = min(context.threads, blocks)
-    typealias Job = (Conv2DShape, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>,
+    typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>,
                      UnsafeMutablePointer<Float>, Int, Int)
     for n in 0..<s.batch {
         for c in 0..<cin {
@@ -457,12 +453,17 @@ private func conv2DForwardDirectSplit(
             let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
             for iy in 0..<h { copyShort(dst + iy * d.rowLength, src + iy * w, w) }
         }
-        let job: Job = (s, bias, activation, y, scratch, n, parts)
+        let job: Job = (s, weight, bias, activation, y, scratch, n, parts)
         context.parallelFor(parts, sharing: job) { shared, part, _ in
-            let (s, bias, activation, y, scratch, n, parts) = shared.assumingMemoryBound(to: Job.self).pointee
+            let (s, weight, bias, activation, y, scratch, n, parts) = shared.assumingMemoryBound(to: Job.self).pointee
             let d = DirectForward(s)
             let input = scratch + d.weights, output = input + s.inChannels * d.inputPlane
             let mine = WorkerPool.range(d.channels / DirectForward.channelBlock, worker: part, of: parts)
+            // Each thread lays out its own channels' weights (they stay in its cache between calls).
+            if n == 0 {
+                transposeDirectWeights(s, d, weight, into: scratch,
+                                       channels: (mine.lowerBound * DirectForward.channelBlock)..<(mine.upperBound * DirectForward.channelBlock))
+            }
             directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output, channelBlocks: mine)
             let cout = s.outChannels, ho = s.outHeight, wo = s.outWidth
             let yn = y + n * cout * ho * wo
@@ -473,6 +474,16 @@ private func conv2DForwardDirectSplit(
                 }
             }
         }
+    }
+}
+
+/// The direct path's weights as [K × channels] (zero past Cout), for the given columns: the channel
+/// block's four weights for one (c, i, j) are adjacent.
+private func transposeDirectWeights(_ s: Conv2DShape, _ d: DirectForward, _ weight: UnsafePointer<Float>,
+                                    into wt: UnsafeMutablePointer<Float>, channels: Range<Int>) {
+    let k = s.patchSize, cout = s.outChannels
+    for kk in 0..<k {
+        for co in channels { wt[kk * d.channels + co] = co < cout ? weight[co * k + kk] : 0 }
     }
 }
 

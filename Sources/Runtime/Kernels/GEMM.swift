@@ -45,6 +45,12 @@ public final class GEMMContext: @unchecked Sendable {
     /// From this many multiply-adds on (and enough rows), workers share one packed B block
     /// (settable for tests).
     var sharedPackMinWork = 1 << 26
+    /// From this many multiply-adds an image, a direct convolution of fewer images than threads splits
+    /// each image's output channels over the threads (settable for tests). Measured at batch 1 on the
+    /// Zen 4 (2 threads against 1): 64→64 channels at 56×56 (115 M) 1.9× faster, 32→32 at 28×28 (7 M)
+    /// 1.1–1.2×, the Fashion CNN's 16→32 at 14×14 (1.8 M) 0.8× (the hand-off and the caches between
+    /// the cores cost more than the halved work).
+    var directSplitMinimum = 1 << 22
     /// Size of the shared packed-B buffer (a k × nc block of B: 2M floats, 1M doubles).
     static let sharedPackBytes = 8 << 20
     /// One flag per part of the shared packed B (a worker's share of its panels, per k block), saying
