@@ -98,9 +98,12 @@ extension Graph {
         // In place, keeping the order: no copy of the nodes that stay (passes run this on every graph).
         guard !indices.isEmpty else { return }
         WorkCounter.count(nodes.count)
+        // A mask, not a hash lookup per node.
+        var removed = [Bool](repeating: false, count: nodes.count)
+        for index in indices { removed[index] = true }
         let kept = nodes.withUnsafeMutableBufferPointer { buffer in
             var kept = 0
-            for index in buffer.indices where !indices.contains(index) {
+            for index in buffer.indices where !removed[index] {
                 if kept != index { buffer.swapAt(kept, index) }
                 kept += 1
             }
@@ -137,7 +140,9 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: Strin
     var removed: Set<Int> = []
     let users = graph.users(), kept = graph.keptValues
     var replacements: [(Int, Node)] = []
-    for (index, node) in graph.nodes.enumerated() where matches(node) {
+    // By index, copying only the nodes that match (a copy of every node per pass adds up in long models).
+    for index in graph.nodes.indices where matches(graph.nodes[index]) {
+        let node = graph.nodes[index]
         var operands = Array(node.operands)
         var result = node.results[0]
         var last = index
@@ -250,8 +255,9 @@ func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let users = graph.users(), kept = graph.keptValues
     var removed: Set<Int> = []
     var replacements: [(Int, [Node])] = []
-    for (index, node) in graph.nodes.enumerated() {
-        guard case .batchNormInference(let eps) = node.op else { continue }
+    for index in graph.nodes.indices {
+        guard case .batchNormInference(let eps) = graph.nodes[index].op else { continue }
+        let node = graph.nodes[index]
         let pattern = log.isRecording ? "batchnorm.eval %\(graph[node.results[0]].name)" : ""
         func skip(_ reason: String) {
             log.append(.init(pass: "fold-batchnorm", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
@@ -370,8 +376,9 @@ func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let users = graph.users()
     var removed: Set<Int> = []
     var replacements: [(Int, Node)] = []
-    for (index, node) in graph.nodes.enumerated() {
-        guard case .update(let update) = node.op, node.operands.count >= 2 else { continue }
+    for index in graph.nodes.indices {
+        guard case .update(let update) = graph.nodes[index].op, graph.nodes[index].operands.count >= 2 else { continue }
+        let node = graph.nodes[index]
         let parameter = node.operands[0], gradient = node.operands[1]
         let pattern = log.isRecording ? "update %\(graph[parameter].name)" : ""
         func skip(_ reason: String) {
