@@ -18,7 +18,7 @@ public func runCommandLine(_ arguments: [String], console: Console) -> Int32 {
         }
         return 0
     }
-    if name == "--version" { console.print("nnc \(nncVersion)"); return 0 }
+    if name == "--version" { console.print("nnc \(nncVersion), \(kernelVectorDescription)"); return 0 }
     guard let command = commands.first(where: { $0.name == name }) else {
         var message = "nnc: error: unknown command '\(name)'"
         if let guess = suggestion(for: name, among: commands.map(\.name)) { message += "; did you mean '\(guess)'?" }

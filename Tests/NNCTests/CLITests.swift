@@ -122,7 +122,10 @@ struct CLITests {
                 #expect(result.errors.isEmpty)
             }
         }
-        #expect(FrontEnd.run(["--version"]).status == 0)
+        let version = FrontEnd.run(["--version"])
+        #expect(version.status == 0)
+        // The version names the kernels' vector width and the processor's (the benchmarks print it).
+        #expect(version.output.hasPrefix("nnc \(nncVersion), kernels in ") && version.output.contains("-bit vectors"), "\(version.output)")
     }
 
     /// The table rows, with the columns split on runs of two or more spaces.

@@ -310,6 +310,18 @@ extension GEMMArgs {
     }
 }
 
+/// The vectors the kernels compute in, for `nnc --version` and the benchmarks: the kernels are
+/// written in 8-lane f32 vectors (256 bits), which the build's target runs natively with AVX2/FMA
+/// or as two 128-bit halves without (a debug build); the processor's widest vectors beside them.
+public var kernelVectorDescription: String {
+    let build = Int(nnc_build_vector_bits())
+    let kernels = min(build, 256)
+    let processor = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)).map {
+        $0.contains(" avx512f") ? "AVX-512" : $0.contains(" avx2") ? "AVX2" : "SSE"
+    } ?? "unknown"
+    return "kernels in \(kernels)-bit vectors (\(kernels == 256 ? "AVX2/FMA" : "SSE") build target), processor with \(processor)"
+}
+
 /// Below this many multiply-adds, a plain loop beats packing.
 let gemmTinyThreshold = 512
 /// From this many multiply-adds on, worker: nil splits the work over the context's threads.
