@@ -134,9 +134,10 @@ func checkOutput(_ path: String, flag: String, inputs: [String]) throws {
         throw InputError("\(given): error: cannot write: the directory \(folder) is not writable")
     }
     // Permissions are not the whole story (root, read-only or special file systems): make the
-    // temporary file the write will use, and remove it.
+    // temporary file the write will use, and remove it. (The name has this process's id: a file of
+    // that name is a dead writer's with the same id, and goes too.)
     let probe = folder + "/." + (path as NSString).lastPathComponent + ".\(getpid()).tmp"
-    let descriptor = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0o666)
+    let descriptor = open(probe, O_WRONLY | O_CREAT, 0o666)
     guard descriptor >= 0 else {
         throw InputError("\(given): error: cannot write in the directory \(folder): \(String(cString: strerror(errno)))")
     }
