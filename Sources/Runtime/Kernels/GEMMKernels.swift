@@ -12,6 +12,8 @@
 /// A micro-kernel and its cache-blocking parameters.
 protocol GEMMKernel {
     associatedtype Scalar: KernelScalar
+    /// Half a tile row: NR / 2 lanes (8 floats or 4 doubles, one ymm register).
+    associatedtype V: SIMD where V.Scalar == Scalar
     /// Rows of the register tile (A micro-panel height).
     static var mr: Int { get }
     /// Columns of the register tile (B micro-panel width).
@@ -31,19 +33,41 @@ protocol GEMMKernel {
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool)
 
-    /// One row of A against four B micro-panels (matrix-vector products): out[q * nr + j] = Σ_p x[p] *
-    /// bq[p * nr + j] for q in 0..<4, each sum in order over p (as the tile sums a
-    /// row), the four panels' sums independent chains that hide the FMA latency.
-    static func rowTimesFourPanels(_ kc: Int, _ x: UnsafePointer<Scalar>,
-                                   _ b0: UnsafePointer<Scalar>, _ b1: UnsafePointer<Scalar>, _ b2: UnsafePointer<Scalar>, _ b3: UnsafePointer<Scalar>,
-                                   _ out: UnsafeMutablePointer<Scalar>)
-
     /// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4 (four dot products sharing x).
     static func dot4(_ k: Int, _ x: UnsafePointer<Scalar>, _ y: UnsafePointer<Scalar>, _ ldy: Int,
                      _ out: UnsafeMutablePointer<Scalar>)
 }
 
 extension GEMMKernel {
+    /// One row of A against four B micro-panels (matrix-vector products): out[q * nr + j] = Σ_p x[p] *
+    /// bq[p * nr + j] for q in 0..<4, each sum in order over p (as the tile sums a row), the four
+    /// panels' sums independent chains that hide the FMA latency. (Written once for both types: it
+    /// has no comparisons, and its specialisations compile to the same vector FMAs as the tiles.)
+    @inline(never)
+    static func rowTimesFourPanels(_ kc: Int, _ x: UnsafePointer<Scalar>,
+                                   _ p0: UnsafePointer<Scalar>, _ p1: UnsafePointer<Scalar>, _ p2: UnsafePointer<Scalar>, _ p3: UnsafePointer<Scalar>,
+                                   _ out: UnsafeMutablePointer<Scalar>) {
+        var s00 = V(), s01 = V(), s10 = V(), s11 = V(), s20 = V(), s21 = V(), s30 = V(), s31 = V()
+        let b0 = UnsafeRawPointer(p0), b1 = UnsafeRawPointer(p1), b2 = UnsafeRawPointer(p2), b3 = UnsafeRawPointer(p3)
+        let half = V.scalarCount * MemoryLayout<Scalar>.stride
+        for p in 0..<kc {
+            let xv = V(repeating: x[p]), at = p * 2 * half
+            s00 = s00.addingProduct(xv, b0.loadUnaligned(fromByteOffset: at, as: V.self))
+            s01 = s01.addingProduct(xv, b0.loadUnaligned(fromByteOffset: at + half, as: V.self))
+            s10 = s10.addingProduct(xv, b1.loadUnaligned(fromByteOffset: at, as: V.self))
+            s11 = s11.addingProduct(xv, b1.loadUnaligned(fromByteOffset: at + half, as: V.self))
+            s20 = s20.addingProduct(xv, b2.loadUnaligned(fromByteOffset: at, as: V.self))
+            s21 = s21.addingProduct(xv, b2.loadUnaligned(fromByteOffset: at + half, as: V.self))
+            s30 = s30.addingProduct(xv, b3.loadUnaligned(fromByteOffset: at, as: V.self))
+            s31 = s31.addingProduct(xv, b3.loadUnaligned(fromByteOffset: at + half, as: V.self))
+        }
+        let o = UnsafeMutableRawPointer(out)
+        o.storeBytes(of: s00, as: V.self); o.storeBytes(of: s01, toByteOffset: half, as: V.self)
+        o.storeBytes(of: s10, toByteOffset: 2 * half, as: V.self); o.storeBytes(of: s11, toByteOffset: 3 * half, as: V.self)
+        o.storeBytes(of: s20, toByteOffset: 4 * half, as: V.self); o.storeBytes(of: s21, toByteOffset: 5 * half, as: V.self)
+        o.storeBytes(of: s30, toByteOffset: 6 * half, as: V.self); o.storeBytes(of: s31, toByteOffset: 7 * half, as: V.self)
+    }
+
     /// A whole MR × NR tile (see `tile`).
     @inline(never)
     static func kernel(
@@ -103,31 +127,6 @@ enum GEMMKernelF32: GEMMKernel {
     static var kcBlock: Int { 384 }
     static var mcBlock: Int { 144 }
     static var ncBlock: Int { 2048 }
-
-    @inline(never)
-    static func rowTimesFourPanels(_ kc: Int, _ x: UnsafePointer<Float>,
-                                   _ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>, _ p2: UnsafePointer<Float>, _ p3: UnsafePointer<Float>,
-                                   _ out: UnsafeMutablePointer<Float>) {
-        var s00 = V(), s01 = V(), s10 = V(), s11 = V(), s20 = V(), s21 = V(), s30 = V(), s31 = V()
-        let b0 = UnsafeRawPointer(p0), b1 = UnsafeRawPointer(p1), b2 = UnsafeRawPointer(p2), b3 = UnsafeRawPointer(p3)
-        let half = 8 * MemoryLayout<Float>.stride
-        for p in 0..<kc {
-            let xv = V(repeating: x[p]), at = p * 2 * half
-            s00 = s00.addingProduct(xv, b0.loadUnaligned(fromByteOffset: at, as: V.self))
-            s01 = s01.addingProduct(xv, b0.loadUnaligned(fromByteOffset: at + half, as: V.self))
-            s10 = s10.addingProduct(xv, b1.loadUnaligned(fromByteOffset: at, as: V.self))
-            s11 = s11.addingProduct(xv, b1.loadUnaligned(fromByteOffset: at + half, as: V.self))
-            s20 = s20.addingProduct(xv, b2.loadUnaligned(fromByteOffset: at, as: V.self))
-            s21 = s21.addingProduct(xv, b2.loadUnaligned(fromByteOffset: at + half, as: V.self))
-            s30 = s30.addingProduct(xv, b3.loadUnaligned(fromByteOffset: at, as: V.self))
-            s31 = s31.addingProduct(xv, b3.loadUnaligned(fromByteOffset: at + half, as: V.self))
-        }
-        let o = UnsafeMutableRawPointer(out)
-        o.storeBytes(of: s00, as: V.self); o.storeBytes(of: s01, toByteOffset: half, as: V.self)
-        o.storeBytes(of: s10, toByteOffset: 2 * half, as: V.self); o.storeBytes(of: s11, toByteOffset: 3 * half, as: V.self)
-        o.storeBytes(of: s20, toByteOffset: 4 * half, as: V.self); o.storeBytes(of: s21, toByteOffset: 5 * half, as: V.self)
-        o.storeBytes(of: s30, toByteOffset: 6 * half, as: V.self); o.storeBytes(of: s31, toByteOffset: 7 * half, as: V.self)
-    }
 
     @inline(never)
     static func dot4(_ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ ldy: Int,
@@ -243,31 +242,6 @@ enum GEMMKernelF64: GEMMKernel {
     static var kcBlock: Int { 256 }
     static var mcBlock: Int { 72 }
     static var ncBlock: Int { 1024 }
-
-    @inline(never)
-    static func rowTimesFourPanels(_ kc: Int, _ x: UnsafePointer<Double>,
-                                   _ p0: UnsafePointer<Double>, _ p1: UnsafePointer<Double>, _ p2: UnsafePointer<Double>, _ p3: UnsafePointer<Double>,
-                                   _ out: UnsafeMutablePointer<Double>) {
-        var s00 = V(), s01 = V(), s10 = V(), s11 = V(), s20 = V(), s21 = V(), s30 = V(), s31 = V()
-        let b0 = UnsafeRawPointer(p0), b1 = UnsafeRawPointer(p1), b2 = UnsafeRawPointer(p2), b3 = UnsafeRawPointer(p3)
-        let half = 4 * MemoryLayout<Double>.stride
-        for p in 0..<kc {
-            let xv = V(repeating: x[p]), at = p * 2 * half
-            s00 = s00.addingProduct(xv, b0.loadUnaligned(fromByteOffset: at, as: V.self))
-            s01 = s01.addingProduct(xv, b0.loadUnaligned(fromByteOffset: at + half, as: V.self))
-            s10 = s10.addingProduct(xv, b1.loadUnaligned(fromByteOffset: at, as: V.self))
-            s11 = s11.addingProduct(xv, b1.loadUnaligned(fromByteOffset: at + half, as: V.self))
-            s20 = s20.addingProduct(xv, b2.loadUnaligned(fromByteOffset: at, as: V.self))
-            s21 = s21.addingProduct(xv, b2.loadUnaligned(fromByteOffset: at + half, as: V.self))
-            s30 = s30.addingProduct(xv, b3.loadUnaligned(fromByteOffset: at, as: V.self))
-            s31 = s31.addingProduct(xv, b3.loadUnaligned(fromByteOffset: at + half, as: V.self))
-        }
-        let o = UnsafeMutableRawPointer(out)
-        o.storeBytes(of: s00, as: V.self); o.storeBytes(of: s01, toByteOffset: half, as: V.self)
-        o.storeBytes(of: s10, toByteOffset: 2 * half, as: V.self); o.storeBytes(of: s11, toByteOffset: 3 * half, as: V.self)
-        o.storeBytes(of: s20, toByteOffset: 4 * half, as: V.self); o.storeBytes(of: s21, toByteOffset: 5 * half, as: V.self)
-        o.storeBytes(of: s30, toByteOffset: 6 * half, as: V.self); o.storeBytes(of: s31, toByteOffset: 7 * half, as: V.self)
-    }
 
     @inline(never)
     static func dot4(_ k: Int, _ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, _ ldy: Int,
