@@ -29,28 +29,36 @@ public struct FusionLog: Sendable {
 public struct Pass: Sendable {
     public var name: String
     public var summary: String
+    /// The nodes its pattern starts from: a graph without any is left as it is, the pass not run
+    /// (most models lack most patterns, and a pass builds its users and producers up front).
+    let startsAt: @Sendable (Node) -> Bool
     let run: @Sendable (inout Graph, inout FusionLog) throws -> Void
 }
 
-/// The pass pipeline, in order; each is a small local pattern → rewrite, and returns at once when the
-/// graph has none of the ops its pattern starts from.
+/// The pass pipeline, in order; each is a small local pattern → rewrite, run when the graph has a
+/// node its pattern starts from.
 public let optimizationPasses: [Pass] = [
     // softmax → cross_entropy (and its backward) becomes one numerically stable op on the logits
-    Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy", run: fuseSoftmaxCrossEntropy),
+    Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy",
+         startsAt: { $0.op == .crossEntropy || $0.op == .softmaxGrad }, run: fuseSoftmaxCrossEntropy),
     // an evaluation-mode batch norm after a conv or fc scales its weights and bias instead
-    Pass(name: "fold-batchnorm", summary: "conv2d/matmul [+ bias_add] + batchnorm.eval → batchnorm_fold + conv2d/matmul + bias_add", run: foldBatchNorm),
+    Pass(name: "fold-batchnorm", summary: "conv2d/matmul [+ bias_add] + batchnorm.eval → batchnorm_fold + conv2d/matmul + bias_add",
+         startsAt: { if case .batchNormInference = $0.op { return true }; return false }, run: foldBatchNorm),
     // matmul → bias_add → activation becomes one dense op, computed in the GEMM's epilogue
-    Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", run: fuseDense),
+    Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", startsAt: isForwardMatmul, run: fuseDense),
     // conv2d → bias_add → activation becomes one fused convolution
-    Pass(name: "fuse-conv", summary: "conv2d + bias_add + activation → fused conv2d", run: fuseConvolution),
+    Pass(name: "fuse-conv", summary: "conv2d + bias_add + activation → fused conv2d", startsAt: isConvolution, run: fuseConvolution),
     // a conv layer's activation gradient, bias gradient, weight and input gradients in one kernel call
-    Pass(name: "fuse-conv-grad", summary: "activation_grad + bias_grad + conv2d grads → conv2d_backward", run: fuseConvolutionGradient),
+    Pass(name: "fuse-conv-grad", summary: "activation_grad + bias_grad + conv2d grads → conv2d_backward",
+         startsAt: { if case .conv2dWeightGrad = $0.op { return true }; return false }, run: fuseConvolutionGradient),
     // activation gradient and bias gradient computed in one pass over the output gradient
-    Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy", run: fuseActivationGradient),
+    Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy",
+         startsAt: { if case .activationGrad = $0.op { return true }; return false }, run: fuseActivationGradient),
     // a weight gradient's matmul takes the parameter's SGD step in its epilogue
-    Pass(name: "fuse-update", summary: "matmul (weight gradient) + sgd update → one GEMM", run: fuseUpdate),
+    Pass(name: "fuse-update", summary: "matmul (weight gradient) + sgd update → one GEMM",
+         startsAt: { if case .update = $0.op { return true }; return false }, run: fuseUpdate),
     // nodes whose results nobody uses
-    Pass(name: "dce", summary: "dead-code elimination", run: eliminateDeadCode),
+    Pass(name: "dce", summary: "dead-code elimination", startsAt: { _ in true }, run: eliminateDeadCode),
 ]
 
 /// The names of the passes, for `--emit after:NAME`.
@@ -66,11 +74,15 @@ extension Graph {
         var graph = consume self
         var log = FusionLog(isRecording: recordLog)
         for pass in optimizationPasses {
-            // A pass walks the graph once (plus the users and producers it builds, counted there).
+            // Looking for a starting node, then the pass's own walk (plus the users and producers it
+            // builds, counted there).
             WorkCounter.count(graph.nodes.count)
-            try pass.run(&graph, &log)
-            if verify {
-                do { try graph.verify() } catch { throw IRError("after pass \(pass.name): \(error.message)", at: error.location, in: error.source) }
+            if graph.nodes.contains(where: pass.startsAt) {
+                WorkCounter.count(graph.nodes.count)
+                try pass.run(&graph, &log)
+                if verify {
+                    do { try graph.verify() } catch { throw IRError("after pass \(pass.name): \(error.message)", at: error.location, in: error.source) }
+                }
             }
             if pass.name == lastPass { break }
         }
@@ -113,20 +125,26 @@ extension Graph {
     }
 }
 
+/// A forward matmul (not a transposed one of the backward pass): where fuse-dense starts.
+@Sendable func isForwardMatmul(_ node: Node) -> Bool {
+    if case .matmul(false, false) = node.op, node.phase == .forward { return true }
+    return false
+}
+
+/// A convolution: where fuse-conv starts.
+@Sendable func isConvolution(_ node: Node) -> Bool {
+    if case .conv2d = node.op { return true }
+    return false
+}
+
 /// matmul → [bias_add] → [activation] ⇒ dense
 func fuseDense(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    try fuseProducerChain(&graph, &log, pass: "fuse-dense") { node in
-        if case .matmul(false, false) = node.op, node.phase == .forward { return true }
-        return false
-    } make: { activation, bias, _ in .dense(activation, bias: bias) }
+    try fuseProducerChain(&graph, &log, pass: "fuse-dense", matches: isForwardMatmul) { activation, bias, _ in .dense(activation, bias: bias) }
 }
 
 /// conv2d → [bias_add] → [activation] ⇒ fused conv2d
 func fuseConvolution(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    try fuseProducerChain(&graph, &log, pass: "fuse-conv") { node in
-        if case .conv2d = node.op { return true }
-        return false
-    } make: { activation, bias, node in
+    try fuseProducerChain(&graph, &log, pass: "fuse-conv", matches: isConvolution) { activation, bias, node in
         guard case .conv2d(let geometry) = node.op else { return node.op }
         return .convFused(geometry, activation, bias: bias)
     }
@@ -136,7 +154,6 @@ func fuseConvolution(_ graph: inout Graph, _ log: inout FusionLog) throws {
 /// optionally an element-wise activation, each the only consumer of the one before.
 func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: String,
                        matches: (Node) -> Bool, make: (ActivationFunction, Bool, Node) -> Op) throws {
-    guard graph.nodes.contains(where: matches) else { return }
     var removed: Set<Int> = []
     let users = graph.users(), kept = graph.keptValues
     var replacements: [(Int, Node)] = []
@@ -191,7 +208,6 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: Strin
 
 /// activation_grad → bias_grad ⇒ activation_grad+bias_grad (one pass over dy)
 func fuseActivationGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    guard graph.nodes.contains(where: { if case .activationGrad = $0.op { return true }; return false }) else { return }
     let users = graph.users()
     var removed: Set<Int> = []
     // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
@@ -219,7 +235,6 @@ func fuseActivationGradient(_ graph: inout Graph, _ log: inout FusionLog) throws
 /// softmax → cross_entropy ⇒ softmax_cross_entropy on the logits, and in the backward
 /// cross_entropy_grad → softmax_grad ⇒ softmax_cross_entropy_grad.
 func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    guard graph.nodes.contains(where: { $0.op == .crossEntropy || $0.op == .softmaxGrad }) else { return }
     let producers = graph.producers()
     for index in graph.nodes.indices {
         let node = graph.nodes[index]
@@ -250,7 +265,6 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throw
 /// The new nodes take the batch norm's place, where its statistics are defined; the fused layer
 /// then takes the activation after it in its epilogue (fuse-conv, fuse-dense).
 func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    guard graph.nodes.contains(where: { if case .batchNormInference = $0.op { return true }; return false }) else { return }
     let producers = graph.producers()
     let users = graph.users(), kept = graph.keptValues
     var removed: Set<Int> = []
@@ -327,7 +341,6 @@ func eliminateDeadCode(_ graph: inout Graph, _ log: inout FusionLog) throws {
 /// act_grad(y, dy) → [bias_grad] → conv2d_weight_grad [+ conv2d_input_grad] ⇒ conv2d_backward:
 /// the conv kernel computes dz = dy ⊙ act'(y) on the fly, with db, dW and dx, in one call.
 func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    guard graph.nodes.contains(where: { if case .conv2dWeightGrad = $0.op { return true }; return false }) else { return }
     let users = graph.users()
     var removed: Set<Int> = []
     // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
@@ -371,7 +384,6 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throw
 /// (the step may only come after the parameter's last use); otherwise it moves to the update's place,
 /// where the matmul's operands are still defined.
 func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    guard graph.nodes.contains(where: { if case .update = $0.op { return true }; return false }) else { return }
     let producers = graph.producers()
     let users = graph.users()
     var removed: Set<Int> = []
