@@ -37,7 +37,7 @@ struct ModelState {
 
     /// Every parameter of the graph is present with the right shape.
     func checkParameters(against expected: [Parameter], file: String) throws {
-        let saved = Dictionary(checkpoint.parameters.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let saved = byName(checkpoint.parameters)
         for parameter in expected {
             guard let tensor = saved[parameter.name] else {
                 throw InputError("\(file): error: the compiled file has no parameter '\(parameter.name)'")
@@ -83,10 +83,6 @@ struct ModelState {
     /// Fills a parameter store from the checkpoint: parameters, and each state tensor by its name
     /// from the table of its kind (optimizer state, or persistent state such as running statistics).
     func fill<T: KernelScalar>(_ store: ParameterStore<T>) {
-        // By name through dictionaries: a search per tensor would be quadratic in the model's depth.
-        func byName(_ tensors: [Checkpoint.Tensor]) -> [String: Checkpoint.Tensor] {
-            Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        }
         let parameters = byName(checkpoint.parameters)
         let optimizerState = byName(checkpoint.optimizerState), persistentState = byName(checkpoint.persistentState)
         for (index, name) in store.names.enumerated() {
@@ -199,4 +195,10 @@ func writeInitialModel(program: ModelProgram, dtype: DType, settings: TrainingSe
     var state = ModelState(program: program, checkpoint: checkpoint)
     if let weights { try state.loadWeights(npz: weights) }
     try state.write(to: path)
+}
+
+/// Tensors by name (the first of a name), for lookups: a search per tensor would be quadratic in the
+/// model's depth.
+private func byName(_ tensors: [Checkpoint.Tensor]) -> [String: Checkpoint.Tensor] {
+    Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
 }

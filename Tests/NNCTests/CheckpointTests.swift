@@ -4,6 +4,7 @@ import Testing
 @testable import IR
 @testable import Runtime
 import Parser
+import TestSupport
 
 /// The typed checkpoint of `.nnc` files: format version 2, version 1 files read back, nonsense
 /// rejected, persistent state found by name.
@@ -191,11 +192,9 @@ import Parser
 /// the decoder saw: it decodes or is an error, and a decoded file round-trips.
 @Suite struct CompiledFileFuzzFindingTests {
     @Test func findingsStayFixed() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data/fuzz/nnc")
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
-        #expect(!files.isEmpty)
-        for name in files {
-            let bytes = [UInt8](try Data(contentsOf: directory.appendingPathComponent(name)))
+        let findings = try fuzzFindings("nnc")
+        #expect(!findings.isEmpty)
+        for (name, bytes) in findings {
             guard let file = try? CompiledFile.decode(bytes, path: name) else { continue }
             #expect(try CompiledFile.decode(file.encoded(), path: name).encoded() == file.encoded(), "\(name)")
         }

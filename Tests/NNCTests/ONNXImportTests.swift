@@ -88,11 +88,9 @@ import Parser
     /// Every input the fuzz harness (Fuzz/onnx.swift) ever failed on: it imports to a model whose
     /// source compiles, or is an error.
     @Test func fuzzFindingsStayFixed() throws {
-        let directory = Self.directory.deletingLastPathComponent().appendingPathComponent("fuzz/onnx")
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".onnx") }
-        #expect(!files.isEmpty)
-        for file in files {
-            let bytes = [UInt8](try Data(contentsOf: directory.appendingPathComponent(file)))
+        let findings = try fuzzFindings("onnx")
+        #expect(!findings.isEmpty)
+        for (file, bytes) in findings {
             guard let model = try? ONNXModel(bytes: bytes), let imported = try? importONNX(model) else { continue }
             #expect(throws: Never.self, "\(file)") { _ = try ModelProgram.compile(SourceFile(path: "m.nn", text: imported.source)) }
         }

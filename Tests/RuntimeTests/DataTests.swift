@@ -654,11 +654,9 @@ fileprivate let numpySavezCompressed = "UEsDBC0AAAAIAAAAIQC//bEw//////////8FABQA
 /// Every input the data fuzz harness (Fuzz/data.swift) ever failed on loads or is an error.
 @Suite struct DataFuzzFindingTests {
     @Test func findingsStayFixed() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data/fuzz/data")
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
-        #expect(!files.isEmpty)
-        for file in files {
-            let bytes = [UInt8](try Data(contentsOf: directory.appendingPathComponent(file)))
+        let findings = try fuzzFindings("data")
+        #expect(!findings.isEmpty)
+        for (file, bytes) in findings {
             for expecting in [DataExpectation(featureCount: 4, targets: .classLabels(classes: 3)), DataExpectation(featureCount: 4, targets: .none)] {
                 _ = try? loadData(bytes: bytes, path: file, expecting: expecting)
             }

@@ -174,3 +174,13 @@ public func runProcess(_ executable: String, _ arguments: [String]) throws -> (s
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
+
+/// Every input a fuzz harness (Fuzz/NAME.swift) ever failed on, kept in Tests/Data/fuzz/NAME for the
+/// suite to replay: each file's name and bytes.
+public func fuzzFindings(_ harness: String) throws -> [(name: String, bytes: [UInt8])] {
+    let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Data/fuzz/\(harness)")
+    return try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted().map {
+        ($0, [UInt8](try Data(contentsOf: directory.appendingPathComponent($0))))
+    }
+}
