@@ -130,4 +130,36 @@ import TestSupport
             Self.expectClose(result.values ?? [], outputs, tolerance: tolerance, "\(what): ONNX Runtime against nnc run")
         }
     }
+
+    /// Batch-1 inference, judged by ONNX Runtime: one row through layers large enough for the
+    /// one-row paths on two threads (the matrix-vector product split over the threads from 2^17
+    /// multiply-adds, a convolution's channels from 2^22 an image), and on one thread.
+    @Test func batchOneRunAgreesWithRuntime() throws {
+        guard let venv = judgeEnvironment() else {
+            #expect(!judgesRequired, "CI needs the judges' environment (.ci/run creates it)")
+            return
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-batch1-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let models = [("mlp.nn", "input 784\nfc 784->256\nrelu\nfc 256->130\ntanh\nfc 130->10\nsoftmax\n"),
+                      ("conv.nn", "input 16x32x32\nconv 16->36 3x3 pad 1\nrelu\nflatten\nfc 36864->10\nsoftmax\n")]
+        var requests: [JudgeRequest] = [], expected: [(String, [Double])] = []
+        for (name, text) in models {
+            let path = directory.appendingPathComponent(name).path
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let state = try Self.state(path, dtype: .f32)
+            let file = directory.appendingPathComponent(name + ".onnx").path
+            try Data(try exportedONNX(state).encoded()).write(to: URL(fileURLWithPath: file))
+            let (shape, values) = Self.input(state, rows: 1)
+            let two = try inferenceOutputs(state, inputs: values, count: 1, threads: 2)
+            #expect(try inferenceOutputs(state, inputs: values, count: 1, threads: 1) == two, "\(name): one thread and two agree bit for bit")
+            requests.append(JudgeRequest(path: file, shape: shape, values: values, dtype: "float32"))
+            expected.append((name, two))
+        }
+        for (result, (name, outputs)) in zip(try judge(venv, requests), expected) {
+            #expect(result.error == nil, "\(name): ONNX Runtime: \(result.error ?? "")")
+            Self.expectClose(result.values ?? [], outputs, tolerance: 1e-5, "\(name): ONNX Runtime against nnc at batch 1")
+        }
+    }
 }
