@@ -264,7 +264,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     private func pack(_ weight: PackedWeight) {
         guard let b = store.parameters[weight.parameter].baseAddress else { return }
         gemmPackB(transB: weight.transB, k: weight.k, n: weight.n, b: b, ldb: weight.ldb,
-                  into: weight.memory.pointer.assumingMemoryBound(to: T.self))
+                  into: weight.memory.pointer.assumingMemoryBound(to: T.self), context: context)
     }
 
     /// B packed once for a GEMM, when B is a parameter and the parameters are constant; else nil.
@@ -273,7 +273,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         if let made = packedWeights.first(where: { $0.parameter == index && $0.transB == transB && $0.k == k && $0.n == n }) {
             return UnsafePointer(made.memory.pointer.assumingMemoryBound(to: T.self))
         }
-        let count = gemmPackedBCount(T.self, k: k, n: n)
+        let count = gemmPackedBCount(T.self, k: k, n: n, context: context)
         guard count > 0 else { return nil }
         let weight = PackedWeight(parameter: index, transB: transB, k: k, n: n, ldb: ldb,
                                   memory: LargeBuffer.allocate(byteCount: count * MemoryLayout<T>.stride))

@@ -71,7 +71,18 @@ import IR
                                        seed: UInt64 = 1) -> [T] {
         let m = cs.m, n = cs.n, k = cs.k
         let x = inputs(T.self, cs, seed: seed)
-        let c = run(cs, x, context: context ?? GEMMContext(threads: cs.threads))
+        let context = context ?? GEMMContext(threads: cs.threads)
+        let c = run(cs, x, context: context)
+        // f32 runs on the 256-bit or the 512-bit kernel (by the build's target): both, on any machine,
+        // give the same C bit for bit.
+        if T.self == Float.self {
+            context.wideKernels.toggle()
+            let other = run(cs, x, context: context)
+            context.wideKernels.toggle()
+            if !zip(c, other).allSatisfy({ $0 == $1 || $0.isNaN && $1.isNaN }) {
+                Issue.record("\(cs): the 256-bit and 512-bit kernels differ")
+            }
+        }
 
         // op(A) as m×k and op(B) as k×n, in Double.
         var opA = [Double](repeating: 0, count: m * k), opB = [Double](repeating: 0, count: k * n)
@@ -433,14 +444,15 @@ import IR
     /// by the call: ragged panels, several k blocks, more columns than one block (f32 2048, f64 1024),
     /// transposed B, epilogues, one thread and two.
     @Test func prepackedB() {
-        func check<T: KernelScalar>(_ t: T.Type, _ cs: Case, threads: Int) {
+        func check<T: KernelScalar>(_ t: T.Type, _ cs: Case, threads: Int, wide: Bool = false) {
             let x = Self.inputs(T.self, cs, seed: 5)
             let context = GEMMContext(threads: threads)
+            context.wideKernels = wide
             let expected = Self.run(cs, x, context: context)
-            var packed = [T](repeating: .nan, count: gemmPackedBCount(T.self, k: cs.k, n: cs.n))
+            var packed = [T](repeating: .nan, count: gemmPackedBCount(T.self, k: cs.k, n: cs.n, context: context))
             x.b.withUnsafeBufferPointer { pb in
                 packed.withUnsafeMutableBufferPointer { pp in
-                    gemmPackB(transB: cs.transB, k: cs.k, n: cs.n, b: pb.baseAddress!, ldb: x.ldb, into: pp.baseAddress!)
+                    gemmPackB(transB: cs.transB, k: cs.k, n: cs.n, b: pb.baseAddress!, ldb: x.ldb, into: pp.baseAddress!, context: context)
                 }
             }
             var c = x.c0
@@ -459,7 +471,7 @@ import IR
                 }}
             }}}
             let same = c == expected
-            #expect(same, "\(T.self) \(cs) on \(threads) threads")
+            #expect(same, "\(T.self) \(cs) on \(threads) threads\(wide ? ", 512-bit kernel" : "")")
         }
         let cases = [Case(m: 3, n: 17, k: 5), Case(m: 13, n: 37, k: 390, accumulate: true),
                      Case(m: 129, n: 100, k: 129, transB: true, bias: true, activation: .relu),
@@ -468,10 +480,13 @@ import IR
                      // One row: the matrix-vector path (threaded from n·k = 2^17), ragged groups of
                      // panels, several k blocks, more than one block of columns.
                      Case(m: 1, n: 300, k: 784, bias: true, activation: .relu), Case(m: 1, n: 5, k: 600, accumulate: true),
-                     Case(m: 1, n: 2100, k: 70, padB: 3, bias: true, activation: .tanh), Case(m: 1, n: 37, k: 9, transB: true)]
+                     Case(m: 1, n: 2100, k: 70, padB: 3, bias: true, activation: .tanh), Case(m: 1, n: 37, k: 9, transB: true),
+                     // Four 32-column panels (one group) split over two threads, two panels each.
+                     Case(m: 1, n: 128, k: 1100, bias: true, activation: .relu)]
         for cs in cases {
             for threads in [1, 2] {
                 check(Float.self, cs, threads: threads)
+                check(Float.self, cs, threads: threads, wide: true)
                 check(Double.self, cs, threads: threads)
             }
         }

@@ -51,6 +51,10 @@ public final class GEMMContext: @unchecked Sendable {
     /// 1.1–1.2×, the Fashion CNN's 16→32 at 14×14 (1.8 M) 0.8× (the hand-off and the caches between
     /// the cores cost more than the halved work).
     var directSplitMinimum = 1 << 22
+    /// Whether f32 products may run on the 512-bit kernel (`GEMMKernelF32Wide`): where the build's
+    /// target has AVX-512 (settable for tests, which run both kernels on any machine: a build without
+    /// AVX-512 runs the wide one correctly, in halves). The results are the same either way.
+    var wideKernels = nnc_build_vector_bits() >= 512
     /// Size of the shared packed-B buffer (a k × nc block of B: 2M floats, 1M doubles).
     static let sharedPackBytes = 8 << 20
     /// One flag per part of the shared packed B (a worker's share of its panels, per k block), saying
@@ -126,9 +130,11 @@ struct GEMMScratch {
 
     static let packABytes = max(
         GEMMKernelF32.mcBlock * GEMMKernelF32.kcBlock * MemoryLayout<Float>.stride,
+        GEMMKernelF32Wide.mcBlock * GEMMKernelF32Wide.kcBlock * MemoryLayout<Float>.stride,
         GEMMKernelF64.mcBlock * GEMMKernelF64.kcBlock * MemoryLayout<Double>.stride)
     static let packBBytes = max(
         GEMMKernelF32.ncBlock * GEMMKernelF32.kcBlock * MemoryLayout<Float>.stride,
+        GEMMKernelF32Wide.ncBlock * GEMMKernelF32Wide.kcBlock * MemoryLayout<Float>.stride,
         GEMMKernelF64.ncBlock * GEMMKernelF64.kcBlock * MemoryLayout<Double>.stride)
     static let tileBytes = 1024
 
@@ -233,7 +239,19 @@ struct GEMMCall {
 /// f32 entry point.
 @usableFromInline
 func gemmFloat(_ call: GEMMCall, _ context: GEMMContext) {
-    gemmTyped(GEMMKernelF32.self, GEMMArgs(call), context, call.worker)
+    if usesWideKernel(n: call.n, context) {
+        gemmTyped(GEMMKernelF32Wide.self, GEMMArgs(call), context, call.worker)
+    } else {
+        gemmTyped(GEMMKernelF32.self, GEMMArgs(call), context, call.worker)
+    }
+}
+
+/// Whether an f32 product with n columns runs on the 512-bit kernel: where the context allows it,
+/// and the 32-column tiles waste no more columns than 16-column ones (n % 32 is 0 or above 16), or
+/// the waste is small (n ≥ 256). A function of n only, so a B packed beforehand has the layout its
+/// products read.
+@inline(__always) func usesWideKernel(n: Int, _ context: GEMMContext) -> Bool {
+    context.wideKernels && (n % 32 == 0 || n % 32 > 16 || n >= 256)
 }
 
 /// f64 entry point.
@@ -310,16 +328,17 @@ extension GEMMArgs {
     }
 }
 
-/// The vectors the kernels compute in, for `nnc --version` and the benchmarks: the kernels are
-/// written in 8-lane f32 vectors (256 bits), which the build's target runs natively with AVX2/FMA
-/// or as two 128-bit halves without (a debug build); the processor's widest vectors beside them.
+/// The vectors the kernels compute in, for `nnc --version` and the benchmarks: the f32 products in
+/// 512-bit vectors where the build's target has AVX-512 (release builds are -march=native), else in
+/// 256-bit ones, which the target runs natively with AVX2/FMA or as two 128-bit halves without (a
+/// debug build); the processor's widest vectors beside them.
 public var kernelVectorDescription: String {
     let build = Int(nnc_build_vector_bits())
-    let kernels = min(build, 256)
+    let target = build >= 512 ? "AVX-512" : build == 256 ? "AVX2/FMA" : "SSE"
     let processor = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)).map {
         $0.contains(" avx512f") ? "AVX-512" : $0.contains(" avx2") ? "AVX2" : "SSE"
     } ?? "unknown"
-    return "kernels in \(kernels)-bit vectors (\(kernels == 256 ? "AVX2/FMA" : "SSE") build target), processor with \(processor)"
+    return "kernels in \(min(build, 512))-bit vectors (\(target) build target), processor with \(processor)"
 }
 
 /// Below this many multiply-adds, a plain loop beats packing.
@@ -446,17 +465,17 @@ func gemmParallelColumnsSharedA<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K
 /// enough to repay waking them.
 func gemvPackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
                                 _ context: GEMMContext, worker: Int) {
-    let groups = ((g.n + K.nr - 1) / K.nr + 3) / 4
-    let parts = worker < 0 && g.n * g.k >= gemvParallelThreshold ? min(context.threads, groups) : 1
+    let panels = (g.n + K.nr - 1) / K.nr
+    let parts = worker < 0 && g.n * g.k >= gemvParallelThreshold ? min(context.threads, panels) : 1
     if parts == 1 {
-        gemvPanelGroups(K.self, g, packedB, groups: 0..<groups, scratch: context.scratch[max(0, min(worker, context.threads - 1))])
+        gemvPanels(K.self, g, packedB, panels: 0..<panels, scratch: context.scratch[max(0, min(worker, context.threads - 1))])
         return
     }
     typealias Job = (GEMMArgs<K.Scalar>, UnsafePointer<K.Scalar>, GEMMContext, Int, Int)
-    let job: Job = (g, packedB, context, groups, parts)
+    let job: Job = (g, packedB, context, panels, parts)
     context.parallelFor(parts, sharing: job) { shared, part, w in
-        let (g, packedB, context, groups, parts) = shared.assumingMemoryBound(to: Job.self).pointee
-        gemvPanelGroups(K.self, g, packedB, groups: WorkerPool.range(groups, worker: part, of: parts), scratch: context.scratch[w])
+        let (g, packedB, context, panels, parts) = shared.assumingMemoryBound(to: Job.self).pointee
+        gemvPanels(K.self, g, packedB, panels: WorkerPool.range(panels, worker: part, of: parts), scratch: context.scratch[w])
     }
 }
 
@@ -464,27 +483,32 @@ func gemvPackedB<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ pac
 /// the batch-1 MLP: its 784 × 256 layer gains from two cores, its 256 × 128 one loses).
 let gemvParallelThreshold = 1 << 17
 
-/// Groups of four NR-column panels of one row of C (see `gemvPackedB`).
-func gemvPanelGroups<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
-                                    groups: Range<Int>, scratch: GEMMScratch) {
+/// The NR-column panels `panels` of one row of C, up to four at a time (see `gemvPackedB`).
+func gemvPanels<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ packedB: UnsafePointer<K.Scalar>,
+                               panels: Range<Int>, scratch: GEMMScratch) {
     typealias T = K.Scalar
     let NR = K.nr, NC = K.ncBlock, k = g.k, KC = kBlockDepth(k, K.kcBlock)
     let out = scratch.tile.assumingMemoryBound(to: T.self)
     let relu = g.reluInKernel
-    for group in groups {
-        // The group's panels lie in one block of NC columns (NC is a multiple of 4 NR).
-        let j0 = group * 4 * NR
+    var panel = panels.lowerBound
+    while panel < panels.upperBound {
+        // A group of panels within the range and within one block of NC columns.
+        let j0 = panel * NR
         let jc = j0 / NC * NC
         let ncPad = (min(NC, g.n - jc) + NR - 1) / NR * NR
         let local = (j0 - jc) / NR
-        let count = min(4, (g.n - j0 + NR - 1) / NR)
+        let count = min(4, panels.upperBound - panel, ncPad / NR - local)
+        panel += count
         var pc = 0
         while pc < k {
             let kc = min(KC, k - pc)
             let block = packedB + jc * k + pc * ncPad + local * NR * kc
-            // Missing panels (past n) repeat the first: computed, not stored.
-            K.rowTimesFourPanels(kc, g.a + pc, block, count > 1 ? block + NR * kc : block,
-                                 count > 2 ? block + 2 * NR * kc : block, count > 3 ? block + 3 * NR * kc : block, out)
+            // Missing panels (past the group) repeat the first: computed, not stored.
+            if count <= 2 {
+                K.rowTimesTwoPanels(kc, g.a + pc, block, count > 1 ? block + NR * kc : block, out)
+            } else {
+                K.rowTimesFourPanels(kc, g.a + pc, block, block + NR * kc, block + 2 * NR * kc, count > 3 ? block + 3 * NR * kc : block, out)
+            }
             let first = pc == 0, last = pc + kc == k
             for q in 0..<count {
                 let j = j0 + q * NR
@@ -622,8 +646,10 @@ struct SharedPacking {
 /// The packed form of a whole op(B) (k × n), for `gemm(packedB:)`: blocks of up to ncBlock columns,
 /// each its k blocks (of `kBlockDepth`) in turn, each k block its NR-column micro-panels, the last
 /// one zero-padded: the layout `gemmRowsOverPackedB` reads (and packs the shared blocks in).
-public func gemmPackedBCount<T: KernelScalar>(_: T.Type, k: Int, n: Int) -> Int {
-    if T.self == Float.self { return packedBCount(GEMMKernelF32.self, k: k, n: n) }
+public func gemmPackedBCount<T: KernelScalar>(_: T.Type, k: Int, n: Int, context: GEMMContext) -> Int {
+    if T.self == Float.self {
+        return usesWideKernel(n: n, context) ? packedBCount(GEMMKernelF32Wide.self, k: k, n: n) : packedBCount(GEMMKernelF32.self, k: k, n: n)
+    }
     if T.self == Double.self { return packedBCount(GEMMKernelF64.self, k: k, n: n) }
     return 0
 }
@@ -634,9 +660,13 @@ func packedBCount<K: GEMMKernel>(_: K.Type, k: Int, n: Int) -> Int {
     return k * (fullBlocks * NC + (rest + NR - 1) / NR * NR)
 }
 
-/// Packs op(B) (k × n; B stored n × k when transB) into `packed` (`gemmPackedBCount` elements).
-public func gemmPackB<T: KernelScalar>(transB: Bool, k: Int, n: Int, b: UnsafePointer<T>, ldb: Int, into packed: UnsafeMutablePointer<T>) {
-    if T.self == Float.self {
+/// Packs op(B) (k × n; B stored n × k when transB) into `packed` (`gemmPackedBCount` elements), for
+/// products on `context`.
+public func gemmPackB<T: KernelScalar>(transB: Bool, k: Int, n: Int, b: UnsafePointer<T>, ldb: Int, into packed: UnsafeMutablePointer<T>,
+                                       context: GEMMContext) {
+    if T.self == Float.self && usesWideKernel(n: n, context) {
+        packWholeB(GEMMKernelF32Wide.self, transB: transB, k: k, n: n, b: UnsafeRawPointer(b), ldb: ldb, into: UnsafeMutableRawPointer(packed))
+    } else if T.self == Float.self {
         packWholeB(GEMMKernelF32.self, transB: transB, k: k, n: n, b: UnsafeRawPointer(b), ldb: ldb, into: UnsafeMutableRawPointer(packed))
     } else if T.self == Double.self {
         packWholeB(GEMMKernelF64.self, transB: transB, k: k, n: n, b: UnsafeRawPointer(b), ldb: ldb, into: UnsafeMutableRawPointer(packed))
@@ -922,12 +952,13 @@ func packBBlock<T: KernelScalar>(
                     let ahead = UnsafeRawPointer(src + 8 * ldb + q0 * NR)
                     for line in 0..<(q1 - q0) { nnc_prefetch(ahead + line * NR * MemoryLayout<T>.stride) }
                 }
-                if NR * MemoryLayout<T>.stride == 64 {
-                    // A panel row is 64 bytes for both kernels: two 32-byte vector moves.
+                if NR * MemoryLayout<T>.stride % 32 == 0 {
+                    // A panel row is 64 or 128 bytes: 32-byte vector moves.
                     for q in q0..<q1 {
                         let from = UnsafeRawPointer(src + q * NR), to = UnsafeMutableRawPointer(dp + q * NR * kc)
-                        to.storeBytes(of: from.loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
-                        to.storeBytes(of: from.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self), toByteOffset: 32, as: SIMD8<Float>.self)
+                        for offset in stride(from: 0, to: NR * MemoryLayout<T>.stride, by: 32) {
+                            to.storeBytes(of: from.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self), toByteOffset: offset, as: SIMD8<Float>.self)
+                        }
                     }
                 } else {
                     for q in q0..<q1 {
@@ -954,10 +985,10 @@ func packBBlock<T: KernelScalar>(
     while j < nc {
         let colsHere = min(NR, nc - j)
         let d = dst + j * kc
-        if T.self == Float.self && NR == 16 {
+        if T.self == Float.self {
             let b = UnsafeRawPointer(g.b).assumingMemoryBound(to: Float.self)
-            packB16TransposedF32(b + (j0 + j) * ldb + p0, ldb: ldb, kc: kc, columns: colsHere,
-                                 dst: UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self))
+            packBTransposedF32(b + (j0 + j) * ldb + p0, ldb: ldb, kc: kc, columns: colsHere, nr: NR,
+                               dst: UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self))
             j += NR
             continue
         }
@@ -1027,13 +1058,13 @@ func transposeF32(_ src: UnsafePointer<Float>, ldSrc: Int, rows: Int, columns: I
     }
 }
 
-/// dst[p * 16 + jj] = src[jj * ldb + p] for the first `columns` (≤ 16) rows jj of src and p in
+/// dst[p * nr + jj] = src[jj * ldb + p] for the first `columns` (≤ nr) rows jj of src and p in
 /// 0..<kc (a transposed B panel), zero for jj ≥ columns.
-private func packB16TransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int, columns: Int,
-                                  dst: UnsafeMutablePointer<Float>) {
-    transposeF32(src, ldSrc: ldb, rows: columns, columns: kc, dst, ldDst: 16)
-    if columns < 16 {
-        for p in 0..<kc { (dst + p * 16 + columns).update(repeating: 0, count: 16 - columns) }
+private func packBTransposedF32(_ src: UnsafePointer<Float>, ldb: Int, kc: Int, columns: Int, nr: Int,
+                               dst: UnsafeMutablePointer<Float>) {
+    transposeF32(src, ldSrc: ldb, rows: columns, columns: kc, dst, ldDst: nr)
+    if columns < nr {
+        for p in 0..<kc { (dst + p * nr + columns).update(repeating: 0, count: nr - columns) }
     }
 }
 
