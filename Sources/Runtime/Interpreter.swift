@@ -295,7 +295,14 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     /// The input tensor to fill before a step (rows × features).
     public var inputPointer: UnsafeMutablePointer<T>? { plan.graph.input.map(pointer) }
     public var targetPointer: UnsafeMutablePointer<T>? { plan.graph.target.map(pointer) }
-    public var lossValue: Double { lossPointerStorage.map { Double($0.pointee) } ?? .nan }
+    /// The loss of the last step. (Read by the type, not through the generic conversion: callers in other
+    /// modules run the unspecialised getter, once a step.)
+    public var lossValue: Double {
+        guard let loss = UnsafeRawPointer(lossPointerStorage) else { return .nan }
+        if T.self == Float.self { return Double(loss.load(as: Float.self)) }
+        if T.self == Double.self { return loss.load(as: Double.self) }
+        return Double(loss.load(as: T.self))
+    }
 
     /// The executable for a batch size (made on first use; training uses at most two).
     public func executable(batch: Int) throws -> Executable<T> {
@@ -344,7 +351,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     @inline(never)
     func runInstructions(_ executable: Executable<T>) {
         if updatesParameters { store.step += 1 }
-        for instruction in executable.instructions { execute(instruction) }
+        // Each instruction read in place (a for-in loop copies every one, a few hundred bytes, first).
+        executable.instructions.withUnsafeBufferPointer { instructions in
+            for index in instructions.indices { execute(instructions[index]) }
+        }
     }
 
     @inline(__always)
