@@ -85,7 +85,7 @@ public struct Dataset: Sendable {
         typealias Batch = (Dataset, UnsafeBufferPointer<Int>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>?, Int)
         let parts = indices.count >= 16 ? context.threads : 1
         let batch: Batch = (self, indices, features, targets, parts)
-        context.parallelFor(parts, sharing: batch) { shared, part, _ in
+        parallelFor(parts, on: context, sharing: batch) { shared, part, _ in
             let (data, indices, features, targets, parts) = shared.assumingMemoryBound(to: Batch.self).pointee
             let rows = WorkerPool.range(indices.count, worker: part, of: parts)
             let slice = UnsafeBufferPointer(rebasing: indices[rows])

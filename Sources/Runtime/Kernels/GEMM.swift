@@ -108,11 +108,13 @@ public final class GEMMContext: @unchecked Sendable {
 }
 
 /// body(shared, i, worker) for every i in 0..<count: over the context's threads (see
-/// `GEMMContext.parallelFor`), or on this thread when there is no context.
+/// `GEMMContext.parallelFor`), or on this thread, body inlined, when there is no context or only one
+/// index (small tensors' kernels, a batch of one row: the tiny networks' steps went a tenth to
+/// reaching the pool; not in `GEMMContext.parallelFor` itself, whose callers, inlined, grew too large).
 @inline(__always)
 func parallelFor<State>(_ count: Int, on context: GEMMContext?, sharing state: State,
                         _ body: @escaping (_ shared: UnsafeRawPointer, _ index: Int, _ worker: Int) -> Void) {
-    if let context {
+    if let context, count > 1 {
         context.parallelFor(count, sharing: state, body)
     } else {
         withUnsafePointer(to: state) { shared in
@@ -236,9 +238,14 @@ struct GEMMCall {
     }
 }
 
-/// f32 entry point.
+/// f32 entry point. Tiny products first, on either kernel the same loops (the XOR network's step is
+/// mostly the cost of reaching them).
 @usableFromInline
 func gemmFloat(_ call: GEMMCall, _ context: GEMMContext) {
+    if call.k == 0 || call.m * call.n * call.k <= gemmTinyThreshold {
+        if call.m > 0 && call.n > 0 { gemmReference(GEMMArgs<Float>(call), rows: 0..<call.m, cols: 0..<call.n) }
+        return
+    }
     if usesWideKernel(n: call.n, context) {
         gemmTyped(GEMMKernelF32Wide.self, GEMMArgs(call), context, call.worker)
     } else {
