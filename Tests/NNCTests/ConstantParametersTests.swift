@@ -52,6 +52,29 @@ import Parser
         }
     }
 
+    /// The f32 products run on the 256-bit or the 512-bit kernel (by the build's target; the weights
+    /// packed for the one in use): both give the same outputs, bit for bit, packed or not, at batch 64
+    /// and at batch 1 (the matrix-vector path, threaded for the first layer), whatever the machine.
+    @Test func bothKernelWidthsGiveTheSameOutputs() throws {
+        let text = "input 600\nfc 600->256\nrelu\nfc 256->96\nsigmoid\nfc 96->40\nsigmoid"
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: text))
+        let graph = try program.inferenceGraph(dtype: .f32, withLoss: false)
+        let plan = try Plan(graph: graph, batch: 64)
+        let store: ParameterStore<Float> = Self.store(graph, seed: 1)
+        func session(wide: Bool, packed: Bool) throws -> Session<Float> {
+            let context = GEMMContext(threads: 2)
+            context.wideKernels = wide
+            return try Session<Float>(plan: plan, store: store, threads: 2, context: context, constantParameters: packed)
+        }
+        for batch in [64, 1] {
+            let expected = try Self.output(session(wide: false, packed: false), batch: batch)
+            for (wide, packed) in [(false, true), (true, false), (true, true)] {
+                #expect(try Self.output(session(wide: wide, packed: packed), batch: batch) == expected,
+                        "batch \(batch), \(wide ? 512 : 256)-bit kernel, \(packed ? "packed" : "unpacked") weights")
+            }
+        }
+    }
+
     /// A plan that updates its parameters (training) never packs them once.
     @Test func trainingSessionsIgnoreIt() throws {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 300\nfc 300->200\nrelu\nfc 200->10\nloss crossentropy"))

@@ -7,7 +7,8 @@ import Parser
 
 /// Parameters after `steps` training steps (SGD with momentum, or Adam) from a fixed start, on fixed
 /// random batches, with the given number of threads.
-private func trainedParameters(_ text: String, batch: Int, threads: Int, steps: Int = 4, adam: Bool = false) throws -> [[Float]] {
+private func trainedParameters(_ text: String, batch: Int, threads: Int, steps: Int = 4, adam: Bool = false,
+                               wideKernels: Bool? = nil) throws -> [[Float]] {
     let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: text))
     var settings = TrainingSettings()
     settings.momentum = 0.9
@@ -16,7 +17,9 @@ private func trainedParameters(_ text: String, batch: Int, threads: Int, steps: 
     let plan = try Plan(graph: graph, batch: batch)
     let store = ParameterStore<Float>(graph: graph)
     for (buffer, initial) in zip(store.parameters, initialValues(for: graph.parameters, seed: 3)) { store.load(initial, into: buffer) }
-    let session = try Session<Float>(plan: plan, store: store, threads: threads, seed: 5)
+    let context = GEMMContext(threads: threads)
+    if let wideKernels { context.wideKernels = wideKernels }
+    let session = try Session<Float>(plan: plan, store: store, threads: threads, seed: 5, context: context)
     var random = MT19937(seed: 11)
     for _ in 0..<steps {
         fillRandomBatch(session, batch: batch, random: &random)
@@ -48,6 +51,15 @@ private func trainedParameters(_ text: String, batch: Int, threads: Int, steps: 
         #expect(try trainedParameters(Self.mlp, batch: 64, threads: 3) == one)
         let adam = try trainedParameters(Self.mlp, batch: 64, threads: 1, adam: true)
         #expect(try trainedParameters(Self.mlp, batch: 64, threads: 2, adam: true) == adam)
+    }
+
+    /// Training on the 256-bit or the 512-bit f32 kernel (by the build's target) gives the same
+    /// parameters, bit for bit, on any machine: forward, weight-gradient and input-gradient products.
+    @Test func bothKernelWidthsTrainAlike() throws {
+        for (text, batch) in [(Self.mlp, 64), (Self.cnn, 32)] {
+            let narrow = try trainedParameters(text, batch: batch, threads: 2, wideKernels: false)
+            #expect(try trainedParameters(text, batch: batch, threads: 2, wideKernels: true) == narrow, "\(text)")
+        }
     }
 
     /// The Fashion-MNIST MLP on the short last batch of an epoch (60,000 = 468 · 128 + 96): its first
