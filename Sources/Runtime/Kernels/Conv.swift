@@ -397,7 +397,8 @@ private func conv2DForwardDirect(
     let d = DirectForward(s)
     // The padded input planes' borders stay zero: each sample rewrites only the image inside them.
     let split = s.batch < context.threads && s.outChannels * s.patchSize * s.outHeight * s.outWidth >= context.directSplitMinimum
-    for worker in 0..<(split ? 1 : max(1, context.threads)) {
+    // (One image, not split, runs on the calling thread: worker 0.)
+    for worker in 0..<(split || s.batch == 1 ? 1 : max(1, context.threads)) {
         (scratch + d.weights + worker * d.perThread).update(repeating: 0, count: s.inChannels * d.inputPlane)
     }
     if split {
@@ -478,12 +479,17 @@ private func conv2DForwardDirectSplit(
 }
 
 /// The direct path's weights as [K × channels] (zero past Cout), for the given columns: the channel
-/// block's four weights for one (c, i, j) are adjacent.
+/// block's four weights for one (c, i, j) are adjacent. In 8 × 8 blocks (element by element, this
+/// took 3.6 µs of the batch-1 Fashion CNN's 44, every call).
 private func transposeDirectWeights(_ s: Conv2DShape, _ d: DirectForward, _ weight: UnsafePointer<Float>,
                                     into wt: UnsafeMutablePointer<Float>, channels: Range<Int>) {
     let k = s.patchSize, cout = s.outChannels
-    for kk in 0..<k {
-        for co in channels { wt[kk * d.channels + co] = co < cout ? weight[co * k + kk] : 0 }
+    let real = channels.lowerBound..<max(channels.lowerBound, min(channels.upperBound, cout))
+    if !real.isEmpty {
+        transposeF32(weight + real.lowerBound * k, ldSrc: k, rows: real.count, columns: k, wt + real.lowerBound, ldDst: d.channels)
+    }
+    for co in real.upperBound..<channels.upperBound {
+        for kk in 0..<k { wt[kk * d.channels + co] = 0 }
     }
 }
 
