@@ -199,6 +199,9 @@ struct Lowering {
 
     mutating func run() {
         var trainStatement: Statement?, dataStatement: Statement?, testStatement: Statement?
+        // Room for a few nodes and values a statement (an fc layer makes three of each), so that a long
+        // model's graph and its name set grow without being copied and rehashed again and again.
+        graph.reserveCapacity(nodes: 3 * ast.statements.count + 8, values: 3 * ast.statements.count + 8)
         for statement in ast.statements {
             switch statement.kind {
             case .data(let test, let path, _):

@@ -121,16 +121,16 @@ public enum Op: Hashable, Sendable {
     case sumAll, meanAll
     /// Broadcasts a scalar to the shape of the second operand (divided by its element count when mean).
     case broadcast(mean: Bool)
-    case conv2d(ConvGeometry)
+    indirect case conv2d(ConvGeometry)
     /// dx from (dy, w); result shape is the third operand's (x).
-    case conv2dInputGrad(ConvGeometry)
+    indirect case conv2dInputGrad(ConvGeometry)
     /// dw from (x, dy); result shape is the third operand's (w).
-    case conv2dWeightGrad(ConvGeometry)
+    indirect case conv2dWeightGrad(ConvGeometry)
     /// Window, stride and padding are [height, width]. Max pooling pads with −∞, average pooling
     /// counts the padding (PyTorch's count_include_pad=True).
-    case pool(PoolKind, window: [Int], stride: [Int], padding: [Int])
+    indirect case pool(PoolKind, window: [Int], stride: [Int], padding: [Int])
     /// dx from (x, y, dy).
-    case poolGrad(PoolKind, window: [Int], stride: [Int], padding: [Int])
+    indirect case poolGrad(PoolKind, window: [Int], stride: [Int], padding: [Int])
     /// [a, b] along axis 1 (channels of [N,C,H,W], features of [N,F]).
     case concat
     /// x[:, start..<start+count, …] along axis 1 (the gradient of concat).
@@ -153,10 +153,10 @@ public enum Op: Hashable, Sendable {
     /// Its backward: operands x, slopes, dy; results dx and d(slopes).
     case preluGrad
     /// A border around the height and width of [N,C,H,W].
-    case pad(PadSpec)
+    indirect case pad(PadSpec)
     /// Its backward: operands dy, x (for the shape); result dx (reflected and replicated borders add
     /// their gradient to the values they copy).
-    case padGrad(PadSpec)
+    indirect case padGrad(PadSpec)
     /// Row-wise log-softmax over the last axis of [N,C].
     case logSoftmax
     /// dx from (y, dy): dy − exp(y)·Σdy.
@@ -183,22 +183,22 @@ public enum Op: Hashable, Sendable {
     case softmaxCrossEntropyGrad
 
     /// Updates a parameter in place from its gradient (and its state operands). No results.
-    case update(OptimizerUpdate)
+    indirect case update(OptimizerUpdate)
 
     // Fused ops (made by passes).
     /// act(x·W + b): operands x, W[, b]
     case dense(ActivationFunction, bias: Bool)
     /// act(conv(x, W) + b): operands x, W[, b]
-    case convFused(ConvGeometry, ActivationFunction, bias: Bool)
+    indirect case convFused(ConvGeometry, ActivationFunction, bias: Bool)
     /// One pass over dy: dz = dy ⊙ act'(y) and (when bias) db = Σ dz. Operands y, dy; results dz[, db].
     case activationGradBias(ActivationFunction, bias: Bool)
     /// The whole backward of act(conv(x, W) + b) in one kernel call: operands x, W, y, dy;
     /// results dW, then db (when bias), then dx (when inputGradient).
-    case convBackward(ConvGeometry, ActivationFunction, bias: Bool, inputGradient: Bool)
+    indirect case convBackward(ConvGeometry, ActivationFunction, bias: Bool, inputGradient: Bool)
     /// A parameter's gradient computed by a matmul, with the parameter's SGD step taken in the GEMM's
     /// epilogue, tile by tile: operands a, b (as for matmul), the parameter, then its state (velocity);
     /// result the gradient.
-    case matmulUpdate(transposeA: Bool, transposeB: Bool, OptimizerUpdate)
+    indirect case matmulUpdate(transposeA: Bool, transposeB: Bool, OptimizerUpdate)
 
     /// The printed name.
     public var name: String {

@@ -123,13 +123,15 @@ let checkCommand = Command(
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
     let program = try loadModel(path, console: console)
-    // The training graph must build too (autodiff, passes), when the model has a loss; what it would
-    // need of the machine's memory is a warning (the batch or the machine may change).
+    // The training graph must build too (autodiff), when the model has a loss; what it would need of
+    // the machine's memory, planned after the passes, is a warning (the batch or the machine may
+    // change). (The passes only rewrite a valid graph: without a batch to plan, they are not run.)
     if let shortfall = parameterMemoryShortfall(program, dtype: .f32) { console.error("\(path): warning: \(shortfall)") }
     if program.model.graph.loss != nil {
-        let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training).optimized(verify: verifyPasses, recordLog: false).graph
+        let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training)
         if let batch = program.settings.training.batch {
-            do throws(PlanError) { _ = try Plan(graph: training, batch: batch) } catch { console.error("\(path): warning: \(error.message)") }
+            let optimized = try training.optimized(verify: verifyPasses, recordLog: false).graph
+            do throws(PlanError) { _ = try Plan(graph: optimized, batch: batch) } catch { console.error("\(path): warning: \(error.message)") }
         }
     }
     console.print(summaryTable(program.model, path: path), terminator: "")

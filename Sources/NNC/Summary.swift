@@ -11,18 +11,28 @@ func summaryTable(_ model: LoweredModel, path: String) -> String {
         rows.append([layer.statement, layer.outputShape == .scalar ? "scalar" : layer.outputShape.description,
                      grouped(layer.parameters), grouped(layer.flops)] + (graphColumn ? [layer.source ?? ""] : []))
     }
-    let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-    func format(_ row: [String]) -> String {
-        var line = row[0] + String(repeating: " ", count: widths[0] - row[0].count) + "  "
-            + row[1] + String(repeating: " ", count: widths[1] - row[1].count) + "  "
-            + String(repeating: " ", count: widths[2] - row[2].count) + row[2] + "  "
-            + String(repeating: " ", count: widths[3] - row[3].count) + row[3]
-        if row.count > 4 { line += "  " + row[4] }
-        return line.trailingSpacesRemoved
-    }
+    // Each cell's width counted once, the table built as bytes (a model can have 100,000 layers).
+    let counts = rows.map { $0.map(\.count) }
+    let widths = rows[0].indices.map { column in counts.map { $0[column] }.max() ?? 0 }
     let rule = String(repeating: "─", count: widths.reduce(0, +) + 2 * (widths.count - 1))
-    var out = "model \(path)\n" + format(rows[0]) + "\n" + rule + "\n"
-    for row in rows.dropFirst() { out += format(row) + "\n" }
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity((rows.count + 4) * (widths.reduce(8, +) + 2 * widths.count))
+    func spaces(_ n: Int) { if n > 0 { bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: n)) } }
+    func append(_ text: String) { bytes.append(contentsOf: text.utf8) }
+    func append(_ row: [String], _ count: [Int]) {
+        // Left, left, right, right, and the "from" column left (nothing, not spaces, when empty).
+        append(row[0]); spaces(widths[0] - count[0] + 2)
+        append(row[1]); spaces(widths[1] - count[1] + 2)
+        spaces(widths[2] - count[2]); append(row[2]); spaces(2)
+        spaces(widths[3] - count[3]); append(row[3])
+        if row.count > 4, !row[4].isEmpty { spaces(2); append(row[4]) }
+        bytes.append(UInt8(ascii: "\n"))
+    }
+    append("model \(path)\n")
+    append(rows[0], counts[0])
+    append(rule + "\n")
+    for index in rows.indices.dropFirst() { append(rows[index], counts[index]) }
+    var out = String(decoding: bytes, as: UTF8.self)
     out += rule + "\n"
     out += "total: \(grouped(model.parameterCount)) parameters (\(bytesText(model.parameterCount * 4)) in f32)"
     if model.persistentStateCount > 0 {
@@ -32,14 +42,6 @@ func summaryTable(_ model: LoweredModel, path: String) -> String {
     if let loss = model.settings.loss { out += "loss: \(loss.rawValue)" } else { out += "loss: none (inference only)" }
     out += ", input \(model.inputShape), output \(model.outputShape)\n"
     return out
-}
-
-extension String {
-    var trailingSpacesRemoved: String {
-        var text = self
-        while text.hasSuffix(" ") { text.removeLast() }
-        return text
-    }
 }
 
 /// 1234567 → "1,234,567"
