@@ -197,10 +197,19 @@ public struct Plan: Sendable {
 
 /// First-fit placement in one arena: a buffer goes to the lowest offset where it fits among the
 /// buffers still live. The free space below the top (the end of the highest live buffer) is kept as
-/// sorted, disjoint, non-adjacent holes, so a placement scans the holes, not every live buffer (a
-/// deep model keeps its forward activations live until the backward pass: thousands of buffers).
+/// disjoint, non-adjacent holes in a tree ordered by offset, each node knowing the largest hole
+/// below it, so the lowest hole that fits is found in a walk down the tree: O(log holes) for a
+/// placement and for a release. (A deep model's backward pass leaves a hole per layer: a scan of the
+/// holes made planning quadratic in depth, 2.3 s for 100,000 layers.)
 struct FirstFitSpace {
-    private var holes: [(offset: Int, bytes: Int)] = []
+    /// The holes, a treap: ordered by offset, heap-ordered by a fixed pseudo-random priority (its
+    /// shape, not its contents, depends on the priorities), each node with the largest hole in its
+    /// subtree. Nodes live in arrays; removed ones are reused.
+    private var offsets: [Int] = [], sizes: [Int] = [], largest: [Int] = []
+    private var priorities: [UInt64] = [], left: [Int] = [], right: [Int] = []
+    private var unused: [Int] = []
+    private var root = -1
+    private var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
     private var top = 0
     /// The highest top so far: the arena's size.
     private(set) var peak = 0
@@ -208,11 +217,25 @@ struct FirstFitSpace {
     mutating func place(bytes: Int) -> Int {
         // An empty buffer takes no room; offset 0 is as good as any.
         guard bytes > 0 else { return 0 }
-        let found = holes.firstIndex(where: { $0.bytes >= bytes })
-        WorkCounter.count(found.map { $0 + 1 } ?? holes.count)
-        if let index = found {
-            let offset = holes[index].offset
-            if holes[index].bytes == bytes { holes.remove(at: index) } else { holes[index].offset += bytes; holes[index].bytes -= bytes }
+        if root >= 0 && largest[root] >= bytes {
+            // The leftmost hole that fits: left while the left subtree has one, else this node if it
+            // fits, else right.
+            var path: [Int] = []
+            var node = root
+            while true {
+                WorkCounter.count(1)
+                path.append(node)
+                if left[node] >= 0 && largest[left[node]] >= bytes { node = left[node] } else if sizes[node] >= bytes { break } else { node = right[node] }
+            }
+            let offset = offsets[node]
+            if sizes[node] == bytes {
+                root = remove(offset, from: root)
+            } else {
+                // Shrunk from below: it stays between its neighbours.
+                offsets[node] += bytes
+                sizes[node] -= bytes
+                for step in path.reversed() { refresh(step) }
+            }
             return offset
         }
         let offset = top
@@ -224,24 +247,101 @@ struct FirstFitSpace {
     mutating func free(offset: Int, bytes: Int) {
         guard bytes > 0 else { return }
         var start = offset, end = offset + bytes
-        // The first hole above this block (binary search), then merge with the neighbours.
-        var low = 0, high = holes.count
-        while low < high {
-            let mid = (low + high) / 2
-            if holes[mid].offset < offset { low = mid + 1 } else { high = mid }
+        // The holes below this block and those above it; merge with the adjacent one of each.
+        var (below, above) = split(root, at: offset)
+        if below >= 0 {
+            let last = rightmost(below)
+            if offsets[last] + sizes[last] == start {
+                start = offsets[last]
+                below = remove(start, from: below)
+            }
         }
-        var index = low
-        // Inserting or removing a hole moves those above it.
-        WorkCounter.count(holes.count - index + 1)
-        if index > 0, holes[index - 1].offset + holes[index - 1].bytes == start {
-            start = holes[index - 1].offset
-            holes.remove(at: index - 1)
-            index -= 1
+        if above >= 0 {
+            let first = leftmost(above)
+            if offsets[first] == end {
+                end += sizes[first]
+                above = remove(offsets[first], from: above)
+            }
         }
-        if index < holes.count, holes[index].offset == end {
-            end += holes[index].bytes
-            holes.remove(at: index)
+        if end == top {
+            top = start
+            root = merge(below, above)
+        } else {
+            root = merge(merge(below, makeNode(offset: start, bytes: end - start)), above)
         }
-        if end == top { top = start } else { holes.insert((start, end - start), at: index) }
+    }
+
+    private mutating func makeNode(offset: Int, bytes: Int) -> Int {
+        seed = seed &* 6364136223846793005 &+ 1442695040888963407
+        let node: Int
+        if let reused = unused.popLast() {
+            node = reused
+            (offsets[node], sizes[node], largest[node], priorities[node], left[node], right[node]) = (offset, bytes, bytes, seed, -1, -1)
+        } else {
+            node = offsets.count
+            offsets.append(offset); sizes.append(bytes); largest.append(bytes)
+            priorities.append(seed); left.append(-1); right.append(-1)
+        }
+        return node
+    }
+
+    private mutating func refresh(_ node: Int) {
+        var most = sizes[node]
+        if left[node] >= 0 { most = max(most, largest[left[node]]) }
+        if right[node] >= 0 { most = max(most, largest[right[node]]) }
+        largest[node] = most
+    }
+
+    /// (holes below `offset`, holes at or above it).
+    private mutating func split(_ node: Int, at offset: Int) -> (Int, Int) {
+        guard node >= 0 else { return (-1, -1) }
+        WorkCounter.count(1)
+        if offsets[node] < offset {
+            let (low, high) = split(right[node], at: offset)
+            right[node] = low
+            refresh(node)
+            return (node, high)
+        } else {
+            let (low, high) = split(left[node], at: offset)
+            left[node] = high
+            refresh(node)
+            return (low, node)
+        }
+    }
+
+    /// All of `low` (at lower offsets) and `high`.
+    private mutating func merge(_ low: Int, _ high: Int) -> Int {
+        if low < 0 { return high }
+        if high < 0 { return low }
+        WorkCounter.count(1)
+        if priorities[low] > priorities[high] {
+            right[low] = merge(right[low], high)
+            refresh(low)
+            return low
+        } else {
+            left[high] = merge(low, left[high])
+            refresh(high)
+            return high
+        }
+    }
+
+    /// The tree without the hole at `offset` (which it holds).
+    private mutating func remove(_ offset: Int, from tree: Int) -> Int {
+        let (below, rest) = split(tree, at: offset)
+        let (hole, above) = split(rest, at: offset + 1)
+        if hole >= 0 { unused.append(hole) }
+        return merge(below, above)
+    }
+
+    private func leftmost(_ node: Int) -> Int {
+        var node = node
+        while left[node] >= 0 { node = left[node] }
+        return node
+    }
+
+    private func rightmost(_ node: Int) -> Int {
+        var node = node
+        while right[node] >= 0 { node = right[node] }
+        return node
     }
 }
