@@ -73,7 +73,10 @@ public struct Plan: Sendable {
         for value in kept { lastUse[value.index] = end }
         // The input and target are never overwritten, so a plan can run again on the same data.
         var readOnly = [Bool](repeating: false, count: graph.values.count)
-        for node in graph.nodes where node.op == .input || node.op == .target {
+        func isInputOrTarget(_ op: Op) -> Bool {
+            switch op { case .input, .target: return true; default: return false }
+        }
+        for node in graph.nodes where isInputOrTarget(node.op) {
             for r in node.results { readOnly[r.index] = true; lastUse[r.index] = end }
         }
         var inPlace: Set<Int> = []
@@ -115,7 +118,7 @@ public struct Plan: Sendable {
                 if reused != nil { inPlace.insert(position) }
             }
             // The input and target are filled before the step starts: live from the first instruction.
-            if node.op == .input || node.op == .target { first[node.results[0].index] = 0; continue }
+            if isInputOrTarget(node.op) { first[node.results[0].index] = 0; continue }
             for (k, result) in node.results.enumerated() {
                 if k == 0, let reused {
                     let r = root(reused)
@@ -130,13 +133,15 @@ public struct Plan: Sendable {
             last[r] = max(last[r], lastUse[value], first[r])
         }
         // Assign offsets: walk buffers by first use; free those whose last use is before; first fit.
-        var members: [Int: [ValueID]] = [:]
+        // The values of each class, by its root (an array per root, not a dictionary: a deep model
+        // has hundreds of thousands).
+        var members = [[ValueID]](repeating: [], count: graph.values.count)
         for value in graph.values.indices where !persistent[value] && first[root(value)] != Int.max {
-            members[root(value), default: []].append(ValueID(value))
+            members[root(value)].append(ValueID(value))
         }
         var buffers: [Buffer] = []
         var unplanned = 0
-        for (r, values) in members {
+        for (r, values) in members.enumerated() where !values.isEmpty {
             let bytes = values.map { graph[$0].shape.elements(batch: batch) * elementBytes }.max() ?? 0
             for value in values { unplanned += (graph[value].shape.elements(batch: batch) * elementBytes + alignment - 1) / alignment * alignment }
             buffers.append(Buffer(values: values.sorted(), offset: 0, bytes: (bytes + alignment - 1) / alignment * alignment,
