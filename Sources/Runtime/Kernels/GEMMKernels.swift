@@ -8,7 +8,7 @@
 // those with full-width units, twice the multiply-adds per cycle).
 // The store applies the vectorisable part of the epilogue (+= C, += bias, relu) on the hot tile.
 // The tile body and its store are written once (the protocol extension), one specialised copy per
-// kernel; only relu (and the tile's entry) is written per kernel: on a generic SIMD type the standard library's comparisons
+// kernel; only relu is written per kernel: on a generic SIMD type the standard library's comparisons
 // fall back to loops over the lanes. Each kernel sums every element in the same order (in order over
 // p within a k block of the same depth), so all of them give the same results, bit for bit.
 
@@ -31,8 +31,8 @@ protocol GEMMKernel {
     /// max(v, 0) in every lane, NaN to 0 (as the scalar relu: `v > 0 ? v : 0`).
     static func relu(_ v: V) -> V
 
-    /// The tile: `tileBody`, called from the concrete type (so the loop is specialised even where
-    /// the generic entry points below are not, as in the tests' build).
+    /// The tile (the protocol extension's, a requirement so that each kernel's witness is specialised
+    /// even where the generic entry points below are not, as in the tests' build).
     static func tile(
         _ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
@@ -72,7 +72,7 @@ extension GEMMKernel {
     /// A micro-panel, of which the first `rows` are stored: c[0..<rows][0..<nr] (row stride ldc) =
     /// (addC ? c : 0) + Σ_p a[p*mr + i] * b[p*bStride + j] (+ bias[j] when bias != nil, then relu when relu).
     @inline(__always)
-    static func tileBody(
+    static func tile(
         _ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
         _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int,
         _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool
@@ -239,12 +239,6 @@ enum GEMMKernelF32: GEMMKernel {
     @inline(__always)
     static func relu(_ v: V) -> V { V().replacing(with: v, where: v .> V()) }
 
-    @inline(__always)
-    static func tile(_ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
-                     _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool) {
-        tileBody(computed, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-    }
-
     @inline(never)
     static func dot4(_ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ ldy: Int,
                      _ out: UnsafeMutablePointer<Float>) {
@@ -267,12 +261,6 @@ enum GEMMKernelF32Wide: GEMMKernel {
     @inline(__always)
     static func relu(_ v: V) -> V { V().replacing(with: v, where: v .> V()) }
 
-    @inline(__always)
-    static func tile(_ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
-                     _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool) {
-        tileBody(computed, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-    }
-
     /// The 256-bit kernel's: dot products are summed in eight lanes whatever the kernel.
     @inline(__always)
     static func dot4(_ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ ldy: Int,
@@ -292,12 +280,6 @@ enum GEMMKernelF64: GEMMKernel {
 
     @inline(__always)
     static func relu(_ v: V) -> V { V().replacing(with: v, where: v .> V()) }
-
-    @inline(__always)
-    static func tile(_ computed: Int, rows: Int, _ kc: Int, _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, _ bStride: Int,
-                     _ c: UnsafeMutablePointer<Scalar>, _ ldc: Int, _ addC: Bool, _ bias: UnsafePointer<Scalar>?, _ relu: Bool) {
-        tileBody(computed, rows: rows, kc, a, b, bStride, c, ldc, addC, bias, relu)
-    }
 
     @inline(never)
     static func dot4(_ k: Int, _ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, _ ldy: Int,
