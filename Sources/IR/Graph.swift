@@ -35,8 +35,8 @@ public struct Node: Sendable {
 
 /// A node's operands or results: up to four values inline, more in an array. A node is made, copied
 /// and rewritten many times over in a compile (a deep model has a million of them): an array of
-/// its own for each list would be two allocations per node. Inline indices are 32-bit (a node is
-/// then 144 → 112 bytes); a list with a larger index goes to the array.
+/// its own for each list would be two allocations per node. Inline indices are 32-bit (a node takes
+/// 112 bytes, 32 less than with 64-bit ones); a list with a larger index goes to the array.
 public struct ValueList: RandomAccessCollection, ExpressibleByArrayLiteral, Equatable, Sendable, CustomStringConvertible {
     private var inline: (UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0)
     private var spill: [ValueID]? = nil
