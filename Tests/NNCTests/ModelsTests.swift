@@ -19,11 +19,7 @@ enum FrontEnd {
     }
 
     /// A fresh scratch directory.
-    static func scratch() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-frontend-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
+    static func scratch() throws -> URL { try scratchDirectory("frontend") }
 
     static func run(_ arguments: [String]) -> (status: Int32, output: String, errors: String) {
         let console = Console.capturing()

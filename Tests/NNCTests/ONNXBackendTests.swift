@@ -54,8 +54,7 @@ import TestSupport
         let root = try #require(onnxBackendData(venv), "no onnx/backend/test/data/pytorch-converted in \(venv.path)")
         let tests = try FileManager.default.contentsOfDirectory(atPath: root.path).filter { $0.hasPrefix("test_") }.sorted()
         #expect(tests.count == 82)
-        let exports = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-backend-\(getpid())")
-        try FileManager.default.createDirectory(at: exports, withIntermediateDirectories: true)
+        let exports = try scratchDirectory("backend")
         defer { try? FileManager.default.removeItem(at: exports) }
         var results: [(String, String?)] = []
         var roundTrips: [(String, JudgeRequest, [Double])] = []

@@ -91,8 +91,7 @@ import TestSupport
             #expect(!judgesRequired, "CI needs the judges' environment (.ci/run creates it)")
             return
         }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-export-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("export")
         defer { try? FileManager.default.removeItem(at: directory) }
         var requests: [JudgeRequest] = [], expected: [(String, [Double], Double)] = []
         for path in Self.models {
@@ -139,8 +138,7 @@ import TestSupport
             #expect(!judgesRequired, "CI needs the judges' environment (.ci/run creates it)")
             return
         }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-batch1-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("batch1")
         defer { try? FileManager.default.removeItem(at: directory) }
         let models = [("mlp.nn", "input 784\nfc 784->256\nrelu\nfc 256->130\ntanh\nfc 130->10\nsoftmax\n"),
                       ("conv.nn", "input 16x32x32\nconv 16->36 3x3 pad 1\nrelu\nflatten\nfc 36864->10\nsoftmax\n")]

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import NNC
 import IR
 
@@ -74,11 +75,7 @@ private let tutorialModels = URL(fileURLWithPath: #filePath)
     .appendingPathComponent("models")
 
 /// A fresh directory for one test's files.
-private func tutorialScratch() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-tutorials-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
+private func tutorialScratch() throws -> URL { try scratchDirectory("tutorials") }
 
 /// Runs `nnc ARGS…` through the library and returns what it printed; records a failure on a
 /// non-zero exit status.

@@ -175,6 +175,14 @@ public func runProcess(_ executable: String, _ arguments: [String]) throws -> (s
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
+/// A fresh, empty directory for one test's files, under the system's temporary directory (the caller
+/// removes it).
+public func scratchDirectory(_ prefix: String) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("nnc-\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
 /// Every input a fuzz harness (Fuzz/NAME.swift) ever failed on, kept in Tests/Data/fuzz/NAME for the
 /// suite to replay: each file's name and bytes.
 public func fuzzFindings(_ harness: String) throws -> [(name: String, bytes: [UInt8])] {

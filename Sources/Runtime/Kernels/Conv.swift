@@ -412,25 +412,35 @@ private func conv2DForwardDirect(
     context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
         let (s, x, bias, activation, y, scratch) = shared.assumingMemoryBound(to: Forward.self).pointee
         let d = DirectForward(s)
-        let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
-        let ho = s.outHeight, wo = s.outWidth
-        let wt = UnsafePointer(scratch)
         let input = scratch + d.weights + worker * d.perThread
-        let output = input + cin * d.inputPlane
-        // The image rows at (padH, padW) of the padded input planes.
-        for c in 0..<cin {
-            let src = x + (n * cin + c) * h * w
-            let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
-            for iy in 0..<h { copyShort(dst + iy * d.rowLength, src + iy * w, w) }
-        }
-        directForwardPlanes(s, d, input: UnsafePointer(input), weights: wt, output: output)
-        // The valid columns of each output row, + bias, activation.
-        let yn = y + n * cout * ho * wo
-        for co in 0..<cout {
-            let b = bias?[co] ?? 0
-            for oy in 0..<ho {
-                biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
-            }
+        let output = input + s.inChannels * d.inputPlane
+        copyIntoPaddedPlanes(s, d, x, sample: n, input)
+        directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output)
+        writeOutputChannels(s, d, output, sample: n, channels: 0..<s.outChannels, bias: bias, activation, y)
+    }
+}
+
+/// The image rows of sample n at (padH, padW) of the padded input planes (whose borders stay zero).
+private func copyIntoPaddedPlanes(_ s: Conv2DShape, _ d: DirectForward, _ x: UnsafePointer<Float>, sample n: Int,
+                                  _ input: UnsafeMutablePointer<Float>) {
+    let cin = s.inChannels, h = s.height, w = s.width
+    for c in 0..<cin {
+        let src = x + (n * cin + c) * h * w
+        let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
+        for iy in 0..<h { copyShort(dst + iy * d.rowLength, src + iy * w, w) }
+    }
+}
+
+/// The valid columns of each output row of the given channels of sample n, + bias, activation, into y.
+private func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output: UnsafePointer<Float>, sample n: Int,
+                                 channels: Range<Int>, bias: UnsafePointer<Float>?, _ activation: ActivationFunction,
+                                 _ y: UnsafeMutablePointer<Float>) {
+    let ho = s.outHeight, wo = s.outWidth
+    let yn = y + n * s.outChannels * ho * wo
+    for co in channels {
+        let b = bias?[co] ?? 0
+        for oy in 0..<ho {
+            biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
         }
     }
 }
@@ -442,18 +452,13 @@ private func conv2DForwardDirectSplit(
     _ s: Conv2DShape, _ d: DirectForward, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
 ) {
-    let cin = s.inChannels, h = s.height, w = s.width
     let input = scratch + d.weights
     let blocks = d.channels / DirectForward.channelBlock
     let parts = min(context.threads, blocks)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>,
                      UnsafeMutablePointer<Float>, Int, Int)
     for n in 0..<s.batch {
-        for c in 0..<cin {
-            let src = x + (n * cin + c) * h * w
-            let dst = input + c * d.inputPlane + s.padH * d.rowLength + s.padW
-            for iy in 0..<h { copyShort(dst + iy * d.rowLength, src + iy * w, w) }
-        }
+        copyIntoPaddedPlanes(s, d, x, sample: n, input)
         let job: Job = (s, weight, bias, activation, y, scratch, n, parts)
         context.parallelFor(parts, sharing: job) { shared, part, _ in
             let (s, weight, bias, activation, y, scratch, n, parts) = shared.assumingMemoryBound(to: Job.self).pointee
@@ -466,14 +471,9 @@ private func conv2DForwardDirectSplit(
                                        channels: (mine.lowerBound * DirectForward.channelBlock)..<(mine.upperBound * DirectForward.channelBlock))
             }
             directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output, channelBlocks: mine)
-            let cout = s.outChannels, ho = s.outHeight, wo = s.outWidth
-            let yn = y + n * cout * ho * wo
-            for co in (mine.lowerBound * DirectForward.channelBlock)..<min(cout, mine.upperBound * DirectForward.channelBlock) {
-                let b = bias?[co] ?? 0
-                for oy in 0..<ho {
-                    biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
-                }
-            }
+            let first = mine.lowerBound * DirectForward.channelBlock
+            writeOutputChannels(s, d, output, sample: n, channels: first..<max(first, min(s.outChannels, mine.upperBound * DirectForward.channelBlock)),
+                                bias: bias, activation, y)
         }
     }
 }

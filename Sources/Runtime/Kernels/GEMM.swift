@@ -238,14 +238,21 @@ struct GEMMCall {
     }
 }
 
-/// f32 entry point. Tiny products first, on either kernel the same loops (the XOR network's step is
-/// mostly the cost of reaching them).
+/// Empty and tiny products (m·n·k ≤ `gemmTinyThreshold`, or k == 0) in plain loops on the calling
+/// thread, before any kernel is chosen (the XOR network's step is mostly the cost of reaching them);
+/// returns false for the others.
+@inline(__always)
+func gemmIfTiny<T: KernelScalar>(_: T.Type, _ call: GEMMCall) -> Bool {
+    if call.m <= 0 || call.n <= 0 { return true }
+    guard call.k == 0 || call.m * call.n * call.k <= gemmTinyThreshold else { return false }
+    gemmReference(GEMMArgs<T>(call), rows: 0..<call.m, cols: 0..<call.n)
+    return true
+}
+
+/// f32 entry point.
 @usableFromInline
 func gemmFloat(_ call: GEMMCall, _ context: GEMMContext) {
-    if call.k == 0 || call.m * call.n * call.k <= gemmTinyThreshold {
-        if call.m > 0 && call.n > 0 { gemmReference(GEMMArgs<Float>(call), rows: 0..<call.m, cols: 0..<call.n) }
-        return
-    }
+    if gemmIfTiny(Float.self, call) { return }
     if usesWideKernel(n: call.n, context) {
         gemmTyped(GEMMKernelF32Wide.self, GEMMArgs(call), context, call.worker)
     } else {
@@ -264,6 +271,7 @@ func gemmFloat(_ call: GEMMCall, _ context: GEMMContext) {
 /// f64 entry point.
 @usableFromInline
 func gemmDouble(_ call: GEMMCall, _ context: GEMMContext) {
+    if gemmIfTiny(Double.self, call) { return }
     gemmTyped(GEMMKernelF64.self, GEMMArgs(call), context, call.worker)
 }
 
@@ -376,16 +384,11 @@ func gemmReference<T: KernelScalar>(_ g: GEMMArgs<T>, rows: Range<Int>, cols: Ra
     }
 }
 
-/// Entry point specialised per micro-kernel (f32 / f64).
+/// Entry point specialised per micro-kernel (f32 / f64), for products past `gemmIfTiny`.
 @inline(__always)
 func gemmTyped<K: GEMMKernel>(_ kernel: K.Type, _ g: GEMMArgs<K.Scalar>, _ context: GEMMContext, _ worker: Int) {
     let m = g.m, n = g.n, k = g.k
-    if m <= 0 || n <= 0 { return }
     let work = m * n * k
-    if k == 0 || work <= gemmTinyThreshold {
-        gemmReference(g, rows: 0..<m, cols: 0..<n)
-        return
-    }
     let threads = context.threads
     // One row (batch-1 inference) against a prepacked B: a matrix-vector product. (A transposed B
     // and a tiny product keep the paths above, whose sums are in another order.)

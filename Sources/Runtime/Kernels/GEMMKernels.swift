@@ -44,6 +44,32 @@ protocol GEMMKernel {
 }
 
 extension GEMMKernel {
+    /// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4: each sum in the lanes of V over whole vectors
+    /// of p, the lanes added, then the rest of p one by one.
+    @inline(never)
+    static func dot4(_ k: Int, _ x: UnsafePointer<Scalar>, _ y: UnsafePointer<Scalar>, _ ldy: Int,
+                     _ out: UnsafeMutablePointer<Scalar>) {
+        let y0 = y, y1 = y + ldy, y2 = y1 + ldy, y3 = y2 + ldy
+        let lanes = V.scalarCount
+        var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+        var p = 0
+        while p + lanes <= k {
+            let xv = UnsafeRawPointer(x + p).loadUnaligned(as: V.self)
+            s0 = s0.addingProduct(xv, UnsafeRawPointer(y0 + p).loadUnaligned(as: V.self))
+            s1 = s1.addingProduct(xv, UnsafeRawPointer(y1 + p).loadUnaligned(as: V.self))
+            s2 = s2.addingProduct(xv, UnsafeRawPointer(y2 + p).loadUnaligned(as: V.self))
+            s3 = s3.addingProduct(xv, UnsafeRawPointer(y3 + p).loadUnaligned(as: V.self))
+            p += lanes
+        }
+        var r0 = s0.sum(), r1 = s1.sum(), r2 = s2.sum(), r3 = s3.sum()
+        while p < k {
+            let xv = x[p]
+            r0 += xv * y0[p]; r1 += xv * y1[p]; r2 += xv * y2[p]; r3 += xv * y3[p]
+            p += 1
+        }
+        out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3
+    }
+
     /// One row of the tile from its two accumulators: (+= C) (+= bias) (relu), stored.
     @inline(__always)
     static func storeRow(_ cp: UnsafeMutablePointer<Scalar>, _ x0: V, _ x1: V,
@@ -238,12 +264,6 @@ enum GEMMKernelF32: GEMMKernel {
 
     @inline(__always)
     static func relu(_ v: V) -> V { V().replacing(with: v, where: v .> V()) }
-
-    @inline(never)
-    static func dot4(_ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ ldy: Int,
-                     _ out: UnsafeMutablePointer<Float>) {
-        dot4Lanes(V.self, k, x, y, ldy, out)
-    }
 }
 
 /// The f32 kernel in 512-bit vectors, for builds with AVX-512 (`GEMMContext.wideKernels`): a 6 × 32
@@ -280,36 +300,4 @@ enum GEMMKernelF64: GEMMKernel {
 
     @inline(__always)
     static func relu(_ v: V) -> V { V().replacing(with: v, where: v .> V()) }
-
-    @inline(never)
-    static func dot4(_ k: Int, _ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, _ ldy: Int,
-                     _ out: UnsafeMutablePointer<Double>) {
-        dot4Lanes(V.self, k, x, y, ldy, out)
-    }
-}
-
-/// out[q] = Σ_p x[p] * y[q * ldy + p] for q in 0..<4: each sum in the lanes of V over whole vectors of
-/// p, the lanes added, then the rest of p one by one.
-@inline(__always)
-private func dot4Lanes<V: SIMD>(_: V.Type, _ k: Int, _ x: UnsafePointer<V.Scalar>, _ y: UnsafePointer<V.Scalar>, _ ldy: Int,
-                                _ out: UnsafeMutablePointer<V.Scalar>) where V.Scalar: BinaryFloatingPoint {
-    let y0 = y, y1 = y + ldy, y2 = y1 + ldy, y3 = y2 + ldy
-    let lanes = V.scalarCount
-    var s0 = V(), s1 = V(), s2 = V(), s3 = V()
-    var p = 0
-    while p + lanes <= k {
-        let xv = UnsafeRawPointer(x + p).loadUnaligned(as: V.self)
-        s0 = s0.addingProduct(xv, UnsafeRawPointer(y0 + p).loadUnaligned(as: V.self))
-        s1 = s1.addingProduct(xv, UnsafeRawPointer(y1 + p).loadUnaligned(as: V.self))
-        s2 = s2.addingProduct(xv, UnsafeRawPointer(y2 + p).loadUnaligned(as: V.self))
-        s3 = s3.addingProduct(xv, UnsafeRawPointer(y3 + p).loadUnaligned(as: V.self))
-        p += lanes
-    }
-    var r0 = s0.sum(), r1 = s1.sum(), r2 = s2.sum(), r3 = s3.sum()
-    while p < k {
-        let xv = x[p]
-        r0 += xv * y0[p]; r1 += xv * y1[p]; r2 += xv * y2[p]; r3 += xv * y3[p]
-        p += 1
-    }
-    out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3
 }
