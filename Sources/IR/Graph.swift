@@ -51,6 +51,12 @@ public struct ValueList: RandomAccessCollection, ExpressibleByArrayLiteral, Equa
         }
     }
 
+    public init() {}
+
+    public init(one value: ValueID) {
+        if let index = UInt32(exactly: value.index) { inline.0 = index; inlineCount = 1 } else { spill = [value] }
+    }
+
     public var count: Int { spill?.count ?? Int(inlineCount) }
     public init(arrayLiteral values: ValueID...) { self.init(values) }
 
@@ -166,24 +172,25 @@ public struct Graph: Sendable {
 
     /// Adds a value with a name that is unique in the graph.
     public mutating func newValue(_ name: String, _ shape: Shape) -> ValueID {
-        values.append(Value(name: uniqueName(name), shape: shape))
+        var unique = name
+        var hash = NameTable.hash(name)
+        var suffix = 2
+        while names.contains(unique, hash: hash, in: values) {
+            unique = "\(name).\(suffix)"
+            hash = NameTable.hash(unique)
+            suffix += 1
+        }
+        names.append(hash: hash)
+        values.append(Value(name: unique, shape: shape))
         return ValueID(values.count - 1)
     }
 
-    private var usedNames: Set<String> = []
+    private var names = NameTable()
     /// Room for this many nodes and values, so that a pass growing the graph copies it once.
     mutating func reserveCapacity(nodes nodeCount: Int, values valueCount: Int) {
         nodes.reserveCapacity(nodeCount)
         values.reserveCapacity(valueCount)
-        usedNames.reserveCapacity(valueCount)
-    }
-
-    private mutating func uniqueName(_ name: String) -> String {
-        // One hash for a new name (the common case).
-        if usedNames.insert(name).inserted { return name }
-        var suffix = 2
-        while !usedNames.insert("\(name).\(suffix)").inserted { suffix += 1 }
-        return "\(name).\(suffix)"
+        names.reserveCapacity(valueCount)
     }
 
     /// Appends a node, applying the op's shape rule. Returns its results.
@@ -205,16 +212,26 @@ public struct Graph: Sendable {
         return results
     }
 
-    /// Appends a single-result node.
+    /// Appends a single-result node (without the arrays of names and results `add` takes and makes).
     public mutating func add1(_ op: Op, _ operands: [ValueID], name: String, at location: SourceRange?, phase: Phase) throws(IRError) -> ValueID {
-        try add(op, operands, names: [name], at: location, phase: phase)[0]
+        let shapes: [Shape]
+        do {
+            shapes = try op.resultShapes(operands.map { self[$0].shape })
+        } catch {
+            throw IRError(error.message, at: location, in: source)
+        }
+        guard shapes.count == 1 else { throw IRError("\(op.name) makes \(shapes.count) results, 1 name given", at: location, in: source) }
+        let result = newValue(name, shapes[0])
+        WorkCounter.count(1)
+        nodes.append(Node(op: op, operands: ValueList(operands), results: ValueList(one: result), location: location, phase: phase))
+        return result
     }
 
     /// Appends a source node (input, target, parameter, state) with a declared shape.
     public mutating func addSource(_ op: Op, name: String, shape: Shape, at location: SourceRange?) -> ValueID {
         let value = newValue(name, shape)
         WorkCounter.count(1)
-        nodes.append(Node(op: op, operands: [], results: [value], location: location, phase: .forward))
+        nodes.append(Node(op: op, operands: ValueList(), results: ValueList(one: value), location: location, phase: .forward))
         return value
     }
 
@@ -222,7 +239,8 @@ public struct Graph: Sendable {
     public func producers() -> [Int?] {
         WorkCounter.count(nodes.count)
         var producer = [Int?](repeating: nil, count: values.count)
-        for (index, node) in nodes.enumerated() { for result in node.results { producer[result.index] = index } }
+        // By index: a `for node in nodes` copies every node (a retain and release each).
+        for index in nodes.indices { for result in nodes[index].results { producer[result.index] = index } }
         return producer
     }
 
@@ -230,11 +248,11 @@ public struct Graph: Sendable {
     public func users() -> Users {
         WorkCounter.count(nodes.count + values.count)
         var offsets = [Int](repeating: 0, count: values.count + 1)
-        for node in nodes { for operand in node.operands { offsets[operand.index + 1] += 1 } }
+        for index in nodes.indices { for operand in nodes[index].operands { offsets[operand.index + 1] += 1 } }
         for index in values.indices { offsets[index + 1] += offsets[index] }
         var next = offsets, list = [Int](repeating: 0, count: offsets[values.count])
-        for (index, node) in nodes.enumerated() {
-            for operand in node.operands { list[next[operand.index]] = index; next[operand.index] += 1 }
+        for index in nodes.indices {
+            for operand in nodes[index].operands { list[next[operand.index]] = index; next[operand.index] += 1 }
         }
         return Users(offsets: offsets, list: list)
     }
@@ -271,5 +289,64 @@ public struct Graph: Sendable {
         for root in roots + gradients.compactMap({ $0 }) where root.index < 0 || root.index >= values.count || !defined[root.index] {
             throw IRError("%\(root.index >= 0 && root.index < values.count ? self[root].name : "?") is used as a result but never defined", in: source)
         }
+    }
+}
+
+/// The values' names, to keep them unique: an open-addressing hash table of value indices by a
+/// 64-bit FNV-1a hash of the name, mixed. It holds no strings: a graph copied to grow copies arrays of
+/// integers, not a set of strings to retain, and a name is hashed once.
+struct NameTable: Sendable {
+    /// Value index + 1 in each slot (0: empty).
+    private var slots: [UInt32] = []
+    /// The hash of each value's name, by value index: names are compared only when hashes agree,
+    /// and the table grows without rehashing names.
+    private var hashes: [UInt64] = []
+
+    static func hash(_ name: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        // FNV's low bits mix poorly (names differ in their last digits); the table uses them.
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        return hash ^ (hash >> 33)
+    }
+
+    func contains(_ name: String, hash: UInt64, in values: [Value]) -> Bool {
+        guard !slots.isEmpty else { return false }
+        let mask = slots.count - 1
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        while slots[slot] != 0 {
+            let index = Int(slots[slot]) - 1
+            if hashes[index] == hash && values[index].name == name { return true }
+            slot = (slot + 1) & mask
+        }
+        return false
+    }
+
+    /// Records the name of the next value (index `hashes.count`), not already in the table.
+    mutating func append(hash: UInt64) {
+        hashes.append(hash)
+        if 2 * hashes.count > slots.count { grow(to: hashes.count) } else { place(hashes.count - 1) }
+    }
+
+    mutating func reserveCapacity(_ capacity: Int) {
+        hashes.reserveCapacity(capacity)
+        if 2 * capacity > slots.count { grow(to: capacity) }
+    }
+
+    private mutating func place(_ index: Int) {
+        let mask = slots.count - 1
+        var slot = Int(truncatingIfNeeded: hashes[index]) & mask
+        while slots[slot] != 0 { slot = (slot + 1) & mask }
+        // A graph with 2^32 values would not fit in memory.
+        slots[slot] = UInt32(truncatingIfNeeded: index + 1)
+    }
+
+    /// A table at most half full with `capacity` names, the names so far placed again.
+    private mutating func grow(to capacity: Int) {
+        var size = max(64, slots.count)
+        while size < 2 * capacity { size *= 2 }
+        slots = [UInt32](repeating: 0, count: size)
+        for index in hashes.indices { place(index) }
     }
 }

@@ -470,15 +470,17 @@ struct Lowering {
         case .input, .fc, .conv, .pool, .flatten, .loss, .data, .train, .globalAveragePool, .reshape, .prelu, .pad, .batchNorm, .join, .from: shapeProducer = statement
         }
         var parameters = 0, persistent = 0, flops = 0
-        for node in graph.nodes[statementFirstNode...] {
-            if node.op.isSource {
-                let elements = node.results.reduce(0) { $0 + graph[$1].shape.rowElements }
-                if case .parameter = node.op { parameters += elements }
-                if case .state = node.op { persistent += elements }  // running statistics
+        // By index: iterating the slice would copy every node.
+        for index in statementFirstNode..<graph.nodes.count {
+            let op = graph.nodes[index].op
+            if op.isSource {
+                let elements = graph.nodes[index].results.reduce(0) { $0 + graph[$1].shape.rowElements }
+                if case .parameter = op { parameters += elements }
+                if case .state = op { persistent += elements }  // running statistics
                 continue
             }
-            flops += node.op.flops(operands: node.operands.map { graph[$0].shape.concrete(batch: 1) },
-                                   results: node.results.map { graph[$0].shape.concrete(batch: 1) })
+            flops += op.flops(operands: graph.nodes[index].operands.map { graph[$0].shape.concrete(batch: 1) },
+                              results: graph.nodes[index].results.map { graph[$0].shape.concrete(batch: 1) })
         }
         let source = feedingName.flatMap { name in names[name].map { "\(name) (line \(self.source.line(of: $0.statement.range.start)))" } }
         feedingName = nil

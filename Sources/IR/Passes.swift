@@ -90,7 +90,11 @@ extension Graph {
     }
 
     /// Values that must be kept: loss, output, parameter gradients.
-    var keptValues: Set<ValueID> { Set(roots + gradients.compactMap { $0 }) }
+    var keptValues: IndexMask {
+        var kept = IndexMask(count: values.count)
+        for value in roots + gradients.compactMap({ $0 }) { kept.insert(value.index) }
+        return kept
+    }
 
     func line(_ location: SourceRange?) -> Int? {
         guard let location, let source else { return nil }
@@ -99,23 +103,20 @@ extension Graph {
 
     /// Why an intermediate value cannot disappear into a fused op, or nil when it can. `kept`: the
     /// graph's `keptValues`, computed once per pass (it has an entry per parameter).
-    func blocker(_ value: ValueID, users: Users, kept: Set<ValueID>) -> String? {
-        if kept.contains(value) { return "%\(self[value].name) is a graph output" }
+    func blocker(_ value: ValueID, users: Users, kept: IndexMask) -> String? {
+        if kept.contains(value.index) { return "%\(self[value].name) is a graph output" }
         if users[value.index].count > 1 { return "%\(self[value].name) has \(users[value.index].count) consumers" }
         return nil
     }
 
     /// Removes the nodes at the given indices.
-    mutating func removeNodes(_ indices: Set<Int>) {
+    mutating func removeNodes(_ removed: IndexMask) {
         // In place, keeping the order: no copy of the nodes that stay (passes run this on every graph).
-        guard !indices.isEmpty else { return }
+        guard !removed.isEmpty else { return }
         WorkCounter.count(nodes.count)
-        // A mask, not a hash lookup per node.
-        var removed = [Bool](repeating: false, count: nodes.count)
-        for index in indices { removed[index] = true }
         let kept = nodes.withUnsafeMutableBufferPointer { buffer in
             var kept = 0
-            for index in buffer.indices where !removed[index] {
+            for index in buffer.indices where !removed.contains(index) {
                 if kept != index { buffer.swapAt(kept, index) }
                 kept += 1
             }
@@ -123,6 +124,17 @@ extension Graph {
         }
         nodes.removeLast(nodes.count - kept)
     }
+}
+
+/// A set of node or value indices, as a mask over the graph: the passes mark some of a deep model's
+/// hundreds of thousands of nodes, and hashing each into a Set cost more than the pass's walk.
+struct IndexMask {
+    private var marks: [Bool]
+    private(set) var isEmpty = true
+    init(count: Int) { marks = [Bool](repeating: false, count: count) }
+    func contains(_ index: Int) -> Bool { marks[index] }
+    mutating func insert(_ index: Int) { marks[index] = true; isEmpty = false }
+    mutating func formUnion<S: Sequence>(_ indices: S) where S.Element == Int { for index in indices { insert(index) } }
 }
 
 /// A forward matmul (not a transposed one of the backward pass): where fuse-dense starts.
@@ -154,7 +166,7 @@ func fuseConvolution(_ graph: inout Graph, _ log: inout FusionLog) throws {
 /// optionally an element-wise activation, each the only consumer of the one before.
 func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: String,
                        matches: (Node) -> Bool, make: (ActivationFunction, Bool, Node) -> Op) throws {
-    var removed: Set<Int> = []
+    var removed = IndexMask(count: graph.nodes.count)
     let users = graph.users(), kept = graph.keptValues
     var replacements: [(Int, Node)] = []
     // By index, copying only the nodes that match (a copy of every node per pass adds up in long models).
@@ -209,11 +221,11 @@ func fuseProducerChain(_ graph: inout Graph, _ log: inout FusionLog, pass: Strin
 /// activation_grad → bias_grad ⇒ activation_grad+bias_grad (one pass over dy)
 func fuseActivationGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let users = graph.users()
-    var removed: Set<Int> = []
+    var removed = IndexMask(count: graph.nodes.count)
     // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
     for index in graph.nodes.indices {
+        guard case .activationGrad(let f) = graph.nodes[index].op else { continue }
         let node = graph.nodes[index]
-        guard case .activationGrad(let f) = node.op else { continue }
         let dz = node.results[0]
         let pattern = log.isRecording ? "\(f)_grad %\(graph[dz].name)" : ""
         guard f.backwardFusable else {
@@ -267,7 +279,7 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throw
 func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let producers = graph.producers()
     let users = graph.users(), kept = graph.keptValues
-    var removed: Set<Int> = []
+    var removed = IndexMask(count: graph.nodes.count)
     var replacements: [(Int, [Node])] = []
     for index in graph.nodes.indices {
         guard case .batchNormInference(let eps) = graph.nodes[index].op else { continue }
@@ -326,27 +338,27 @@ func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
 /// Removes nodes whose results nobody needs (keeping effects and the graph's roots).
 func eliminateDeadCode(_ graph: inout Graph, _ log: inout FusionLog) throws {
     var live = [Bool](repeating: false, count: graph.values.count)
-    for value in graph.keptValues { live[value.index] = true }
-    var keep = [Bool](repeating: false, count: graph.nodes.count)
+    for value in graph.roots + graph.gradients.compactMap({ $0 }) { live[value.index] = true }
+    var dead = IndexMask(count: graph.nodes.count)
+    // By index: `let node = graph.nodes[index]` would copy every node.
     for index in graph.nodes.indices.reversed() {
-        let node = graph.nodes[index]
         // Sources stay: they are the model's interface (parameters must be saved even if unused).
-        guard node.op.hasEffect || node.op.isSource || node.results.contains(where: { live[$0.index] }) else { continue }
-        keep[index] = true
-        for operand in node.operands { live[operand.index] = true }
+        let op = graph.nodes[index].op
+        guard op.hasEffect || op.isSource || graph.nodes[index].results.contains(where: { live[$0.index] }) else { dead.insert(index); continue }
+        for operand in graph.nodes[index].operands { live[operand.index] = true }
     }
-    graph.removeNodes(Set(graph.nodes.indices.filter { !keep[$0] }))
+    graph.removeNodes(dead)
 }
 
 /// act_grad(y, dy) → [bias_grad] → conv2d_weight_grad [+ conv2d_input_grad] ⇒ conv2d_backward:
 /// the conv kernel computes dz = dy ⊙ act'(y) on the fly, with db, dW and dx, in one call.
 func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
-    let users = graph.users()
-    var removed: Set<Int> = []
+    let users = graph.users(), kept = graph.keptValues
+    var removed = IndexMask(count: graph.nodes.count)
     // By index: the loop rewrites nodes in place, and an iterator would hold (and force a copy of) the array.
     for index in graph.nodes.indices {
+        guard case .activationGrad(let f) = graph.nodes[index].op else { continue }
         let node = graph.nodes[index]
-        guard case .activationGrad(let f) = node.op else { continue }
         let dz = node.results[0]
         let consumers = users[dz.index]
         guard let weightUser = consumers.first(where: { if case .conv2dWeightGrad = graph.nodes[$0].op { return true }; return false }),
@@ -356,7 +368,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throw
             log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
         }
         guard f.backwardFusable else { skip(f.derivativeFromOutput ? "\(f) is not supported by the conv kernel" : "\(f)'s derivative needs its input, the conv kernel sees only the output"); continue }
-        guard !graph.keptValues.contains(dz) else { skip("%\(graph[dz].name) is a graph output"); continue }
+        guard !kept.contains(dz.index) else { skip("%\(graph[dz].name) is a graph output"); continue }
         let biasUser = consumers.first { graph.nodes[$0].op == .biasGrad }
         let inputUser = consumers.first { if case .conv2dInputGrad(let g) = graph.nodes[$0].op { return g == geometry }; return false }
         let known = [weightUser] + [biasUser, inputUser].compactMap { $0 }
@@ -386,7 +398,7 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throw
 func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let producers = graph.producers()
     let users = graph.users()
-    var removed: Set<Int> = []
+    var removed = IndexMask(count: graph.nodes.count)
     var replacements: [(Int, Node)] = []
     for index in graph.nodes.indices {
         guard case .update(let update) = graph.nodes[index].op, graph.nodes[index].operands.count >= 2 else { continue }

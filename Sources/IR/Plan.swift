@@ -44,6 +44,25 @@ public struct Plan: Sendable {
     /// The largest arena a plan may ask for: the machine's physical memory.
     public static var defaultMemoryLimit: Int { Int(clamping: ProcessInfo.processInfo.physicalMemory) }
 
+    /// An upper bound on the arena of a plan of `graph` at `batch`, and of the graph the passes make
+    /// from it when they add no values (only fold-batchnorm does, on evaluation graphs): every value,
+    /// parameters included, in a buffer of its own. Nil when a tensor is over the limit or the sum
+    /// overflows (the plan says which). A bound within the machine's memory means a plan cannot fail
+    /// for memory, without running the passes and the planner.
+    public static func arenaBound(of graph: Graph, batch: Int) -> Int? {
+        guard batch >= 1 else { return nil }
+        var total = 0
+        for value in graph.values {
+            let (elements, overflow) = value.shape.rowElements.multipliedReportingOverflow(by: value.shape.batched ? batch : 1)
+            guard !overflow, elements <= maxTensorElements else { return nil }
+            // At most 2^31 elements of 8 bytes, rounded up to the alignment: no overflow.
+            let (sum, sumOverflow) = total.addingReportingOverflow((elements * graph.dtype.byteSize + 63) / 64 * 64)
+            guard !sumOverflow else { return nil }
+            total = sum
+        }
+        return total
+    }
+
     /// Plans `graph` for batches of up to `batch` rows. Values in `keep` (and the graph's roots and
     /// gradients) live to the end of the step so they can be read afterwards.
     public init(graph: Graph, batch: Int, keep: [ValueID] = [], memoryLimit: Int = Plan.defaultMemoryLimit) throws(PlanError) {
@@ -68,41 +87,49 @@ public struct Plan: Sendable {
         var persistent = [Bool](repeating: false, count: graph.values.count)
         let end = graph.nodes.count
         var lastUse = [Int](repeating: -1, count: graph.values.count)
-        for (position, node) in graph.nodes.enumerated() { for operand in node.operands { lastUse[operand.index] = position } }
-        let kept = Set(graph.roots + graph.gradients.compactMap { $0 } + keep)
-        for value in kept { lastUse[value.index] = end }
+        for position in graph.nodes.indices { for operand in graph.nodes[position].operands { lastUse[operand.index] = position } }
+        for value in graph.roots + graph.gradients.compactMap({ $0 }) + keep { lastUse[value.index] = end }
         // The input and target are never overwritten, so a plan can run again on the same data.
         var readOnly = [Bool](repeating: false, count: graph.values.count)
         func isInputOrTarget(_ op: Op) -> Bool {
             switch op { case .input, .target: return true; default: return false }
         }
-        for node in graph.nodes where isInputOrTarget(node.op) {
-            for r in node.results { readOnly[r.index] = true; lastUse[r.index] = end }
+        for position in graph.nodes.indices where isInputOrTarget(graph.nodes[position].op) {
+            for r in graph.nodes[position].results { readOnly[r.index] = true; lastUse[r.index] = end }
         }
         var inPlace: Set<Int> = []
         // The last use of any value in a storage class (a buffer may be written in place only when
         // every value in it is dead after this node, aliases included).
         var classLastUse = lastUse
 
-        // By name through dictionaries: a search per node would be quadratic in the model's depth.
+        // Each parameter and state by the value its source node makes (a search per node would be
+        // quadratic in the model's depth; a dictionary by name hashes every name).
         WorkCounter.count(graph.nodes.count + graph.values.count)
-        let parameterIndex = Dictionary(graph.parameters.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let stateIndex = Dictionary(graph.states.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
-        for (position, node) in graph.nodes.enumerated() {
-            if case .parameter(let name) = node.op {
-                let index = parameterIndex[name] ?? 0
-                storage[node.results[0].index] = .parameter(index)
-                persistent[node.results[0].index] = true
+        var parameterOf = [Int](repeating: -1, count: graph.values.count)
+        var stateOf = [Int](repeating: -1, count: graph.values.count)
+        for (index, parameter) in graph.parameters.enumerated().reversed() { parameterOf[parameter.value.index] = index }
+        for (index, state) in graph.states.enumerated().reversed() { stateOf[state.value.index] = index }
+        // By index: `for node in graph.nodes` copies every node.
+        for position in graph.nodes.indices {
+            let result = graph.nodes[position].results.first?.index ?? -1
+            switch graph.nodes[position].op {
+            case .parameter(let name):
+                guard result >= 0, parameterOf[result] >= 0 || graph.parameters.contains(where: { $0.name == name }) else {
+                    throw PlanError(message: "internal error: the parameter '\(name)' is not among the graph's parameters")
+                }
+                storage[result] = .parameter(parameterOf[result] >= 0 ? parameterOf[result] : graph.parameters.firstIndex { $0.name == name } ?? 0)
+                persistent[result] = true
                 continue
-            }
-            if case .state(let name) = node.op {
-                guard let index = stateIndex[name] else {
+            case .state(let name):
+                guard result >= 0, stateOf[result] >= 0 || graph.states.contains(where: { $0.name == name }) else {
                     throw PlanError(message: "internal error: the state '\(name)' is not among the graph's states")
                 }
-                storage[node.results[0].index] = .state(index)
-                persistent[node.results[0].index] = true
+                storage[result] = .state(stateOf[result] >= 0 ? stateOf[result] : graph.states.firstIndex { $0.name == name } ?? 0)
+                persistent[result] = true
                 continue
+            default: break
             }
+            let node = graph.nodes[position]
             // Reuse an operand's buffer: reshape always aliases; element-wise ops when the operand dies here.
             var reused: Int?
             if case .reshape = node.op, !persistent[node.operands[0].index] {
@@ -135,17 +162,22 @@ public struct Plan: Sendable {
         // Assign offsets: walk buffers by first use; free those whose last use is before; first fit.
         // The values of each class, by its root (an array per root, not a dictionary: a deep model
         // has hundreds of thousands).
+        // Members are listed in the order of their indices, so each list is sorted.
         var members = [[ValueID]](repeating: [], count: graph.values.count)
         for value in graph.values.indices where !persistent[value] && first[root(value)] != Int.max {
             members[root(value)].append(ValueID(value))
         }
         var buffers: [Buffer] = []
         var unplanned = 0
-        for (r, values) in members.enumerated() where !values.isEmpty {
-            let bytes = values.map { graph[$0].shape.elements(batch: batch) * elementBytes }.max() ?? 0
-            for value in values { unplanned += (graph[value].shape.elements(batch: batch) * elementBytes + alignment - 1) / alignment * alignment }
-            buffers.append(Buffer(values: values.sorted(), offset: 0, bytes: (bytes + alignment - 1) / alignment * alignment,
-                                  firstUse: first[r], lastUse: last[r]))
+        func aligned(_ bytes: Int) -> Int { (bytes + alignment - 1) / alignment * alignment }
+        for r in members.indices where !members[r].isEmpty {
+            var bytes = 0
+            for value in members[r] {
+                let valueBytes = graph[value].shape.elements(batch: batch) * elementBytes
+                bytes = max(bytes, valueBytes)
+                unplanned += aligned(valueBytes)
+            }
+            buffers.append(Buffer(values: members[r], offset: 0, bytes: aligned(bytes), firstUse: first[r], lastUse: last[r]))
         }
         buffers.sort { ($0.firstUse, $0.values[0]) < ($1.firstUse, $1.values[0]) }
         let arena = Plan.placeFirstFit(&buffers)
@@ -213,6 +245,8 @@ struct FirstFitSpace {
     private var offsets: [Int] = [], sizes: [Int] = [], largest: [Int] = []
     private var priorities: [UInt64] = [], left: [Int] = [], right: [Int] = []
     private var unused: [Int] = []
+    /// The walk down to a hole, kept between placements (not an array made per buffer).
+    private var path: [Int] = []
     private var root = -1
     private var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
     private var top = 0
@@ -225,7 +259,7 @@ struct FirstFitSpace {
         if root >= 0 && largest[root] >= bytes {
             // The leftmost hole that fits: left while the left subtree has one, else this node if it
             // fits, else right.
-            var path: [Int] = []
+            path.removeAll(keepingCapacity: true)
             var node = root
             while true {
                 WorkCounter.count(1)

@@ -125,12 +125,13 @@ let checkCommand = Command(
     let program = try loadModel(path, console: console)
     // The training graph must build too (autodiff), when the model has a loss; what it would need of
     // the machine's memory, planned after the passes, is a warning (the batch or the machine may
-    // change). (The passes only rewrite a valid graph: without a batch to plan, they are not run.)
+    // change). (The passes only rewrite a valid graph: without a batch to plan, they are not run; nor
+    // when every value of the training graph in a buffer of its own would fit, as no plan can need more.)
     if let shortfall = parameterMemoryShortfall(program, dtype: .f32) { console.error("\(path): warning: \(shortfall)") }
     if program.model.graph.loss != nil {
         let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training)
-        if let batch = program.settings.training.batch {
-            let optimized = try training.optimized(verify: verifyPasses, recordLog: false).graph
+        if let batch = program.settings.training.batch, (Plan.arenaBound(of: training, batch: batch) ?? .max) > Plan.defaultMemoryLimit {
+            let optimized = try (consume training).optimized(verify: verifyPasses, recordLog: false).graph
             do throws(PlanError) { _ = try Plan(graph: optimized, batch: batch) } catch { console.error("\(path): warning: \(error.message)") }
         }
     }

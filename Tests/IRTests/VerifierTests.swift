@@ -20,6 +20,20 @@ import Parser
         try graph.optimized(verify: true).graph.verify()
     }
 
+    /// A name given twice gets the first free suffix, a suffixed name given again a suffix of its own.
+    @Test func valueNamesStayUnique() throws {
+        var graph = Graph(dtype: .f32, source: nil)
+        let names = ["a", "a", "a.2", "a", "b", "a.2"].map { name in
+            let value = graph.newValue(name, .fixed(1))
+            return graph[value].name
+        }
+        #expect(names == ["a", "a.2", "a.2.2", "a.3", "b", "a.2.3"])
+        // Past the table's first growth, every name still found.
+        for k in 0..<300 { _ = graph.newValue("v\(k % 150)", .fixed(1)) }
+        #expect(Set(graph.values.map(\.name)).count == graph.values.count)
+        #expect(graph.values.filter { $0.name.hasPrefix("v149") }.map(\.name) == ["v149", "v149.2"])
+    }
+
     @Test func useBeforeDefinition() throws {
         var graph = try Self.graph()
         // Move the tanh before the matmul that feeds it.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import NNC
 @testable import IR
 @testable import Runtime
@@ -248,6 +249,40 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         let console = Console.capturing()
         #expect(runCommandLine(["compile", shippedModelsDirectory() + "/xor.nn", "--emit", "plan", "--batch", "9000000000000000000"], console: console) == 1)
         #expect(console.errors.contains("is too large"))
+    }
+
+    /// `check` skips the passes and the planner when the bound (every value in a buffer of its own)
+    /// fits: the bound must be above every plan, for every model and batch.
+    @Test func arenaBoundIsAboveThePlan() throws {
+        let texts = try shippedModelFiles().map { try String(contentsOfFile: $0, encoding: .utf8) }
+            + ["input 2\nfc 2->3\ntanh\nfc 3->1\ntanh\nloss mse", "input 8\nfc 8->8\nbatchnorm\nrelu as a\nfc 8->8\nadd a\nfc 8->2\nloss crossentropy"]
+        for text in texts {
+            let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: text))
+            guard program.model.graph.loss != nil else { continue }
+            let training = try program.trainingGraph(dtype: .f32, settings: program.settings.training)
+            let optimized = try training.optimized(recordLog: false).graph
+            for batch in [1, 7, 128] {
+                let bound = try #require(Plan.arenaBound(of: training, batch: batch))
+                let arena = try Plan(graph: optimized, batch: batch).arenaBytes
+                #expect(arena <= bound, "\(text.prefix(40)): batch \(batch) plans \(arena) bytes, the bound says \(bound)")
+                #expect(arena <= Plan.arenaBound(of: optimized, batch: batch) ?? 0)
+            }
+            #expect(Plan.arenaBound(of: training, batch: 1 << 40) == nil)
+        }
+    }
+
+    /// A batch whose working memory does not fit the machine: `check` warns (through the plan).
+    @Test func checkWarnsAboutABatchThatDoesNotFit() throws {
+        let path = try scratchDirectory("check-batch").appendingPathComponent("big.nn").path
+        // 64 layers whose outputs the backward pass keeps, each just under 2^31 elements (8 GiB): more
+        // than any machine here has.
+        let rows = (1 << 31) / 1024 - 1
+        let layers = Array(repeating: "fc 1024->1024\ntanh", count: 64).joined(separator: "\n")
+        try "input 1024\n\(layers)\nloss mse\ntrain sgd lr 0.1 batch \(rows)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let console = Console.capturing()
+        #expect(runCommandLine(["check", path], console: console) == 0)
+        #expect(console.errors.contains("warning: batch \(rows) needs"), "\(console.errors)")
+        #expect(console.errors.contains("working memory"))
     }
 
     @Test func planReportsSavingsAndInPlaceOps() throws {
