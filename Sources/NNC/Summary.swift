@@ -12,7 +12,7 @@ func summaryTable(_ model: LoweredModel, path: String) -> String {
                      grouped(layer.parameters), grouped(layer.flops)] + (graphColumn ? [layer.source ?? ""] : []))
     }
     // Each cell's width counted once, the table built as bytes (a model can have 100,000 layers).
-    let counts = rows.map { $0.map(displayWidth) }
+    let counts = rows.map { $0.map(\.count) }
     let widths = rows[0].indices.map { column in counts.map { $0[column] }.max() ?? 0 }
     let rule = String(repeating: "─", count: widths.reduce(0, +) + 2 * (widths.count - 1))
     var bytes: [UInt8] = []
@@ -44,22 +44,15 @@ func summaryTable(_ model: LoweredModel, path: String) -> String {
     return out
 }
 
-/// The columns a cell takes: its characters (its bytes, without counting grapheme clusters, when
-/// it is ASCII, as table cells almost always are).
-func displayWidth(_ text: String) -> Int {
-    text.utf8.allSatisfy { $0 < 0x80 } ? text.utf8.count : text.count
-}
-
 /// 1234567 → "1,234,567"
 func grouped(_ value: Int) -> String {
-    let digits = Array(String(value.magnitude).utf8)
-    var out: [UInt8] = value < 0 ? [UInt8(ascii: "-")] : []
-    out.reserveCapacity(digits.count * 4 / 3 + 1)
-    for (i, digit) in digits.enumerated() {
-        if i > 0, (digits.count - i) % 3 == 0 { out.append(UInt8(ascii: ",")) }
-        out.append(digit)
+    let digits = String(abs(value))
+    var out = ""
+    for (i, c) in digits.enumerated() {
+        if i > 0, (digits.count - i) % 3 == 0 { out += "," }
+        out.append(c)
     }
-    return String(decoding: out, as: UTF8.self)
+    return (value < 0 ? "-" : "") + out
 }
 
 func bytesText(_ bytes: Int) -> String {
