@@ -193,15 +193,19 @@ public struct Graph: Sendable {
         names.reserveCapacity(valueCount)
     }
 
-    /// Appends a node, applying the op's shape rule. Returns its results.
-    @discardableResult
-    public mutating func add(_ op: Op, _ operands: [ValueID], names: [String], at location: SourceRange?, phase: Phase) throws(IRError) -> [ValueID] {
-        let shapes: [Shape]
+    /// The op's shape rule applied to the operands, its error placed at the statement.
+    private func resultShapes(_ op: Op, _ operands: [ValueID], at location: SourceRange?) throws(IRError) -> [Shape] {
         do {
-            shapes = try op.resultShapes(operands.map { self[$0].shape })
+            return try op.resultShapes(operands.map { self[$0].shape })
         } catch {
             throw IRError(error.message, at: location, in: source)
         }
+    }
+
+    /// Appends a node, applying the op's shape rule. Returns its results.
+    @discardableResult
+    public mutating func add(_ op: Op, _ operands: [ValueID], names: [String], at location: SourceRange?, phase: Phase) throws(IRError) -> [ValueID] {
+        let shapes = try resultShapes(op, operands, at: location)
         guard shapes.count == names.count else { throw IRError("\(op.name) makes \(shapes.count) results, \(names.count) names given", at: location, in: source) }
         // A plain loop: a closure over `self` here cost a retain and release per value.
         var results: [ValueID] = []
@@ -214,12 +218,7 @@ public struct Graph: Sendable {
 
     /// Appends a single-result node (without the arrays of names and results `add` takes and makes).
     public mutating func add1(_ op: Op, _ operands: [ValueID], name: String, at location: SourceRange?, phase: Phase) throws(IRError) -> ValueID {
-        let shapes: [Shape]
-        do {
-            shapes = try op.resultShapes(operands.map { self[$0].shape })
-        } catch {
-            throw IRError(error.message, at: location, in: source)
-        }
+        let shapes = try resultShapes(op, operands, at: location)
         guard shapes.count == 1 else { throw IRError("\(op.name) makes \(shapes.count) results, 1 name given", at: location, in: source) }
         let result = newValue(name, shapes[0])
         WorkCounter.count(1)

@@ -109,22 +109,24 @@ public struct Plan: Sendable {
         var stateOf = [Int](repeating: -1, count: graph.values.count)
         for (index, parameter) in graph.parameters.enumerated().reversed() { parameterOf[parameter.value.index] = index }
         for (index, state) in graph.states.enumerated().reversed() { stateOf[state.value.index] = index }
+        /// A source node's index among the parameters or states: by its value, else by its name.
+        func persistentIndex(_ result: Int, _ byValue: [Int], _ kind: String, _ name: String, byName: () -> Int?) throws(PlanError) -> Int {
+            if result >= 0, byValue[result] >= 0 { return byValue[result] }
+            guard result >= 0, let index = byName() else {
+                throw PlanError(message: "internal error: the \(kind) '\(name)' is not among the graph's \(kind)s")
+            }
+            return index
+        }
         // By index: `for node in graph.nodes` copies every node.
         for position in graph.nodes.indices {
             let result = graph.nodes[position].results.first?.index ?? -1
             switch graph.nodes[position].op {
             case .parameter(let name):
-                guard result >= 0, parameterOf[result] >= 0 || graph.parameters.contains(where: { $0.name == name }) else {
-                    throw PlanError(message: "internal error: the parameter '\(name)' is not among the graph's parameters")
-                }
-                storage[result] = .parameter(parameterOf[result] >= 0 ? parameterOf[result] : graph.parameters.firstIndex { $0.name == name } ?? 0)
+                storage[result] = .parameter(try persistentIndex(result, parameterOf, "parameter", name) { graph.parameters.firstIndex { $0.name == name } })
                 persistent[result] = true
                 continue
             case .state(let name):
-                guard result >= 0, stateOf[result] >= 0 || graph.states.contains(where: { $0.name == name }) else {
-                    throw PlanError(message: "internal error: the state '\(name)' is not among the graph's states")
-                }
-                storage[result] = .state(stateOf[result] >= 0 ? stateOf[result] : graph.states.firstIndex { $0.name == name } ?? 0)
+                storage[result] = .state(try persistentIndex(result, stateOf, "state", name) { graph.states.firstIndex { $0.name == name } })
                 persistent[result] = true
                 continue
             default: break
