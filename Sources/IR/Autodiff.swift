@@ -105,8 +105,8 @@ extension Op {
             return []
         case .activationGrad, .softmaxGrad, .logSoftmaxGrad, .preluGrad, .padGrad, .nllLossGrad, .sliceChannels, .batchNormGrad,
              .batchNormInference, .batchNormFold, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
-             .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .update,
-             .dense, .convFused, .activationGradBias, .convBackward, .matmulUpdate:
+             .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update,
+             .dense, .convFused, .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate:
             throw AutodiffError(op: name, location: at, source: graph.source)
         }
     }

@@ -181,6 +181,12 @@ public enum Op: Hashable, Sendable {
     case softmaxCrossEntropy
     /// from (logits, labels, dL): (softmax(logits) − onehot) · dL / N
     case softmaxCrossEntropyGrad
+    /// Σ (p − y)² over every element of (p, y), divided by the element count when `mean`: the sub,
+    /// pow 2 and mean (or sum) of `loss mse` (`sse`) in one pass.
+    case squaredError(mean: Bool)
+    /// from (p, y, dL): 2(p − y) · dL (/ the element count when `mean`), the gradient of squaredError
+    /// for p in one pass (its broadcast and pow 2 gradient).
+    case squaredErrorGrad(mean: Bool)
 
     /// Updates a parameter in place from its gradient (and its state operands). No results.
     indirect case update(OptimizerUpdate)
@@ -199,6 +205,9 @@ public enum Op: Hashable, Sendable {
     /// epilogue, tile by tile: operands a, b (as for matmul), the parameter, then its state (velocity);
     /// result the gradient.
     indirect case matmulUpdate(transposeA: Bool, transposeB: Bool, OptimizerUpdate)
+    /// activationGradBias (with bias) that then takes the bias's SGD step from the db it computed:
+    /// operands y, dy, the bias, then its state (velocity); results dz, db.
+    indirect case activationGradBiasUpdate(ActivationFunction, OptimizerUpdate)
 
     /// The printed name.
     public var name: String {
@@ -251,12 +260,15 @@ public enum Op: Hashable, Sendable {
         case .binaryCrossEntropyGrad: return "bce_grad"
         case .softmaxCrossEntropy: return "softmax_cross_entropy"
         case .softmaxCrossEntropyGrad: return "softmax_cross_entropy_grad"
+        case .squaredError(let mean): return mean ? "mse" : "sse"
+        case .squaredErrorGrad(let mean): return mean ? "mse_grad" : "sse_grad"
         case .update(let u): return "update \(u)"
         case .matmulUpdate(let ta, let tb, let u): return Op.matmul(transposeA: ta, transposeB: tb).name + "+update \(u)"
         case .dense(let f, let bias): return "dense" + (bias ? "" : ".nobias") + (f == .identity ? "" : " \(f)")
         case .convFused(let g, let f, let bias):
             return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " \(g)"
         case .activationGradBias(let f, let bias): return "\(f)_grad" + (bias ? "+bias_grad" : "")
+        case .activationGradBiasUpdate(let f, let u): return "\(f)_grad+bias_grad+update \(u)"
         case .convBackward(let g, let f, _, _): return "conv2d_backward" + (f == .identity ? "" : ".\(f)") + " \(g)"
         }
     }
@@ -264,11 +276,11 @@ public enum Op: Hashable, Sendable {
     /// Element-wise ops whose result may take an operand's buffer (in-place).
     public var elementwise: Bool {
         switch self {
-        case .biasAdd, .add, .subtract, .multiply, .scale, .activation, .activationGrad, .activationGradBias: return true
+        case .biasAdd, .add, .subtract, .multiply, .scale, .activation, .activationGrad, .activationGradBias, .activationGradBiasUpdate: return true
         case .input, .target, .parameter, .state, .matmul, .softmax, .softmaxGrad, .constant, .biasGrad, .sumAll, .meanAll,
              .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask,
              .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
-             .softmaxCrossEntropyGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate, .concat, .sliceChannels,
+             .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate, .concat, .sliceChannels,
              .batchNorm, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad:
             return false
         }
@@ -278,13 +290,13 @@ public enum Op: Hashable, Sendable {
     public var hasEffect: Bool {
         switch self {
         // Batch norm in training mode also updates its running statistics.
-        case .update, .matmulUpdate, .batchNorm: return true
+        case .update, .matmulUpdate, .activationGradBiasUpdate, .batchNorm: return true
         case .concat, .sliceChannels, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad,
              .input, .target, .parameter, .state, .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad,
              .add, .subtract, .multiply, .scale, .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d,
              .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask, .crossEntropy,
              .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
-             .softmaxCrossEntropyGrad, .dense, .convFused, .activationGradBias, .convBackward:
+             .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .dense, .convFused, .activationGradBias, .convBackward:
             return false
         }
     }
@@ -296,8 +308,8 @@ public enum Op: Hashable, Sendable {
         case .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad, .add, .subtract, .multiply, .scale,
              .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool,
              .poolGrad, .reshape, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
-             .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .update, .dense, .convFused,
-             .activationGradBias, .convBackward, .matmulUpdate, .concat, .sliceChannels, .batchNorm, .batchNormGrad,
+             .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update, .dense, .convFused,
+             .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate, .concat, .sliceChannels, .batchNorm, .batchNormGrad,
              .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad:
             return false
         }
@@ -493,8 +505,10 @@ extension Op {
                 throw IRError("\(name) needs logits [N,C] and labels [N], got \(operands[0]) and \(operands[1])")
             }
             return [.scalar]
-        case .binaryCrossEntropy:
+        case .binaryCrossEntropy, .squaredError:
             try need(2); try same(operands[0], operands[1]); return [.scalar]
+        case .squaredErrorGrad:
+            try need(3); try same(operands[0], operands[1]); return [operands[0]]
         case .crossEntropyGrad, .softmaxCrossEntropyGrad, .binaryCrossEntropyGrad, .nllLossGrad:
             try need(3); return [operands[0]]
         case .update(let u):
@@ -524,6 +538,11 @@ extension Op {
         case .activationGradBias(_, let bias):
             try need(2); try same(operands[0], operands[1])
             return bias ? [operands[0], try Op.biasGrad.resultShapes([operands[0]])[0]] : [operands[0]]
+        case .activationGradBiasUpdate(let f, let u):
+            try need(3 + u.stateNames.count)
+            let shapes = try Op.activationGradBias(f, bias: true).resultShapes(Array(operands.prefix(2)))
+            for operand in operands.dropFirst(2) { try same(shapes[1], operand) }
+            return shapes
         }
     }
 
@@ -573,6 +592,8 @@ extension Op {
         case .activationGrad(let f): return out * max(1, f.flopsPerElement)
         case .softmax, .softmaxGrad: return 5 * out
         case .activationGradBias(let f, let bias): return out * (max(1, f.flopsPerElement) + (bias ? 1 : 0))
+        case .activationGradBiasUpdate(let f, let u):
+            return Op.activationGradBias(f, bias: true).flops(operands: operands, results: results) + Op.update(u).flops(operands: [results[1]], results: [])
         case .update(let u):
             let n = count(operands[0])
             switch u { case .sgd: return 4 * n; case .adam: return 12 * n }
@@ -583,7 +604,7 @@ extension Op {
             // one operation per element of the largest operand
             return operands.map(count).max() ?? 0
         case .crossEntropy, .softmaxCrossEntropy, .binaryCrossEntropy, .crossEntropyGrad, .softmaxCrossEntropyGrad,
-             .binaryCrossEntropyGrad:
+             .binaryCrossEntropyGrad, .squaredError, .squaredErrorGrad:
             return 3 * count(operands[0])
         }
     }

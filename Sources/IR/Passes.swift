@@ -41,6 +41,9 @@ public let optimizationPasses: [Pass] = [
     // softmax → cross_entropy (and its backward) becomes one numerically stable op on the logits
     Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy",
          startsAt: { $0.op == .crossEntropy || $0.op == .softmaxGrad }, run: fuseSoftmaxCrossEntropy),
+    // sub → pow 2 → mean (loss mse), and its gradient, each become one pass over the prediction and target
+    Pass(name: "fuse-squared-error", summary: "sub + pow 2 + mean|sum → mse|sse (and its gradient → mse_grad|sse_grad)",
+         startsAt: { $0.op == .meanAll || $0.op == .sumAll }, run: fuseSquaredError),
     // an evaluation-mode batch norm after a conv or fc scales its weights and bias instead
     Pass(name: "fold-batchnorm", summary: "conv2d/matmul [+ bias_add] + batchnorm.eval → batchnorm_fold + conv2d/matmul + bias_add",
          startsAt: { if case .batchNormInference = $0.op { return true }; return false }, run: foldBatchNorm),
@@ -54,8 +57,8 @@ public let optimizationPasses: [Pass] = [
     // activation gradient and bias gradient computed in one pass over the output gradient
     Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy",
          startsAt: { if case .activationGrad = $0.op { return true }; return false }, run: fuseActivationGradient),
-    // a weight gradient's matmul takes the parameter's SGD step in its epilogue
-    Pass(name: "fuse-update", summary: "matmul (weight gradient) + sgd update → one GEMM",
+    // a weight gradient's matmul takes the parameter's SGD step in its epilogue, a bias gradient's pass the bias's
+    Pass(name: "fuse-update", summary: "matmul (weight gradient) + sgd update → one GEMM; activation_grad+bias_grad + the bias's sgd update → one pass",
          startsAt: { if case .update = $0.op { return true }; return false }, run: fuseUpdate),
     // nodes whose results nobody uses
     Pass(name: "dce", summary: "dead-code elimination", startsAt: { _ in true }, run: eliminateDeadCode),
@@ -271,6 +274,61 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throw
     }
 }
 
+/// sub → pow 2 → mean (sum), how `loss mse` (`sse`) lowers, ⇒ one mse (sse) op on the sub's operands;
+/// in a training graph its gradient too, broadcast_mean (broadcast) → pow 2's gradient ⇒ mse_grad
+/// (sse_grad) on the same operands and the loss's gradient. Same operations in the same order, so the
+/// same numbers; the sub, pow and broadcast are left without users (dce removes them).
+func fuseSquaredError(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    let producers = graph.producers()
+    let users = graph.users(), kept = graph.keptValues
+    for index in graph.nodes.indices {
+        let node = graph.nodes[index]
+        let mean: Bool
+        switch node.op {
+        case .meanAll: mean = true
+        case .sumAll: mean = false
+        default: continue
+        }
+        let squared = node.operands[0]
+        guard let power = producers[squared.index], graph.nodes[power].op == .activation(.pow(2)) else { continue }
+        let difference = graph.nodes[power].operands[0]
+        guard let subtraction = producers[difference.index], graph.nodes[subtraction].op == .subtract else { continue }
+        let pattern = log.isRecording ? "sub %\(graph[difference].name) + pow(2) %\(graph[squared].name) + \(node.op.name) %\(graph[node.results[0]].name)" : ""
+        func skip(_ reason: String) {
+            log.append(.init(pass: "fuse-squared-error", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
+        }
+        if kept.contains(difference.index) || kept.contains(squared.index) { skip("an intermediate value is a graph output"); continue }
+        // The gradient's nodes, when this is a training graph: the broadcast of the loss's gradient (which
+        // reads the squares for their shape only) and pow 2's gradient, its one user.
+        var gradient: (broadcast: Int, powerGradient: Int)?
+        let squaredUsers = users[squared.index].filter { $0 != index }
+        if let broadcast = squaredUsers.first {
+            guard squaredUsers.count == 1, graph.nodes[broadcast].op == .broadcast(mean: mean),
+                  graph.nodes[broadcast].operands.count == 2, graph.nodes[broadcast].operands[1] == squared else {
+                skip("%\(graph[squared].name) has other consumers"); continue
+            }
+            let spread = graph.nodes[broadcast].results[0]
+            guard !kept.contains(spread.index), users[spread.index].count == 1, let powerGradient = users[spread.index].first,
+                  graph.nodes[powerGradient].op == .activationGrad(.pow(2)), graph.nodes[powerGradient].operands == [difference, spread] else {
+                skip("the gradient of %\(graph[squared].name) is not pow 2's gradient alone"); continue
+            }
+            gradient = (broadcast, powerGradient)
+        }
+        guard users[difference.index].allSatisfy({ $0 == power || $0 == gradient?.powerGradient }) else {
+            skip("%\(graph[difference].name) has other consumers"); continue
+        }
+        let sides = graph.nodes[subtraction].operands
+        graph.nodes[index] = Node(op: .squaredError(mean: mean), operands: sides, results: node.results, location: node.location, phase: node.phase)
+        if let gradient {
+            let powerGradient = graph.nodes[gradient.powerGradient]
+            graph.nodes[gradient.powerGradient] = Node(op: .squaredErrorGrad(mean: mean), operands: ValueList(Array(sides) + [graph.nodes[gradient.broadcast].operands[0]]),
+                                                       results: powerGradient.results, location: powerGradient.location, phase: powerGradient.phase)
+        }
+        log.append(.init(pass: "fuse-squared-error", pattern: pattern + (gradient == nil ? "" : " and its gradient"), fused: true, reason: "",
+                         location: node.location, line: graph.line(node.location)))
+    }
+}
+
 /// conv2d/matmul [→ bias_add] → batchnorm.eval ⇒ batchnorm_fold (W' = W·s, b' = (b − mean)·s + β,
 /// s = γ/√(var + eps)) → conv2d/matmul with W' → bias_add b'. The fold runs in every step (its cost is
 /// the weights' size), so the parameters may change between steps (evaluation during training).
@@ -409,13 +467,29 @@ func fuseUpdate(_ graph: inout Graph, _ log: inout FusionLog) throws {
             log.append(.init(pass: "fuse-update", pattern: pattern, fused: false, reason: reason, location: node.location, line: graph.line(node.location)))
         }
         guard case .sgd = update else { skip("only sgd steps are fused"); continue }
-        guard let producer = producers[gradient.index], case .matmul(let ta, let tb) = graph.nodes[producer].op else {
-            skip("its gradient %\(graph[gradient].name) is not computed by a matmul"); continue
+        guard let producer = producers[gradient.index] else {
+            skip("its gradient %\(graph[gradient].name) is not computed by a matmul or an activation's bias gradient"); continue
         }
-        guard !removed.contains(producer), producer < index else { skip("the matmul is already fused"); continue }
-        // Readers of the parameter or its state after the matmul, other than this update.
+        guard !removed.contains(producer), producer < index else { skip("its gradient's node is already fused"); continue }
+        // Readers of the parameter or its state after the gradient's node, other than this update.
         let touched = [parameter] + node.operands.dropFirst(2)
         let laterReaders = touched.flatMap { users[$0.index] }.filter { $0 > producer && $0 != index }
+        if case .activationGradBias(let f, bias: true) = graph.nodes[producer].op, graph.nodes[producer].results[1] == gradient {
+            // A bias's step right after the pass that summed its gradient: one instruction less per
+            // bias (a tiny network's step is mostly instructions). Its dz is read right after, so the
+            // node cannot move to the update's place.
+            guard laterReaders.isEmpty else { skip("%\(graph[parameter].name) is read after its gradient"); continue }
+            let gradientNode = graph.nodes[producer]
+            replacements.append((producer, Node(op: .activationGradBiasUpdate(f, update), operands: ValueList(Array(gradientNode.operands) + touched),
+                                                results: gradientNode.results, location: gradientNode.location, phase: gradientNode.phase)))
+            removed.insert(index)
+            log.append(.init(pass: "fuse-update", pattern: "\(gradientNode.op.name) %\(graph[gradient].name) + " + pattern, fused: true, reason: "",
+                             location: node.location, line: graph.line(node.location)))
+            continue
+        }
+        guard case .matmul(let ta, let tb) = graph.nodes[producer].op else {
+            skip("its gradient %\(graph[gradient].name) is not computed by a matmul or an activation's bias gradient"); continue
+        }
         let matmul = graph.nodes[producer]
         let fused = Node(op: .matmulUpdate(transposeA: ta, transposeB: tb, update),
                          operands: Array(matmul.operands.prefix(2)) + [parameter] + Array(node.operands.dropFirst(2)),

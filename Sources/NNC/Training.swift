@@ -319,8 +319,13 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
         let firstStep = epoch == job.startEpoch ? job.startStep : 0
         state.checkpoint.interruption = nil
         let epochStart = DispatchTime.now().uptimeNanoseconds
+        // The steps' time runs from the epoch's start to the last step's end, everything the loop
+        // does included (what the peers' loops time too), evaluation after the epoch not. The clock
+        // is read about every 20 µs and at the epoch's last step: a read costs tens of nanoseconds,
+        // a tiny network's step a few hundred (a step's report may be that much behind).
+        var stepsEnd = epochStart, clockEvery = 1
+        var clocked = (step: firstStep, seen: seen)
         for step in firstStep..<stepsPerEpoch {
-            let stepStart = DispatchTime.now().uptimeNanoseconds
             // The schedule's rate (and onecycle's momentum) for this step.
             session.learningRateFactor = settings.learningRateFactor(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
             session.momentumOverride = settings.schedule.momentum(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
@@ -335,8 +340,6 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
             }
             if hasDropout { session.reseed(derivedSeed(settings.seed, epoch, step + 1)) }
             session.run(rows == batch ? full : partial)
-            // Time of the step including the batch's data copy (what the peers' loops time too).
-            seconds += Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9
             let loss = session.lossValue
             guard loss.isFinite else {
                 throw InputError("training stopped: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch + 1), step \(step + 1); nothing was written (try a smaller learning rate, e.g. --lr \(formatNumber(settings.learningRate / 10)))")
@@ -348,10 +351,18 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
             }
             steps += 1
             samples += rows
-            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+            if step + 1 - clocked.step >= clockEvery || step == stepsPerEpoch - 1 {
+                let now = DispatchTime.now().uptimeNanoseconds
+                seconds += Double(now - stepsEnd) / 1e9
+                clockEvery = max(1, min(1024, (step + 1 - clocked.step) * 20_000 / max(1, Int(now - stepsEnd))))
+                stepsEnd = now
+                clocked = (step + 1, seen)
+            }
+            // The rate and time left as of the last clock read.
+            let elapsed = Double(stepsEnd - epochStart) / 1e9
             let report = StepReport(epoch: epoch + 1, epochs: job.endEpoch, step: step + 1, steps: stepsPerEpoch,
-                                    loss: sumLoss ? lossSum : lossSum / Double(seen), samplesPerSecond: Double(seen) / max(elapsed, 1e-9),
-                                    secondsLeftInEpoch: elapsed / Double(step + 1 - firstStep) * Double(stepsPerEpoch - step - 1))
+                                    loss: sumLoss ? lossSum : lossSum / Double(seen), samplesPerSecond: Double(clocked.seen) / max(elapsed, 1e-9),
+                                    secondsLeftInEpoch: elapsed / Double(max(1, clocked.step - firstStep)) * Double(stepsPerEpoch - step - 1))
             if onEvent(.step(report)) == .stop {
                 state.take(store)
                 state.checkpoint.epochsDone = epoch

@@ -190,8 +190,8 @@ struct Exporter {
             case .matmul, .target, .activationGrad, .softmaxGrad, .subtract, .constant, .biasGrad, .sumAll, .meanAll, .broadcast,
                  .conv2dInputGrad, .conv2dWeightGrad, .poolGrad, .sliceChannels, .batchNorm, .batchNormGrad, .batchNormFold,
                  .logSoftmaxGrad, .nllLoss, .nllLossGrad, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
-                 .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .update, .dense, .convFused,
-                 .activationGradBias, .convBackward, .matmulUpdate, .preluGrad, .padGrad:
+                 .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update, .dense, .convFused,
+                 .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate, .preluGrad, .padGrad:
                 throw unsupported(node)
             }
         }

@@ -87,6 +87,8 @@ enum Instruction<T: KernelScalar> {
     case activationGrad(ActivationFunction, v: P, dy: P, dx: P, count: Int)
     case softmaxGrad(y: P, dy: P, dx: P, rows: Int, columns: Int)
     case activationGradBias(ActivationFunction, y: P, dy: P, dz: P, db: P, outer: Int, channels: Int, inner: Int)
+    /// activationGradBias, then the bias's SGD step from db (lr: the rate as given, as for gemmUpdate).
+    case activationGradBiasUpdate(ActivationFunction, y: P, dy: P, dz: P, db: P, outer: Int, channels: Int, inner: Int, update: SGDStep<T>, lr: Double)
     case add(a: P, b: P, c: P, count: Int)
     case subtract(a: P, b: P, c: P, count: Int)
     case multiply(a: P, b: P, c: P, count: Int)
@@ -102,6 +104,8 @@ enum Instruction<T: KernelScalar> {
     case crossEntropyGrad(p: P, labels: P, dLoss: P, dp: P, rows: Int, classes: Int)
     case binaryCrossEntropy(p: P, y: P, loss: P, count: Int)
     case binaryCrossEntropyGrad(p: P, y: P, dLoss: P, dp: P, count: Int)
+    case squaredError(p: P, y: P, loss: P, count: Int, mean: Bool)
+    case squaredErrorGrad(p: P, y: P, dLoss: P, dp: P, count: Int, mean: Bool)
     /// lr: the rate as given; each step takes it times the schedule's factor.
     case sgd(p: P, g: P, velocity: P?, count: Int, lr: Double, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
@@ -364,10 +368,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
                  bias: bias.map { UnsafePointer($0) }, activation: activation, packedB: packedB, context: context)
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update, lr):
-            var step = update
-            step.lr = T(lr * learningRateFactor)
-            if let momentumOverride { step.momentum = T(momentumOverride) }
-            gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: step, context: context)
+            gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: scheduled(update, lr: lr), context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
         case let .activation(f, x, y, count): activationForward(f, x, y, count)
         case let .softmax(x, y, rows, columns): softmaxForward(x, y, rows: rows, columns: columns)
@@ -375,6 +376,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .softmaxGrad(y, dy, dx, rows, columns): softmaxBackward(y, dy, dx, rows: rows, columns: columns)
         case let .activationGradBias(f, y, dy, dz, db, outer, channels, inner):
             activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
+        case let .activationGradBiasUpdate(f, y, dy, dz, db, outer, channels, inner, update, lr):
+            activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
+            scheduled(update, lr: lr).apply(gradient: db, at: 0, count: channels)
         case let .add(a, b, c, count): for i in 0..<count { c[i] = a[i] + b[i] }
         case let .subtract(a, b, c, count): for i in 0..<count { c[i] = a[i] - b[i] }
         case let .multiply(a, b, c, count): for i in 0..<count { c[i] = a[i] * b[i] }
@@ -398,6 +402,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             crossEntropyBackward(p, labels, dLoss.pointee, dp, rows: rows, classes: classes)
         case let .binaryCrossEntropy(p, y, loss, count): loss.pointee = T(binaryCrossEntropy(p, y, count: count))
         case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count)
+        case let .squaredError(p, y, loss, count, mean): loss.pointee = T(Runtime.squaredError(p, y, count: count, mean: mean))
+        case let .squaredErrorGrad(p, y, dLoss, dp, count, mean): squaredErrorBackward(p, y, dLoss.pointee, dp, count: count, mean: mean)
         case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
             sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * learningRateFactor), momentum: momentumOverride.map { T($0) } ?? momentum,
                       nesterov: nesterov, decay: decay, context: context)
@@ -444,6 +450,15 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
+    /// A fused SGD step with this step's rate (the schedule's factor) and momentum (onecycle's).
+    @inline(__always)
+    private func scheduled(_ update: SGDStep<T>, lr: Double) -> SGDStep<T> {
+        var step = update
+        step.lr = T(lr * learningRateFactor)
+        if let momentumOverride { step.momentum = T(momentumOverride) }
+        return step
+    }
+
     private func makeExecutable(batch: Int) throws -> Executable<T> {
         let graph = plan.graph
         var instructions: [Instruction<T>] = []
@@ -464,7 +479,6 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 return f
             }
             var made: Instruction<T>?
-            var following: Instruction<T>?
             switch node.op {
             case .input, .target, .parameter, .state: break
             case .softmax:
@@ -482,18 +496,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
                 guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps run in a GEMM epilogue") }
                 let velocity = operands.count > 3 ? operands[3] : nil
-                if m * n * k <= gemmTinyThreshold {
-                    // Tiny products (the XOR network's) run faster as the plain GEMM and step.
-                    made = .gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                                 c: results[0], ldc: n, bias: nil, activation: .identity, packedB: nil)
-                    following = .sgd(p: operands[2], g: results[0], velocity: velocity, count: m * n,
-                                     lr: lr, momentum: T(momentum), nesterov: nesterov, decay: T(decay))
-                } else {
-                    let step = SGDStep(parameter: operands[2], velocity: velocity, lr: T(lr), momentum: T(momentum),
-                                       nesterov: nesterov, decay: T(decay))
-                    made = .gemmUpdate(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
-                                       c: results[0], update: step, lr: lr)
-                }
+                let step = SGDStep(parameter: operands[2], velocity: velocity, lr: T(lr), momentum: T(momentum),
+                                   nesterov: nesterov, decay: T(decay))
+                made = .gemmUpdate(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
+                                   c: results[0], update: step, lr: lr)
             case .dense(let f, let bias):
                 let a = operandDims[0], b = operandDims[1]
                 made = .gemm(transA: false, transB: false, m: a[0], n: b[1], k: a[1], a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
@@ -513,6 +519,13 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 } else {
                     made = .activationGrad(try fused(f, backward: true), v: operands[0], dy: operands[1], dx: results[0], count: count(resultDims[0]))
                 }
+            case .activationGradBiasUpdate(let f, let update):
+                let (outer, channels, inner) = channelLayout(operandDims[0])
+                guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps are fused into a bias gradient") }
+                let step = SGDStep(parameter: operands[2], velocity: operands.count > 3 ? operands[3] : nil, lr: T(lr), momentum: T(momentum),
+                                   nesterov: nesterov, decay: T(decay))
+                made = .activationGradBiasUpdate(try fused(f, backward: true), y: operands[0], dy: operands[1], dz: results[0], db: results[1],
+                                                 outer: outer, channels: channels, inner: inner, update: step, lr: lr)
             case .add: made = .add(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
             case .subtract: made = .subtract(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
             case .multiply: made = .multiply(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
@@ -536,6 +549,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .binaryCrossEntropy: made = .binaryCrossEntropy(p: operands[0], y: operands[1], loss: results[0], count: count(operandDims[0]))
             case .binaryCrossEntropyGrad:
                 made = .binaryCrossEntropyGrad(p: operands[0], y: operands[1], dLoss: operands[2], dp: results[0], count: count(operandDims[0]))
+            case .squaredError(let mean):
+                made = .squaredError(p: operands[0], y: operands[1], loss: results[0], count: count(operandDims[0]), mean: mean)
+            case .squaredErrorGrad(let mean):
+                made = .squaredErrorGrad(p: operands[0], y: operands[1], dLoss: operands[2], dp: results[0], count: count(operandDims[0]), mean: mean)
             case .update(let update):
                 let n = count(operandDims[0])
                 switch update {
@@ -626,8 +643,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let x = operandDims[1]
                 made = .padGrad(dy: operands[0], dx: results[0], planes: x[0] * x[1], height: x[2], width: x[3], spec: spec)
             }
-            for instruction in [made, following].compactMap({ $0 }) {
-                instructions.append(instruction)
+            if let made {
+                instructions.append(made)
                 nodeOf.append(index)
             }
         }

@@ -76,17 +76,24 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
     }
 
     /// The fused step stays at the matmul when nothing later reads the parameter, and moves to the
-    /// update's place when something does; Adam steps and non-matmul gradients are logged, not fused.
+    /// update's place when something does; a bias whose gradient an activation's backward pass sums
+    /// takes its step there; Adam steps and other gradients are logged, not fused.
     @Test func updateFusionPlacementAndReasons() throws {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 4\nfc 4->3\nrelu\nfc 3->2\nloss crossentropy"))
         var settings = TrainingSettings()
         settings.momentum = 0.9
         var training = try program.trainingGraph(dtype: .f32, settings: settings)
         var (fused, log) = try training.optimized(verify: true)
-        #expect(log.filter { $0.pass == "fuse-update" && $0.fused }.count == 2)
-        #expect(log.contains { $0.pass == "fuse-update" && !$0.fused && $0.reason.contains("not computed by a matmul") && $0.line == 2 })
+        // Both weights, and the first layer's bias (relu's gradient sums it); the second layer's bias
+        // gradient is a bias_grad of the loss's gradient.
+        #expect(log.filter { $0.pass == "fuse-update" && $0.fused }.count == 3)
+        #expect(log.contains { $0.pass == "fuse-update" && !$0.fused && $0.reason.contains("not computed by a matmul") && $0.line == 4 })
         let placed = fused.nodes.filter { if case .matmulUpdate = $0.op { return true }; return false }
         #expect(placed.allSatisfy { $0.phase == .backward })
+        let b0 = training.parameters[1].value
+        let biasStep = try #require(fused.nodes.first { if case .activationGradBiasUpdate(.relu, .sgd(_, 0.9, false, 0)) = $0.op { return true }; return false })
+        #expect(biasStep.operands.count == 4 && biasStep.operands[2] == b0 && biasStep.phase == .backward)
+        #expect(!fused.nodes.contains { if case .update = $0.op { return $0.operands[0] == b0 }; return false })
 
         // Put the second layer's weight gradient before the input gradient that reads its weight:
         // its fused step must then wait for the update's place.
@@ -134,6 +141,34 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         }
     }
 
+    /// `loss mse` and `loss sse` become one op forward and one backward, with the same loss and
+    /// gradients bit for bit (f32 and f64; 33 elements fill the f32 sum's eight running sums and a
+    /// tail), in training graphs and in the evaluation graph.
+    @Test func squaredErrorFusesWithTheSameNumbers() throws {
+        for loss in ["mse", "sse"] {
+            let mean = loss == "mse"
+            let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 5\nfc 5->7\ntanh\nfc 7->11\nloss \(loss)"))
+            for dtype in [DType.f32, .f64] {
+                let plain = try program.gradientGraph(dtype: dtype, training: true)
+                let (fused, log) = try plain.optimized(verify: true)
+                let ops = fused.nodes.map(\.op)
+                #expect(ops.contains(.squaredError(mean: mean)) && ops.contains(.squaredErrorGrad(mean: mean)))
+                #expect(!ops.contains(.subtract) && !ops.contains(.activation(.pow(2))) && !ops.contains(.broadcast(mean: mean)))
+                #expect(log.contains { $0.pass == "fuse-squared-error" && $0.fused && $0.line == 5 })
+                let before = try plain.optimized(through: "fuse-softmax-crossentropy", verify: true).graph
+                let after = try plain.optimized(through: "fuse-squared-error", verify: true).graph
+                #expect(before.nodes.contains { $0.op == .subtract } && after.nodes.contains { $0.op == .squaredError(mean: mean) })
+                let (lossA, gradientsA) = dtype == .f32 ? try lossAndGradients(Float.self, before, batch: 3) : try lossAndGradients(Double.self, before, batch: 3)
+                let (lossB, gradientsB) = dtype == .f32 ? try lossAndGradients(Float.self, after, batch: 3) : try lossAndGradients(Double.self, after, batch: 3)
+                #expect(lossA == lossB, "\(loss) \(dtype)")
+                #expect(gradientsA == gradientsB, "\(loss) \(dtype)")
+            }
+            let evaluation = try program.inferenceGraph(dtype: .f32, withLoss: true).optimized(verify: true).graph
+            #expect(evaluation.nodes.contains { $0.op == .squaredError(mean: mean) })
+            #expect(!evaluation.nodes.contains { $0.op == .subtract })
+        }
+    }
+
     @Test func fusionMakesDenseOpsAndLogsReasons() throws {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 3\nfc 3->4\ntanh\nfc 4->2\npow 2\nfc 2->2\nsoftmax\nloss crossentropy"))
         let training = try program.trainingGraph(dtype: .f32, settings: TrainingSettings())
@@ -143,7 +178,8 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         #expect(ops.contains(.softmaxCrossEntropy))
         #expect(ops.contains(.softmaxCrossEntropyGrad))
         #expect(!ops.contains(.crossEntropy))
-        #expect(ops.contains(.activationGradBias(.tanh, bias: true)))
+        // The tanh layer's activation and bias gradients in one pass, which also takes the bias's step.
+        #expect(ops.contains { if case .activationGradBiasUpdate(.tanh, .sgd) = $0 { return true }; return false })
         #expect(log.contains { !$0.fused && $0.reason.contains("pow(2)") && $0.line == 5 })
         #expect(log.contains { $0.fused && $0.pattern.contains("tanh") && $0.line == 2 })
         // Every pass can be dumped on its own.

@@ -118,38 +118,46 @@ func activationBackwardBias<T: KernelScalar>(_ f: ActivationFunction, _ y: Unsaf
     typealias Operands = (ActivationFunction, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>,
                           Int, Int, Int, Int)
     let parts = min(elementwiseParts(outer * channels * inner, context), (channels + 7) / 8)
+    // One part (small layers, a batch of one): no shared tuple, no cut to compute.
+    if parts <= 1 { return activationBackwardBiasColumns(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, 0..<channels) }
     let operands: Operands = (f, y, dy, dz, db, outer, channels, inner, parts)
     parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
         let (f, y, dy, dz, db, outer, channels, inner, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
-        let columns = laneRange(channels, part: part, of: parts)
-        let c0 = columns.lowerBound, c1 = columns.upperBound
-        if c0 >= c1 { return }
-        (db + c0).update(repeating: 0, count: c1 - c0)
-        if inner == 1 {
-            withDerivative(f) { vector, scalar in
-                for r in 0..<outer {
-                    let base = r * channels
-                    var c = c0
-                    while c + 8 <= c1 {
-                        let v = vector(loadLanes(dy + base + c), loadLanes(y + base + c))
-                        storeLanes(v, dz + base + c)
-                        storeLanes(loadLanes(db + c) + v, db + c)
-                        c += 8
-                    }
-                    while c < c1 {
-                        let v = scalar(dy[base + c], y[base + c])
-                        dz[base + c] = v
-                        db[c] += v
-                        c += 1
-                    }
+        activationBackwardBiasColumns(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, laneRange(channels, part: part, of: parts))
+    }
+}
+
+/// activationBackwardBias on the channels `columns`.
+@inline(__always)
+private func activationBackwardBiasColumns<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>, _ dz: UnsafeMutablePointer<T>,
+                                                           _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int, _ columns: Range<Int>) {
+    let c0 = columns.lowerBound, c1 = columns.upperBound
+    if c0 >= c1 { return }
+    (db + c0).update(repeating: 0, count: c1 - c0)
+    if inner == 1 {
+        withDerivative(f) { vector, scalar in
+            for r in 0..<outer {
+                let base = r * channels
+                var c = c0
+                while c + 8 <= c1 {
+                    let v = vector(loadLanes(dy + base + c), loadLanes(y + base + c))
+                    storeLanes(v, dz + base + c)
+                    storeLanes(loadLanes(db + c) + v, db + c)
+                    c += 8
+                }
+                while c < c1 {
+                    let v = scalar(dy[base + c], y[base + c])
+                    dz[base + c] = v
+                    db[c] += v
+                    c += 1
                 }
             }
-        } else {
-            for r in 0..<outer {
-                for c in c0..<c1 {
-                    let base = (r * channels + c) * inner
-                    db[c] += activationBackwardSum(f, y + base, dy + base, dz + base, inner)
-                }
+        }
+    } else {
+        for r in 0..<outer {
+            for c in c0..<c1 {
+                let base = (r * channels + c) * inner
+                db[c] += activationBackwardSum(f, y + base, dy + base, dz + base, inner)
             }
         }
     }
@@ -302,27 +310,46 @@ func softmaxBackward<T: KernelScalar>(_ y: UnsafePointer<T>, _ dy: UnsafePointer
 
 /// Σ x, accumulated in Double.
 func sumAll<T: KernelScalar>(_ x: UnsafePointer<T>, _ count: Int) -> Double {
-    if T.self == Float.self {
-        return sumAllF32(UnsafeRawPointer(x).assumingMemoryBound(to: Float.self), count)
-    }
-    // f64 in order (the tutorials' losses are reproduced digit for digit).
-    var sum = 0.0
-    for i in 0..<count { sum += Double(x[i]) }
-    return sum
+    sumInDouble(T.self, count) { x[$0] }
 }
 
-/// Σ x in Double, eight running sums (one chain of dependent adds took 1 ns an element: the fc 1024
-/// benchmark's loss, a sum over 1M outputs, took 1 ms).
-private func sumAllF32(_ x: UnsafePointer<Float>, _ count: Int) -> Double {
+/// Σ element(i) for i in 0..<count, in Double: for f32 in eight running sums (one chain of dependent
+/// adds took 1 ns an element: the fc 1024 benchmark's loss, a sum over 1M outputs, took 1 ms), for
+/// f64 in order (the tutorials' losses are reproduced digit for digit). Every loss sum takes this
+/// order, so a fused loss gives the same value as its unfused ops.
+@inline(__always)
+func sumInDouble<T: KernelScalar>(_: T.Type, _ count: Int, _ element: (Int) -> T) -> Double {
+    guard T.self == Float.self else {
+        var sum = 0.0
+        for i in 0..<count { sum += Double(element(i)) }
+        return sum
+    }
     var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0, s5 = 0.0, s6 = 0.0, s7 = 0.0
     var i = 0
     while i + 8 <= count {
-        s0 += Double(x[i]); s1 += Double(x[i + 1]); s2 += Double(x[i + 2]); s3 += Double(x[i + 3])
-        s4 += Double(x[i + 4]); s5 += Double(x[i + 5]); s6 += Double(x[i + 6]); s7 += Double(x[i + 7])
+        s0 += Double(element(i)); s1 += Double(element(i + 1)); s2 += Double(element(i + 2)); s3 += Double(element(i + 3))
+        s4 += Double(element(i + 4)); s5 += Double(element(i + 5)); s6 += Double(element(i + 6)); s7 += Double(element(i + 7))
         i += 8
     }
-    while i < count { s0 += Double(x[i]); i += 1 }
+    while i < count { s0 += Double(element(i)); i += 1 }
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+}
+
+/// Σ (p − y)² (divided by count when `mean`): the same operations, in the same order, as the sub,
+/// pow 2 and mean (sum) it replaces, so the loss is the same bit for bit.
+func squaredError<T: KernelScalar>(_ p: UnsafePointer<T>, _ y: UnsafePointer<T>, count: Int, mean: Bool) -> Double {
+    let sum = sumInDouble(T.self, count) { i in
+        let d = p[i] - y[i]
+        return d * d
+    }
+    return mean ? sum / Double(max(1, count)) : sum
+}
+
+/// dp = (dL (/ count when `mean`)) · (2 (p − y)): what broadcast and pow 2's gradient computed.
+func squaredErrorBackward<T: KernelScalar>(_ p: UnsafePointer<T>, _ y: UnsafePointer<T>, _ dLoss: T, _ dp: UnsafeMutablePointer<T>,
+                                           count: Int, mean: Bool) {
+    let g = mean ? dLoss / T(max(1, count)) : dLoss
+    for i in 0..<count { dp[i] = g * (2 * (p[i] - y[i])) }
 }
 
 /// The class index stored (as a float) in a label tensor, clamped into range.
@@ -471,6 +498,8 @@ func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer
     typealias Operands = (SGDStep<T>, UnsafePointer<T>, Int, Int)
     let parts = elementwiseParts(count, context)
     let step = SGDStep(parameter: p, velocity: velocity, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay)
+    // A small parameter (a bias) in one call, no parts to cut.
+    if parts == 1 { return step.apply(gradient: g, at: 0, count: count) }
     let operands: Operands = (step, g, count, parts)
     parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
         let (step, g, count, parts) = shared.assumingMemoryBound(to: Operands.self).pointee

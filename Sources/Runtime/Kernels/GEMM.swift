@@ -239,8 +239,8 @@ struct GEMMCall {
 }
 
 /// Empty and tiny products (m·n·k ≤ `gemmTinyThreshold`, or k == 0) in plain loops on the calling
-/// thread, before any kernel is chosen (the XOR network's step is mostly the cost of reaching them);
-/// returns false for the others.
+/// thread, before any kernel is chosen (the XOR network's step is mostly the cost of reaching them),
+/// with their SGD step when there is one; returns false for the others.
 @inline(__always)
 func gemmIfTiny<T: KernelScalar>(_: T.Type, _ call: GEMMCall) -> Bool {
     if call.m <= 0 || call.n <= 0 { return true }
