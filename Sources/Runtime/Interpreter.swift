@@ -370,19 +370,19 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update, lr):
             gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: scheduled(update, lr: lr), context: context)
         case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
-        case let .activation(f, x, y, count): activationForward(f, x, y, count)
+        case let .activation(f, x, y, count): activationForward(f, x, y, count, context: context)
         case let .softmax(x, y, rows, columns): softmaxForward(x, y, rows: rows, columns: columns)
-        case let .activationGrad(f, v, dy, dx, count): activationBackward(f, v, dy, dx, count)
+        case let .activationGrad(f, v, dy, dx, count): activationBackward(f, v, dy, dx, count, context: context)
         case let .softmaxGrad(y, dy, dx, rows, columns): softmaxBackward(y, dy, dx, rows: rows, columns: columns)
         case let .activationGradBias(f, y, dy, dz, db, outer, channels, inner):
             activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
         case let .activationGradBiasUpdate(f, y, dy, dz, db, outer, channels, inner, update, lr):
             activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
             scheduled(update, lr: lr).apply(gradient: db, at: 0, count: channels)
-        case let .add(a, b, c, count): for i in 0..<count { c[i] = a[i] + b[i] }
-        case let .subtract(a, b, c, count): for i in 0..<count { c[i] = a[i] - b[i] }
-        case let .multiply(a, b, c, count): for i in 0..<count { c[i] = a[i] * b[i] }
-        case let .scale(x, y, factor, count): for i in 0..<count { y[i] = x[i] * factor }
+        case let .add(a, b, c, count): addElements(a, b, c, count, context: context)
+        case let .subtract(a, b, c, count): subtractElements(a, b, c, count, context: context)
+        case let .multiply(a, b, c, count): multiplyElements(a, b, c, count, context: context)
+        case let .scale(x, y, factor, count): scaleElements(x, y, factor, count, context: context)
         case let .constant(y, value): y.pointee = value
         case let .biasGrad(dy, db, outer, channels, inner): biasGradient(dy, db, outer: outer, channels: channels, inner: inner)
         case let .sumAll(x, y, count, mean):
