@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import IR
 @testable import Runtime
@@ -493,9 +494,9 @@ import IR
     }
 
     @Test func parallelForCoversEachIndexOnce() {
-        for threads in [1, 2, 4] {
+        for threads in [1, 2, 3, 4] {
             let ctx = GEMMContext(threads: threads)
-            for count in [0, 1, 2, 3, 7, 100] {
+            for count in [0, 1, 2, 3, 7, 100, 1001] {
                 var hits = [Int](repeating: 0, count: count)
                 var owner = [Int](repeating: -1, count: count)
                 hits.withUnsafeMutableBufferPointer { h in
@@ -511,6 +512,30 @@ import IR
                 #expect(owner.allSatisfy { $0 >= 0 && $0 < threads })
             }
         }
+    }
+
+    /// Each thread owns a contiguous share of the indices; a thread held up in its share has the
+    /// rest of it taken over by the others (from its back), and every index still runs once.
+    @Test func aDelayedThreadsShareIsTakenOver() {
+        let ctx = GEMMContext(threads: 2)
+        let count = 8
+        var hits = [Int](repeating: 0, count: count)
+        var ranBy = [Int](repeating: -1, count: count)
+        hits.withUnsafeMutableBufferPointer { h in
+            ranBy.withUnsafeMutableBufferPointer { r in
+                let hp = h.baseAddress, rp = r.baseAddress
+                ctx.parallelFor(count) { i, w in
+                    // Index 0 is the first of the calling thread's share (0..<4).
+                    if i == 0 && w == 0 { usleep(300_000) }
+                    hp?[i] += 1
+                    rp?[i] = w
+                }
+            }
+        }
+        #expect(hits.allSatisfy { $0 == 1 })
+        #expect(ranBy[0] == 0 && ranBy[4...].allSatisfy { $0 == 1 })
+        // The other thread finished its own share long before and went on to the held-up one's.
+        #expect(ranBy[1..<4].contains(1))
     }
 
     @Test func nestedParallelForRunsInline() {

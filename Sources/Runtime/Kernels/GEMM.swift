@@ -84,7 +84,8 @@ public final class GEMMContext: @unchecked Sendable {
 
     /// Runs body(shared, i, worker) for every i in 0..<count, spread over the pool's threads (the
     /// calling thread takes part as worker 0); returns when all are done. worker is in 0..<threads
-    /// and identifies the scratch buffers that thread may use. Threads claim indices one at a time,
+    /// and identifies the scratch buffers that thread may use. Each thread runs its own contiguous
+    /// share of the indices, then helps with the others' (a delayed thread's share is taken over),
     /// so which thread runs an index varies: a body's result must not depend on it (only scratch
     /// is chosen by worker). Inside body, call gemm with worker: w (a nested parallelFor runs
     /// serially on its thread).

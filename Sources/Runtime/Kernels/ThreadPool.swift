@@ -7,8 +7,10 @@ import Glibc
 /// Persistent worker threads woken per `run` (used by `GEMMContext.parallelFor`).
 ///
 /// Worker 0 is the calling thread; workers 1..<threads are persistent threads. A job is published by
-/// bumping `generation`; idle workers poll for a while and then sleep on a condition variable. All
-/// threads, the caller included, claim the job's indices one at a time.
+/// bumping `generation`; idle workers poll for a while and then sleep on a condition variable. Each
+/// thread, the caller included, owns a contiguous share of the job's indices (the same share in every
+/// job of that size) and runs it in order, then takes what is left of the others' shares from their
+/// back ends.
 /// A job is a function that captures nothing plus a pointer to its state on the caller's stack, so
 /// nothing is allocated per job (a capturing closure would need a heap box to be shared with the
 /// workers). One `run` at a time per pool: a nested or concurrent `run` executes serially on its
@@ -17,9 +19,13 @@ final class WorkerPool: @unchecked Sendable {
     let threads: Int
     private let generation = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
-    /// The next index of the current job to hand out: threads claim indices one at a time, so a
-    /// thread the machine delays (a shared VM) does fewer of them instead of holding the others up.
-    private let nextIndex = Atomic<Int>(0)
+    /// Each thread's share of the current job: front and back index (32 bits each, packed), one cache
+    /// line per thread. Owned shares keep an index on the same core from op to op, so a sample's data
+    /// stays in that core's cache through a step (measured on a 2-core Zen 4 VM: a CNN training step
+    /// took 7.6 ms with indices handed out one at a time, 4.0–4.9 ms with shares); taking from the
+    /// others' backs still finishes the share of a thread the machine delays (a shared VM).
+    private let shares: UnsafeMutablePointer<Atomic<UInt64>>
+    private static let shareStride = 8
     private let sleepers = Atomic<Int>(0)
     private let shutdown = Atomic<Bool>(false)
     /// A job is in flight (guards against a nested or concurrent `run`, which then runs inline).
@@ -31,7 +37,6 @@ final class WorkerPool: @unchecked Sendable {
     // workers after they observe the new generation (acquire).
     private var job: ((UnsafeRawPointer, Int, Int) -> Void)?
     private var jobState: UnsafeRawPointer?
-    private var jobCount = 0
 
     /// How long an idle worker keeps polling for the next job before it sleeps. A training step's
     /// serial stretches between parallel calls last up to a few hundred µs; waking a sleeping thread
@@ -45,6 +50,8 @@ final class WorkerPool: @unchecked Sendable {
         cond = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(cond, nil)
+        shares = .allocate(capacity: self.threads * WorkerPool.shareStride)
+        for slot in 0..<(self.threads * WorkerPool.shareStride) { (shares + slot).initialize(to: Atomic<UInt64>(0)) }
         if self.threads > 1 {
             for w in 1..<self.threads {
                 let thread = Thread { [self] in self.workerLoop(w) }
@@ -56,6 +63,8 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     deinit {
+        shares.deinitialize(count: threads * WorkerPool.shareStride)
+        shares.deallocate()
         pthread_cond_destroy(cond)
         pthread_mutex_destroy(mutex)
         cond.deallocate()
@@ -81,7 +90,8 @@ final class WorkerPool: @unchecked Sendable {
     /// Runs function(state, i, worker) for every i in 0..<count; returns when all are done.
     func run(_ count: Int, state: UnsafeRawPointer, _ function: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
         if count <= 0 { return }
-        if threads == 1 || count == 1 {
+        // (Shares pack two 32-bit indices; no step has that many parts.)
+        if threads == 1 || count == 1 || count >= 1 << 31 {
             for i in 0..<count { function(state, i, 0) }
             return
         }
@@ -94,8 +104,10 @@ final class WorkerPool: @unchecked Sendable {
         defer { busy.store(false, ordering: .releasing) }
         job = function
         jobState = state
-        jobCount = count
-        nextIndex.store(0, ordering: .relaxed)
+        for w in 0..<threads {
+            let share = WorkerPool.range(count, worker: w, of: threads)
+            shares[w * WorkerPool.shareStride].store(UInt64(share.lowerBound) << 32 | UInt64(share.upperBound), ordering: .relaxed)
+        }
         pending.store(threads - 1, ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
@@ -103,7 +115,7 @@ final class WorkerPool: @unchecked Sendable {
             pthread_cond_broadcast(cond)
             pthread_mutex_unlock(mutex)
         }
-        runClaimed(function, state, count, worker: 0)
+        runShares(function, state, worker: 0)
         var spins = 0
         while pending.load(ordering: .acquiring) != 0 {
             spins += 1
@@ -113,13 +125,30 @@ final class WorkerPool: @unchecked Sendable {
         jobState = nil
     }
 
-    /// Runs the current job's indices this thread claims until none are left.
+    /// Runs this thread's share of the current job from its front, then what is left of the others'
+    /// from their backs.
     @inline(__always)
-    private func runClaimed(_ function: (UnsafeRawPointer, Int, Int) -> Void, _ state: UnsafeRawPointer, _ count: Int, worker: Int) {
+    private func runShares(_ function: (UnsafeRawPointer, Int, Int) -> Void, _ state: UnsafeRawPointer, worker: Int) {
+        while let i = take(from: worker, front: true) { function(state, i, worker) }
+        for k in 1..<threads {
+            let other = (worker + k) % threads
+            while let i = take(from: other, front: false) { function(state, i, worker) }
+        }
+    }
+
+    /// The next index of a thread's share, from its front (its owner) or its back (the others); nil
+    /// when the share is done.
+    @inline(__always)
+    private func take(from owner: Int, front: Bool) -> Int? {
+        let share = shares + owner * WorkerPool.shareStride
+        var packed = share.pointee.load(ordering: .relaxed)
         while true {
-            let i = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
-            if i >= count { return }
-            function(state, i, worker)
+            let first = packed >> 32, end = packed & 0xFFFF_FFFF
+            if first >= end { return nil }
+            let (exchanged, found) = share.pointee.compareExchange(expected: packed, desired: front ? packed + (1 << 32) : packed - 1,
+                                                                   ordering: .relaxed)
+            if exchanged { return Int(front ? first : end - 1) }
+            packed = found
         }
     }
 
@@ -160,7 +189,7 @@ final class WorkerPool: @unchecked Sendable {
             polls = true
             if shutdown.load(ordering: .acquiring) { return }
             if let function = job, let state = jobState {
-                runClaimed(function, state, jobCount, worker: w)
+                runShares(function, state, worker: w)
             }
             pending.subtract(1, ordering: .releasing)
         }
