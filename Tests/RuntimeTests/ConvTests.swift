@@ -262,6 +262,12 @@ private let convCases: [Conv2DShape] = [
                 #expect(convMaxRelError(r32.dx, g32.dx) < 1e-4, "f32 dx \(s) \(act)")
                 #expect(convMaxRelError(r32.dw, g32.dw) < 1e-4, "f32 dw \(s) \(act)")
                 #expect(convMaxRelError(r32.db, g32.db) < 1e-4, "f32 db \(s) \(act)")
+                // The other vector width (256- or 512-bit kernels, whichever the build does not pick):
+                // the same values, bit for bit.
+                context.wideKernels.toggle()
+                let other = runConv(Float.self, s, x: x, w: w, b: bias, dy: dy, act: act, fusedBackward: fused, context: context)
+                context.wideKernels.toggle()
+                #expect(other.y == r32.y && other.dx == r32.dx && other.dw == r32.dw && other.db == r32.db, "f32 widths \(s) \(act)")
             }
         }
     }
