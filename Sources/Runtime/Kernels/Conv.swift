@@ -655,8 +655,13 @@ extension Conv2DShape {
 struct DirectWeightGradient {
     /// Output row length rounded up to whole vectors; columns past outWidth hold dZ = 0.
     let rowLength: Int
-    /// Padded input plane: outHeight + kh − 1 rows of rowLength + 2 (zero outside the image).
+    /// Padded input plane: outHeight + kh − 1 rows of rowLength + kw − 1 (zero outside the image), or
+    /// of rowLength where the padded image and every window fit in that (`flat`).
     let paddedWidth: Int, paddedHeight: Int
+    /// Input rows as long as dZ rows: then a sample's planes are summed as one flat run of
+    /// outHeight·rowLength positions instead of row by row (dZ is zero past outWidth, so the reads
+    /// that run on into the next input row add nothing). Same sums in the same order.
+    let flat: Bool
     /// Output channels per pass over the input rows.
     static let channelBlock = 3
     /// dZ planes: Cout rounded up to the channel block (extra planes stay zero).
@@ -673,10 +678,12 @@ struct DirectWeightGradient {
 
     init(_ s: Conv2DShape) {
         rowLength = (s.outWidth + 7) / 8 * 8
-        paddedWidth = rowLength + s.kernelW - 1
+        flat = s.padW + s.width <= rowLength && s.outWidth + s.kernelW - 1 <= rowLength
+        paddedWidth = flat ? rowLength : rowLength + s.kernelW - 1
         paddedHeight = s.outHeight + s.kernelH - 1
         planes = (s.outChannels + DirectWeightGradient.channelBlock - 1) / DirectWeightGradient.channelBlock * DirectWeightGradient.channelBlock
-        inputSample = s.inChannels * paddedHeight * paddedWidth
+        // (+ kw − 1: the flat run's last reads go that far past the last plane.)
+        inputSample = s.inChannels * paddedHeight * paddedWidth + (flat ? s.kernelW - 1 : 0)
         dzSample = planes * s.outHeight * rowLength
         samples = max(1, min(s.batch, 16, (64 * 1024) / max(1, inputSample + dzSample)))
         dz = samples * inputSample
@@ -986,11 +993,14 @@ private func directRowsF32(_ samples: Int, _ inputSample: Int, _ dzSample: Int, 
     typealias V = SIMD8<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V(), a20 = V(), a21 = V(), a22 = V()
+    // Rows as long as dZ's: one run over the whole plane (the same positions in the same order).
+    let flat = inputStride == rowLength
+    let runs = flat ? 1 : rows, runLength = flat ? rows * rowLength : rowLength
     for sample in 0..<samples {
-      for row in 0..<rows {
+      for row in 0..<runs {
         let xo = sample * inputSample + row * inputStride, zo = sample * dzSample + row * rowLength
         var q = 0
-        while q < rowLength {
+        while q < runLength {
             let v0 = load(x0 + xo + q), v1 = load(x1 + xo + q), v2 = load(x2 + xo + q)
             var g = load(z0 + zo + q)
             a00 = a00.addingProduct(g, v0); a01 = a01.addingProduct(g, v1); a02 = a02.addingProduct(g, v2)
