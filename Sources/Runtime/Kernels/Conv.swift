@@ -663,7 +663,7 @@ struct DirectWeightGradient {
     /// that run on into the next input row add nothing). Same sums in the same order.
     let flat: Bool
     /// Output channels per pass over the input rows.
-    static let channelBlock = 3
+    static let channelBlock = 4
     /// dZ planes: Cout rounded up to the channel block (extra planes stay zero).
     let planes: Int
     /// Samples whose planes are held at once, so that each pass over the rows covers all of them
@@ -952,13 +952,14 @@ func convBackwardDirect<T: KernelScalar>(
     }
 }
 
-/// dw[co, c, i, 0..<3] += Σ_oy Σ_ox dz[co, oy, ox] · xpad[c, oy + i, ox + 0..<3] over a group of samples, three
+/// dw[co, c, i, 0..<3] += Σ_oy Σ_ox dz[co, oy, ox] · xpad[c, oy + i, ox + 0..<3] over a group of samples, four
 /// output channels at a time (see `directRowsF32`).
 private func directWeightGradientF32(_ s: Conv2DShape, _ d: DirectWeightGradient, samples: Int,
                                      xpad: UnsafePointer<Float>, dz: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>) {
     let cin = s.inChannels, cout = s.outChannels, kh = s.kernelH, ho = s.outHeight
     let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
-    var sums = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+    var sums = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
+                Float(0), Float(0), Float(0))
     withUnsafeMutableBytes(of: &sums) { raw in
         let out = raw.baseAddress!.assumingMemoryBound(to: Float.self)
         var co0 = 0
@@ -968,7 +969,7 @@ private func directWeightGradientF32(_ s: Conv2DShape, _ d: DirectWeightGradient
                 for i in 0..<kh {
                     let x = xpad + c * planeSize + i * d.paddedWidth
                     directRowsF32(samples, d.inputSample, d.dzSample, ho, d.rowLength, d.paddedWidth,
-                                  x, x + 1, x + 2, z0, z0 + dzPlaneSize, z0 + 2 * dzPlaneSize, out)
+                                  x, x + 1, x + 2, z0, z0 + dzPlaneSize, z0 + 2 * dzPlaneSize, z0 + 3 * dzPlaneSize, out)
                     for b in 0..<min(DirectWeightGradient.channelBlock, cout - co0) {
                         let w = dw + ((co0 + b) * cin + c) * kh * 3 + i * 3
                         w[0] += out[b * 3]; w[1] += out[b * 3 + 1]; w[2] += out[b * 3 + 2]
@@ -980,19 +981,22 @@ private func directWeightGradientF32(_ s: Conv2DShape, _ d: DirectWeightGradient
     }
 }
 
-/// out[b·3 + j] = Σ_sample Σ_row Σ_q z_b[row, q] · x_j[row, q] for three dZ planes b and the input rows at
-/// column offsets j = 0, 1, 2: nine vector accumulators (enough independent chains to keep both FMA
-/// units busy), and each loaded vector feeds three multiply-adds. The three input pointers are
+/// out[b·3 + j] = Σ_sample Σ_row Σ_q z_b[row, q] · x_j[row, q] for four dZ planes b and the input rows at
+/// column offsets j = 0, 1, 2: twelve vector accumulators (enough independent chains to keep both FMA
+/// units busy), each loaded input vector feeding four multiply-adds, each dZ vector three. (Four
+/// planes, not three: 16 or 32 output channels are whole blocks, and seven loads feed twelve
+/// multiply-adds instead of six nine; each sum's order is the same.) The three input pointers are
 /// passed separately, not as x + j, so that the compiler loads them rather than building the shifted
 /// vectors with permutes (measured: 3× slower).
 @inline(never)
 private func directRowsF32(_ samples: Int, _ inputSample: Int, _ dzSample: Int, _ rows: Int, _ rowLength: Int, _ inputStride: Int,
                            _ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
                            _ z0: UnsafePointer<Float>, _ z1: UnsafePointer<Float>, _ z2: UnsafePointer<Float>,
-                           _ out: UnsafeMutablePointer<Float>) {
+                           _ z3: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
     typealias V = SIMD8<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V(), a20 = V(), a21 = V(), a22 = V()
+    var a30 = V(), a31 = V(), a32 = V()
     // Rows as long as dZ's: one run over the whole plane (the same positions in the same order).
     let flat = inputStride == rowLength
     let runs = flat ? 1 : rows, runLength = flat ? rows * rowLength : rowLength
@@ -1008,6 +1012,8 @@ private func directRowsF32(_ samples: Int, _ inputSample: Int, _ dzSample: Int, 
             a10 = a10.addingProduct(g, v0); a11 = a11.addingProduct(g, v1); a12 = a12.addingProduct(g, v2)
             g = load(z2 + zo + q)
             a20 = a20.addingProduct(g, v0); a21 = a21.addingProduct(g, v1); a22 = a22.addingProduct(g, v2)
+            g = load(z3 + zo + q)
+            a30 = a30.addingProduct(g, v0); a31 = a31.addingProduct(g, v1); a32 = a32.addingProduct(g, v2)
             q += 8
         }
       }
@@ -1015,4 +1021,5 @@ private func directRowsF32(_ samples: Int, _ inputSample: Int, _ dzSample: Int, 
     out[0] = a00.sum(); out[1] = a01.sum(); out[2] = a02.sum()
     out[3] = a10.sum(); out[4] = a11.sum(); out[5] = a12.sum()
     out[6] = a20.sum(); out[7] = a21.sum(); out[8] = a22.sum()
+    out[9] = a30.sum(); out[10] = a31.sum(); out[11] = a32.sum()
 }
