@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import IR
 @testable import Runtime
@@ -493,23 +494,31 @@ import IR
         }
     }
 
+    /// Runs parallelFor(count); returns how many times each index ran and the worker that ran it last.
+    /// `body(i, w)` runs first in each index.
+    private func hitsAndWorkers(_ ctx: GEMMContext, _ count: Int, _ body: @escaping (Int, Int) -> Void = { _, _ in }) -> ([Int], [Int]) {
+        var hits = [Int](repeating: 0, count: count)
+        var ranBy = [Int](repeating: -1, count: count)
+        hits.withUnsafeMutableBufferPointer { h in
+            ranBy.withUnsafeMutableBufferPointer { r in
+                let hp = h.baseAddress, rp = r.baseAddress
+                ctx.parallelFor(count) { i, w in
+                    body(i, w)
+                    hp?[i] += 1
+                    rp?[i] = w
+                }
+            }
+        }
+        return (hits, ranBy)
+    }
+
     @Test func parallelForCoversEachIndexOnce() {
         for threads in [1, 2, 3, 4] {
             let ctx = GEMMContext(threads: threads)
             for count in [0, 1, 2, 3, 7, 100, 1001] {
-                var hits = [Int](repeating: 0, count: count)
-                var owner = [Int](repeating: -1, count: count)
-                hits.withUnsafeMutableBufferPointer { h in
-                    owner.withUnsafeMutableBufferPointer { o in
-                        let hp = h.baseAddress, op = o.baseAddress
-                        ctx.parallelFor(count) { i, w in
-                            hp?[i] += 1
-                            op?[i] = w
-                        }
-                    }
-                }
+                let (hits, ranBy) = hitsAndWorkers(ctx, count)
                 #expect(hits.allSatisfy { $0 == 1 })
-                #expect(owner.allSatisfy { $0 >= 0 && $0 < threads })
+                #expect(ranBy.allSatisfy { $0 >= 0 && $0 < threads })
             }
         }
     }
@@ -517,25 +526,23 @@ import IR
     /// Each thread owns a contiguous share of the indices; a thread held up in its share has the
     /// rest of it taken over by the others (from its back), and every index still runs once.
     @Test func aDelayedThreadsShareIsTakenOver() {
+        final class Done: Sendable { let count = Atomic<Int>(0) }
         let ctx = GEMMContext(threads: 2)
-        let count = 8
-        var hits = [Int](repeating: 0, count: count)
-        var ranBy = [Int](repeating: -1, count: count)
-        hits.withUnsafeMutableBufferPointer { h in
-            ranBy.withUnsafeMutableBufferPointer { r in
-                let hp = h.baseAddress, rp = r.baseAddress
-                ctx.parallelFor(count) { i, w in
-                    // Index 0 is the first of the calling thread's share (0..<4).
-                    if i == 0 && w == 0 { usleep(300_000) }
-                    hp?[i] += 1
-                    rp?[i] = w
-                }
+        let count = 8, done = Done()
+        let (hits, ranBy) = hitsAndWorkers(ctx, count) { i, w in
+            // The calling thread's share is 0..<4, the other's 4..<8. If the calling thread takes
+            // index 0, it holds it until every other index has run (10 s at most).
+            if i == 0 && w == 0 {
+                let deadline = DispatchTime.now().uptimeNanoseconds + 10_000_000_000
+                while done.count.load(ordering: .acquiring) < count - 1 && DispatchTime.now().uptimeNanoseconds < deadline { usleep(100) }
+            } else if i != 0 {
+                done.count.add(1, ordering: .releasing)
             }
         }
         #expect(hits.allSatisfy { $0 == 1 })
-        #expect(ranBy[0] == 0 && ranBy[4...].allSatisfy { $0 == 1 })
-        // The other thread finished its own share long before and went on to the held-up one's.
-        #expect(ranBy[1..<4].contains(1))
+        // Held up in index 0, the calling thread ran nothing else: the other thread ran its own share
+        // and then the rest of the held-up one's.
+        if ranBy[0] == 0 { #expect(ranBy[1...].allSatisfy { $0 == 1 }) }
     }
 
     @Test func nestedParallelForRunsInline() {
