@@ -478,6 +478,13 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 guard backward ? f.backwardFusable : f.epilogueFusable else { throw RuntimeError("\(f) cannot be fused here") }
                 return f
             }
+            /// The SGD step a fused node takes: on its third operand (the parameter), with its fourth
+            /// (the velocity) when there is one; and the rate as given.
+            func fusedStep(_ update: OptimizerUpdate, _ operands: [UnsafeMutablePointer<T>]) throws -> (SGDStep<T>, Double) {
+                guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps are fused into \(node.op.name)") }
+                return (SGDStep(parameter: operands[2], velocity: operands.count > 3 ? operands[3] : nil, lr: T(lr), momentum: T(momentum),
+                                nesterov: nesterov, decay: T(decay)), lr)
+            }
             var made: Instruction<T>?
             switch node.op {
             case .input, .target, .parameter, .state: break
@@ -494,10 +501,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .matmulUpdate(let ta, let tb, let update):
                 let a = operandDims[0], b = operandDims[1]
                 let m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], n = tb ? b[0] : b[1]
-                guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps run in a GEMM epilogue") }
-                let velocity = operands.count > 3 ? operands[3] : nil
-                let step = SGDStep(parameter: operands[2], velocity: velocity, lr: T(lr), momentum: T(momentum),
-                                   nesterov: nesterov, decay: T(decay))
+                let (step, lr) = try fusedStep(update, operands)
                 made = .gemmUpdate(transA: ta, transB: tb, m: m, n: n, k: k, a: operands[0], lda: a[1], b: operands[1], ldb: b[1],
                                    c: results[0], update: step, lr: lr)
             case .dense(let f, let bias):
@@ -521,9 +525,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 }
             case .activationGradBiasUpdate(let f, let update):
                 let (outer, channels, inner) = channelLayout(operandDims[0])
-                guard case let .sgd(lr, momentum, nesterov, decay) = update else { throw RuntimeError("only sgd steps are fused into a bias gradient") }
-                let step = SGDStep(parameter: operands[2], velocity: operands.count > 3 ? operands[3] : nil, lr: T(lr), momentum: T(momentum),
-                                   nesterov: nesterov, decay: T(decay))
+                let (step, lr) = try fusedStep(update, operands)
                 made = .activationGradBiasUpdate(try fused(f, backward: true), y: operands[0], dy: operands[1], dz: results[0], db: results[1],
                                                  outer: outer, channels: channels, inner: inner, update: step, lr: lr)
             case .add: made = .add(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))

@@ -49,9 +49,10 @@ func withDerivative<T: KernelScalar, R>(_ f: ActivationFunction,
 /// groups so that every element takes the same vector or scalar form as in one part (the same results
 /// for any split). `body` must capture nothing: it travels to the workers with the operands.
 ///
-/// Large element-wise ops must not run on one thread while the other has just written half their
-/// operands: measured on a 2-core Zen 4 VM, a serial relu gradient over 3.2M elements after a
-/// two-thread GEMM took 13.6 ms, against 1.0 ms in a one-thread session.
+/// Large element-wise ops must not run on one thread while the other waits (and has just written
+/// half their operands): a relu gradient over 3.2M elements after a two-thread GEMM, measured on a
+/// 2-core Zen 4 VM, took 1.4 ms on one thread and 0.3 ms split, and 13.6 ms on one thread while the
+/// machine made cross-core traffic slow (1.0 ms in a one-thread session then).
 @inline(__always)
 func elementwiseInParts<Operands>(_ count: Int, _ context: GEMMContext?, _ operands: Operands,
                                   _ body: @escaping (Operands, Range<Int>) -> Void) {
