@@ -918,15 +918,15 @@ func convBackwardDirect<T: KernelScalar>(
         let group = groupStart..<min(samples.upperBound, groupStart + d.samples)
         for n in group {
             let slot = n - group.lowerBound
-            // dZ planes (and the compact copies for the input gradient), with db.
+            // dZ compact (where the input gradient reads it: the full dZ for the direct one, else this
+            // sample's scratch), in one run over the channel's plane, with db; then into the planes
+            // with whole-vector rows (a run per row of 14 is one vector and six scalars).
             for co in 0..<cout {
                 let plane = co * p + n * cout * p
-                var sum: T = 0
+                let compact = fullDZ.map { $0 + plane } ?? dz + co * p
+                let sum = activationBackwardSum(activation, y.map { $0 + plane }, dy + plane, compact, p)
                 for oy in 0..<ho {
-                    let row = dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength
-                    sum += activationBackwardSum(activation, y.map { $0 + plane + oy * wo }, dy + plane + oy * wo, row, wo)
-                    if dx != nil { copyShort(dz + co * p + oy * wo, row, wo) }
-                    if let fullDZ { copyShort(fullDZ + plane + oy * wo, row, wo) }
+                    copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, compact + oy * wo, wo)
                 }
                 if needBias { dbPart[co] += sum }
             }
