@@ -574,15 +574,9 @@ public struct SGDStep<T: KernelScalar> {
 @_specialize(where T == Double)
 func sgdUpdate<T: KernelScalar>(_ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, velocity: UnsafeMutablePointer<T>?, count: Int,
                                 lr: T, momentum: T, nesterov: Bool, decay: T, context: GEMMContext? = nil) {
-    typealias Operands = (SGDStep<T>, UnsafePointer<T>, Int, Int)
-    let parts = elementwiseParts(count, context)
     let step = SGDStep(parameter: p, velocity: velocity, lr: lr, momentum: momentum, nesterov: nesterov, decay: decay)
-    // A small parameter (a bias) in one call, no parts to cut.
-    if parts == 1 { return step.apply(gradient: g, at: 0, count: count) }
-    let operands: Operands = (step, g, count, parts)
-    parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
-        let (step, g, count, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
-        let range = laneRange(count, part: part, of: parts)
+    elementwiseInParts(count, context, (step, g)) { operands, range in
+        let (step, g) = operands
         step.apply(gradient: g + range.lowerBound, at: range.lowerBound, count: range.count)
     }
 }
