@@ -84,6 +84,8 @@ private let poolCases: [Pool2DShape] = [
     Pool2DShape(batch: 1, channels: 1, height: 4, width: 4, kernelH: 4, kernelW: 4),
     Pool2DShape(batch: 2, channels: 2, height: 14, width: 14, kernelH: 2, kernelW: 2),        // f32 vector rows: 7 windows
     Pool2DShape(batch: 1, channels: 2, height: 5, width: 11, kernelH: 2, kernelW: 2),         // 5 windows, odd width and height
+    Pool2DShape(batch: 2, channels: 2, height: 6, width: 35, kernelH: 2, kernelW: 2),         // f32 rows of 8: 17 windows
+    Pool2DShape(batch: 1, channels: 1, height: 4, width: 16, kernelH: 2, kernelW: 2),         // exactly one chunk of 8
     // Padded (PyTorch's padding: −∞ for max, counted zeros for average).
     Pool2DShape(batch: 2, channels: 2, height: 7, width: 6, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
     Pool2DShape(batch: 1, channels: 3, height: 5, width: 8, kernelH: 2, kernelW: 4, strideH: 1, strideW: 3, padH: 1, padW: 2),
@@ -127,9 +129,11 @@ private let poolCases: [Pool2DShape] = [
         #expect(r.dx == [0, 5, 0, 0])
     }
 
-    /// The f32 vector path (rows of four or more 2×2 windows) routes NaNs as the scalar f64 path does.
-    @Test func maxPoolNaNsMatchScalarPath() {
-        let s = Pool2DShape(batch: 1, channels: 1, height: 4, width: 12, kernelH: 2, kernelW: 2)
+    /// The f32 vector paths (rows of four to seven 2×2 windows, and of eight or more) route NaNs as
+    /// the scalar f64 path does.
+    @Test(arguments: [12, 20])
+    func maxPoolNaNsMatchScalarPath(width: Int) {
+        let s = Pool2DShape(batch: 1, channels: 1, height: 4, width: width, kernelH: 2, kernelW: 2)
         var x = poolValues(s.inputCount, seed: 5)
         for i in [1, 2, 12, 13, 26, 27, 40] { x[i] = .nan }
         let dy = poolValues(s.outputCount, seed: 6)
