@@ -199,8 +199,9 @@ public enum Op: Hashable, Sendable {
     /// One pass over dy: dz = dy ⊙ act'(y) and (when bias) db = Σ dz. Operands y, dy; results dz[, db].
     case activationGradBias(ActivationFunction, bias: Bool)
     /// The whole backward of act(conv(x, W) + b) in one kernel call: operands x, W, y, dy;
-    /// results dW, then db (when bias), then dx (when inputGradient).
-    indirect case convBackward(ConvGeometry, ActivationFunction, bias: Bool, inputGradient: Bool)
+    /// results dW, then db (when bias), then dx (when inputGradient). `pooled`: y went through a 2×2,
+    /// stride-2 max pool and dy is the gradient of the pool's output (the pool's gradient fused in).
+    indirect case convBackward(ConvGeometry, ActivationFunction, bias: Bool, inputGradient: Bool, pooled: Bool)
     /// A parameter's gradient computed by a matmul, with the parameter's SGD step taken in the GEMM's
     /// epilogue, tile by tile: operands a, b (as for matmul), the parameter, then its state (velocity);
     /// result the gradient.
@@ -269,7 +270,8 @@ public enum Op: Hashable, Sendable {
             return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " \(g)"
         case .activationGradBias(let f, let bias): return "\(f)_grad" + (bias ? "+bias_grad" : "")
         case .activationGradBiasUpdate(let f, let u): return "\(f)_grad+bias_grad+update \(u)"
-        case .convBackward(let g, let f, _, _): return "conv2d_backward" + (f == .identity ? "" : ".\(f)") + " \(g)"
+        case .convBackward(let g, let f, _, _, let pooled):
+            return (pooled ? "maxpool_grad+" : "") + "conv2d_backward" + (f == .identity ? "" : ".\(f)") + " \(g)"
         }
     }
 
@@ -530,10 +532,11 @@ extension Op {
             let shape = try Op.conv2d(g).resultShapes(Array(operands.prefix(2)))
             if bias { _ = try Op.biasAdd.resultShapes([shape[0], operands[2]]) }
             return shape
-        case .convBackward(let g, _, let bias, let inputGradient):
+        case .convBackward(let g, _, let bias, let inputGradient, let pooled):
             try need(4)
             let y = try Op.conv2d(g).resultShapes([operands[0], operands[1]])[0]
-            try same(y, operands[2]); try same(y, operands[3])
+            try same(y, operands[2])
+            try same(pooled ? try Op.pool(.max, window: [2, 2], stride: [2, 2], padding: [0, 0]).resultShapes([y])[0] : y, operands[3])
             return [operands[1]] + (bias ? [.fixed(operands[1].dims[0])] : []) + (inputGradient ? [operands[0]] : [])
         case .activationGradBias(_, let bias):
             try need(2); try same(operands[0], operands[1])
@@ -577,9 +580,9 @@ extension Op {
         case .convFused(_, let f, let bias):
             let w = operands[1]
             return out * (2 * w[1] * w[2] * w[3] + (bias ? 1 : 0) + f.flopsPerElement)
-        case .convBackward(_, _, _, let inputGradient):
+        case .convBackward(_, _, _, let inputGradient, _):  // (y, not dy, which may be the pool's)
             let w = operands[1]
-            return 2 * count(operands[3]) * w[1] * w[2] * w[3] * (inputGradient ? 2 : 1)
+            return 2 * count(operands[2]) * w[1] * w[2] * w[3] * (inputGradient ? 2 : 1)
         case .conv2dInputGrad:  // (dy, w, x): the forward convolution's multiply-adds
             let w = operands[1]
             return 2 * count(operands[0]) * w[1] * w[2] * w[3]

@@ -54,6 +54,9 @@ public let optimizationPasses: [Pass] = [
     // a conv layer's activation gradient, bias gradient, weight and input gradients in one kernel call
     Pass(name: "fuse-conv-grad", summary: "activation_grad + bias_grad + conv2d grads → conv2d_backward",
          startsAt: { if case .conv2dWeightGrad = $0.op { return true }; return false }, run: fuseConvolutionGradient),
+    // a 2×2 max pool's gradient routed into the conv layer's dZ as the conv kernel makes it
+    Pass(name: "fuse-pool-grad", summary: "maxpool_grad 2x2 + conv2d_backward → one kernel call (no full-size gradient between them)",
+         startsAt: { if case .convBackward = $0.op { return true }; return false }, run: fusePoolGradient),
     // activation gradient and bias gradient computed in one pass over the output gradient
     Pass(name: "fuse-activation-grad", summary: "activation_grad + bias_grad → one pass over dy",
          startsAt: { if case .activationGrad = $0.op { return true }; return false }, run: fuseActivationGradient),
@@ -437,11 +440,42 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throw
         if let inputUser { results.append(graph.nodes[inputUser].results[0]) }
         // At the activation gradient's place: x, W, y and dy are all defined there, and every user of
         // the results comes after the nodes that made them before.
-        graph.nodes[index] = Node(op: .convBackward(geometry, f, bias: biasUser != nil, inputGradient: inputUser != nil),
+        graph.nodes[index] = Node(op: .convBackward(geometry, f, bias: biasUser != nil, inputGradient: inputUser != nil, pooled: false),
                                   operands: [x, w, node.operands[0], node.operands[1]], results: results,
                                   location: graph.nodes[weightUser].location, phase: node.phase)
         removed.formUnion(known)
         log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+    }
+    graph.removeNodes(removed)
+}
+
+/// maxpool_grad (2×2, stride 2, unpadded) of a conv layer's output → that layer's conv2d_backward ⇒
+/// conv2d_backward (pooled): the pool's gradient is routed into each dZ plane as the kernel makes it
+/// (same values, same sums), instead of a full-size dY written by one op and read back by the next.
+func fusePoolGradient(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    let producers = graph.producers(), users = graph.users(), kept = graph.keptValues
+    var removed = IndexMask(count: graph.nodes.count)
+    for index in graph.nodes.indices {
+        guard case .convBackward(let g, let f, let bias, let inputGradient, false) = graph.nodes[index].op else { continue }
+        let node = graph.nodes[index]
+        let dy = node.operands[3]
+        guard let producer = producers[dy.index], case .poolGrad(.max, let window, let stride, let padding) = graph.nodes[producer].op else { continue }
+        let pool = graph.nodes[producer]
+        let pattern = log.isRecording ? "maxpool_grad %\(graph[dy].name) + conv2d_backward" : ""
+        func skip(_ reason: String) {
+            log.append(.init(pass: "fuse-pool-grad", pattern: pattern, fused: false, reason: reason, location: pool.location, line: graph.line(pool.location)))
+        }
+        guard window == [2, 2], stride == [2, 2], padding.allSatisfy({ $0 == 0 }) else {
+            skip("only 2x2 windows with stride 2 and no padding are fused"); continue
+        }
+        guard pool.operands[0] == node.operands[2] else { skip("the pool does not read the convolution's output"); continue }
+        guard !kept.contains(dy.index), users[dy.index].count == 1 else { skip("%\(graph[dy].name) has other consumers"); continue }
+        // At the conv backward's place: the pool's output gradient is defined before the pool's gradient.
+        graph.nodes[index] = Node(op: .convBackward(g, f, bias: bias, inputGradient: inputGradient, pooled: true),
+                                  operands: [node.operands[0], node.operands[1], node.operands[2], pool.operands[2]],
+                                  results: node.results, location: node.location, phase: node.phase)
+        removed.insert(producer)
+        log.append(.init(pass: "fuse-pool-grad", pattern: pattern, fused: true, reason: "", location: pool.location, line: graph.line(pool.location)))
     }
     graph.removeNodes(removed)
 }

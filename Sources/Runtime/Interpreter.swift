@@ -112,7 +112,8 @@ enum Instruction<T: KernelScalar> {
     case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P)
     case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
     case convolutionWeightGradient(Conv2DShape, x: P, dy: P, weight: P, dWeight: P)
-    case convolutionBackward(Conv2DShape, x: P, weight: P, y: P, dy: P, activation: ActivationFunction, dWeight: P, dBias: P?, dx: P?)
+    /// pooled: dy is the gradient of the 2×2 max pool of y (see `conv2DBackward`).
+    case convolutionBackward(Conv2DShape, x: P, weight: P, y: P, dy: P, activation: ActivationFunction, pooled: Bool, dWeight: P, dBias: P?, dx: P?)
     case maxPool(Pool2DShape, x: P, y: P)
     case maxPoolGradient(Pool2DShape, x: P, dy: P, dx: P)
     case averagePool(Pool2DShape, x: P, y: P)
@@ -162,7 +163,7 @@ func convolutionScratchElements(plan: Plan, threads: Int) -> Int {
             most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[2], weight: dims[1], g), threads: threads))
         } else if case .conv2dWeightGrad(let g) = node.op {
             most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[0], weight: dims[2], g), threads: threads))
-        } else if case .convBackward(let g, _, _, _) = node.op {
+        } else if case .convBackward(let g, _, _, _, _) = node.op {
             most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
         }
     }
@@ -416,8 +417,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: nil, dWeight: dWeight, dBias: nil, scratch: scratch, context: context)
-        case let .convolutionBackward(shape, x, weight, y, dy, activation, dWeight, dBias, dx):
-            conv2DBackward(shape, x: x, weight: weight, dy: dy, activation: activation, y: y, dx: dx, dWeight: dWeight, dBias: dBias,
+        case let .convolutionBackward(shape, x, weight, y, dy, activation, pooled, dWeight, dBias, dx):
+            conv2DBackward(shape, x: x, weight: weight, dy: dy, activation: activation, y: y, pooled: pooled, dx: dx, dWeight: dWeight, dBias: dBias,
                            scratch: scratch, context: context)
         case let .maxPool(shape, x, y): maxPool2DForward(shape, x: x, y: y, context: context)
         case let .maxPoolGradient(shape, x, dy, dx): maxPool2DBackward(shape, x: x, dy: dy, dx: dx, context: context)
@@ -576,9 +577,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .conv2dWeightGrad(let g):  // (x, dy, w) → dw
                 made = .convolutionWeightGradient(convolutionShape(input: operandDims[0], weight: operandDims[2], g),
                                                   x: operands[0], dy: operands[1], weight: operands[2], dWeight: results[0])
-            case .convBackward(let g, let f, let bias, let inputGradient):  // (x, w, y, dy) → dw[, db][, dx]
+            case .convBackward(let g, let f, let bias, let inputGradient, let pooled):  // (x, w, y, dy) → dw[, db][, dx]
                 made = .convolutionBackward(convolutionShape(input: operandDims[0], weight: operandDims[1], g),
                                             x: operands[0], weight: operands[1], y: operands[2], dy: operands[3], activation: try fused(f, backward: true),
+                                            pooled: pooled,
                                             dWeight: results[0], dBias: bias ? results[1] : nil, dx: inputGradient ? results[bias ? 2 : 1] : nil)
             case .pool(let kind, let window, let stride, let padding):
                 let shape = poolShape(input: operandDims[0], window: window, stride: stride, padding: padding)

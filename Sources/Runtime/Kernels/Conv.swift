@@ -721,19 +721,24 @@ extension Conv2DShape {
 /// - `dy`: the incoming gradient [N, Cout, Ho, Wo]. If `y` (the forward output, after the activation) is
 ///   given, the gradient is first multiplied by `activation.derivative(kept: y)` (fused conv+act
 ///   backward, dZ = dY ⊙ act'(Y)); with `y == nil` the activation is ignored and dZ = dY.
+/// - `pooled`: the convolution's output went through a 2×2, stride-2 max pool, and `dy` is the
+///   gradient of the pool's output [N, Cout, ⌊Ho/2⌋, ⌊Wo/2⌋]: each output plane's dY is that routed to
+///   its windows' first maxima of `y` (which must be given), plane by plane as dZ is made, the same
+///   values `maxPool2DBackward` gives, without the full-size dY.
 /// - `dx` [N, Cin, H, W], `dWeight` [Cout, Cin, kh, kw], `dBias` [Cout]: each optional, overwritten.
 /// - `scratch`: at least `conv2DBackwardScratchCount(s, threads: context.threads)` elements.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func conv2DBackward<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
-    activation: ActivationFunction = .identity, y: UnsafePointer<T>? = nil,
+    activation: ActivationFunction = .identity, y: UnsafePointer<T>? = nil, pooled: Bool = false,
     dx: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>?, dBias: UnsafeMutablePointer<T>?,
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid else { return }
+    let dZ = ConvOutputGradient(s, dy: dy, activation: activation, y: y, pooled: pooled)
     if s.isGeneral {
-        conv2DBackwardGeneral(s, x: x, weight: weight, dy: dy, activation: activation, y: y, dx: dx, dWeight: dWeight, dBias: dBias,
+        conv2DBackwardGeneral(s, x: x, weight: weight, dZ: dZ, dx: dx, dWeight: dWeight, dBias: dBias,
                               scratch: scratch, context: context)
         return
     }
@@ -749,7 +754,6 @@ public func conv2DBackward<T: KernelScalar>(
     let chunks = min(threads, n)
     let needDZ = dWeight != nil || dBias != nil || dx != nil
     guard needDZ else { return }
-    let activeY: UnsafePointer<T>? = activation == .identity ? nil : y
     let direct = T.self == Float.self && s.directWeightGradient
     let transposedDW = s.weightGradientTransposed && !direct
     let perThreadBase = scratch
@@ -757,13 +761,13 @@ public func conv2DBackward<T: KernelScalar>(
     let directInput = T.self == Float.self && s.directInputGradient && dx != nil
     let fullDZ: UnsafeMutablePointer<T>? = directInput ? scratch + threads * layout.perThread : nil
 
-    typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, ActivationFunction,
-                          UnsafePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?,
+    typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, ConvOutputGradient<T>,
+                          UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?,
                           UnsafeMutablePointer<T>, ConvBackwardLayout, Int, GEMMContext, UnsafeMutablePointer<T>?)
-    let backward: Backward = (s, x, weight, dy, activation, activeY, directInput ? nil : dx, dWeight, dBias, perThreadBase,
+    let backward: Backward = (s, x, weight, dZ, directInput ? nil : dx, dWeight, dBias, perThreadBase,
                               layout, chunks, context, fullDZ)
     context.parallelFor(chunks, sharing: backward) { shared, chunk, worker in
-        let (s, x, weight, dy, activation, activeY, dx, dWeight, dBias, perThreadBase, layout, chunks, context, fullDZ) =
+        let (s, x, weight, dZ, dx, dWeight, dBias, perThreadBase, layout, chunks, context, fullDZ) =
             shared.assumingMemoryBound(to: Backward.self).pointee
         let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
         let kh = s.kernelH, kw = s.kernelW
@@ -779,7 +783,7 @@ public func conv2DBackward<T: KernelScalar>(
         if dWeight != nil { for i in 0..<(cout * k) { dwPart[i] = 0 } }
         if dBias != nil { for i in 0..<cout { dbPart[i] = 0 } }
         if T.self == Float.self && s.directWeightGradient {  // (dW partials then in [Cout × K] layout)
-            convBackwardDirect(s, x: x, weight: weight, dy: dy, activation: activation, y: activeY,
+            convBackwardDirect(s, x: x, weight: weight, dZ: dZ,
                                dx: dx, fullDZ: fullDZ, needWeight: dWeight != nil, needBias: dBias != nil,
                                samples: first..<last, dz: dz, buffers: col, dwPart: dwPart, dbPart: dbPart, dxcol: dxcol,
                                context: context, worker: worker)
@@ -792,12 +796,9 @@ public func conv2DBackward<T: KernelScalar>(
             // dZ for the group, laid out [Cout × bsz·P]; db partial sums in sample order.
             for b in 0..<bsz {
                 let sample = start + b
-                let dyn = dy + sample * cout * p
                 for co in 0..<cout {
-                    let src = dyn + co * p
                     let dst = dz + co * ld + b * p
-                    let yr = activeY.map { $0 + sample * cout * p + co * p }
-                    let acc = activationBackwardSum(activation, yr, src, dst, p)
+                    let acc = dZ.plane(sample * cout + co, into: dst)
                     if dBias != nil { dbPart[co] += acc }
                     if let fullDZ { (fullDZ + sample * cout * p + co * p).update(from: dst, count: p) }
                 }
@@ -874,6 +875,39 @@ public func conv2DBackward<T: KernelScalar>(
     }
 }
 
+/// How a convolution's backward pass makes dZ, plane by plane: dY ⊙ act'(Y), where dY is the incoming
+/// gradient's plane, or (`pooled`) the gradient of the 2×2 max pool after the convolution routed to
+/// its windows' first maxima of Y (into dZ's own buffer, then scaled there in place: the same values
+/// and sums as `maxPool2DBackward` then the unfused pass).
+struct ConvOutputGradient<T: KernelScalar> {
+    let dy: UnsafePointer<T>
+    let activation: ActivationFunction
+    /// Y where act' needs it (nil for the identity: dZ = dY).
+    let activeY: UnsafePointer<T>?
+    /// Y where the pool needs it.
+    let pooledY: UnsafePointer<T>?
+    let planeSize: Int
+    let pool: Pool2DShape
+
+    init(_ s: Conv2DShape, dy: UnsafePointer<T>, activation: ActivationFunction, y: UnsafePointer<T>?, pooled: Bool) {
+        self.dy = dy
+        self.activation = activation
+        activeY = activation == .identity ? nil : y
+        pooledY = pooled ? y : nil
+        planeSize = s.outHeight * s.outWidth
+        pool = Pool2DShape(batch: 1, channels: 1, height: s.outHeight, width: s.outWidth, kernelH: 2, kernelW: 2)
+    }
+
+    /// dZ of plane n·Cout + co into dst (planeSize elements); returns Σ dZ.
+    @inline(__always)
+    func plane(_ index: Int, into dst: UnsafeMutablePointer<T>) -> T {
+        let y = activeY.map { $0 + index * planeSize }
+        guard let pooledY else { return activationBackwardSum(activation, y, dy + index * planeSize, dst, planeSize) }
+        maxPool2x2BackwardPlane(pool, x: pooledY + index * planeSize, dy: dy + index * pool.outHeight * pool.outWidth, dx: dst)
+        return activationBackwardSum(activation, y, UnsafePointer(dst), dst, planeSize)
+    }
+}
+
 /// One sample's dX = col2im(Wᵀ · dZ) (dZ [Cout × P] with row stride ldz; dxcol holds K × P), on the
 /// calling worker, while dcol is still in cache.
 @inline(__always)
@@ -899,8 +933,8 @@ func inputGradientOfSample<T: KernelScalar>(_ s: Conv2DShape, weight: UnsafePoin
 /// that does not apply, the input gradient goes through the GEMM and col2im per sample (`dx`).
 @inline(__always)
 func convBackwardDirect<T: KernelScalar>(
-    _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
-    activation: ActivationFunction, y: UnsafePointer<T>?, dx: UnsafeMutablePointer<T>?, fullDZ: UnsafeMutablePointer<T>?,
+    _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dZ: ConvOutputGradient<T>,
+    dx: UnsafeMutablePointer<T>?, fullDZ: UnsafeMutablePointer<T>?,
     needWeight: Bool, needBias: Bool,
     samples: Range<Int>, dz: UnsafeMutablePointer<T>, buffers: UnsafeMutablePointer<T>,
     dwPart: UnsafeMutablePointer<T>, dbPart: UnsafeMutablePointer<T>, dxcol: UnsafeMutablePointer<T>,
@@ -922,9 +956,8 @@ func convBackwardDirect<T: KernelScalar>(
             // sample's scratch), in one run over the channel's plane, with db; then into the planes
             // with whole-vector rows (a run per row of 14 is one vector and six scalars).
             for co in 0..<cout {
-                let plane = co * p + n * cout * p
-                let compact = fullDZ.map { $0 + plane } ?? dz + co * p
-                let sum = activationBackwardSum(activation, y.map { $0 + plane }, dy + plane, compact, p)
+                let compact = fullDZ.map { $0 + (n * cout + co) * p } ?? dz + co * p
+                let sum = dZ.plane(n * cout + co, into: compact)
                 for oy in 0..<ho {
                     copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, compact + oy * wo, wo)
                 }

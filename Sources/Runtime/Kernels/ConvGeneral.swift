@@ -81,19 +81,17 @@ func conv2DForwardGeneral<T: KernelScalar>(_ s: Conv2DShape, x: UnsafePointer<T>
     }
 }
 
-func conv2DBackwardGeneral<T: KernelScalar>(_ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dy: UnsafePointer<T>,
-                                            activation: ActivationFunction, y: UnsafePointer<T>?,
+func conv2DBackwardGeneral<T: KernelScalar>(_ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, dZ: ConvOutputGradient<T>,
                                             dx: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>?, dBias: UnsafeMutablePointer<T>?,
                                             scratch: UnsafeMutablePointer<T>, context: GEMMContext) {
     let p = s.outHeight * s.outWidth
     let chunks = min(max(context.threads, 1), max(1, s.batch))
     let perChunk = s.groupPatch * p + s.outChannels * p + s.weightCount + s.outChannels
-    let activeY: UnsafePointer<T>? = activation == .identity ? nil : y
-    typealias Operands = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, ActivationFunction, UnsafePointer<T>?,
+    typealias Operands = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, ConvOutputGradient<T>,
                           UnsafeMutablePointer<T>?, Bool, UnsafeMutablePointer<T>, Int, Int, GEMMContext)
-    let operands: Operands = (s, x, weight, dy, activation, activeY, dx, dWeight != nil, scratch, perChunk, chunks, context)
+    let operands: Operands = (s, x, weight, dZ, dx, dWeight != nil, scratch, perChunk, chunks, context)
     context.parallelFor(chunks, sharing: operands) { shared, chunk, worker in
-        let (s, x, weight, dy, activation, y, dx, wantWeight, scratch, perChunk, chunks, context) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let (s, x, weight, dZ, dx, wantWeight, scratch, perChunk, chunks, context) = shared.assumingMemoryBound(to: Operands.self).pointee
         let p = s.outHeight * s.outWidth, kg = s.groupPatch, cg = s.groupOutChannels
         let base = scratch + chunk * perChunk
         let col = base, dz = base + kg * p, dW = dz + s.outChannels * p, db = dW + s.weightCount
@@ -101,10 +99,7 @@ func conv2DBackwardGeneral<T: KernelScalar>(_ s: Conv2DShape, x: UnsafePointer<T
         db.update(repeating: 0, count: s.outChannels)
         for n in (s.batch * chunk / chunks)..<(s.batch * (chunk + 1) / chunks) {
             // dZ = dY ⊙ act'(Y), and db, channel by channel.
-            for o in 0..<s.outChannels {
-                let offset = (n * s.outChannels + o) * p
-                db[o] += activationBackwardSum(activation, y.map { $0 + offset }, dy + offset, dz + o * p, p)
-            }
+            for o in 0..<s.outChannels { db[o] += dZ.plane(n * s.outChannels + o, into: dz + o * p) }
             let xn = x + n * s.inChannels * s.height * s.width
             if let dx { (dx + n * s.inChannels * s.height * s.width).update(repeating: 0, count: s.inChannels * s.height * s.width) }
             for g in 0..<s.groups {

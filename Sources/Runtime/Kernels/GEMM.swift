@@ -48,9 +48,12 @@ public final class GEMMContext: @unchecked Sendable {
     /// From this many multiply-adds an image, a direct convolution of fewer images than threads splits
     /// each image's output channels over the threads (settable for tests). Measured at batch 1 on the
     /// Zen 4 (2 threads against 1): 64→64 channels at 56×56 (115 M) 1.9× faster, 32→32 at 28×28 (7 M)
-    /// 1.1–1.2×, the Fashion CNN's 16→32 at 14×14 (1.8 M) 0.8× (the hand-off and the caches between
-    /// the cores cost more than the halved work).
-    var directSplitMinimum = 1 << 22
+    /// 1.1–1.2×; with the worker pool's per-thread shares (each core then pools the channels it made),
+    /// the Fashion CNN's 16→32 at 14×14 (0.9 M as counted here) 20.7 → 12.2 µs, and its whole call
+    /// 34.5 → 26.9 µs with its 1→16 at 28×28 (0.1 M) split too. (In the machine's state where moving
+    /// data between the cores is slow, splitting loses, 38 → 63 µs; ONNX Runtime's two threads lose
+    /// as much there.)
+    var directSplitMinimum = 1 << 16
     /// Whether f32 products may run on the 512-bit kernel (`GEMMKernelF32Wide`): where the build's
     /// target has AVX-512 (settable for tests, which run both kernels on any machine: a build without
     /// AVX-512 runs the wide one correctly, in halves). The results are the same either way.

@@ -58,6 +58,18 @@ public struct Pool2DShape: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// How a max-pooling job is spread over the threads: a sample's planes an index, or, with fewer samples
+/// than threads (batch-1 inference), one plane an index, so that each core pools the channels it has
+/// just computed (a convolution of one image splits its channels the same way) and no core waits.
+private struct PoolJob {
+    let count: Int, planesPerIndex: Int
+    init(_ s: Pool2DShape, _ context: GEMMContext?) {
+        let byPlane = s.batch < (context?.threads ?? 1)
+        count = byPlane ? s.batch * s.channels : s.batch
+        planesPerIndex = byPlane ? 1 : s.channels
+    }
+}
+
 /// y[n,c,oy,ox] = max over the window of x.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
@@ -65,15 +77,16 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
                                               context: GEMMContext? = nil) {
     guard s.isValid else { return }
     if s.isPadded { paddedPoolForward(s, max: true, x: x, y: y); return }
-    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>)
-    let operands: Operands = (s, x, y)
-    parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
-        let (s, x, y) = shared.assumingMemoryBound(to: Operands.self).pointee
+    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafeMutablePointer<T>, Int)
+    let job = PoolJob(s, context)
+    let operands: Operands = (s, x, y, job.planesPerIndex)
+    parallelFor(job.count, on: context, sharing: operands) { shared, index, _ in
+        let (s, x, y, planesPerIndex) = shared.assumingMemoryBound(to: Operands.self).pointee
         let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
-        let sh = s.strideH, sw = s.strideW, c = s.channels
-        for ch in 0..<c {
-            let xp = x + (n * c + ch) * h * w
-            let yp = y + (n * c + ch) * ho * wo
+        let sh = s.strideH, sw = s.strideW
+        for plane in (index * planesPerIndex)..<((index + 1) * planesPerIndex) {
+            let xp = x + plane * h * w
+            let yp = y + plane * ho * wo
             if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
                 for oy in 0..<ho {
                     let r0 = xp + 2 * oy * w, r1 = r0 + w, yr = yp + oy * wo
@@ -117,43 +130,19 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
                                                dx: UnsafeMutablePointer<T>, context: GEMMContext? = nil) {
     guard s.isValid else { return }
     if s.isPadded { paddedPoolBackward(s, max: true, x: x, dy: dy, dx: dx); return }
-    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>)
-    let operands: Operands = (s, x, dy, dx)
-    parallelFor(s.batch, on: context, sharing: operands) { shared, n, _ in
-        let (s, x, dy, dx) = shared.assumingMemoryBound(to: Operands.self).pointee
+    typealias Operands = (Pool2DShape, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, Int)
+    let job = PoolJob(s, context)
+    let operands: Operands = (s, x, dy, dx, job.planesPerIndex)
+    parallelFor(job.count, on: context, sharing: operands) { shared, index, _ in
+        let (s, x, dy, dx, planesPerIndex) = shared.assumingMemoryBound(to: Operands.self).pointee
         let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth, kh = s.kernelH, kw = s.kernelW
-        let sh = s.strideH, sw = s.strideW, c = s.channels
-        for ch in 0..<c {
-            let xp = x + (n * c + ch) * h * w
-            let dxp = dx + (n * c + ch) * h * w
-            let dyp = dy + (n * c + ch) * ho * wo
+        let sh = s.strideH, sw = s.strideW
+        for plane in (index * planesPerIndex)..<((index + 1) * planesPerIndex) {
+            let xp = x + plane * h * w
+            let dxp = dx + plane * h * w
+            let dyp = dy + plane * ho * wo
             if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
-                // Non-overlapping 2×2 windows: each input element is written once (no zero fill, no scatter).
-                for oy in 0..<ho {
-                    let r0 = xp + 2 * oy * w, r1 = r0 + w, d0 = dxp + 2 * oy * w, d1 = d0 + w
-                    if T.self == Float.self && wo >= 4 {
-                        maxPool2x2GradRowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeRawPointer(dyp + oy * wo),
-                                             UnsafeMutableRawPointer(d0), UnsafeMutableRawPointer(d1), outWidth: wo)
-                        if w > 2 * wo { d0[w - 1] = 0; d1[w - 1] = 0 }
-                        continue
-                    }
-                    for ox in 0..<wo {
-                        let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
-                        var m = a, arg = 0
-                        if b > m || (b.isNaN && !m.isNaN) { m = b; arg = 1 }
-                        if cc > m || (cc.isNaN && !m.isNaN) { m = cc; arg = 2 }
-                        if d > m || (d.isNaN && !m.isNaN) { m = d; arg = 3 }
-                        let g = dyp[oy * wo + ox]
-                        d0[2 * ox] = arg == 0 ? g : 0
-                        d0[2 * ox + 1] = arg == 1 ? g : 0
-                        d1[2 * ox] = arg == 2 ? g : 0
-                        d1[2 * ox + 1] = arg == 3 ? g : 0
-                    }
-                    // An odd width leaves a last column that no window covers.
-                    if w > 2 * wo { d0[w - 1] = 0; d1[w - 1] = 0 }
-                }
-                // An odd height leaves a last row that no window covers.
-                for i in (2 * ho * w)..<(h * w) { dxp[i] = 0 }
+                maxPool2x2BackwardPlane(s, x: xp, dy: dyp, dx: dxp)
                 continue
             }
             for i in 0..<(h * w) { dxp[i] = 0 }
@@ -175,6 +164,40 @@ public func maxPool2DBackward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointe
             }
         }
     }
+}
+
+/// One plane of a 2×2, stride-2 max pool's gradient (s gives the plane's size): dx = dy routed to each
+/// window's first maximum of x. Non-overlapping windows: each input element is written once (no zero
+/// fill, no scatter). Also the first step of a convolution's backward pass fused with the pool's.
+@inline(__always)
+func maxPool2x2BackwardPlane<T: KernelScalar>(_ s: Pool2DShape, x xp: UnsafePointer<T>, dy dyp: UnsafePointer<T>,
+                                              dx dxp: UnsafeMutablePointer<T>) {
+    let h = s.height, w = s.width, ho = s.outHeight, wo = s.outWidth
+    for oy in 0..<ho {
+        let r0 = xp + 2 * oy * w, r1 = r0 + w, d0 = dxp + 2 * oy * w, d1 = d0 + w
+        if T.self == Float.self && wo >= 4 {
+            maxPool2x2GradRowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeRawPointer(dyp + oy * wo),
+                                 UnsafeMutableRawPointer(d0), UnsafeMutableRawPointer(d1), outWidth: wo)
+            if w > 2 * wo { d0[w - 1] = 0; d1[w - 1] = 0 }
+            continue
+        }
+        for ox in 0..<wo {
+            let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
+            var m = a, arg = 0
+            if b > m || (b.isNaN && !m.isNaN) { m = b; arg = 1 }
+            if cc > m || (cc.isNaN && !m.isNaN) { m = cc; arg = 2 }
+            if d > m || (d.isNaN && !m.isNaN) { m = d; arg = 3 }
+            let g = dyp[oy * wo + ox]
+            d0[2 * ox] = arg == 0 ? g : 0
+            d0[2 * ox + 1] = arg == 1 ? g : 0
+            d1[2 * ox] = arg == 2 ? g : 0
+            d1[2 * ox + 1] = arg == 3 ? g : 0
+        }
+        // An odd width leaves a last column that no window covers.
+        if w > 2 * wo { d0[w - 1] = 0; d1[w - 1] = 0 }
+    }
+    // An odd height leaves a last row that no window covers.
+    for i in (2 * ho * w)..<(h * w) { dxp[i] = 0 }
 }
 
 /// y[n,c,oy,ox] = mean of the kh×kw window of x.
