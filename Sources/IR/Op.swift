@@ -194,8 +194,9 @@ public enum Op: Hashable, Sendable {
     // Fused ops (made by passes).
     /// act(x·W + b): operands x, W[, b]
     case dense(ActivationFunction, bias: Bool)
-    /// act(conv(x, W) + b): operands x, W[, b]
-    indirect case convFused(ConvGeometry, ActivationFunction, bias: Bool)
+    /// act(conv(x, W) + b): operands x, W[, b]. `pooled`: also the 2×2, stride-2 max pool of that,
+    /// a second result, pooled in the kernel while each plane is in cache.
+    indirect case convFused(ConvGeometry, ActivationFunction, bias: Bool, pooled: Bool = false)
     /// One pass over dy: dz = dy ⊙ act'(y) and (when bias) db = Σ dz. Operands y, dy; results dz[, db].
     case activationGradBias(ActivationFunction, bias: Bool)
     /// The whole backward of act(conv(x, W) + b) in one kernel call: operands x, W, y, dy;
@@ -266,8 +267,8 @@ public enum Op: Hashable, Sendable {
         case .update(let u): return "update \(u)"
         case .matmulUpdate(let ta, let tb, let u): return Op.matmul(transposeA: ta, transposeB: tb).name + "+update \(u)"
         case .dense(let f, let bias): return "dense" + (bias ? "" : ".nobias") + (f == .identity ? "" : " \(f)")
-        case .convFused(let g, let f, let bias):
-            return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + " \(g)"
+        case .convFused(let g, let f, let bias, let pooled):
+            return "conv2d" + (bias ? ".bias" : "") + (f == .identity ? "" : ".\(f)") + (pooled ? "+maxpool 2x2" : "") + " \(g)"
         case .activationGradBias(let f, let bias): return "\(f)_grad" + (bias ? "+bias_grad" : "")
         case .activationGradBiasUpdate(let f, let u): return "\(f)_grad+bias_grad+update \(u)"
         case .convBackward(let g, let f, _, _, let pooled):
@@ -527,11 +528,11 @@ extension Op {
             if bias { shape = try Op.biasAdd.resultShapes([shape[0], operands[2]]) }
             try need(bias ? 3 : 2)
             return try Op.activation(f).resultShapes(shape)
-        case .convFused(let g, _, let bias):
+        case .convFused(let g, _, let bias, let pooled):
             try need(bias ? 3 : 2)
             let shape = try Op.conv2d(g).resultShapes(Array(operands.prefix(2)))
             if bias { _ = try Op.biasAdd.resultShapes([shape[0], operands[2]]) }
-            return shape
+            return pooled ? shape + (try Op.pool(.max, window: [2, 2], stride: [2, 2], padding: [0, 0]).resultShapes(shape)) : shape
         case .convBackward(let g, _, let bias, let inputGradient, let pooled):
             try need(4)
             let y = try Op.conv2d(g).resultShapes([operands[0], operands[1]])[0]
@@ -577,9 +578,9 @@ extension Op {
         case .batchNormFold: return 2 * count(operands[0])
         case .logSoftmax, .logSoftmaxGrad: return 5 * out
         case .nllLoss, .nllLossGrad: return count(operands[1])
-        case .convFused(_, let f, let bias):
+        case .convFused(_, let f, let bias, let pooled):  // (the pool: one comparison an element of y)
             let w = operands[1]
-            return out * (2 * w[1] * w[2] * w[3] + (bias ? 1 : 0) + f.flopsPerElement)
+            return out * (2 * w[1] * w[2] * w[3] + (bias ? 1 : 0) + f.flopsPerElement + (pooled ? 1 : 0))
         case .convBackward(_, _, _, let inputGradient, _):  // (y, not dy, which may be the pool's)
             let w = operands[1]
             return 2 * count(operands[2]) * w[1] * w[2] * w[3] * (inputGradient ? 2 : 1)

@@ -51,6 +51,9 @@ public let optimizationPasses: [Pass] = [
     Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", startsAt: isForwardMatmul, run: fuseDense),
     // conv2d → bias_add → activation becomes one fused convolution
     Pass(name: "fuse-conv", summary: "conv2d + bias_add + activation → fused conv2d", startsAt: isConvolution, run: fuseConvolution),
+    // a 2×2 max pool of a fused convolution's output, pooled plane by plane in the conv kernel
+    Pass(name: "fuse-pool", summary: "fused conv2d + maxpool 2x2 → one kernel call (the pool reads each plane while it is in cache)",
+         startsAt: { if case .convFused = $0.op { return true }; return false }, run: fusePool),
     // a conv layer's activation gradient, bias gradient, weight and input gradients in one kernel call
     Pass(name: "fuse-conv-grad", summary: "activation_grad + bias_grad + conv2d grads → conv2d_backward",
          startsAt: { if case .conv2dWeightGrad = $0.op { return true }; return false }, run: fuseConvolutionGradient),
@@ -445,6 +448,33 @@ func fuseConvolutionGradient(_ graph: inout Graph, _ log: inout FusionLog) throw
                                   location: graph.nodes[weightUser].location, phase: node.phase)
         removed.formUnion(known)
         log.append(.init(pass: "fuse-conv-grad", pattern: pattern, fused: true, reason: "", location: node.location, line: graph.line(node.location)))
+    }
+    graph.removeNodes(removed)
+}
+
+/// fused conv2d → maxpool (2×2, stride 2, unpadded) ⇒ fused conv2d with the pool's output as a second
+/// result. The convolution's own output stays a result: the backward pass reads it.
+func fusePool(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    let users = graph.users()
+    var removed = IndexMask(count: graph.nodes.count)
+    for index in graph.nodes.indices {
+        guard case .convFused(let g, let f, let bias, false) = graph.nodes[index].op else { continue }
+        let node = graph.nodes[index]
+        let y = node.results[0]
+        guard let poolIndex = users[y.index].first(where: { if case .pool(.max, _, _, _) = graph.nodes[$0].op { return true }; return false }),
+              case .pool(.max, let window, let stride, let padding) = graph.nodes[poolIndex].op else { continue }
+        let pool = graph.nodes[poolIndex]
+        let pattern = log.isRecording ? "conv2d %\(graph[y].name) + maxpool %\(graph[pool.results[0]].name)" : ""
+        guard window == [2, 2], stride == [2, 2], padding.allSatisfy({ $0 == 0 }) else {
+            log.append(.init(pass: "fuse-pool", pattern: pattern, fused: false, reason: "only 2x2 windows with stride 2 and no padding are fused",
+                             location: pool.location, line: graph.line(pool.location)))
+            continue
+        }
+        // At the convolution's place: every user of the pool's output comes after the pool, after it.
+        graph.nodes[index] = Node(op: .convFused(g, f, bias: bias, pooled: true), operands: node.operands,
+                                  results: [y, pool.results[0]], location: node.location, phase: node.phase)
+        removed.insert(poolIndex)
+        log.append(.init(pass: "fuse-pool", pattern: pattern, fused: true, reason: "", location: pool.location, line: graph.line(pool.location)))
     }
     graph.removeNodes(removed)
 }

@@ -109,7 +109,8 @@ enum Instruction<T: KernelScalar> {
     /// lr: the rate as given; each step takes it times the schedule's factor.
     case sgd(p: P, g: P, velocity: P?, count: Int, lr: Double, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
-    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P)
+    /// pooled: also the 2×2 max pool of y (see `conv2DForward`).
+    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P, pooled: P?)
     case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
     case convolutionWeightGradient(Conv2DShape, x: P, dy: P, weight: P, dWeight: P)
     /// pooled: dy is the gradient of the 2×2 max pool of y (see `conv2DBackward`).
@@ -157,7 +158,7 @@ func convolutionScratchElements(plan: Plan, threads: Int) -> Int {
         let dims = node.operands.map { graph[$0].shape.concrete(batch: plan.batch) }
         if case .conv2d(let g) = node.op {
             most = max(most, conv2DForwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
-        } else if case .convFused(let g, _, _) = node.op {
+        } else if case .convFused(let g, _, _, _) = node.op {
             most = max(most, conv2DForwardScratchCount(convolutionShape(input: dims[0], weight: dims[1], g), threads: threads))
         } else if case .conv2dInputGrad(let g) = node.op {
             most = max(most, conv2DBackwardScratchCount(convolutionShape(input: dims[2], weight: dims[1], g), threads: threads))
@@ -411,8 +412,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
             adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: momentumOverride ?? beta1, beta2: beta2, eps: eps, decay: decay,
                        step: max(1, store.step), context: context)
-        case let .convolution(shape, x, weight, bias, activation, y):
-            conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, scratch: scratch, context: context)
+        case let .convolution(shape, x, weight, bias, activation, y, pooled):
+            conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, pooled: pooled,
+                          scratch: scratch, context: context)
         case let .convolutionInputGradient(shape, dy, weight, x, dx):
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
@@ -567,10 +569,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 }
             case .conv2d(let g):
                 made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
-                                    bias: nil, activation: .identity, y: results[0])
-            case .convFused(let g, let f, let bias):
+                                    bias: nil, activation: .identity, y: results[0], pooled: nil)
+            case .convFused(let g, let f, let bias, let pooled):
                 made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
-                                    bias: bias ? operands[2] : nil, activation: try fused(f), y: results[0])
+                                    bias: bias ? operands[2] : nil, activation: try fused(f), y: results[0], pooled: pooled ? results[1] : nil)
             case .conv2dInputGrad(let g):  // (dy, w, x) → dx
                 made = .convolutionInputGradient(convolutionShape(input: operandDims[2], weight: operandDims[1], g),
                                                  dy: operands[0], weight: operands[1], x: operands[2], dx: results[0])

@@ -191,7 +191,8 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         let (optimized, log) = try program.trainingGraph(dtype: .f32, settings: TrainingSettings()).optimized(verify: true)
         let ops = optimized.nodes.map(\.op)
         let geometry = ConvGeometry(stride: 1, padding: 1)
-        #expect(ops.contains(.convFused(geometry, .relu, bias: true)))
+        #expect(ops.contains(.convFused(geometry, .relu, bias: true, pooled: true)))
+        #expect(!ops.contains { if case .pool = $0 { return true }; return false })
         // The first layer needs no input gradient, and takes its max pool's gradient; the second needs both.
         #expect(ops.contains(.convBackward(geometry, .relu, bias: true, inputGradient: false, pooled: true)))
         #expect(ops.contains(.convBackward(ConvGeometry(stride: 1, padding: 0), .tanh, bias: true, inputGradient: true, pooled: false)))
@@ -199,22 +200,25 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         #expect(!ops.contains { if case .poolGrad = $0 { return true }; return false })
         #expect(log.filter { $0.pass == "fuse-conv-grad" && $0.fused }.count == 2)
         #expect(log.filter { $0.pass == "fuse-pool-grad" && $0.fused }.count == 1)
+        #expect(log.filter { $0.pass == "fuse-pool" && $0.fused }.count == 1)
     }
 
-    /// A 2×2 max pool's gradient routed inside the conv layer's backward gives the same gradients, bit
-    /// for bit, on each of the conv kernel's paths: the direct weight gradient (f32, large planes), the
-    /// GEMM (f64, small planes) and the general one (dilation); odd sizes leave rows and columns no
-    /// window covers. Other pools are not fused.
-    @Test func poolGradientFusesWithTheSameNumbers() throws {
+    /// A 2×2 max pool computed in the conv kernel, and its gradient routed inside the conv layer's
+    /// backward, give the same loss and gradients, bit for bit, on each of the conv kernel's paths: the
+    /// direct ones (f32, large planes), the GEMM (f64, small planes) and the general one (dilation);
+    /// odd sizes leave rows and columns no window covers. Other pools are not fused.
+    @Test func poolFusesWithTheSameNumbers() throws {
         let text = "input 2x17x15\nconv 2->5 3x3 pad 1\nrelu\nmaxpool 2x2\nconv 5->4 3x3 pad 2 dilation 2\nrelu\nmaxpool 2x2\n"
             + "conv 4->3 3x3 pad 1\nrelu\nmaxpool 2x2\nflatten\nfc 3\nloss crossentropy"
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: text))
         for dtype in [DType.f32, .f64] {
             let plain = try program.gradientGraph(dtype: dtype, training: true)
-            let before = try plain.optimized(through: "fuse-conv-grad", verify: true).graph
+            let before = try plain.optimized(through: "fuse-conv", verify: true).graph
             let (after, log) = try plain.optimized(through: "fuse-pool-grad", verify: true)
             #expect(log.filter { $0.pass == "fuse-pool-grad" && $0.fused }.count == 3)
+            #expect(log.filter { $0.pass == "fuse-pool" && $0.fused }.count == 3)
             #expect(!after.nodes.contains { if case .poolGrad = $0.op { return true }; return false })
+            #expect(!after.nodes.contains { if case .pool = $0.op { return true }; return false })
             let (lossA, gradientsA) = dtype == .f32 ? try lossAndGradients(Float.self, before, batch: 3) : try lossAndGradients(Double.self, before, batch: 3)
             let (lossB, gradientsB) = dtype == .f32 ? try lossAndGradients(Float.self, after, batch: 3) : try lossAndGradients(Double.self, after, batch: 3)
             #expect(lossA == lossB, "\(dtype)")
@@ -224,7 +228,8 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
             let other = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 1x12x12\nconv 1->2 3x3\nrelu\n\(pool)\nflatten\nfc 2\nloss crossentropy"))
             let (graph, log) = try other.gradientGraph(dtype: .f32, training: true).optimized(verify: true)
             #expect(graph.nodes.contains { if case .poolGrad = $0.op { return true }; return false }, "\(pool)")
-            #expect(!log.contains { $0.pass == "fuse-pool-grad" && $0.fused }, "\(pool)")
+            #expect(graph.nodes.contains { if case .pool = $0.op { return true }; return false }, "\(pool)")
+            #expect(!log.contains { ($0.pass == "fuse-pool-grad" || $0.pass == "fuse-pool") && $0.fused }, "\(pool)")
         }
     }
 

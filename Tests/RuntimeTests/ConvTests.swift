@@ -272,6 +272,46 @@ private let convCases: [Conv2DShape] = [
         }
     }
 
+    /// A convolution with its 2×2 max pool fused (forward: the pool as a second output; backward: dY
+    /// given as the pool's output gradient) gives the values of the separate kernels bit for bit, on
+    /// every path (direct, split over the threads, GEMM, general) and both scalar types.
+    @Test(arguments: [1, 2, 3])
+    func pooledMatchesSeparateKernels(threads: Int) {
+        let context = GEMMContext(threads: threads)
+        context.directSplitMinimum = 0
+        func check<T: KernelScalar>(_: T.Type, _ s: Conv2DShape, seed: UInt64) {
+            let pool = Pool2DShape(batch: s.batch, channels: s.outChannels, height: s.outHeight, width: s.outWidth, kernelH: 2, kernelW: 2)
+            let x = convValues(s.inputCount, seed: seed).map { T($0) }, w = convValues(s.weightCount, seed: seed + 1).map { T($0) }
+            let b = convValues(s.outChannels, seed: seed + 2).map { T($0) }
+            let dp = convValues(pool.outputCount, seed: seed + 3).map { T($0) }
+            var y = [T](repeating: .nan, count: s.outputCount), yFused = y
+            var p = [T](repeating: .nan, count: pool.outputCount), pFused = p
+            var dh = [T](repeating: .nan, count: s.outputCount)
+            var grads = [[T]](repeating: [], count: 2)
+            var scratch = [T](repeating: .nan, count: max(conv2DForwardScratchCount(s, threads: threads), conv2DBackwardScratchCount(s, threads: threads)))
+            scratch.withUnsafeMutableBufferPointer { sc in
+                let sp = sc.baseAddress!
+                conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &y, scratch: sp, context: context)
+                maxPool2DForward(pool, x: y, y: &p, context: context)
+                conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &yFused, pooled: &pFused, scratch: sp, context: context)
+                maxPool2DBackward(pool, x: y, dy: dp, dx: &dh, context: context)
+                for (i, fused) in [false, true].enumerated() {
+                    var dx = [T](repeating: .nan, count: s.inputCount), dw = [T](repeating: .nan, count: s.weightCount)
+                    var db = [T](repeating: .nan, count: s.outChannels)
+                    conv2DBackward(s, x: x, weight: w, dy: fused ? dp : dh, activation: .relu, y: y, pooled: fused,
+                                   dx: &dx, dWeight: &dw, dBias: &db, scratch: sp, context: context)
+                    grads[i] = dx + dw + db
+                }
+            }
+            #expect(y == yFused && p == pFused, "forward \(s) \(T.self) \(threads)")
+            #expect(grads[0] == grads[1], "backward \(s) \(T.self) \(threads)")
+        }
+        for (ci, s) in convCases.enumerated() where s.outHeight >= 2 && s.outWidth >= 2 {
+            check(Float.self, s, seed: UInt64(500 + 10 * ci))
+            check(Double.self, s, seed: UInt64(500 + 10 * ci))
+        }
+    }
+
     /// Gradients of L = Σ r ⊙ act(conv(x, w) + b) against central differences of the forward kernel (f64).
     @Test func gradientsMatchFiniteDifferences() {
         let context = GEMMContext(threads: 2)

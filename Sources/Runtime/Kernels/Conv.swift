@@ -297,6 +297,13 @@ private func conv2DForwardGrouped<T: KernelScalar>(_ s: Conv2DShape, x: UnsafePo
 /// plane's last chunks go one at a time, so only whole 16-wide chunks are computed (a 14-row plane of
 /// 16-wide rows is 14 chunks, not 15). (The 512-bit kernel and the single chunks: conv 16→32 at
 /// 14×14, batch 64, 848 → 630–800 µs on the 2-core Zen 4; batch 1, 22.8 → 20.4 µs.)
+extension Conv2DShape {
+    /// The 2×2, stride-2 max pool of this convolution's output (a fused conv's second result).
+    var outputPool: Pool2DShape {
+        Pool2DShape(batch: batch, channels: outChannels, height: outHeight, width: outWidth, kernelH: 2, kernelW: 2)
+    }
+}
+
 struct DirectForward {
     static let channelBlock = 4, chunkBlock = 3
     let rowLength: Int
@@ -327,16 +334,23 @@ struct DirectForward {
     }
 }
 
-/// y = act(conv(x, weight) + bias), NCHW. `bias` may be nil. `scratch` holds at least
-/// `conv2DForwardScratchCount(s, threads: context.threads)` elements. Invalid shapes do nothing.
+/// y = act(conv(x, weight) + bias), NCHW. `bias` may be nil. With `pooled`, also its 2×2, stride-2
+/// max pool [N, Cout, ⌊Ho/2⌋, ⌊Wo/2⌋], the same values `maxPool2DForward` gives (the direct path
+/// pools each plane as it writes it; the others pool the whole output after). `scratch` holds at
+/// least `conv2DForwardScratchCount(s, threads: context.threads)` elements. Invalid shapes do nothing.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func conv2DForward<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
-    activation: ActivationFunction = .identity, y: UnsafeMutablePointer<T>,
+    activation: ActivationFunction = .identity, y: UnsafeMutablePointer<T>, pooled: UnsafeMutablePointer<T>? = nil,
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
+    if let pooled, !(T.self == Float.self && s.directForward && !s.isGeneral) {
+        conv2DForward(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
+        maxPool2DForward(s.outputPool, x: UnsafePointer(y), y: pooled, context: context)
+        return
+    }
     if s.isGeneral {
         conv2DForwardGeneral(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
         return
@@ -346,6 +360,7 @@ public func conv2DForward<T: KernelScalar>(
                             weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                             bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
                             y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
+                            pooled: pooled.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
                             scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), context: context)
         return
     }
@@ -395,7 +410,8 @@ public func conv2DForward<T: KernelScalar>(
 /// The direct stride-1 forward pass (see `DirectForward`), samples spread over the context's threads.
 private func conv2DForwardDirect(
     _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
+    scratch: UnsafeMutablePointer<Float>, context: GEMMContext
 ) {
     let d = DirectForward(s)
     // The padded input planes' borders stay zero: each sample rewrites only the image inside them.
@@ -405,21 +421,22 @@ private func conv2DForwardDirect(
         (scratch + d.weights + worker * d.perThread).update(repeating: 0, count: s.inChannels * d.inputPlane)
     }
     if split {
-        conv2DForwardDirectSplit(s, d, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
+        conv2DForwardDirectSplit(s, d, x: x, weight: weight, bias: bias, activation: activation, y: y, pooled: pooled,
+                                 scratch: scratch, context: context)
         return
     }
     transposeDirectWeights(s, d, weight, into: scratch, channels: 0..<d.channels)
     typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
-                         UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Bool)
-    let forward: Forward = (s, x, bias, activation, y, scratch, context.wideKernels)
+                         UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Bool)
+    let forward: Forward = (s, x, bias, activation, y, pooled, scratch, context.wideKernels)
     context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
-        let (s, x, bias, activation, y, scratch, wide) = shared.assumingMemoryBound(to: Forward.self).pointee
+        let (s, x, bias, activation, y, pooled, scratch, wide) = shared.assumingMemoryBound(to: Forward.self).pointee
         let d = DirectForward(s)
         let input = scratch + d.weights + worker * d.perThread
         let output = input + s.inChannels * d.inputPlane
         copyIntoPaddedPlanes(s, d, x, sample: n, input)
         directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output, wide: wide)
-        writeOutputChannels(s, d, output, sample: n, channels: 0..<s.outChannels, bias: bias, activation, y)
+        writeOutputChannels(s, d, output, sample: n, channels: 0..<s.outChannels, bias: bias, activation, y, pooled: pooled)
     }
 }
 
@@ -434,17 +451,20 @@ private func copyIntoPaddedPlanes(_ s: Conv2DShape, _ d: DirectForward, _ x: Uns
     }
 }
 
-/// The valid columns of each output row of the given channels of sample n, + bias, activation, into y.
+/// The valid columns of each output row of the given channels of sample n, + bias, activation, into y;
+/// and each plane's 2×2 max pool into `pooled`, while the plane is in cache.
 private func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output: UnsafePointer<Float>, sample n: Int,
                                  channels: Range<Int>, bias: UnsafePointer<Float>?, _ activation: ActivationFunction,
-                                 _ y: UnsafeMutablePointer<Float>) {
+                                 _ y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?) {
     let ho = s.outHeight, wo = s.outWidth
     let yn = y + n * s.outChannels * ho * wo
+    let pool = s.outputPool, pooledPlane = pool.outHeight * pool.outWidth
     for co in channels {
         let b = bias?[co] ?? 0
         for oy in 0..<ho {
             biasActivationRow(output + co * d.outputPlane + oy * d.rowLength, yn + (co * ho + oy) * wo, wo, bias: b, activation)
         }
+        if let pooled { maxPool2x2ForwardPlane(pool, x: yn + co * ho * wo, y: pooled + (n * s.outChannels + co) * pooledPlane) }
     }
 }
 
@@ -453,18 +473,19 @@ private func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output:
 /// the input (worker 0's), each writing its channels.
 private func conv2DForwardDirectSplit(
     _ s: Conv2DShape, _ d: DirectForward, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
+    scratch: UnsafeMutablePointer<Float>, context: GEMMContext
 ) {
     let input = scratch + d.weights
     let blocks = d.channels / DirectForward.channelBlock
     let parts = min(context.threads, blocks)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>,
-                     UnsafeMutablePointer<Float>, Int, Int, Bool)
+                     UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Bool)
     for n in 0..<s.batch {
         copyIntoPaddedPlanes(s, d, x, sample: n, input)
-        let job: Job = (s, weight, bias, activation, y, scratch, n, parts, context.wideKernels)
+        let job: Job = (s, weight, bias, activation, y, pooled, scratch, n, parts, context.wideKernels)
         context.parallelFor(parts, sharing: job) { shared, part, _ in
-            let (s, weight, bias, activation, y, scratch, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
+            let (s, weight, bias, activation, y, pooled, scratch, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
             let d = DirectForward(s)
             let input = scratch + d.weights, output = input + s.inChannels * d.inputPlane
             let mine = WorkerPool.range(d.channels / DirectForward.channelBlock, worker: part, of: parts)
@@ -476,7 +497,7 @@ private func conv2DForwardDirectSplit(
             directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output, channelBlocks: mine, wide: wide)
             let first = mine.lowerBound * DirectForward.channelBlock
             writeOutputChannels(s, d, output, sample: n, channels: first..<max(first, min(s.outChannels, mine.upperBound * DirectForward.channelBlock)),
-                                bias: bias, activation, y)
+                                bias: bias, activation, y, pooled: pooled)
         }
     }
 }
@@ -895,7 +916,7 @@ struct ConvOutputGradient<T: KernelScalar> {
         activeY = activation == .identity ? nil : y
         pooledY = pooled ? y : nil
         planeSize = s.outHeight * s.outWidth
-        pool = Pool2DShape(batch: 1, channels: 1, height: s.outHeight, width: s.outWidth, kernelH: 2, kernelW: 2)
+        pool = s.outputPool
     }
 
     /// dZ of plane n·Cout + co into dst (planeSize elements); returns Σ dZ.

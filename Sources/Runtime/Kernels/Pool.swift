@@ -88,21 +88,7 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
             let xp = x + plane * h * w
             let yp = y + plane * ho * wo
             if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
-                for oy in 0..<ho {
-                    let r0 = xp + 2 * oy * w, r1 = r0 + w, yr = yp + oy * wo
-                    if T.self == Float.self && wo >= 4 {
-                        maxPool2x2RowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeMutableRawPointer(yr), outWidth: wo)
-                        continue
-                    }
-                    for ox in 0..<wo {
-                        let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
-                        var m = a
-                        if b > m || b.isNaN { m = b }
-                        if cc > m || cc.isNaN { m = cc }
-                        if d > m || d.isNaN { m = d }
-                        yr[ox] = m
-                    }
-                }
+                maxPool2x2ForwardPlane(s, x: xp, y: yp)
                 continue
             }
             for oy in 0..<ho {
@@ -119,6 +105,28 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
                     yp[oy * wo + ox] = m
                 }
             }
+        }
+    }
+}
+
+/// One plane of a 2×2, stride-2 max pool (s gives the plane's size); also the epilogue of a
+/// convolution fused with its pool.
+@inline(__always)
+func maxPool2x2ForwardPlane<T: KernelScalar>(_ s: Pool2DShape, x xp: UnsafePointer<T>, y yp: UnsafeMutablePointer<T>) {
+    let w = s.width, ho = s.outHeight, wo = s.outWidth
+    for oy in 0..<ho {
+        let r0 = xp + 2 * oy * w, r1 = r0 + w, yr = yp + oy * wo
+        if T.self == Float.self && wo >= 4 {
+            maxPool2x2RowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeMutableRawPointer(yr), outWidth: wo)
+            continue
+        }
+        for ox in 0..<wo {
+            let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
+            var m = a
+            if b > m || b.isNaN { m = b }
+            if cc > m || cc.isNaN { m = cc }
+            if d > m || d.isNaN { m = d }
+            yr[ox] = m
         }
     }
 }
