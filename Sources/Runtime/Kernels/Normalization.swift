@@ -28,14 +28,28 @@ func batchNormTrainingForward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Uns
         guard count > 0 else { return }
         for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
             let shift = Double(x[c * inner])
+            // Four interleaved partial sums per row (one chain of additions was bound by the adder's
+            // latency: 2.3 ms of the residual CNN's step for its first batch norm), added in a fixed order.
             var sum = 0.0, squares = 0.0
             for n in 0..<outer {
                 let row = x + (n * channels + c) * inner
-                for i in 0..<inner {
-                    let d = Double(row[i]) - shift
-                    sum += d
-                    squares += d * d
+                var s = SIMD4<Double>(), q = SIMD4<Double>()
+                var i = 0
+                while i + 4 <= inner {
+                    let d = SIMD4<Double>(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3])) - shift
+                    s += d
+                    q += d * d
+                    i += 4
                 }
+                var rowSum = (s[0] + s[1]) + (s[2] + s[3]), rowSquares = (q[0] + q[1]) + (q[2] + q[3])
+                while i < inner {
+                    let d = Double(row[i]) - shift
+                    rowSum += d
+                    rowSquares += d * d
+                    i += 1
+                }
+                sum += rowSum
+                squares += rowSquares
             }
             let m = Double(count)
             let centred = sum / m
@@ -73,14 +87,28 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
         let count = outer * inner
         for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
             let mu = mean[c], inv = invstd[c]
+            // Four interleaved partial sums per row, as in the forward pass.
             var sumDy: T = 0, sumDyXhat: T = 0
             for n in 0..<outer {
                 let offset = (n * channels + c) * inner
-                for i in 0..<inner {
-                    let g = dy[offset + i]
-                    sumDy += g
-                    sumDyXhat += g * ((x[offset + i] - mu) * inv)
+                var s = SIMD4<T>(), q = SIMD4<T>()
+                var i = 0
+                while i + 4 <= inner {
+                    let g = SIMD4<T>(dy[offset + i], dy[offset + i + 1], dy[offset + i + 2], dy[offset + i + 3])
+                    let v = SIMD4<T>(x[offset + i], x[offset + i + 1], x[offset + i + 2], x[offset + i + 3])
+                    s += g
+                    q += g * ((v - mu) * inv)
+                    i += 4
                 }
+                var rowDy = (s[0] + s[1]) + (s[2] + s[3]), rowDyXhat = (q[0] + q[1]) + (q[2] + q[3])
+                while i < inner {
+                    let g = dy[offset + i]
+                    rowDy += g
+                    rowDyXhat += g * ((x[offset + i] - mu) * inv)
+                    i += 1
+                }
+                sumDy += rowDy
+                sumDyXhat += rowDyXhat
             }
             dBeta[c] = sumDy
             dGamma[c] = sumDyXhat
