@@ -963,10 +963,7 @@ struct Translator {
         let divide = node.opType == "Div"
         guard operands.count == 2 else { throw unsupported(node, "\(node.opType) takes two operands") }
         if data[operands[0]] != nil, let k = constants[operands[1]], k.values.count == 1, !divide || k.values[0] != 0 {
-            let factor = divide ? 1 / k.values[0] : k.values[0]
-            // (A NaN or infinite factor cannot be written as a `scale` statement.)
-            guard factor.isFinite else { throw unsupported(node, "\(node.opType) by a constant that is not finite") }
-            try activation(node, "scale \(formatNumber(factor))")
+            try activation(node, try scaleStatement(node, divide ? 1 / k.values[0] : k.values[0]))
             return
         }
         if !divide, data[operands[1]] != nil, let k = constants[operands[0]], k.values.count == 1 {
@@ -990,11 +987,17 @@ struct Translator {
         throw unsupported(node, "nnc imports Mul of two computed values only as x·sigmoid(x) (SiLU)")
     }
 
+    /// The `scale` statement for a constant factor: a NaN or infinite one cannot be written as one.
+    func scaleStatement(_ node: ONNXNode, _ k: Double) throws(ImportError) -> String {
+        guard k.isFinite else { throw unsupported(node, "\(node.opType) by a constant that is not finite") }
+        return "scale \(formatNumber(k))"
+    }
+
     /// k · x with the constant first.
     mutating func scaleFromLeft(_ node: ONNXNode, _ k: Double) throws(ImportError) {
-        guard k.isFinite else { throw unsupported(node, "\(node.opType) by a constant that is not finite") }
+        let statement = try scaleStatement(node, k)
         let x = try dataInput(node, 1)
-        let y = emit("scale \(formatNumber(k))", reading: x.value, dims: nnValues[x.value].dims)
+        let y = emit(statement, reading: x.value, dims: nnValues[x.value].dims)
         define(node, y, dims: x.dims)
     }
 
