@@ -220,14 +220,16 @@ public func conv2DForwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
     guard s.isValid else { return 0 }
     if s.isGeneral { return generalForwardScratchCount(s, threads: threads) }
     guard !s.isPointwise else { return 0 }
+    // (f32 only, but the count is the same for both types.)
+    let winograd = s.useWinograd(threads: threads) ? WinogradForward(s).scratchCount(threads: threads) : 0
     if s.forwardSamplesPerGEMM > 1 {
-        return max(threads, 1) * (s.patchSize + s.outChannels) * s.forwardSamplesPerGEMM * s.outHeight * s.outWidth
+        return max(winograd, max(threads, 1) * (s.patchSize + s.outChannels) * s.forwardSamplesPerGEMM * s.outHeight * s.outWidth)
     }
     let perThread = (s.patchSize + (s.forwardTransposed ? s.outChannels : 0)) * s.outHeight * s.outWidth
     let im2col = max(threads, 1) * perThread
-    guard s.directForward else { return im2col }
+    guard s.directForward else { return max(im2col, winograd) }
     let d = DirectForward(s)
-    return max(im2col, d.weights + max(threads, 1) * d.perThread)
+    return max(im2col, winograd, d.weights + max(threads, 1) * d.perThread)
 }
 
 extension Conv2DShape {
@@ -346,13 +348,23 @@ public func conv2DForward<T: KernelScalar>(
     scratch: UnsafeMutablePointer<T>, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
-    if let pooled, !(T.self == Float.self && s.directForward && !s.isGeneral) {
+    let winograd = T.self == Float.self && s.useWinograd(threads: context.threads)
+    if let pooled, !(T.self == Float.self && (s.directForward || winograd) && !s.isGeneral) {
         conv2DForward(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
         maxPool2DForward(s.outputPool, x: UnsafePointer(y), y: pooled, context: context)
         return
     }
     if s.isGeneral {
         conv2DForwardGeneral(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
+        return
+    }
+    if winograd {
+        conv2DForwardWinograd(s, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                              weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
+                              bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
+                              y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
+                              pooled: pooled.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
+                              scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), context: context)
         return
     }
     if T.self == Float.self && s.directForward {
@@ -453,7 +465,7 @@ private func copyIntoPaddedPlanes(_ s: Conv2DShape, _ d: DirectForward, _ x: Uns
 
 /// The valid columns of each output row of the given channels of sample n, + bias, activation, into y;
 /// and each plane's 2×2 max pool into `pooled`, while the plane is in cache.
-private func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output: UnsafePointer<Float>, sample n: Int,
+func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output: UnsafePointer<Float>, sample n: Int,
                                  channels: Range<Int>, bias: UnsafePointer<Float>?, _ activation: ActivationFunction,
                                  _ y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?) {
     let ho = s.outHeight, wo = s.outWidth

@@ -1,0 +1,281 @@
+import IR
+
+/// Winograd's minimal filtering F(2×2, 3×3) for 3×3, stride-1 convolutions of single images (batch-1
+/// inference), f32. Each 2×2 block of outputs ("tile") is computed from a 4×4 block of the padded
+/// input d with 16 multiplies per (input, output) channel pair instead of 36:
+///
+///     Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A
+///
+/// so a convolution becomes 16 small products M[ξν] = V[ξν] · U[ξν] ([tiles × Cin] · [Cin × Cout],
+/// one per position ξν of the 4×4 transformed tile), between an input transform V = Bᵀ d B and an
+/// output transform Y = Aᵀ M A. The layouts keep channels innermost (tiles × channels), so both
+/// transforms are vector adds over channels and the products broadcast one V element against a
+/// vector of U. Output channels are split over the threads in blocks of 16 (each thread transforms
+/// the whole input for itself: cheaper than sharing it between cores); each thread then writes its
+/// channels' planes through the direct path's epilogue (bias, activation, the fused 2×2 max pool),
+/// so everything after the sums is the same code.
+///
+/// Rounding: the transforms add and subtract before multiplying, so the sums differ from the
+/// direct convolution's in the last bits (relative error ~1e-6 here, as cuDNN's and oneDNN's
+/// Winograd kernels). Used only where few images run (fewer than the threads, or one): training
+/// steps keep the direct path's numbers. Measured on the Fashion CNN's 16→32 at 14×14, batch 1,
+/// 2-core Zen 4: see `useWinograd`.
+extension Conv2DShape {
+    /// Shapes Winograd F(2×2, 3×3) computes: 3×3 kernels, stride 1, no dilation or groups, and enough
+    /// channels that the transforms cost little against the products.
+    var winogradShape: Bool {
+        kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && dilationH == 1 && dilationW == 1
+            && groups == 1 && inChannels >= 8 && outChannels >= 8 && outHeight >= 2 && outWidth >= 2
+    }
+
+    /// Whether an f32 forward pass on `threads` threads runs Winograd: a single image, or fewer images
+    /// than threads (the direct path would split each image's channels then too).
+    func useWinograd(threads: Int) -> Bool {
+        winogradShape && (batch == 1 || batch < threads)
+    }
+}
+
+/// Sizes and offsets (f32 elements) of the Winograd path's buffers.
+struct WinogradForward {
+    /// Output channels per block (a thread's share is whole blocks).
+    static let channelBlock = 16
+    /// Tiles: ⌈Ho/2⌉ × ⌈Wo/2⌉.
+    let tileRows: Int, tileColumns: Int, tiles: Int
+    /// The channels-last padded input: (2·tileRows + 2) × (2·tileColumns + 2) positions of
+    /// `inChannels` channels, zero outside the image.
+    let paddedHeight: Int, paddedWidth: Int
+    /// Input channels rounded up to eight (the transforms' vectors); the extra ones are zero.
+    let inChannels: Int
+    /// Output channels rounded up to the channel block.
+    let outChannels: Int
+    /// Per thread: the zero-padded input planes [Cin × paddedHeight × paddedWidth], the same channels
+    /// last, V [16 × tiles × inChannels], transposed weights [9·Cin × outChannels],
+    /// U [16 × inChannels × outChannels], M [16 × tiles × outChannels], output tiles channels last in
+    /// rows as long as the direct path's output rows [2·tileRows × rowLength × outChannels] (so that
+    /// one transpose of whole 8 × 8 blocks makes the output planes; the positions past the tiles are
+    /// junk, as in the direct path's planes).
+    let planes: Int, input: Int, transformedInput: Int, weights: Int, transformedWeights: Int, products: Int, outputTiles: Int
+    let perThread: Int
+    /// Shared: the direct path's output planes (its epilogue reads them), then the threads' buffers.
+    let direct: DirectForward
+    let sharedPlanes: Int
+
+    init(_ s: Conv2DShape) {
+        tileRows = (s.outHeight + 1) / 2
+        tileColumns = (s.outWidth + 1) / 2
+        tiles = tileRows * tileColumns
+        paddedHeight = 2 * tileRows + 2
+        paddedWidth = 2 * tileColumns + 2
+        inChannels = (s.inChannels + 7) / 8 * 8
+        outChannels = (s.outChannels + WinogradForward.channelBlock - 1) / WinogradForward.channelBlock * WinogradForward.channelBlock
+        direct = DirectForward(s)
+        sharedPlanes = direct.channels * direct.outputPlane
+        // A thread may be given every block (one thread), so each buffer is sized for all of them.
+        var offset = 0
+        planes = offset; offset += s.inChannels * paddedHeight * paddedWidth
+        input = offset; offset += paddedHeight * paddedWidth * inChannels
+        transformedInput = offset; offset += 16 * tiles * inChannels
+        weights = offset; offset += 9 * s.inChannels * outChannels
+        transformedWeights = offset; offset += 16 * inChannels * outChannels
+        products = offset; offset += 16 * tiles * outChannels
+        outputTiles = offset; offset += 2 * tileRows * direct.rowLength * outChannels
+        perThread = offset
+    }
+
+    func scratchCount(threads: Int) -> Int { sharedPlanes + max(threads, 1) * perThread }
+}
+
+/// The Winograd forward pass (see above); `scratch` holds `WinogradForward(s).scratchCount(threads:)`.
+func conv2DForwardWinograd(
+    _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
+    scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+) {
+    let blocks = WinogradForward(s).outChannels / WinogradForward.channelBlock
+    let parts = min(context.threads, blocks)
+    typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
+                     UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Bool)
+    for n in 0..<s.batch {
+        let job: Job = (s, x, weight, bias, activation, y, pooled, scratch, n, parts, context.wideKernels)
+        context.parallelFor(parts, sharing: job) { shared, part, worker in
+            let (s, x, weight, bias, activation, y, pooled, scratch, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
+            let w = WinogradForward(s)
+            let mine = WorkerPool.range(w.outChannels / WinogradForward.channelBlock, worker: part, of: parts)
+            let first = mine.lowerBound * WinogradForward.channelBlock
+            let count = mine.count * WinogradForward.channelBlock
+            let real = first..<max(first, min(s.outChannels, first + count))
+            let buffers = scratch + w.sharedPlanes + worker * w.perThread
+            winogradTransformWeights(s, w, weight, channels: real, columns: count, buffers)
+            winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers)
+            if wide {
+                winogradProducts(SIMD16<Float>.self, w, columns: count, buffers)
+            } else {
+                winogradProducts(SIMD8<Float>.self, w, columns: count, buffers)
+            }
+            let planes = scratch
+            winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
+            writeOutputChannels(s, w.direct, planes, sample: n, channels: real, bias: bias, activation, y, pooled: pooled)
+        }
+    }
+}
+
+/// U[ξν][c][co] = (G g Gᵀ)[ξ][ν] for the thread's output channels (`channels`, at columns
+/// 0..<channels.count of `columns`; the other columns and the padded input channels are zero), with
+/// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]: the weights are first laid out [9·Cin × columns] so that
+/// each of their nine taps is a vector over output channels.
+private func winogradTransformWeights(_ s: Conv2DShape, _ w: WinogradForward, _ weight: UnsafePointer<Float>,
+                                      channels: Range<Int>, columns: Int, _ buffers: UnsafeMutablePointer<Float>) {
+    let k = 9 * s.inChannels
+    let wt = buffers + w.weights, u = buffers + w.transformedWeights
+    if !channels.isEmpty {
+        transposeF32(weight + channels.lowerBound * k, ldSrc: k, rows: channels.count, columns: k, wt, ldDst: columns)
+    }
+    if channels.count < columns {
+        for row in 0..<k { (wt + row * columns + channels.count).update(repeating: 0, count: columns - channels.count) }
+    }
+    if s.inChannels < w.inChannels {
+        for position in 0..<16 {
+            (u + (position * w.inChannels + s.inChannels) * columns).update(repeating: 0, count: (w.inChannels - s.inChannels) * columns)
+        }
+    }
+    @inline(__always) func g(_ a: F8, _ b: F8, _ c: F8) -> (F8, F8, F8, F8) {
+        let half = F8(repeating: 0.5)
+        return (a, (a + b + c) * half, (a - b + c) * half, c)
+    }
+    for c in 0..<s.inChannels {
+        for co in stride(from: 0, to: columns, by: 8) {
+            let tap = wt + c * 9 * columns + co
+            @inline(__always) func column(_ j: Int) -> (F8, F8, F8, F8) {
+                g(load8(tap + j * columns), load8(tap + (3 + j) * columns), load8(tap + (6 + j) * columns))
+            }
+            let c0 = column(0), c1 = column(1), c2 = column(2)
+            @inline(__always) func store(_ v: (F8, F8, F8, F8), row: Int) {
+                let at = u + (row * 4 * w.inChannels + c) * columns + co, step = w.inChannels * columns
+                store8(v.0, at); store8(v.1, at + step); store8(v.2, at + 2 * step); store8(v.3, at + 3 * step)
+            }
+            store(g(c0.0, c1.0, c2.0), row: 0)
+            store(g(c0.1, c1.1, c2.1), row: 1)
+            store(g(c0.2, c1.2, c2.2), row: 2)
+            store(g(c0.3, c1.3, c2.3), row: 3)
+        }
+    }
+}
+
+/// The image channels-last in the zero-padded input, then V[ξν][tile][c] = (Bᵀ d B)[ξ][ν] for every
+/// tile's 4×4 block d, with Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
+private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x: UnsafePointer<Float>,
+                                    _ buffers: UnsafeMutablePointer<Float>) {
+    let cp = w.inChannels, h = s.height, width = s.width
+    let planes = buffers + w.planes, padded = buffers + w.input, v = buffers + w.transformedInput
+    let plane = w.paddedHeight * w.paddedWidth
+    // Zero-padded planes first, then one transpose of whole 8 × 8 blocks (row by row, the image's
+    // short rows left most of it to scalar code). The padded block always holds the image: its
+    // 2·⌈Ho/2⌉ + 2 ≥ H + 2·pad rows (likewise columns).
+    planes.update(repeating: 0, count: s.inChannels * plane)
+    for c in 0..<s.inChannels {
+        let dst = planes + c * plane + s.padH * w.paddedWidth + s.padW
+        for iy in 0..<h { copyShort(dst + iy * w.paddedWidth, x + (c * h + iy) * width, width) }
+    }
+    transposeF32(planes, ldSrc: plane, rows: s.inChannels, columns: plane, padded, ldDst: cp)
+    if s.inChannels < cp {
+        for position in 0..<plane { (padded + position * cp + s.inChannels).update(repeating: 0, count: cp - s.inChannels) }
+    }
+    @inline(__always) func bt(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8, F8, F8) { (a - c, b + c, c - b, b - d) }
+    let rowStep = w.paddedWidth * cp, positionStep = w.tiles * cp
+    for ty in 0..<w.tileRows {
+        for tx in 0..<w.tileColumns {
+            let tile = ty * w.tileColumns + tx
+            let base = padded + (2 * ty * w.paddedWidth + 2 * tx) * cp
+            for c in stride(from: 0, to: cp, by: 8) {
+                @inline(__always) func column(_ j: Int) -> (F8, F8, F8, F8) {
+                    let p = base + j * cp + c
+                    return bt(load8(p), load8(p + rowStep), load8(p + 2 * rowStep), load8(p + 3 * rowStep))
+                }
+                let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
+                @inline(__always) func store(_ r: (F8, F8, F8, F8), row: Int) {
+                    let at = v + row * 4 * positionStep + tile * cp + c
+                    store8(r.0, at); store8(r.1, at + positionStep); store8(r.2, at + 2 * positionStep); store8(r.3, at + 3 * positionStep)
+                }
+                store(bt(c0.0, c1.0, c2.0, c3.0), row: 0)
+                store(bt(c0.1, c1.1, c2.1, c3.1), row: 1)
+                store(bt(c0.2, c1.2, c2.2, c3.2), row: 2)
+                store(bt(c0.3, c1.3, c2.3, c3.3), row: 3)
+            }
+        }
+    }
+}
+
+/// M[ξν] = V[ξν] · U[ξν] for the 16 positions: eight tiles by one vector of output channels at a
+/// time (eight accumulators: enough independent sums for the multiply-add latency in either width),
+/// each broadcast V element against a loaded vector of U.
+@inline(__always)
+private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns: Int,
+                                       _ buffers: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+    let cp = w.inChannels, tiles = w.tiles, lanes = V.scalarCount
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func store(_ value: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: value, as: V.self) }
+    for position in 0..<16 {
+        let v = UnsafePointer(buffers + w.transformedInput + position * tiles * cp)
+        let u = UnsafePointer(buffers + w.transformedWeights + position * cp * columns)
+        let m = buffers + w.products + position * tiles * columns
+        for co in stride(from: 0, to: columns, by: lanes) {
+            var t = 0
+            while t + 8 <= tiles {
+                var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
+                let row = v + t * cp
+                for c in 0..<cp {
+                    let b = load(u + c * columns + co)
+                    a0 = a0.addingProduct(V(repeating: row[c]), b); a1 = a1.addingProduct(V(repeating: row[cp + c]), b)
+                    a2 = a2.addingProduct(V(repeating: row[2 * cp + c]), b); a3 = a3.addingProduct(V(repeating: row[3 * cp + c]), b)
+                    a4 = a4.addingProduct(V(repeating: row[4 * cp + c]), b); a5 = a5.addingProduct(V(repeating: row[5 * cp + c]), b)
+                    a6 = a6.addingProduct(V(repeating: row[6 * cp + c]), b); a7 = a7.addingProduct(V(repeating: row[7 * cp + c]), b)
+                }
+                let out = m + t * columns + co
+                store(a0, out); store(a1, out + columns); store(a2, out + 2 * columns); store(a3, out + 3 * columns)
+                store(a4, out + 4 * columns); store(a5, out + 5 * columns); store(a6, out + 6 * columns); store(a7, out + 7 * columns)
+                t += 8
+            }
+            while t < tiles {
+                var a0 = V(), a1 = V()
+                let row = v + t * cp
+                // Two partial sums (even and odd channels) halve the dependency chain.
+                var c = 0
+                while c + 2 <= cp {
+                    a0 = a0.addingProduct(V(repeating: row[c]), load(u + c * columns + co))
+                    a1 = a1.addingProduct(V(repeating: row[c + 1]), load(u + (c + 1) * columns + co))
+                    c += 2
+                }
+                store(a0 + a1, m + t * columns + co)
+                t += 1
+            }
+        }
+    }
+}
+
+/// Y = Aᵀ M A for every tile, with Aᵀ = [1 1 1 0; 0 1 −1 −1], into the output tiles (channels last),
+/// then the thread's channels transposed into the direct path's output planes.
+private func winogradTransformOutput(_ s: Conv2DShape, _ w: WinogradForward, columns: Int, _ buffers: UnsafeMutablePointer<Float>,
+                                     planes: UnsafeMutablePointer<Float>, channels: Range<Int>) {
+    let m = UnsafePointer(buffers + w.products), out = buffers + w.outputTiles
+    let positionStep = w.tiles * columns, outRow = w.direct.rowLength * columns
+    @inline(__always) func at(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8) { (a + b + c, b - c - d) }
+    for tile in 0..<w.tiles {
+        let ty = tile / w.tileColumns, tx = tile % w.tileColumns
+        let dst = out + 2 * ty * outRow + 2 * tx * columns
+        for co in stride(from: 0, to: columns, by: 8) {
+            let src = m + tile * columns + co
+            @inline(__always) func column(_ j: Int) -> (F8, F8) {
+                at(load8(src + j * positionStep), load8(src + (4 + j) * positionStep),
+                   load8(src + (8 + j) * positionStep), load8(src + (12 + j) * positionStep))
+            }
+            let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
+            let top = at(c0.0, c1.0, c2.0, c3.0), bottom = at(c0.1, c1.1, c2.1, c3.1)
+            store8(top.0, dst + co); store8(top.1, dst + columns + co)
+            store8(bottom.0, dst + outRow + co); store8(bottom.1, dst + outRow + columns + co)
+        }
+    }
+    guard !channels.isEmpty else { return }
+    let d = w.direct
+    transposeF32(out, ldSrc: columns, rows: s.outHeight * d.rowLength, columns: channels.count,
+                 planes + channels.lowerBound * d.outputPlane, ldDst: d.outputPlane)
+}
