@@ -414,7 +414,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                        step: max(1, store.step), context: context)
         case let .convolution(shape, x, weight, bias, activation, y, pooled):
             conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, pooled: pooled,
-                          scratch: scratch, context: context)
+                          scratch: scratch, scratchCount: scratchCount, context: context)
         case let .convolutionInputGradient(shape, dy, weight, x, dx):
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):

@@ -56,9 +56,11 @@ struct WinogradForward {
     /// junk, as in the direct path's planes).
     let planes: Int, input: Int, transformedInput: Int, weights: Int, transformedWeights: Int, products: Int, outputTiles: Int
     let perThread: Int
-    /// Shared: the direct path's output planes (its epilogue reads them), then the threads' buffers.
+    /// Each part's zone: the direct path's output planes (its epilogue reads them; the part writes its
+    /// channels'), then its buffers.
     let direct: DirectForward
     let sharedPlanes: Int
+    var zone: Int { (sharedPlanes + perThread + 15) / 16 * 16 }
 
     init(_ s: Conv2DShape) {
         tileRows = (s.outHeight + 1) / 2
@@ -81,30 +83,28 @@ struct WinogradForward {
         outputTiles = offset; offset += 2 * tileRows * direct.rowLength * outChannels
         perThread = offset
     }
-
-    func scratchCount(threads: Int) -> Int { sharedPlanes + max(threads, 1) * perThread }
 }
 
-/// The Winograd forward pass (see above); `scratch` holds `WinogradForward(s).scratchCount(threads:)`.
+/// The Winograd forward pass (see above); `scratch` holds a zone (`WinogradForward.zone`) per part.
 func conv2DForwardWinograd(
     _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
-    scratch: UnsafeMutablePointer<Float>, context: GEMMContext
+    scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
 ) {
     let blocks = WinogradForward(s).outChannels / WinogradForward.channelBlock
     let parts = min(context.threads, blocks)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
-                     UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Bool)
+                     UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
     for n in 0..<s.batch {
-        let job: Job = (s, x, weight, bias, activation, y, pooled, scratch, n, parts, context.wideKernels)
-        context.parallelFor(parts, sharing: job) { shared, part, worker in
-            let (s, x, weight, bias, activation, y, pooled, scratch, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
+        let job: Job = (s, x, weight, bias, activation, y, pooled, scratch, zones.stride, n, parts, context.wideKernels)
+        context.parallelFor(parts, sharing: job) { shared, part, _ in
+            let (s, x, weight, bias, activation, y, pooled, scratch, zone, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
             let w = WinogradForward(s)
             let mine = WorkerPool.range(w.outChannels / WinogradForward.channelBlock, worker: part, of: parts)
             let first = mine.lowerBound * WinogradForward.channelBlock
             let count = mine.count * WinogradForward.channelBlock
             let real = first..<max(first, min(s.outChannels, first + count))
-            let buffers = scratch + w.sharedPlanes + worker * w.perThread
+            let planes = scratch + part * zone, buffers = planes + w.sharedPlanes
             winogradTransformWeights(s, w, weight, channels: real, columns: count, buffers)
             winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers)
             if wide {
@@ -112,7 +112,6 @@ func conv2DForwardWinograd(
             } else {
                 winogradProducts(SIMD8<Float>.self, w, columns: count, buffers)
             }
-            let planes = scratch
             winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
             writeOutputChannels(s, w.direct, planes, sample: n, channels: real, bias: bias, activation, y, pooled: pooled)
         }
