@@ -110,7 +110,8 @@ enum Instruction<T: KernelScalar> {
     case sgd(p: P, g: P, velocity: P?, count: Int, lr: Double, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
     /// pooled: also the 2×2 max pool of y (see `conv2DForward`).
-    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P, pooled: P?)
+    /// outputRead: whether anything reads y (a pooled convolution in inference need not write it).
+    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P, pooled: P?, outputRead: Bool)
     case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
     case convolutionWeightGradient(Conv2DShape, x: P, dy: P, weight: P, dWeight: P)
     /// pooled: dy is the gradient of the 2×2 max pool of y (see `conv2DBackward`).
@@ -412,9 +413,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
             adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: momentumOverride ?? beta1, beta2: beta2, eps: eps, decay: decay,
                        step: max(1, store.step), context: context)
-        case let .convolution(shape, x, weight, bias, activation, y, pooled):
+        case let .convolution(shape, x, weight, bias, activation, y, pooled, outputRead):
             conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, pooled: pooled,
-                          scratch: scratch, scratchCount: scratchCount, context: context)
+                          outputRead: outputRead, scratch: scratch, scratchCount: scratchCount, context: context)
         case let .convolutionInputGradient(shape, dy, weight, x, dx):
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
@@ -464,6 +465,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
 
     private func makeExecutable(batch: Int) throws -> Executable<T> {
         let graph = plan.graph
+        // Values something reads after they are made: an operand, the output, the loss.
+        var read = Set(graph.nodes.flatMap { $0.operands.map(\.index) })
+        for value in [graph.output, graph.loss] { if let value { read.insert(value.index) } }
         var instructions: [Instruction<T>] = []
         var nodeOf: [Int] = []
         for (index, node) in graph.nodes.enumerated() {
@@ -569,10 +573,11 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 }
             case .conv2d(let g):
                 made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
-                                    bias: nil, activation: .identity, y: results[0], pooled: nil)
+                                    bias: nil, activation: .identity, y: results[0], pooled: nil, outputRead: true)
             case .convFused(let g, let f, let bias, let pooled):
                 made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
-                                    bias: bias ? operands[2] : nil, activation: try fused(f), y: results[0], pooled: pooled ? results[1] : nil)
+                                    bias: bias ? operands[2] : nil, activation: try fused(f), y: results[0], pooled: pooled ? results[1] : nil,
+                                    outputRead: read.contains(node.results[0].index))
             case .conv2dInputGrad(let g):  // (dy, w, x) → dx
                 made = .convolutionInputGradient(convolutionShape(input: operandDims[2], weight: operandDims[1], g),
                                                  dy: operands[0], weight: operands[1], x: operands[2], dx: results[0])

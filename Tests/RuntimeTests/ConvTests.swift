@@ -304,7 +304,8 @@ private let winogradCases: [Conv2DShape] = [
             let b = convValues(s.outChannels, seed: seed + 2).map { T($0) }
             let dp = convValues(pool.outputCount, seed: seed + 3).map { T($0) }
             var y = [T](repeating: .nan, count: s.outputCount), yFused = y
-            var p = [T](repeating: .nan, count: pool.outputCount), pFused = p
+            var p = [T](repeating: .nan, count: pool.outputCount), pFused = p, pAlone = p
+            var yUnread = [T](repeating: .nan, count: s.outputCount)
             var dh = [T](repeating: .nan, count: s.outputCount)
             var grads = [[T]](repeating: [], count: 2)
             var scratch = [T](repeating: .nan, count: max(conv2DForwardScratchCount(s, threads: threads), conv2DBackwardScratchCount(s, threads: threads)))
@@ -313,6 +314,9 @@ private let winogradCases: [Conv2DShape] = [
                 conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &y, scratch: sp, context: context)
                 maxPool2DForward(pool, x: y, y: &p, context: context)
                 conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &yFused, pooled: &pFused, scratch: sp, context: context)
+                // y read by nothing (inference): the Winograd path makes the pool alone.
+                conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &yUnread, pooled: &pAlone, outputRead: false,
+                              scratch: sp, context: context)
                 maxPool2DBackward(pool, x: y, dy: dp, dx: &dh, context: context)
                 for (i, fused) in [false, true].enumerated() {
                     var dx = [T](repeating: .nan, count: s.inputCount), dw = [T](repeating: .nan, count: s.weightCount)
@@ -322,7 +326,7 @@ private let winogradCases: [Conv2DShape] = [
                     grads[i] = dx + dw + db
                 }
             }
-            #expect(y == yFused && p == pFused, "forward \(s) \(T.self) \(threads)")
+            #expect(y == yFused && p == pFused && p == pAlone, "forward \(s) \(T.self) \(threads)")
             #expect(grads[0] == grads[1], "backward \(s) \(T.self) \(threads)")
         }
         for (ci, s) in convCases.enumerated() where s.outHeight >= 2 && s.outWidth >= 2 {

@@ -357,7 +357,7 @@ struct ScratchZones {
 public func conv2DForward<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
     activation: ActivationFunction = .identity, y: UnsafeMutablePointer<T>, pooled: UnsafeMutablePointer<T>? = nil,
-    scratch: UnsafeMutablePointer<T>, scratchCount: Int? = nil, context: GEMMContext
+    outputRead: Bool = true, scratch: UnsafeMutablePointer<T>, scratchCount: Int? = nil, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
     let zones = ScratchZones(count: scratchCount ?? conv2DForwardScratchCount(s, threads: context.threads), threads: context.threads)
@@ -372,10 +372,12 @@ public func conv2DForward<T: KernelScalar>(
         return
     }
     if winograd {
+        // y may go unwritten where nothing reads it (the pool is then made from the tiles).
+        let skipY = !outputRead && pooled != nil && (activation == .relu || activation == .identity)
         conv2DForwardWinograd(s, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                               weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                               bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
-                              y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
+                              y: skipY ? nil : UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
                               pooled: pooled.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
                               scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), zones: zones, context: context)
         return

@@ -341,7 +341,7 @@ private typealias F16 = SIMD16<Float>
 
 /// The maximum of each window's four candidates (top left, top right, bottom left, bottom right), a
 /// NaN winning as in the scalar loop.
-@inline(__always) private func windowMaxima(_ c0: F8, _ c1: F8, _ c2: F8, _ c3: F8) -> F8 {
+@inline(__always) func windowMaxima(_ c0: F8, _ c1: F8, _ c2: F8, _ c3: F8) -> F8 {
     @inline(__always) func larger(_ m: F8, _ v: F8) -> F8 { m.replacing(with: v, where: (v .> m) .| (v .!= v)) }
     return larger(larger(larger(c0, c1), c2), c3)
 }

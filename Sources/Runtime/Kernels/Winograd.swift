@@ -86,15 +86,18 @@ struct WinogradForward {
 }
 
 /// The Winograd forward pass (see above); `scratch` holds a zone (`WinogradForward.zone`) per part.
+/// Without y (nothing reads it; only with `pooled` and relu or no activation), the bias, the
+/// activation and the 2×2 max pool are applied to each tile as it is transformed (a tile is a pool
+/// window), and only the pool is written: the same values as through y.
 func conv2DForwardWinograd(
     _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?,
     scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
 ) {
     let blocks = WinogradForward(s).outChannels / WinogradForward.channelBlock
     let parts = min(context.threads, blocks)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
-                     UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
+                     UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
     for n in 0..<s.batch {
         let job: Job = (s, x, weight, bias, activation, y, pooled, scratch, zones.stride, n, parts, context.wideKernels)
         context.parallelFor(parts, sharing: job) { shared, part, _ in
@@ -112,8 +115,14 @@ func conv2DForwardWinograd(
             } else {
                 winogradProducts(SIMD8<Float>.self, w, columns: count, buffers)
             }
-            winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
-            writeOutputChannels(s, w.direct, planes, sample: n, channels: real, bias: bias, activation, y, pooled: pooled)
+            if let y {
+                winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
+                writeOutputChannels(s, w.direct, planes, sample: n, channels: real, bias: bias, activation, y, pooled: pooled)
+            } else if let pooled {
+                winogradPooledOutput(s, w, columns: count, buffers, bias: bias, relu: activation == .relu,
+                                     pooled: pooled + (n * s.outChannels + real.lowerBound) * s.outputPool.outHeight * s.outputPool.outWidth,
+                                     channels: real)
+            }
         }
     }
 }
@@ -277,4 +286,42 @@ private func winogradTransformOutput(_ s: Conv2DShape, _ w: WinogradForward, col
     let d = w.direct
     transposeF32(out, ldSrc: columns, rows: s.outHeight * d.rowLength, columns: channels.count,
                  planes + channels.lowerBound * d.outputPlane, ldDst: d.outputPlane)
+}
+
+/// The 2×2 max pool of act(Aᵀ M A + bias) for every whole tile (a tile is a pool window; the last
+/// row or column of tiles of an odd-sized output is not pooled), channels last, then transposed
+/// into the thread's channels of the pooled planes. relu or no activation; the bias added, the relu
+/// and the maximum (a NaN winning) as the direct path's epilogue and the pool kernel do them.
+private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, columns: Int, _ buffers: UnsafeMutablePointer<Float>,
+                                  bias: UnsafePointer<Float>?, relu: Bool, pooled: UnsafeMutablePointer<Float>, channels: Range<Int>) {
+    let pool = s.outputPool
+    let m = UnsafePointer(buffers + w.products), positionStep = w.tiles * columns
+    // The thread's biases (zero past the real channels), then the pooled tiles, channels last.
+    let biases = buffers + w.outputTiles, out = biases + columns
+    for co in 0..<columns { biases[co] = channels.lowerBound + co < channels.upperBound ? bias?[channels.lowerBound + co] ?? 0 : 0 }
+    @inline(__always) func at(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8) { (a + b + c, b - c - d) }
+    for py in 0..<pool.outHeight {
+        for px in 0..<pool.outWidth {
+            let tile = py * w.tileColumns + px
+            let dst = out + (py * pool.outWidth + px) * columns
+            for co in stride(from: 0, to: columns, by: 8) {
+                let src = m + tile * columns + co
+                @inline(__always) func column(_ j: Int) -> (F8, F8) {
+                    at(load8(src + j * positionStep), load8(src + (4 + j) * positionStep),
+                       load8(src + (8 + j) * positionStep), load8(src + (12 + j) * positionStep))
+                }
+                let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
+                let b = load8(biases + co)
+                var top = at(c0.0, c1.0, c2.0, c3.0), bottom = at(c0.1, c1.1, c2.1, c3.1)
+                top = (top.0 + b, top.1 + b); bottom = (bottom.0 + b, bottom.1 + b)
+                if relu {
+                    top = (Float.selectPositive(top.0, top.0, F8()), Float.selectPositive(top.1, top.1, F8()))
+                    bottom = (Float.selectPositive(bottom.0, bottom.0, F8()), Float.selectPositive(bottom.1, bottom.1, F8()))
+                }
+                store8(windowMaxima(top.0, top.1, bottom.0, bottom.1), dst + co)
+            }
+        }
+    }
+    let plane = pool.outHeight * pool.outWidth
+    transposeF32(out, ldSrc: columns, rows: plane, columns: channels.count, pooled, ldDst: plane)
 }
