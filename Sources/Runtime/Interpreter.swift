@@ -110,8 +110,10 @@ enum Instruction<T: KernelScalar> {
     case sgd(p: P, g: P, velocity: P?, count: Int, lr: Double, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
     /// pooled: also the 2×2 max pool of y (see `conv2DForward`).
-    /// outputRead: whether anything reads y (a pooled convolution in inference need not write it).
-    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P, pooled: P?, outputRead: Bool)
+    /// outputRead: whether anything reads y (a pooled convolution in inference need not write it);
+    /// transformed: the weights prepared once for the Winograd path (constant parameters).
+    case convolution(Conv2DShape, x: P, weight: P, bias: P?, activation: ActivationFunction, y: P, pooled: P?, outputRead: Bool,
+                     transformed: UnsafePointer<T>?)
     case convolutionInputGradient(Conv2DShape, dy: P, weight: P, x: P, dx: P)
     case convolutionWeightGradient(Conv2DShape, x: P, dy: P, weight: P, dWeight: P)
     /// pooled: dy is the gradient of the 2×2 max pool of y (see `conv2DBackward`).
@@ -213,7 +215,8 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     public var momentumOverride: Double?
     /// Where the loss lands (nil without a loss).
     private var lossPointerStorage: UnsafeMutablePointer<T>?
-    /// The parameters do not change while the session runs: weights multiplied as B are packed once.
+    /// The parameters do not change while the session runs: weights multiplied as B are packed once,
+    /// and the weights of convolutions that run Winograd's algorithm transformed once.
     public let constantParameters: Bool
     /// Those packed weights (kept across executables; see `parametersChanged`).
     private var packedWeights: [PackedWeight] = []
@@ -221,16 +224,19 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     /// to another graph of the model: an evaluation plan shares the training run's store).
     private var stateSlots: [Int] = []
 
-    /// A parameter packed as a GEMM's B (op(B) is k × n).
+    /// A parameter prepared once for a kernel: packed as a GEMM's B (op(B) is k × n), or a
+    /// convolution's weights transformed for Winograd's algorithm (f32).
     private struct PackedWeight {
-        let parameter: Int, transB: Bool, k: Int, n: Int, ldb: Int
+        enum Layout: Equatable { case gemmB(transB: Bool, k: Int, n: Int, ldb: Int), winograd(Conv2DShape) }
+        let parameter: Int, layout: Layout
         let memory: LargeBuffer
     }
 
     /// `context`: the worker threads to run on, shared with another session that runs at other times
     /// (a training run's evaluation on test data); by default (nil), its own, `threads` of them.
     /// `constantParameters` (inference, as ONNX Runtime does with its initializers): the weights that
-    /// multiply as a GEMM's B are packed for the kernels once, here, instead of in every step; after
+    /// multiply as a GEMM's B are packed for the kernels once (and those of convolutions that run Winograd's
+    /// algorithm transformed once), here, instead of in every step; after
     /// changing parameters, call `parametersChanged()`. Ignored when the plan updates parameters.
     public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0, context: GEMMContext? = nil,
                 constantParameters: Bool = false) throws {
@@ -270,20 +276,36 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
 
     private func pack(_ weight: PackedWeight) {
         guard let b = store.parameters[weight.parameter].baseAddress else { return }
-        gemmPackB(transB: weight.transB, k: weight.k, n: weight.n, b: b, ldb: weight.ldb,
-                  into: weight.memory.pointer.assumingMemoryBound(to: T.self), context: context)
+        let into = weight.memory.pointer
+        switch weight.layout {
+        case let .gemmB(transB, k, n, ldb):
+            gemmPackB(transB: transB, k: k, n: n, b: b, ldb: ldb, into: into.assumingMemoryBound(to: T.self), context: context)
+        case let .winograd(shape):
+            winogradTransformWeights(shape, UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), into: into.assumingMemoryBound(to: Float.self))
+        }
     }
 
     /// B packed once for a GEMM, when B is a parameter and the parameters are constant; else nil.
     private func packedWeight(_ value: ValueID, transB: Bool, k: Int, n: Int, ldb: Int) -> UnsafePointer<T>? {
+        prepared(value, .gemmB(transB: transB, k: k, n: n, ldb: ldb), count: gemmPackedBCount(T.self, k: k, n: n, context: context))
+    }
+
+    /// A convolution's weights transformed once, where it runs Winograd's algorithm and its weights
+    /// are a parameter and constant; else nil.
+    private func winogradWeight(_ value: ValueID, _ shape: Conv2DShape) -> UnsafePointer<T>? {
+        guard T.self == Float.self, shape.useWinograd(threads: context.threads) else { return nil }
+        var key = shape
+        key.batch = 1
+        return prepared(value, .winograd(key), count: winogradTransformedWeightsCount(key))
+    }
+
+    private func prepared(_ value: ValueID, _ layout: PackedWeight.Layout, count: Int) -> UnsafePointer<T>? {
         guard constantParameters, case .parameter(let index)? = plan.storage[value.index] else { return nil }
-        if let made = packedWeights.first(where: { $0.parameter == index && $0.transB == transB && $0.k == k && $0.n == n }) {
+        if let made = packedWeights.first(where: { $0.parameter == index && $0.layout == layout }) {
             return UnsafePointer(made.memory.pointer.assumingMemoryBound(to: T.self))
         }
-        let count = gemmPackedBCount(T.self, k: k, n: n, context: context)
         guard count > 0 else { return nil }
-        let weight = PackedWeight(parameter: index, transB: transB, k: k, n: n, ldb: ldb,
-                                  memory: LargeBuffer.allocate(byteCount: count * MemoryLayout<T>.stride))
+        let weight = PackedWeight(parameter: index, layout: layout, memory: LargeBuffer.allocate(byteCount: count * MemoryLayout<T>.stride))
         packedWeights.append(weight)
         pack(weight)
         return UnsafePointer(weight.memory.pointer.assumingMemoryBound(to: T.self))
@@ -413,9 +435,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
             adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: momentumOverride ?? beta1, beta2: beta2, eps: eps, decay: decay,
                        step: max(1, store.step), context: context)
-        case let .convolution(shape, x, weight, bias, activation, y, pooled, outputRead):
+        case let .convolution(shape, x, weight, bias, activation, y, pooled, outputRead, transformed):
             conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, pooled: pooled,
-                          outputRead: outputRead, scratch: scratch, scratchCount: scratchCount, context: context)
+                          outputRead: outputRead, transformedWeights: transformed, scratch: scratch, scratchCount: scratchCount, context: context)
         case let .convolutionInputGradient(shape, dy, weight, x, dx):
             conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
@@ -572,12 +594,14 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                     made = .adam(p: operands[0], g: operands[1], m: operands[2], v: operands[3], count: n, lr: lr, beta1: beta1, beta2: beta2, eps: eps, decay: decay)
                 }
             case .conv2d(let g):
-                made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
-                                    bias: nil, activation: .identity, y: results[0], pooled: nil, outputRead: true)
+                let shape = convolutionShape(input: operandDims[0], weight: operandDims[1], g)
+                made = .convolution(shape, x: operands[0], weight: operands[1], bias: nil, activation: .identity, y: results[0], pooled: nil,
+                                    outputRead: true, transformed: winogradWeight(node.operands[1], shape))
             case .convFused(let g, let f, let bias, let pooled):
-                made = .convolution(convolutionShape(input: operandDims[0], weight: operandDims[1], g), x: operands[0], weight: operands[1],
-                                    bias: bias ? operands[2] : nil, activation: try fused(f), y: results[0], pooled: pooled ? results[1] : nil,
-                                    outputRead: read.contains(node.results[0].index))
+                let shape = convolutionShape(input: operandDims[0], weight: operandDims[1], g)
+                made = .convolution(shape, x: operands[0], weight: operands[1], bias: bias ? operands[2] : nil, activation: try fused(f),
+                                    y: results[0], pooled: pooled ? results[1] : nil, outputRead: read.contains(node.results[0].index),
+                                    transformed: winogradWeight(node.operands[1], shape))
             case .conv2dInputGrad(let g):  // (dy, w, x) → dx
                 made = .convolutionInputGradient(convolutionShape(input: operandDims[2], weight: operandDims[1], g),
                                                  dy: operands[0], weight: operands[1], x: operands[2], dx: results[0])

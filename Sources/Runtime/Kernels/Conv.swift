@@ -350,14 +350,19 @@ struct ScratchZones {
 
 /// y = act(conv(x, weight) + bias), NCHW. `bias` may be nil. With `pooled`, also its 2×2, stride-2
 /// max pool [N, Cout, ⌊Ho/2⌋, ⌊Wo/2⌋], the same values `maxPool2DForward` gives (the direct path
-/// pools each plane as it writes it; the others pool the whole output after). `scratch` holds at
-/// least `conv2DForwardScratchCount(s, threads: context.threads)` elements. Invalid shapes do nothing.
+/// pools each plane as it writes it; the others pool the whole output after). `outputRead: false`
+/// says nothing reads y: with `pooled`, the Winograd path may leave it unwritten.
+/// `transformedWeights`: the weights as `winogradTransformWeights` makes them, for a session whose
+/// weights do not change (used where the Winograd path runs). `scratch` holds at least
+/// `conv2DForwardScratchCount(s, threads: context.threads)` elements (`scratchCount`, when more:
+/// see `ScratchZones`). Invalid shapes do nothing.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func conv2DForward<T: KernelScalar>(
     _ s: Conv2DShape, x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
     activation: ActivationFunction = .identity, y: UnsafeMutablePointer<T>, pooled: UnsafeMutablePointer<T>? = nil,
-    outputRead: Bool = true, scratch: UnsafeMutablePointer<T>, scratchCount: Int? = nil, context: GEMMContext
+    outputRead: Bool = true, transformedWeights: UnsafePointer<T>? = nil,
+    scratch: UnsafeMutablePointer<T>, scratchCount: Int? = nil, context: GEMMContext
 ) {
     guard s.isValid, s.batch > 0 else { return }
     let zones = ScratchZones(count: scratchCount ?? conv2DForwardScratchCount(s, threads: context.threads), threads: context.threads)
@@ -379,6 +384,7 @@ public func conv2DForward<T: KernelScalar>(
                               bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
                               y: skipY ? nil : UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
                               pooled: pooled.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
+                              transformedWeights: transformedWeights.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
                               scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), zones: zones, context: context)
         return
     }

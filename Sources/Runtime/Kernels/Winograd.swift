@@ -92,28 +92,36 @@ struct WinogradForward {
 func conv2DForwardWinograd(
     _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     activation: ActivationFunction, y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?,
-    scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
+    transformedWeights: UnsafePointer<Float>?, scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
 ) {
     let blocks = WinogradForward(s).outChannels / WinogradForward.channelBlock
     let parts = min(context.threads, blocks)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
-                     UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
+                     UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
     for n in 0..<s.batch {
-        let job: Job = (s, x, weight, bias, activation, y, pooled, scratch, zones.stride, n, parts, context.wideKernels)
+        let job: Job = (s, x, weight, bias, activation, y, pooled, transformedWeights, scratch, zones.stride, n, parts, context.wideKernels)
         context.parallelFor(parts, sharing: job) { shared, part, _ in
-            let (s, x, weight, bias, activation, y, pooled, scratch, zone, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
+            let (s, x, weight, bias, activation, y, pooled, transformed, scratch, zone, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
             let w = WinogradForward(s)
             let mine = WorkerPool.range(w.outChannels / WinogradForward.channelBlock, worker: part, of: parts)
             let first = mine.lowerBound * WinogradForward.channelBlock
             let count = mine.count * WinogradForward.channelBlock
             let real = first..<max(first, min(s.outChannels, first + count))
             let planes = scratch + part * zone, buffers = planes + w.sharedPlanes
-            winogradTransformWeights(s, w, weight, channels: real, columns: count, buffers)
+            // U: transformed once for the session (constant weights), or here, the part's channels.
+            let u: UnsafePointer<Float>, ldu: Int
+            if let transformed {
+                (u, ldu) = (transformed + first, w.outChannels)
+            } else {
+                winogradTransformWeights(s, w, weight, channels: real, columns: count, into: buffers + w.transformedWeights,
+                                         using: buffers + w.weights)
+                (u, ldu) = (UnsafePointer(buffers + w.transformedWeights), count)
+            }
             winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers)
             if wide {
-                winogradProducts(SIMD16<Float>.self, w, columns: count, buffers)
+                winogradProducts(SIMD16<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
             } else {
-                winogradProducts(SIMD8<Float>.self, w, columns: count, buffers)
+                winogradProducts(SIMD8<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
             }
             if let y {
                 winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
@@ -127,14 +135,32 @@ func conv2DForwardWinograd(
     }
 }
 
-/// U[ξν][c][co] = (G g Gᵀ)[ξ][ν] for the thread's output channels (`channels`, at columns
-/// 0..<channels.count of `columns`; the other columns and the padded input channels are zero), with
-/// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]: the weights are first laid out [9·Cin × columns] so that
-/// each of their nine taps is a vector over output channels.
+/// Elements of a convolution's Winograd-transformed weights U for all its output channels (what
+/// `winogradTransformWeights(_:_:into:)` makes, for a session whose weights do not change).
+public func winogradTransformedWeightsCount(_ s: Conv2DShape) -> Int {
+    let w = WinogradForward(s)
+    return 16 * w.inChannels * w.outChannels
+}
+
+/// U for all output channels, [16 × Cin (rounded up to eight) × Cout (rounded up to 16)], into
+/// `winogradTransformedWeightsCount(s)` elements.
+public func winogradTransformWeights(_ s: Conv2DShape, _ weight: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>) {
+    let w = WinogradForward(s)
+    var transposed = [Float](repeating: 0, count: 9 * s.inChannels * w.outChannels)
+    transposed.withUnsafeMutableBufferPointer { buffer in
+        guard let wt = buffer.baseAddress else { return }
+        winogradTransformWeights(s, w, weight, channels: 0..<s.outChannels, columns: w.outChannels, into: u, using: wt)
+    }
+}
+
+/// U[ξν][c][co] = (G g Gᵀ)[ξ][ν] for the output channels `channels`, at columns
+/// 0..<channels.count of `columns` (the other columns and the padded input channels are zero), with
+/// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]: the weights are first laid out [9·Cin × columns] in `wt`, so
+/// that each of their nine taps is a vector over output channels.
 private func winogradTransformWeights(_ s: Conv2DShape, _ w: WinogradForward, _ weight: UnsafePointer<Float>,
-                                      channels: Range<Int>, columns: Int, _ buffers: UnsafeMutablePointer<Float>) {
+                                      channels: Range<Int>, columns: Int, into u: UnsafeMutablePointer<Float>,
+                                      using wt: UnsafeMutablePointer<Float>) {
     let k = 9 * s.inChannels
-    let wt = buffers + w.weights, u = buffers + w.transformedWeights
     if !channels.isEmpty {
         transposeF32(weight + channels.lowerBound * k, ldSrc: k, rows: channels.count, columns: k, wt, ldDst: columns)
     }
@@ -217,14 +243,14 @@ private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x:
 /// time (eight accumulators: enough independent sums for the multiply-add latency in either width),
 /// each broadcast V element against a loaded vector of U.
 @inline(__always)
-private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns: Int,
+private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns: Int, u transformed: UnsafePointer<Float>, ldu: Int,
                                        _ buffers: UnsafeMutablePointer<Float>) where V.Scalar == Float {
     let cp = w.inChannels, tiles = w.tiles, lanes = V.scalarCount
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     @inline(__always) func store(_ value: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: value, as: V.self) }
     for position in 0..<16 {
         let v = UnsafePointer(buffers + w.transformedInput + position * tiles * cp)
-        let u = UnsafePointer(buffers + w.transformedWeights + position * cp * columns)
+        let u = transformed + position * cp * ldu
         let m = buffers + w.products + position * tiles * columns
         for co in stride(from: 0, to: columns, by: lanes) {
             var t = 0
@@ -232,7 +258,7 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
                 var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
                 let row = v + t * cp
                 for c in 0..<cp {
-                    let b = load(u + c * columns + co)
+                    let b = load(u + c * ldu + co)
                     a0 = a0.addingProduct(V(repeating: row[c]), b); a1 = a1.addingProduct(V(repeating: row[cp + c]), b)
                     a2 = a2.addingProduct(V(repeating: row[2 * cp + c]), b); a3 = a3.addingProduct(V(repeating: row[3 * cp + c]), b)
                     a4 = a4.addingProduct(V(repeating: row[4 * cp + c]), b); a5 = a5.addingProduct(V(repeating: row[5 * cp + c]), b)
@@ -249,8 +275,8 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
                 // Two partial sums (even and odd channels) halve the dependency chain.
                 var c = 0
                 while c + 2 <= cp {
-                    a0 = a0.addingProduct(V(repeating: row[c]), load(u + c * columns + co))
-                    a1 = a1.addingProduct(V(repeating: row[c + 1]), load(u + (c + 1) * columns + co))
+                    a0 = a0.addingProduct(V(repeating: row[c]), load(u + c * ldu + co))
+                    a1 = a1.addingProduct(V(repeating: row[c + 1]), load(u + (c + 1) * ldu + co))
                     c += 2
                 }
                 store(a0 + a1, m + t * columns + co)
