@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import CPrefetch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -116,10 +117,15 @@ final class WorkerPool: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
         }
         runShares(function, state, worker: 0)
+        // Wait for the others with the spin-wait hint; give the core away only after a few µs (a
+        // machine with more threads than cores): yielding after 64 bare polls, a fraction of a µs,
+        // put a system call into the join of most short parallel ops (the batch-1 Fashion CNN,
+        // 2-core Zen 4: 22.4 → 20.6 µs a call with the hint and the longer wait).
         var spins = 0
         while pending.load(ordering: .acquiring) != 0 {
+            nnc_pause()
             spins += 1
-            if spins > 64 { sched_yield() }
+            if spins > 256 { sched_yield() }
         }
         job = nil
         jobState = nil
@@ -168,6 +174,7 @@ final class WorkerPool: @unchecked Sendable {
             var deadline: UInt64 = 0
             while current == seen && polls {
                 spins += 1
+                nnc_pause()
                 if spins & 255 == 0 {
                     let now = DispatchTime.now().uptimeNanoseconds
                     if deadline == 0 { deadline = now + spinNanoseconds } else if now > deadline { break }
