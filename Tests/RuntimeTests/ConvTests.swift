@@ -314,9 +314,26 @@ private let winogradCases: [Conv2DShape] = [
                 conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &y, scratch: sp, context: context)
                 maxPool2DForward(pool, x: y, y: &p, context: context)
                 conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &yFused, pooled: &pFused, scratch: sp, context: context)
-                // y read by nothing (inference): the Winograd path makes the pool alone.
+                // y read by nothing (inference): the direct and Winograd paths make the pool alone.
                 conv2DForward(s, x: x, weight: w, bias: b, activation: .relu, y: &yUnread, pooled: &pAlone, outputRead: false,
                               scratch: sp, context: context)
+                // The pool alone with no activation, and with NaNs in the input (relu makes them zero,
+                // the pool of no activation lets them win): the same bits as y and its pool.
+                var xNaN = x
+                for i in stride(from: 3, to: xNaN.count, by: 17) { xNaN[i] = .nan }
+                for activation in [ActivationFunction.relu, .identity] {
+                    for input in [x, xNaN] {
+                        var yPlain = [T](repeating: .nan, count: s.outputCount), yIgnored = yPlain
+                        var pPlain = [T](repeating: 0, count: pool.outputCount), pOnly = pPlain
+                        conv2DForward(s, x: input, weight: w, bias: b, activation: activation, y: &yPlain, scratch: sp, context: context)
+                        maxPool2DForward(pool, x: yPlain, y: &pPlain, context: context)
+                        conv2DForward(s, x: input, weight: w, bias: b, activation: activation, y: &yIgnored, pooled: &pOnly, outputRead: false,
+                                      scratch: sp, context: context)
+                        // (Equal with the same sign, or both NaN.)
+                        #expect(zip(pPlain, pOnly).allSatisfy { ($0 == $1 && $0.sign == $1.sign) || ($0.isNaN && $1.isNaN) },
+                                "pool alone \(s) \(T.self) \(threads) \(activation)")
+                    }
+                }
                 maxPool2DBackward(pool, x: y, dy: dp, dx: &dh, context: context)
                 for (i, fused) in [false, true].enumerated() {
                     var dx = [T](repeating: .nan, count: s.inputCount), dw = [T](repeating: .nan, count: s.weightCount)

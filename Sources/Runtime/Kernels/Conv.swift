@@ -376,9 +376,9 @@ public func conv2DForward<T: KernelScalar>(
         conv2DForwardGeneral(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
         return
     }
+    // Where nothing reads y, the direct and Winograd paths make the pool without it (relu or none).
+    let skipY = !outputRead && pooled != nil && (activation == .relu || activation == .identity)
     if winograd {
-        // y may go unwritten where nothing reads it (the pool is then made from the tiles).
-        let skipY = !outputRead && pooled != nil && (activation == .relu || activation == .identity)
         conv2DForwardWinograd(s, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                               weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                               bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
@@ -392,7 +392,7 @@ public func conv2DForward<T: KernelScalar>(
         conv2DForwardDirect(s, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                             weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                             bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }, activation: activation,
-                            y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
+                            y: skipY ? nil : UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
                             pooled: pooled.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
                             scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Float.self), zones: zones, context: context)
         return
@@ -443,7 +443,7 @@ public func conv2DForward<T: KernelScalar>(
 /// The direct stride-1 forward pass (see `DirectForward`), samples spread over the context's threads.
 private func conv2DForwardDirect(
     _ s: Conv2DShape, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?,
     scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
 ) {
     let d = DirectForward(s)
@@ -460,7 +460,7 @@ private func conv2DForwardDirect(
     }
     transposeDirectWeights(s, d, weight, into: scratch, channels: 0..<d.channels)
     typealias Forward = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
-                         UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Bool)
+                         UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Bool)
     let forward: Forward = (s, x, bias, activation, y, pooled, scratch, context.wideKernels)
     context.parallelFor(s.batch, sharing: forward) { shared, n, worker in
         let (s, x, bias, activation, y, pooled, scratch, wide) = shared.assumingMemoryBound(to: Forward.self).pointee
@@ -468,7 +468,8 @@ private func conv2DForwardDirect(
         let input = scratch + d.weights + worker * d.perThread
         let output = input + s.inChannels * d.inputPlane
         copyIntoPaddedPlanes(s, d, x, sample: n, input)
-        directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output, wide: wide)
+        directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(scratch), output: output,
+                            addingBias: y == nil, bias, wide: wide)
         writeOutputChannels(s, d, output, sample: n, channels: 0..<s.outChannels, bias: bias, activation, y, pooled: pooled)
     }
 }
@@ -485,13 +486,36 @@ private func copyIntoPaddedPlanes(_ s: Conv2DShape, _ d: DirectForward, _ x: Uns
 }
 
 /// The valid columns of each output row of the given channels of sample n, + bias, activation, into y;
-/// and each plane's 2×2 max pool into `pooled`, while the plane is in cache.
+/// and each plane's 2×2 max pool into `pooled`, while the plane is in cache. Without y (nothing reads
+/// it; relu or no activation, and the bias already in the planes), only the pool, straight from the
+/// planes: relu's pool as the largest of zero and the window (see `maxPool2x2RowF32`).
 func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output: UnsafePointer<Float>, sample n: Int,
-                                 channels: Range<Int>, bias: UnsafePointer<Float>?, _ activation: ActivationFunction,
-                                 _ y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?) {
+                         channels: Range<Int>, bias: UnsafePointer<Float>?, _ activation: ActivationFunction,
+                         _ y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?) {
     let ho = s.outHeight, wo = s.outWidth
-    let yn = y + n * s.outChannels * ho * wo
     let pool = s.outputPool, pooledPlane = pool.outHeight * pool.outWidth
+    guard let y else {
+        guard let pooled else { return }
+        let relu = activation == .relu
+        for co in channels {
+            let plane = output + co * d.outputPlane, out = pooled + (n * s.outChannels + co) * pooledPlane
+            for py in 0..<pool.outHeight {
+                let r0 = plane + 2 * py * d.rowLength, r1 = r0 + d.rowLength, row = out + py * pool.outWidth
+                if pool.outWidth >= 4 {
+                    maxPool2x2RowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeMutableRawPointer(row), outWidth: pool.outWidth, relu: relu)
+                    continue
+                }
+                for px in 0..<pool.outWidth {
+                    var m: Float = relu ? 0 : r0[2 * px]
+                    @inline(__always) func consider(_ v: Float) { if v > m || (!relu && v.isNaN) { m = v } }
+                    consider(r0[2 * px]); consider(r0[2 * px + 1]); consider(r1[2 * px]); consider(r1[2 * px + 1])
+                    row[px] = m
+                }
+            }
+        }
+        return
+    }
+    let yn = y + n * s.outChannels * ho * wo
     for co in channels {
         let b = bias?[co] ?? 0
         for oy in 0..<ho {
@@ -507,13 +531,13 @@ func writeOutputChannels(_ s: Conv2DShape, _ d: DirectForward, _ output: UnsafeP
 /// zone (laid out as part 0's).
 private func conv2DForwardDirectSplit(
     _ s: Conv2DShape, _ d: DirectForward, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    activation: ActivationFunction, y: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>?,
+    activation: ActivationFunction, y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?,
     scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
 ) {
     let input = scratch + d.weights
     let blocks = d.channels / DirectForward.channelBlock
     let parts = min(context.threads, blocks)
-    typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>,
+    typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction, UnsafeMutablePointer<Float>?,
                      UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
     for n in 0..<s.batch {
         copyIntoPaddedPlanes(s, d, x, sample: n, input)
@@ -529,7 +553,8 @@ private func conv2DForwardDirectSplit(
                 transposeDirectWeights(s, d, weight, into: weights,
                                        channels: (mine.lowerBound * DirectForward.channelBlock)..<(mine.upperBound * DirectForward.channelBlock))
             }
-            directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(weights), output: output, channelBlocks: mine, wide: wide)
+            directForwardPlanes(s, d, input: UnsafePointer(input), weights: UnsafePointer(weights), output: output, channelBlocks: mine,
+                                addingBias: y == nil, bias, wide: wide)
             let first = mine.lowerBound * DirectForward.channelBlock
             writeOutputChannels(s, d, output, sample: n, channels: first..<max(first, min(s.outChannels, mine.upperBound * DirectForward.channelBlock)),
                                 bias: bias, activation, y, pooled: pooled)
@@ -577,29 +602,34 @@ private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutable
 }
 
 /// output[co][f] = Σ_(c, i, j) W[co, c, i, j] · input[c][f + i·rowLength + j] over whole output planes,
-/// four channels by three chunks at a time.
+/// four channels by three chunks at a time. `addingBias`: + (bias[co] or 0) as the sums are stored (as
+/// the epilogue would add it: for the pool made straight from the planes).
 private func directForwardPlanes(_ s: Conv2DShape, _ d: DirectForward, input: UnsafePointer<Float>,
                                  weights: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                                 channelBlocks: Range<Int>? = nil, wide: Bool) {
+                                 channelBlocks: Range<Int>? = nil, addingBias: Bool, _ bias: UnsafePointer<Float>?, wide: Bool) {
     // 512-bit vectors where the build has AVX-512 (as the GEMM's wide kernel): each lane sums the
     // same terms in the same order in either width, so the outputs are the same bit for bit.
     if wide {
-        directForwardPlanes(SIMD16<Float>.self, s, d, input: input, weights: weights, output: output, channelBlocks: channelBlocks)
+        directForwardPlanes(SIMD16<Float>.self, s, d, input: input, weights: weights, output: output, channelBlocks: channelBlocks,
+                            addingBias: addingBias, bias)
     } else {
-        directForwardPlanes(SIMD8<Float>.self, s, d, input: input, weights: weights, output: output, channelBlocks: channelBlocks)
+        directForwardPlanes(SIMD8<Float>.self, s, d, input: input, weights: weights, output: output, channelBlocks: channelBlocks,
+                            addingBias: addingBias, bias)
     }
 }
 
 @inline(__always)
 private func directForwardPlanes<V: SIMD>(_: V.Type, _ s: Conv2DShape, _ d: DirectForward, input: UnsafePointer<Float>,
                                           weights: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                                          channelBlocks: Range<Int>?) where V.Scalar == Float {
+                                          channelBlocks: Range<Int>?, addingBias: Bool, _ bias: UnsafePointer<Float>?) where V.Scalar == Float {
     let cin = s.inChannels, kh = s.kernelH, kw = s.kernelW, channels = d.channels
     let lanes = V.scalarCount, bytes = MemoryLayout<V>.size
     let blockWidth = DirectForward.chunkBlock * lanes
     let blocks = channelBlocks ?? 0..<(channels / DirectForward.channelBlock)
     var co0 = blocks.lowerBound * DirectForward.channelBlock
     while co0 < blocks.upperBound * DirectForward.channelBlock {
+        @inline(__always) func biasOf(_ co: Int) -> V { V(repeating: co < s.outChannels ? bias?[co] ?? 0 : 0) }
+        let b0 = biasOf(co0), b1 = biasOf(co0 + 1), b2 = biasOf(co0 + 2), b3 = biasOf(co0 + 3)
         var f = 0
         while f + blockWidth <= d.outputPlane {
             var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V()
@@ -625,6 +655,10 @@ private func directForwardPlanes<V: SIMD>(_: V.Type, _ s: Conv2DShape, _ d: Dire
                         xp += 1
                     }
                 }
+            }
+            if addingBias {
+                a00 += b0; a01 += b0; a02 += b0; a10 += b1; a11 += b1; a12 += b1
+                a20 += b2; a21 += b2; a22 += b2; a30 += b3; a31 += b3; a32 += b3
             }
             let out = UnsafeMutableRawPointer(output + co0 * d.outputPlane + f)
             let plane = d.outputPlane * 4
@@ -654,6 +688,7 @@ private func directForwardPlanes<V: SIMD>(_: V.Type, _ s: Conv2DShape, _ d: Dire
                     }
                 }
             }
+            if addingBias { a0 += b0; a1 += b1; a2 += b2; a3 += b3 }
             let out = UnsafeMutableRawPointer(output + co0 * d.outputPlane + f)
             let plane = d.outputPlane * 4
             out.storeBytes(of: a0, as: V.self); out.storeBytes(of: a1, toByteOffset: plane, as: V.self)

@@ -351,6 +351,18 @@ private typealias F16 = SIMD16<Float>
     return larger(larger(larger(c0, c1), c2), c3)
 }
 
+/// The maximum of each window's relu(candidates), without making them: the largest of zero and the
+/// candidates, a NaN never winning (relu makes a NaN zero). The same values, +0 included.
+@inline(__always) private func reluWindowMaxima(_ c0: F8, _ c1: F8, _ c2: F8, _ c3: F8) -> F8 {
+    @inline(__always) func larger(_ m: F8, _ v: F8) -> F8 { m.replacing(with: v, where: v .> m) }
+    return larger(larger(larger(larger(F8(), c0), c1), c2), c3)
+}
+
+@inline(__always) private func reluWindowMaxima(_ c0: F4, _ c1: F4, _ c2: F4, _ c3: F4) -> F4 {
+    @inline(__always) func larger(_ m: F4, _ v: F4) -> F4 { m.replacing(with: v, where: v .> m) }
+    return larger(larger(larger(larger(F4(), c0), c1), c2), c3)
+}
+
 /// Each window's dy at its first maximum among the four candidates (the scalar loop's rule, NaNs
 /// included), zero at the other three: four windows' 2×2 gradients as two 8-wide rows. (Eight
 /// windows into 16-wide rows, in either halves or pairs of lanes, took two to ten times as long:
@@ -369,15 +381,18 @@ private typealias F16 = SIMD16<Float>
     return (upper, lower)
 }
 
-/// One output row of a 2×2, stride-2 max pool (wo ≥ 4): y[ox] = max of r0[2ox], r0[2ox+1], r1[2ox], r1[2ox+1].
-private func maxPool2x2RowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ y: UnsafeMutableRawPointer, outWidth wo: Int) {
+/// One output row of a 2×2, stride-2 max pool (wo ≥ 4): y[ox] = max of r0[2ox], r0[2ox+1], r1[2ox], r1[2ox+1]
+/// (with `relu`, of their relu: a convolution's pool made from its sums, where nothing reads its output).
+func maxPool2x2RowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ y: UnsafeMutableRawPointer, outWidth wo: Int, relu: Bool = false) {
     var ox = 0
     if wo >= 8 {
         while ox < wo {
             let at = min(ox, wo - 8)
             let top = r0.loadUnaligned(fromByteOffset: 8 * at, as: F16.self)
             let bottom = r1.loadUnaligned(fromByteOffset: 8 * at, as: F16.self)
-            y.storeBytes(of: windowMaxima(top.evenHalf, top.oddHalf, bottom.evenHalf, bottom.oddHalf), toByteOffset: 4 * at, as: F8.self)
+            let m = relu ? reluWindowMaxima(top.evenHalf, top.oddHalf, bottom.evenHalf, bottom.oddHalf)
+                         : windowMaxima(top.evenHalf, top.oddHalf, bottom.evenHalf, bottom.oddHalf)
+            y.storeBytes(of: m, toByteOffset: 4 * at, as: F8.self)
             ox += 8
         }
     } else {
@@ -385,7 +400,9 @@ private func maxPool2x2RowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ 
             let at = min(ox, wo - 4)
             let top = r0.loadUnaligned(fromByteOffset: 8 * at, as: F8.self)
             let bottom = r1.loadUnaligned(fromByteOffset: 8 * at, as: F8.self)
-            y.storeBytes(of: windowMaxima(top.evenHalf, top.oddHalf, bottom.evenHalf, bottom.oddHalf), toByteOffset: 4 * at, as: F4.self)
+            let m = relu ? reluWindowMaxima(top.evenHalf, top.oddHalf, bottom.evenHalf, bottom.oddHalf)
+                         : windowMaxima(top.evenHalf, top.oddHalf, bottom.evenHalf, bottom.oddHalf)
+            y.storeBytes(of: m, toByteOffset: 4 * at, as: F4.self)
             ox += 4
         }
     }
