@@ -293,7 +293,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     /// A convolution's weights transformed once, where it runs Winograd's algorithm and its weights
     /// are a parameter and constant; else nil.
     private func winogradWeight(_ value: ValueID, _ shape: Conv2DShape) -> UnsafePointer<T>? {
-        guard T.self == Float.self, shape.useWinograd(threads: context.threads) else { return nil }
+        guard T.self == Float.self, shape.usesWinograd else { return nil }
         var key = shape
         key.batch = 1
         return prepared(value, .winograd(key), count: winogradTransformedWeightsCount(key))

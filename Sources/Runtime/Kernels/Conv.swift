@@ -221,7 +221,7 @@ public func conv2DForwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
     if s.isGeneral { return generalForwardScratchCount(s, threads: threads) }
     guard !s.isPointwise else { return 0 }
     // (f32 only, but the count is the same for both types.)
-    let winograd = s.useWinograd(threads: threads) ? max(threads, 1) * WinogradForward(s).zone : 0
+    let winograd = s.usesWinograd ? WinogradForward(s).scratchCount(threads: threads) : 0
     if s.forwardSamplesPerGEMM > 1 {
         return max(winograd, max(threads, 1) * (s.patchSize + s.outChannels) * s.forwardSamplesPerGEMM * s.outHeight * s.outWidth)
     }
@@ -366,7 +366,7 @@ public func conv2DForward<T: KernelScalar>(
 ) {
     guard s.isValid, s.batch > 0 else { return }
     let zones = ScratchZones(count: scratchCount ?? conv2DForwardScratchCount(s, threads: context.threads), threads: context.threads)
-    let winograd = T.self == Float.self && s.useWinograd(threads: context.threads)
+    let winograd = T.self == Float.self && s.usesWinograd
     if let pooled, !(T.self == Float.self && (s.directForward || winograd) && !s.isGeneral) {
         conv2DForward(s, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch, context: context)
         maxPool2DForward(s.outputPool, x: UnsafePointer(y), y: pooled, context: context)

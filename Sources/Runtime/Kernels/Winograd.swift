@@ -17,21 +17,19 @@ import IR
 ///
 /// Rounding: the transforms add and subtract before multiplying, so the sums differ from the
 /// direct convolution's in the last bits (relative error ~1e-6 here, as cuDNN's and oneDNN's
-/// Winograd kernels). Used only where few images run (fewer than the threads, or one): training
-/// steps keep the direct path's numbers. Measured on the Fashion CNN's 16→32 at 14×14, batch 1,
-/// 2-core Zen 4: see `useWinograd`.
+/// Winograd kernels).
+///
+/// Fewer images than threads (batch-1 inference) split each image's output channels over the
+/// threads, as above; more run an image per thread at a time, all sharing one U made at the start.
 extension Conv2DShape {
-    /// Shapes Winograd F(2×2, 3×3) computes: 3×3 kernels, stride 1, no dilation or groups, and enough
-    /// channels that the transforms cost little against the products.
-    var winogradShape: Bool {
-        kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && dilationH == 1 && dilationW == 1
-            && groups == 1 && inChannels >= 8 && outChannels >= 8 && outHeight >= 2 && outWidth >= 2
-    }
-
-    /// Whether an f32 forward pass on `threads` threads runs Winograd: a single image, or fewer images
-    /// than threads (the direct path would split each image's channels then too).
-    func useWinograd(threads: Int) -> Bool {
-        winogradShape && (batch == 1 || batch < threads)
+    /// Whether an f32 forward pass runs Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation or
+    /// groups, enough channels that the transforms cost little against the products, and an image
+    /// whose transformed tiles (V and M) stay within a core's second-level cache.
+    var usesWinograd: Bool {
+        guard kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && dilationH == 1 && dilationW == 1
+                && groups == 1 && inChannels >= 8 && outChannels >= 8 && outHeight >= 2 && outWidth >= 2 else { return false }
+        let w = WinogradForward(self)
+        return 16 * w.tiles * (w.inChannels + w.outChannels) <= 1 << 18
     }
 }
 
@@ -61,6 +59,10 @@ struct WinogradForward {
     let direct: DirectForward
     let sharedPlanes: Int
     var zone: Int { (sharedPlanes + perThread + 15) / 16 * 16 }
+    /// U for all output channels [16 × inChannels × outChannels] (shared when images run a thread each).
+    var transformedWeightsCount: Int { 16 * inChannels * outChannels }
+    /// Scratch for `threads` threads: a zone each and U.
+    func scratchCount(threads: Int) -> Int { transformedWeightsCount + max(threads, 1) * zone }
 
     init(_ s: Conv2DShape) {
         tileRows = (s.outHeight + 1) / 2
@@ -85,7 +87,7 @@ struct WinogradForward {
     }
 }
 
-/// The Winograd forward pass (see above); `scratch` holds a zone (`WinogradForward.zone`) per part.
+/// The Winograd forward pass (see above); `scratch` holds `WinogradForward.scratchCount(threads:)`.
 /// Without y (nothing reads it; only with `pooled` and relu or no activation), the bias, the
 /// activation and the 2×2 max pool are applied to each tile as it is transformed (a tile is a pool
 /// window), and only the pool is written: the same values as through y.
@@ -94,7 +96,28 @@ func conv2DForwardWinograd(
     activation: ActivationFunction, y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?,
     transformedWeights: UnsafePointer<Float>?, scratch: UnsafeMutablePointer<Float>, zones: ScratchZones, context: GEMMContext
 ) {
-    let blocks = WinogradForward(s).outChannels / WinogradForward.channelBlock
+    let w = WinogradForward(s)
+    if s.batch >= context.threads && s.batch > 1 {
+        // An image per thread at a time: U made once here (unless made for the session), after the
+        // threads' zones.
+        let u = scratch + context.threads * w.zone
+        if transformedWeights == nil {
+            winogradTransformWeights(s, w, weight, channels: 0..<s.outChannels, columns: w.outChannels, into: u,
+                                     using: scratch + w.sharedPlanes + w.weights)
+        }
+        typealias Images = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
+                            UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Bool)
+        let job: Images = (s, x, transformedWeights ?? UnsafePointer(u), bias, activation, y, pooled, scratch, context.wideKernels)
+        context.parallelFor(s.batch, sharing: job) { shared, n, worker in
+            let (s, x, u, bias, activation, y, pooled, scratch, wide) = shared.assumingMemoryBound(to: Images.self).pointee
+            let w = WinogradForward(s)
+            let planes = scratch + worker * w.zone
+            winogradImage(s, w, x, sample: n, u: u, ldu: w.outChannels, columns: 0..<w.outChannels, planes: planes,
+                          bias: bias, activation, y, pooled: pooled, wide: wide)
+        }
+        return
+    }
+    let blocks = w.outChannels / WinogradForward.channelBlock
     let parts = min(context.threads, blocks)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
                      UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
@@ -117,30 +140,41 @@ func conv2DForwardWinograd(
                                          using: buffers + w.weights)
                 (u, ldu) = (UnsafePointer(buffers + w.transformedWeights), count)
             }
-            winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers)
-            if wide {
-                winogradProducts(SIMD16<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
-            } else {
-                winogradProducts(SIMD8<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
-            }
-            if let y {
-                winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
-                writeOutputChannels(s, w.direct, planes, sample: n, channels: real, bias: bias, activation, y, pooled: pooled)
-            } else if let pooled {
-                winogradPooledOutput(s, w, columns: count, buffers, bias: bias, relu: activation == .relu,
-                                     pooled: pooled + (n * s.outChannels + real.lowerBound) * s.outputPool.outHeight * s.outputPool.outWidth,
-                                     channels: real)
-            }
+            winogradImage(s, w, x, sample: n, u: u, ldu: ldu, columns: first..<(first + count), planes: planes,
+                          bias: bias, activation, y, pooled: pooled, wide: wide)
         }
+    }
+}
+
+/// One image's output channels `columns` (whole channel blocks; those from Cout on are dropped) with U
+/// at `u` (its column 0 is channel columns.lowerBound; rows ldu apart): the input transform, the
+/// products, the output transform and the epilogue, in the zone at `planes`.
+@inline(__always)
+private func winogradImage(_ s: Conv2DShape, _ w: WinogradForward, _ x: UnsafePointer<Float>, sample n: Int,
+                           u: UnsafePointer<Float>, ldu: Int, columns: Range<Int>, planes: UnsafeMutablePointer<Float>,
+                           bias: UnsafePointer<Float>?, _ activation: ActivationFunction, _ y: UnsafeMutablePointer<Float>?,
+                           pooled: UnsafeMutablePointer<Float>?, wide: Bool) {
+    let buffers = planes + w.sharedPlanes, count = columns.count
+    let real = columns.lowerBound..<max(columns.lowerBound, min(s.outChannels, columns.upperBound))
+    winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers)
+    if wide {
+        winogradProducts(SIMD16<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
+    } else {
+        winogradProducts(SIMD8<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
+    }
+    if let y {
+        winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
+        writeOutputChannels(s, w.direct, planes, sample: n, channels: real, bias: bias, activation, y, pooled: pooled)
+    } else if let pooled {
+        winogradPooledOutput(s, w, columns: count, buffers, bias: bias, relu: activation == .relu,
+                             pooled: pooled + (n * s.outChannels + real.lowerBound) * s.outputPool.outHeight * s.outputPool.outWidth,
+                             channels: real)
     }
 }
 
 /// Elements of a convolution's Winograd-transformed weights U for all its output channels (what
 /// `winogradTransformWeights(_:_:into:)` makes, for a session whose weights do not change).
-public func winogradTransformedWeightsCount(_ s: Conv2DShape) -> Int {
-    let w = WinogradForward(s)
-    return 16 * w.inChannels * w.outChannels
-}
+public func winogradTransformedWeightsCount(_ s: Conv2DShape) -> Int { WinogradForward(s).transformedWeightsCount }
 
 /// U for all output channels, [16 × Cin (rounded up to eight) × Cout (rounded up to 16)], into
 /// `winogradTransformedWeightsCount(s)` elements.
