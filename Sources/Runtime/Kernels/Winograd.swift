@@ -117,8 +117,9 @@ func conv2DForwardWinograd(
         }
         return
     }
-    let blocks = w.outChannels / WinogradForward.channelBlock
-    let parts = min(context.threads, blocks)
+    // Split over the threads by output channels; or, making the pool alone, by tiles (then each thread
+    // transforms only its tiles' part of the input).
+    let parts = min(context.threads, y == nil ? w.tiles : w.outChannels / WinogradForward.channelBlock)
     typealias Job = (Conv2DShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, ActivationFunction,
                      UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, Int, Bool)
     for n in 0..<s.batch {
@@ -126,7 +127,10 @@ func conv2DForwardWinograd(
         context.parallelFor(parts, sharing: job) { shared, part, _ in
             let (s, x, weight, bias, activation, y, pooled, transformed, scratch, zone, n, parts, wide) = shared.assumingMemoryBound(to: Job.self).pointee
             let w = WinogradForward(s)
-            let mine = WorkerPool.range(w.outChannels / WinogradForward.channelBlock, worker: part, of: parts)
+            let byTiles = y == nil
+            let mine = byTiles ? 0..<(w.outChannels / WinogradForward.channelBlock)
+                               : WorkerPool.range(w.outChannels / WinogradForward.channelBlock, worker: part, of: parts)
+            let tiles = byTiles ? WorkerPool.range(w.tiles, worker: part, of: parts) : 0..<w.tiles
             let first = mine.lowerBound * WinogradForward.channelBlock
             let count = mine.count * WinogradForward.channelBlock
             let real = first..<max(first, min(s.outChannels, first + count))
@@ -140,7 +144,7 @@ func conv2DForwardWinograd(
                                          using: buffers + w.weights)
                 (u, ldu) = (UnsafePointer(buffers + w.transformedWeights), count)
             }
-            winogradImage(s, w, x, sample: n, u: u, ldu: ldu, columns: first..<(first + count), planes: planes,
+            winogradImage(s, w, x, sample: n, u: u, ldu: ldu, columns: first..<(first + count), tiles: tiles, planes: planes,
                           bias: bias, activation, y, pooled: pooled, wide: wide)
         }
     }
@@ -151,16 +155,16 @@ func conv2DForwardWinograd(
 /// products, the output transform and the epilogue, in the zone at `planes`.
 @inline(__always)
 private func winogradImage(_ s: Conv2DShape, _ w: WinogradForward, _ x: UnsafePointer<Float>, sample n: Int,
-                           u: UnsafePointer<Float>, ldu: Int, columns: Range<Int>, planes: UnsafeMutablePointer<Float>,
-                           bias: UnsafePointer<Float>?, _ activation: ActivationFunction, _ y: UnsafeMutablePointer<Float>?,
-                           pooled: UnsafeMutablePointer<Float>?, wide: Bool) {
-    let buffers = planes + w.sharedPlanes, count = columns.count
+                           u: UnsafePointer<Float>, ldu: Int, columns: Range<Int>, tiles: Range<Int>? = nil,
+                           planes: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, _ activation: ActivationFunction,
+                           _ y: UnsafeMutablePointer<Float>?, pooled: UnsafeMutablePointer<Float>?, wide: Bool) {
+    let buffers = planes + w.sharedPlanes, count = columns.count, tiles = tiles ?? 0..<w.tiles
     let real = columns.lowerBound..<max(columns.lowerBound, min(s.outChannels, columns.upperBound))
-    winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers)
+    winogradTransformInput(s, w, x + n * s.inChannels * s.height * s.width, buffers, tiles: tiles)
     if wide {
-        winogradProducts(SIMD16<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
+        winogradProducts(SIMD16<Float>.self, w, columns: count, u: u, ldu: ldu, buffers, tiles: tiles)
     } else {
-        winogradProducts(SIMD8<Float>.self, w, columns: count, u: u, ldu: ldu, buffers)
+        winogradProducts(SIMD8<Float>.self, w, columns: count, u: u, ldu: ldu, buffers, tiles: tiles)
     }
     if let y {
         winogradTransformOutput(s, w, columns: count, buffers, planes: planes, channels: real)
@@ -168,7 +172,7 @@ private func winogradImage(_ s: Conv2DShape, _ w: WinogradForward, _ x: UnsafePo
     } else if let pooled {
         winogradPooledOutput(s, w, columns: count, buffers, bias: bias, relu: activation == .relu,
                              pooled: pooled + (n * s.outChannels + real.lowerBound) * s.outputPool.outHeight * s.outputPool.outWidth,
-                             channels: real)
+                             channels: real, tiles: tiles)
     }
 }
 
@@ -232,27 +236,34 @@ private func winogradTransformWeights(_ s: Conv2DShape, _ w: WinogradForward, _ 
 /// The image channels-last in the zero-padded input, then V[ξν][tile][c] = (Bᵀ d B)[ξ][ν] for every
 /// tile's 4×4 block d, with Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
 private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x: UnsafePointer<Float>,
-                                    _ buffers: UnsafeMutablePointer<Float>) {
+                                    _ buffers: UnsafeMutablePointer<Float>, tiles: Range<Int>) {
+    guard !tiles.isEmpty else { return }
     let cp = w.inChannels, h = s.height, width = s.width
     let planes = buffers + w.planes, padded = buffers + w.input, v = buffers + w.transformedInput
     let plane = w.paddedHeight * w.paddedWidth
+    // The padded rows the tiles read: 2·ty … 2·ty + 3 for their tile rows.
+    let rows = (2 * (tiles.lowerBound / w.tileColumns))..<(2 * ((tiles.upperBound - 1) / w.tileColumns) + 4)
     // Zero-padded planes first, then one transpose of whole 8 × 8 blocks (row by row, the image's
     // short rows left most of it to scalar code). The padded block always holds the image: its
     // 2·⌈Ho/2⌉ + 2 ≥ H + 2·pad rows (likewise columns).
-    planes.update(repeating: 0, count: s.inChannels * plane)
     for c in 0..<s.inChannels {
+        (planes + c * plane + rows.lowerBound * w.paddedWidth).update(repeating: 0, count: rows.count * w.paddedWidth)
         let dst = planes + c * plane + s.padH * w.paddedWidth + s.padW
-        for iy in 0..<h { copyShort(dst + iy * w.paddedWidth, x + (c * h + iy) * width, width) }
+        let imageRows = max(0, rows.lowerBound - s.padH)..<max(0, rows.lowerBound - s.padH, min(h, rows.upperBound - s.padH))
+        for iy in imageRows {
+            copyShort(dst + iy * w.paddedWidth, x + (c * h + iy) * width, width)
+        }
     }
-    transposeF32(planes, ldSrc: plane, rows: s.inChannels, columns: plane, padded, ldDst: cp)
+    let first = rows.lowerBound * w.paddedWidth, positions = rows.count * w.paddedWidth
+    transposeF32(planes + first, ldSrc: plane, rows: s.inChannels, columns: positions, padded + first * cp, ldDst: cp)
     if s.inChannels < cp {
-        for position in 0..<plane { (padded + position * cp + s.inChannels).update(repeating: 0, count: cp - s.inChannels) }
+        for position in first..<(first + positions) { (padded + position * cp + s.inChannels).update(repeating: 0, count: cp - s.inChannels) }
     }
     @inline(__always) func bt(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8, F8, F8) { (a - c, b + c, c - b, b - d) }
     let rowStep = w.paddedWidth * cp, positionStep = w.tiles * cp
-    for ty in 0..<w.tileRows {
-        for tx in 0..<w.tileColumns {
-            let tile = ty * w.tileColumns + tx
+    for tile in tiles {
+        do {
+            let ty = tile / w.tileColumns, tx = tile % w.tileColumns
             let base = padded + (2 * ty * w.paddedWidth + 2 * tx) * cp
             for c in stride(from: 0, to: cp, by: 8) {
                 @inline(__always) func column(_ j: Int) -> (F8, F8, F8, F8) {
@@ -273,12 +284,12 @@ private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x:
     }
 }
 
-/// M[ξν] = V[ξν] · U[ξν] for the 16 positions: eight tiles by one vector of output channels at a
-/// time (eight accumulators: enough independent sums for the multiply-add latency in either width),
-/// each broadcast V element against a loaded vector of U.
+/// M[ξν] = V[ξν] · U[ξν] for the 16 positions and the tiles `range`: eight tiles by one vector of
+/// output channels at a time (eight accumulators: enough independent sums for the multiply-add
+/// latency in either width), each broadcast V element against a loaded vector of U.
 @inline(__always)
 private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns: Int, u transformed: UnsafePointer<Float>, ldu: Int,
-                                       _ buffers: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+                                       _ buffers: UnsafeMutablePointer<Float>, tiles range: Range<Int>) where V.Scalar == Float {
     let cp = w.inChannels, tiles = w.tiles, lanes = V.scalarCount
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     @inline(__always) func store(_ value: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: value, as: V.self) }
@@ -287,8 +298,8 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
         let u = transformed + position * cp * ldu
         let m = buffers + w.products + position * tiles * columns
         for co in stride(from: 0, to: columns, by: lanes) {
-            var t = 0
-            while t + 8 <= tiles {
+            var t = range.lowerBound
+            while t + 8 <= range.upperBound {
                 var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
                 let row = v + t * cp
                 for c in 0..<cp {
@@ -303,17 +314,25 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
                 store(a4, out + 4 * columns); store(a5, out + 5 * columns); store(a6, out + 6 * columns); store(a7, out + 7 * columns)
                 t += 8
             }
-            while t < tiles {
-                var a0 = V(), a1 = V()
+            // The last tiles four, then one at a time, each summed in the same order as above (so a
+            // tile's M does not depend on which threads share the tiles).
+            while t + 4 <= range.upperBound {
+                var a0 = V(), a1 = V(), a2 = V(), a3 = V()
                 let row = v + t * cp
-                // Two partial sums (even and odd channels) halve the dependency chain.
-                var c = 0
-                while c + 2 <= cp {
-                    a0 = a0.addingProduct(V(repeating: row[c]), load(u + c * ldu + co))
-                    a1 = a1.addingProduct(V(repeating: row[c + 1]), load(u + (c + 1) * ldu + co))
-                    c += 2
+                for c in 0..<cp {
+                    let b = load(u + c * ldu + co)
+                    a0 = a0.addingProduct(V(repeating: row[c]), b); a1 = a1.addingProduct(V(repeating: row[cp + c]), b)
+                    a2 = a2.addingProduct(V(repeating: row[2 * cp + c]), b); a3 = a3.addingProduct(V(repeating: row[3 * cp + c]), b)
                 }
-                store(a0 + a1, m + t * columns + co)
+                let out = m + t * columns + co
+                store(a0, out); store(a1, out + columns); store(a2, out + 2 * columns); store(a3, out + 3 * columns)
+                t += 4
+            }
+            while t < range.upperBound {
+                var a0 = V()
+                let row = v + t * cp
+                for c in 0..<cp { a0 = a0.addingProduct(V(repeating: row[c]), load(u + c * ldu + co)) }
+                store(a0, m + t * columns + co)
                 t += 1
             }
         }
@@ -353,17 +372,25 @@ private func winogradTransformOutput(_ s: Conv2DShape, _ w: WinogradForward, col
 /// into the thread's channels of the pooled planes. relu or no activation; the bias added, the relu
 /// and the maximum (a NaN winning) as the direct path's epilogue and the pool kernel do them.
 private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, columns: Int, _ buffers: UnsafeMutablePointer<Float>,
-                                  bias: UnsafePointer<Float>?, relu: Bool, pooled: UnsafeMutablePointer<Float>, channels: Range<Int>) {
+                                  bias: UnsafePointer<Float>?, relu: Bool, pooled: UnsafeMutablePointer<Float>, channels: Range<Int>,
+                                  tiles: Range<Int>) {
     let pool = s.outputPool
+    // The pooled positions of the whole tiles in `tiles`: one run (the half tiles of an odd-sized
+    // output's last column, skipped, have no position).
+    @inline(__always) func pooledPosition(_ tile: Int) -> Int {
+        let ty = tile / w.tileColumns, tx = tile % w.tileColumns
+        return ty >= pool.outHeight ? pool.outHeight * pool.outWidth : ty * pool.outWidth + min(tx, pool.outWidth)
+    }
+    let positions = pooledPosition(tiles.lowerBound)..<max(pooledPosition(tiles.lowerBound), pooledPosition(tiles.upperBound))
     let m = UnsafePointer(buffers + w.products), positionStep = w.tiles * columns
     // The thread's biases (zero past the real channels), then the pooled tiles, channels last.
     let biases = buffers + w.outputTiles, out = biases + columns
     for co in 0..<columns { biases[co] = channels.lowerBound + co < channels.upperBound ? bias?[channels.lowerBound + co] ?? 0 : 0 }
     @inline(__always) func at(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8) { (a + b + c, b - c - d) }
-    for py in 0..<pool.outHeight {
-        for px in 0..<pool.outWidth {
-            let tile = py * w.tileColumns + px
-            let dst = out + (py * pool.outWidth + px) * columns
+    for position in positions {
+        do {
+            let tile = position / pool.outWidth * w.tileColumns + position % pool.outWidth
+            let dst = out + position * columns
             for co in stride(from: 0, to: columns, by: 8) {
                 let src = m + tile * columns + co
                 @inline(__always) func column(_ j: Int) -> (F8, F8) {
@@ -383,5 +410,6 @@ private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, column
         }
     }
     let plane = pool.outHeight * pool.outWidth
-    transposeF32(out, ldSrc: columns, rows: plane, columns: channels.count, pooled, ldDst: plane)
+    transposeF32(out + positions.lowerBound * columns, ldSrc: columns, rows: positions.count, columns: channels.count,
+                 pooled + positions.lowerBound, ldDst: plane)
 }
