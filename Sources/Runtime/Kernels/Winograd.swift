@@ -262,24 +262,22 @@ private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x:
     @inline(__always) func bt(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8, F8, F8) { (a - c, b + c, c - b, b - d) }
     let rowStep = w.paddedWidth * cp, positionStep = w.tiles * cp
     for tile in tiles {
-        do {
-            let ty = tile / w.tileColumns, tx = tile % w.tileColumns
-            let base = padded + (2 * ty * w.paddedWidth + 2 * tx) * cp
-            for c in stride(from: 0, to: cp, by: 8) {
-                @inline(__always) func column(_ j: Int) -> (F8, F8, F8, F8) {
-                    let p = base + j * cp + c
-                    return bt(load8(p), load8(p + rowStep), load8(p + 2 * rowStep), load8(p + 3 * rowStep))
-                }
-                let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
-                @inline(__always) func store(_ r: (F8, F8, F8, F8), row: Int) {
-                    let at = v + row * 4 * positionStep + tile * cp + c
-                    store8(r.0, at); store8(r.1, at + positionStep); store8(r.2, at + 2 * positionStep); store8(r.3, at + 3 * positionStep)
-                }
-                store(bt(c0.0, c1.0, c2.0, c3.0), row: 0)
-                store(bt(c0.1, c1.1, c2.1, c3.1), row: 1)
-                store(bt(c0.2, c1.2, c2.2, c3.2), row: 2)
-                store(bt(c0.3, c1.3, c2.3, c3.3), row: 3)
+        let ty = tile / w.tileColumns, tx = tile % w.tileColumns
+        let base = padded + (2 * ty * w.paddedWidth + 2 * tx) * cp
+        for c in stride(from: 0, to: cp, by: 8) {
+            @inline(__always) func column(_ j: Int) -> (F8, F8, F8, F8) {
+                let p = base + j * cp + c
+                return bt(load8(p), load8(p + rowStep), load8(p + 2 * rowStep), load8(p + 3 * rowStep))
             }
+            let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
+            @inline(__always) func store(_ r: (F8, F8, F8, F8), row: Int) {
+                let at = v + row * 4 * positionStep + tile * cp + c
+                store8(r.0, at); store8(r.1, at + positionStep); store8(r.2, at + 2 * positionStep); store8(r.3, at + 3 * positionStep)
+            }
+            store(bt(c0.0, c1.0, c2.0, c3.0), row: 0)
+            store(bt(c0.1, c1.1, c2.1, c3.1), row: 1)
+            store(bt(c0.2, c1.2, c2.2, c3.2), row: 2)
+            store(bt(c0.3, c1.3, c2.3, c3.3), row: 3)
         }
     }
 }
@@ -339,24 +337,29 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
     }
 }
 
-/// Y = Aᵀ M A for every tile, with Aᵀ = [1 1 1 0; 0 1 −1 −1], into the output tiles (channels last),
-/// then the thread's channels transposed into the direct path's output planes.
+/// One tile's 2×2 outputs Y = Aᵀ M A, with Aᵀ = [1 1 1 0; 0 1 −1 −1], for eight channels: `m` points
+/// at the tile's M[0][tile][co], the 16 positions `positionStep` apart.
+@inline(__always)
+private func outputTile(_ m: UnsafePointer<Float>, positionStep: Int) -> (top: (F8, F8), bottom: (F8, F8)) {
+    @inline(__always) func at(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8) { (a + b + c, b - c - d) }
+    @inline(__always) func column(_ j: Int) -> (F8, F8) {
+        at(load8(m + j * positionStep), load8(m + (4 + j) * positionStep), load8(m + (8 + j) * positionStep), load8(m + (12 + j) * positionStep))
+    }
+    let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
+    return (at(c0.0, c1.0, c2.0, c3.0), at(c0.1, c1.1, c2.1, c3.1))
+}
+
+/// Y for every tile into the output tiles (channels last), then the thread's channels transposed
+/// into the direct path's output planes.
 private func winogradTransformOutput(_ s: Conv2DShape, _ w: WinogradForward, columns: Int, _ buffers: UnsafeMutablePointer<Float>,
                                      planes: UnsafeMutablePointer<Float>, channels: Range<Int>) {
     let m = UnsafePointer(buffers + w.products), out = buffers + w.outputTiles
     let positionStep = w.tiles * columns, outRow = w.direct.rowLength * columns
-    @inline(__always) func at(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8) { (a + b + c, b - c - d) }
     for tile in 0..<w.tiles {
         let ty = tile / w.tileColumns, tx = tile % w.tileColumns
         let dst = out + 2 * ty * outRow + 2 * tx * columns
         for co in stride(from: 0, to: columns, by: 8) {
-            let src = m + tile * columns + co
-            @inline(__always) func column(_ j: Int) -> (F8, F8) {
-                at(load8(src + j * positionStep), load8(src + (4 + j) * positionStep),
-                   load8(src + (8 + j) * positionStep), load8(src + (12 + j) * positionStep))
-            }
-            let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
-            let top = at(c0.0, c1.0, c2.0, c3.0), bottom = at(c0.1, c1.1, c2.1, c3.1)
+            let (top, bottom) = outputTile(m + tile * columns + co, positionStep: positionStep)
             store8(top.0, dst + co); store8(top.1, dst + columns + co)
             store8(bottom.0, dst + outRow + co); store8(bottom.1, dst + outRow + columns + co)
         }
@@ -386,27 +389,18 @@ private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, column
     // The thread's biases (zero past the real channels), then the pooled tiles, channels last.
     let biases = buffers + w.outputTiles, out = biases + columns
     for co in 0..<columns { biases[co] = channels.lowerBound + co < channels.upperBound ? bias?[channels.lowerBound + co] ?? 0 : 0 }
-    @inline(__always) func at(_ a: F8, _ b: F8, _ c: F8, _ d: F8) -> (F8, F8) { (a + b + c, b - c - d) }
     for position in positions {
-        do {
-            let tile = position / pool.outWidth * w.tileColumns + position % pool.outWidth
-            let dst = out + position * columns
-            for co in stride(from: 0, to: columns, by: 8) {
-                let src = m + tile * columns + co
-                @inline(__always) func column(_ j: Int) -> (F8, F8) {
-                    at(load8(src + j * positionStep), load8(src + (4 + j) * positionStep),
-                       load8(src + (8 + j) * positionStep), load8(src + (12 + j) * positionStep))
-                }
-                let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
-                let b = load8(biases + co)
-                var top = at(c0.0, c1.0, c2.0, c3.0), bottom = at(c0.1, c1.1, c2.1, c3.1)
-                top = (top.0 + b, top.1 + b); bottom = (bottom.0 + b, bottom.1 + b)
-                if relu {
-                    top = (Float.selectPositive(top.0, top.0, F8()), Float.selectPositive(top.1, top.1, F8()))
-                    bottom = (Float.selectPositive(bottom.0, bottom.0, F8()), Float.selectPositive(bottom.1, bottom.1, F8()))
-                }
-                store8(windowMaxima(top.0, top.1, bottom.0, bottom.1), dst + co)
+        let tile = position / pool.outWidth * w.tileColumns + position % pool.outWidth
+        let dst = out + position * columns
+        for co in stride(from: 0, to: columns, by: 8) {
+            var (top, bottom) = outputTile(m + tile * columns + co, positionStep: positionStep)
+            let b = load8(biases + co)
+            top = (top.0 + b, top.1 + b); bottom = (bottom.0 + b, bottom.1 + b)
+            if relu {
+                top = (Float.selectPositive(top.0, top.0, F8()), Float.selectPositive(top.1, top.1, F8()))
+                bottom = (Float.selectPositive(bottom.0, bottom.0, F8()), Float.selectPositive(bottom.1, bottom.1, F8()))
             }
+            store8(windowMaxima(top.0, top.1, bottom.0, bottom.1), dst + co)
         }
     }
     let plane = pool.outHeight * pool.outWidth
