@@ -235,9 +235,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     /// `context`: the worker threads to run on, shared with another session that runs at other times
     /// (a training run's evaluation on test data); by default (nil), its own, `threads` of them.
     /// `constantParameters` (inference, as ONNX Runtime does with its initializers): the weights that
-    /// multiply as a GEMM's B are packed for the kernels once (and those of convolutions that run Winograd's
-    /// algorithm transformed once), here, instead of in every step; after
-    /// changing parameters, call `parametersChanged()`. Ignored when the plan updates parameters.
+    /// multiply as a GEMM's B are packed for the kernels once (and those of convolutions that run
+    /// Winograd's algorithm transformed once), here, instead of in every step; after changing
+    /// parameters, call `parametersChanged()`. Ignored when the plan updates parameters.
     public init(plan: Plan, store: ParameterStore<T>, threads: Int, seed: Int = 0, context: GEMMContext? = nil,
                 constantParameters: Bool = false) throws {
         self.plan = plan

@@ -7,10 +7,12 @@ import IR
 /// - Forward: y = act(conv(x, w) + b), im2col + `gemm` per sample ([Cout × K]·[K × Ho·Wo], K = Cin·kh·kw),
 ///   bias pre-filled into y and the activation fused into the GEMM epilogue. Samples are spread over
 ///   `context.parallelFor`; each GEMM runs single-threaded on its worker. Stride-1 convolutions in f32
-///   run directly on zero-padded planes instead (`DirectForward`).
+///   run directly on zero-padded planes instead (`DirectForward`), and 3×3 ones with at least eight
+///   channels in and out by Winograd's F(2×2, 3×3) (Winograd.swift).
 /// - Stride-1 in f32, the backward pass also avoids im2col: the weight gradient of 3-wide kernels is
-///   summed directly from padded planes (`directWeightGradient`), and the input gradient is the direct
-///   forward convolution of dZ with the flipped kernel (`directInputGradient`).
+///   summed directly from padded planes (`directWeightGradient`), and the input gradient is the
+///   forward convolution of dZ with the flipped kernel (`directInputGradient`; by Winograd's
+///   algorithm where that applies).
 /// - Backward: dZ = dY ⊙ act'(Y) (when the forward output `y` is given), db = Σ dZ, dW = Σₙ dZₙ·colₙᵀ,
 ///   dX = col2im(Wᵀ·dZ). Samples are processed in groups of B (sized to stay in cache): the group's dZ and
 ///   im2col matrices are laid out side by side ([Cout × B·P], [K × B·P]) so dW and Wᵀ·dZ are one GEMM each
