@@ -245,6 +245,20 @@ private let winogradCases: [Conv2DShape] = [
         }
     }
 
+    /// A single image split over the threads gives each part a zone of the scratch at
+    /// `ScratchZones`' stride: on every case and thread count, a zone holds what its part writes
+    /// (the direct path's layout and the Winograd path's), so parts never share memory.
+    @Test func scratchZonesHoldEachPart() {
+        for s in convCases where s.directForward || s.usesWinograd {
+            for threads in 1...3 {
+                let stride = ScratchZones(count: conv2DForwardScratchCount(s, threads: threads), threads: threads).stride
+                let d = DirectForward(s)
+                #expect(!s.directForward || stride >= d.weights + d.perThread, "\(s) \(threads)")
+                #expect(!s.usesWinograd || stride >= WinogradForward(s).zone, "\(s) \(threads)")
+            }
+        }
+    }
+
     /// The Winograd cases take that path, and no other case does.
     @Test func winogradCasesTakeTheWinogradPath() {
         #expect(winogradCases.allSatisfy { $0.usesWinograd })

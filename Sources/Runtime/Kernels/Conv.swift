@@ -231,8 +231,8 @@ public func conv2DForwardScratchCount(_ s: Conv2DShape, threads: Int) -> Int {
     let im2col = max(threads, 1) * perThread
     guard s.directForward else { return max(im2col, winograd) }
     let d = DirectForward(s)
-    // (Split over the threads, each part has a zone of its own: see `ScratchZones`.)
-    return max(im2col, winograd, max(threads, 1) * (d.weights + d.perThread))
+    // (Split over the threads, each part has a zone of its own, on whole cache lines: see `ScratchZones`.)
+    return max(im2col, winograd, max(threads, 1) * ((d.weights + d.perThread + 15) / 16 * 16))
 }
 
 extension Conv2DShape {
@@ -345,7 +345,8 @@ struct DirectForward {
 /// core's writes land on lines the other core wrote in the op before; the batch-1 Fashion CNN took
 /// 22.2 µs a call that way, 20.8 with fixed zones, on the 2-core Zen 4.)
 struct ScratchZones {
-    /// Elements from one zone to the next (a multiple of 16: zones start on cache lines).
+    /// Elements from one zone to the next (a multiple of 16: zones start on cache lines; the scratch
+    /// counts reserve each part's need rounded up to 16, so rounding the stride down keeps it above).
     let stride: Int
     init(count: Int, threads: Int) { stride = count / max(threads, 1) / 16 * 16 }
 }
