@@ -109,23 +109,25 @@ public func maxPool2DForward<T: KernelScalar>(_ s: Pool2DShape, x: UnsafePointer
     }
 }
 
-/// One plane of a 2×2, stride-2 max pool (s gives the plane's size); also the epilogue of a
-/// convolution fused with its pool.
+/// One plane of a 2×2, stride-2 max pool (s gives the plane's size; its rows `rowStride` apart, by
+/// default the width); also the epilogue of a convolution fused with its pool. With `relu`, the pool
+/// of relu(x), made from x: the largest of zero and the window, a NaN never winning (relu makes it
+/// zero) — a convolution's pool made straight from its sums where nothing reads its output.
 @inline(__always)
-func maxPool2x2ForwardPlane<T: KernelScalar>(_ s: Pool2DShape, x xp: UnsafePointer<T>, y yp: UnsafeMutablePointer<T>) {
-    let w = s.width, ho = s.outHeight, wo = s.outWidth
+func maxPool2x2ForwardPlane<T: KernelScalar>(_ s: Pool2DShape, x xp: UnsafePointer<T>, rowStride: Int? = nil,
+                                             y yp: UnsafeMutablePointer<T>, relu: Bool = false) {
+    let w = rowStride ?? s.width, ho = s.outHeight, wo = s.outWidth
     for oy in 0..<ho {
         let r0 = xp + 2 * oy * w, r1 = r0 + w, yr = yp + oy * wo
         if T.self == Float.self && wo >= 4 {
-            maxPool2x2RowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeMutableRawPointer(yr), outWidth: wo)
+            maxPool2x2RowF32(UnsafeRawPointer(r0), UnsafeRawPointer(r1), UnsafeMutableRawPointer(yr), outWidth: wo, relu: relu)
             continue
         }
         for ox in 0..<wo {
-            let a = r0[2 * ox], b = r0[2 * ox + 1], cc = r1[2 * ox], d = r1[2 * ox + 1]
-            var m = a
-            if b > m || b.isNaN { m = b }
-            if cc > m || cc.isNaN { m = cc }
-            if d > m || d.isNaN { m = d }
+            var m: T = relu ? 0 : r0[2 * ox]
+            @inline(__always) func consider(_ v: T) { if v > m || (!relu && v.isNaN) { m = v } }
+            if relu { consider(r0[2 * ox]) }
+            consider(r0[2 * ox + 1]); consider(r1[2 * ox]); consider(r1[2 * ox + 1])
             yr[ox] = m
         }
     }
@@ -382,8 +384,8 @@ private typealias F16 = SIMD16<Float>
 }
 
 /// One output row of a 2×2, stride-2 max pool (wo ≥ 4): y[ox] = max of r0[2ox], r0[2ox+1], r1[2ox], r1[2ox+1]
-/// (with `relu`, of their relu: a convolution's pool made from its sums, where nothing reads its output).
-func maxPool2x2RowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ y: UnsafeMutableRawPointer, outWidth wo: Int, relu: Bool = false) {
+/// (with `relu`, of their relu: see `maxPool2x2ForwardPlane`).
+private func maxPool2x2RowF32(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ y: UnsafeMutableRawPointer, outWidth wo: Int, relu: Bool) {
     var ox = 0
     if wo >= 8 {
         while ox < wo {
