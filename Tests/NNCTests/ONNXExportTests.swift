@@ -132,7 +132,9 @@ import TestSupport
 
     /// Batch-1 inference, judged by ONNX Runtime: one row through layers large enough for the
     /// one-row paths on two threads (the matrix-vector product split over the threads from 2^17
-    /// multiply-adds, a convolution's channels from 2^22 an image), and on one thread.
+    /// multiply-adds, a convolution's channels split, Winograd's convolutions), and on one thread; and
+    /// the Fashion CNN's layers, whose pooled convolutions make their pools without their outputs (the
+    /// direct path from its planes, Winograd's tiles split over the threads).
     @Test func batchOneRunAgreesWithRuntime() throws {
         guard let venv = judgeEnvironment() else {
             #expect(!judgesRequired, "CI needs the judges' environment (.ci/run creates it)")
@@ -141,7 +143,9 @@ import TestSupport
         let directory = try scratchDirectory("batch1")
         defer { try? FileManager.default.removeItem(at: directory) }
         let models = [("mlp.nn", "input 784\nfc 784->256\nrelu\nfc 256->130\ntanh\nfc 130->10\nsoftmax\n"),
-                      ("conv.nn", "input 16x32x32\nconv 16->36 3x3 pad 1\nrelu\nflatten\nfc 36864->10\nsoftmax\n")]
+                      ("conv.nn", "input 16x32x32\nconv 16->36 3x3 pad 1\nrelu\nflatten\nfc 36864->10\nsoftmax\n"),
+                      ("cnn.nn", "input 1x28x28\nconv 1->16 3x3 pad 1\nrelu\nmaxpool 2x2\nconv 16->32 3x3 pad 1\nrelu\nmaxpool 2x2\n"
+                                 + "flatten\nfc 1568->128\nrelu\nfc 128->10\nsoftmax\n")]
         var requests: [JudgeRequest] = [], expected: [(String, [Double])] = []
         for (name, text) in models {
             let path = directory.appendingPathComponent(name).path
