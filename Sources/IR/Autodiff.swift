@@ -105,7 +105,7 @@ extension Op {
             return []
         case .activationGrad, .softmaxGrad, .logSoftmaxGrad, .preluGrad, .padGrad, .nllLossGrad, .sliceChannels, .batchNormGrad,
              .batchNormInference, .batchNormFold, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
-             .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update,
+             .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorWithGrad, .update,
              .dense, .convFused, .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate:
             throw AutodiffError(op: name, location: at, source: graph.source)
         }

@@ -184,9 +184,9 @@ public enum Op: Hashable, Sendable {
     /// Σ (p − y)² over every element of (p, y), divided by the element count when `mean`: the sub,
     /// pow 2 and mean (or sum) of `loss mse` (`sse`) in one pass.
     case squaredError(mean: Bool)
-    /// from (p, y, dL): 2(p − y) · dL (/ the element count when `mean`), the gradient of squaredError
-    /// for p in one pass (its broadcast and pow 2 gradient).
-    case squaredErrorGrad(mean: Bool)
+    /// from (p, y, dL): squaredError and its gradient for p, 2(p − y) · dL (/ the element count when
+    /// `mean`), in one op (a training step's loss, its broadcast and pow 2 gradient); results loss, dp.
+    case squaredErrorWithGrad(mean: Bool)
 
     /// Updates a parameter in place from its gradient (and its state operands). No results.
     indirect case update(OptimizerUpdate)
@@ -263,7 +263,7 @@ public enum Op: Hashable, Sendable {
         case .softmaxCrossEntropy: return "softmax_cross_entropy"
         case .softmaxCrossEntropyGrad: return "softmax_cross_entropy_grad"
         case .squaredError(let mean): return mean ? "mse" : "sse"
-        case .squaredErrorGrad(let mean): return mean ? "mse_grad" : "sse_grad"
+        case .squaredErrorWithGrad(let mean): return mean ? "mse+grad" : "sse+grad"
         case .update(let u): return "update \(u)"
         case .matmulUpdate(let ta, let tb, let u): return Op.matmul(transposeA: ta, transposeB: tb).name + "+update \(u)"
         case .dense(let f, let bias): return "dense" + (bias ? "" : ".nobias") + (f == .identity ? "" : " \(f)")
@@ -283,7 +283,7 @@ public enum Op: Hashable, Sendable {
         case .input, .target, .parameter, .state, .matmul, .softmax, .softmaxGrad, .constant, .biasGrad, .sumAll, .meanAll,
              .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask,
              .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
-             .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate, .concat, .sliceChannels,
+             .softmaxCrossEntropyGrad, .squaredError, .squaredErrorWithGrad, .update, .dense, .convFused, .convBackward, .matmulUpdate, .concat, .sliceChannels,
              .batchNorm, .batchNormGrad, .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad:
             return false
         }
@@ -299,10 +299,13 @@ public enum Op: Hashable, Sendable {
              .add, .subtract, .multiply, .scale, .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d,
              .conv2dInputGrad, .conv2dWeightGrad, .pool, .poolGrad, .reshape, .dropoutMask, .crossEntropy,
              .crossEntropyGrad, .binaryCrossEntropy, .binaryCrossEntropyGrad, .softmaxCrossEntropy,
-             .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .dense, .convFused, .activationGradBias, .convBackward:
+             .softmaxCrossEntropyGrad, .squaredError, .squaredErrorWithGrad, .dense, .convFused, .activationGradBias, .convBackward:
             return false
         }
     }
+
+    /// A constant: the plan gives it a buffer of its own, written once, not in every step.
+    public var isConstant: Bool { if case .constant = self { return true }; return false }
 
     /// Source ops: no operands, their values come from outside the step (data, parameters, state).
     public var isSource: Bool {
@@ -311,7 +314,7 @@ public enum Op: Hashable, Sendable {
         case .matmul, .biasAdd, .activation, .activationGrad, .softmax, .softmaxGrad, .add, .subtract, .multiply, .scale,
              .constant, .biasGrad, .sumAll, .meanAll, .broadcast, .conv2d, .conv2dInputGrad, .conv2dWeightGrad, .pool,
              .poolGrad, .reshape, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
-             .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update, .dense, .convFused,
+             .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorWithGrad, .update, .dense, .convFused,
              .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate, .concat, .sliceChannels, .batchNorm, .batchNormGrad,
              .batchNormInference, .batchNormFold, .logSoftmax, .logSoftmaxGrad, .nllLoss, .nllLossGrad, .prelu, .preluGrad, .pad, .padGrad:
             return false
@@ -510,8 +513,8 @@ extension Op {
             return [.scalar]
         case .binaryCrossEntropy, .squaredError:
             try need(2); try same(operands[0], operands[1]); return [.scalar]
-        case .squaredErrorGrad:
-            try need(3); try same(operands[0], operands[1]); return [operands[0]]
+        case .squaredErrorWithGrad:
+            try need(3); try same(operands[0], operands[1]); return [.scalar, operands[0]]
         case .crossEntropyGrad, .softmaxCrossEntropyGrad, .binaryCrossEntropyGrad, .nllLossGrad:
             try need(3); return [operands[0]]
         case .update(let u):
@@ -608,8 +611,10 @@ extension Op {
             // one operation per element of the largest operand
             return operands.map(count).max() ?? 0
         case .crossEntropy, .softmaxCrossEntropy, .binaryCrossEntropy, .crossEntropyGrad, .softmaxCrossEntropyGrad,
-             .binaryCrossEntropyGrad, .squaredError, .squaredErrorGrad:
+             .binaryCrossEntropyGrad, .squaredError:
             return 3 * count(operands[0])
+        case .squaredErrorWithGrad:
+            return 6 * count(operands[0])
         }
     }
 }

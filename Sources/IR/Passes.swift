@@ -41,8 +41,8 @@ public let optimizationPasses: [Pass] = [
     // softmax → cross_entropy (and its backward) becomes one numerically stable op on the logits
     Pass(name: "fuse-softmax-crossentropy", summary: "softmax + cross-entropy → softmax_cross_entropy",
          startsAt: { $0.op == .crossEntropy || $0.op == .softmaxGrad }, run: fuseSoftmaxCrossEntropy),
-    // sub → pow 2 → mean (loss mse), and its gradient, each become one pass over the prediction and target
-    Pass(name: "fuse-squared-error", summary: "sub + pow 2 + mean|sum → mse|sse (and its gradient → mse_grad|sse_grad)",
+    // sub → pow 2 → mean (loss mse) becomes one pass over the prediction and target; with its gradient, one op
+    Pass(name: "fuse-squared-error", summary: "sub + pow 2 + mean|sum → mse|sse (with its gradient: mse+grad|sse+grad)",
          startsAt: { $0.op == .meanAll || $0.op == .sumAll }, run: fuseSquaredError),
     // an evaluation-mode batch norm after a conv or fc scales its weights and bias instead
     Pass(name: "fold-batchnorm", summary: "conv2d/matmul [+ bias_add] + batchnorm.eval → batchnorm_fold + conv2d/matmul + bias_add",
@@ -281,12 +281,14 @@ func fuseSoftmaxCrossEntropy(_ graph: inout Graph, _ log: inout FusionLog) throw
 }
 
 /// sub → pow 2 → mean (sum), how `loss mse` (`sse`) lowers, ⇒ one mse (sse) op on the sub's operands;
-/// in a training graph its gradient too, broadcast_mean (broadcast) → pow 2's gradient ⇒ mse_grad
-/// (sse_grad) on the same operands and the loss's gradient. Same operations in the same order, so the
-/// same numbers; the sub, pow and broadcast are left without users (dce removes them).
+/// in a training graph, with its gradient, broadcast_mean (broadcast) → pow 2's gradient, ⇒ one
+/// mse+grad (sse+grad) op on the same operands and the loss's gradient, where the gradient was (a
+/// tiny network's step is a few ops: each one fewer counts). Same operations in the same order, so
+/// the same numbers; the sub, pow and broadcast are left without users (dce removes them).
 func fuseSquaredError(_ graph: inout Graph, _ log: inout FusionLog) throws {
     let producers = graph.producers()
     let users = graph.users(), kept = graph.keptValues
+    var removed = IndexMask(count: graph.nodes.count)
     for index in graph.nodes.indices {
         let node = graph.nodes[index]
         let mean: Bool
@@ -324,15 +326,22 @@ func fuseSquaredError(_ graph: inout Graph, _ log: inout FusionLog) throws {
             skip("%\(graph[difference].name) has other consumers"); continue
         }
         let sides = graph.nodes[subtraction].operands
-        graph.nodes[index] = Node(op: .squaredError(mean: mean), operands: sides, results: node.results, location: node.location, phase: node.phase)
         if let gradient {
+            // The loss is then made where its gradient was: nothing may read it before.
+            guard users[node.results[0].index].allSatisfy({ $0 > gradient.powerGradient }) else {
+                skip("%\(graph[node.results[0]].name) is read before its gradient"); continue
+            }
             let powerGradient = graph.nodes[gradient.powerGradient]
-            graph.nodes[gradient.powerGradient] = Node(op: .squaredErrorGrad(mean: mean), operands: ValueList(Array(sides) + [graph.nodes[gradient.broadcast].operands[0]]),
-                                                       results: powerGradient.results, location: powerGradient.location, phase: powerGradient.phase)
+            graph.nodes[gradient.powerGradient] = Node(op: .squaredErrorWithGrad(mean: mean), operands: ValueList(Array(sides) + [graph.nodes[gradient.broadcast].operands[0]]),
+                                                       results: ValueList([node.results[0]] + Array(powerGradient.results)), location: node.location, phase: node.phase)
+            removed.insert(index)
+        } else {
+            graph.nodes[index] = Node(op: .squaredError(mean: mean), operands: sides, results: node.results, location: node.location, phase: node.phase)
         }
         log.append(.init(pass: "fuse-squared-error", pattern: pattern + (gradient == nil ? "" : " and its gradient"), fused: true, reason: "",
                          location: node.location, line: graph.line(node.location)))
     }
+    graph.removeNodes(removed)
 }
 
 /// conv2d/matmul [→ bias_add] → batchnorm.eval ⇒ batchnorm_fold (W' = W·s, b' = (b − mean)·s + β,

@@ -89,12 +89,13 @@ public struct Plan: Sendable {
         var lastUse = [Int](repeating: -1, count: graph.values.count)
         for position in graph.nodes.indices { for operand in graph.nodes[position].operands { lastUse[operand.index] = position } }
         for value in graph.roots + graph.gradients.compactMap({ $0 }) + keep { lastUse[value.index] = end }
-        // The input and target are never overwritten, so a plan can run again on the same data.
+        // The input and target are never overwritten, so a plan can run again on the same data; nor
+        // are constants (the loss gradient's seed), written once when the plan is made runnable.
         var readOnly = [Bool](repeating: false, count: graph.values.count)
-        func isInputOrTarget(_ op: Op) -> Bool {
-            switch op { case .input, .target: return true; default: return false }
+        func filledBeforeTheStep(_ op: Op) -> Bool {
+            switch op { case .input, .target, .constant: return true; default: return false }
         }
-        for position in graph.nodes.indices where isInputOrTarget(graph.nodes[position].op) {
+        for position in graph.nodes.indices where filledBeforeTheStep(graph.nodes[position].op) {
             for r in graph.nodes[position].results { readOnly[r.index] = true; lastUse[r.index] = end }
         }
         var inPlace: Set<Int> = []
@@ -146,8 +147,8 @@ public struct Plan: Sendable {
                 }
                 if reused != nil { inPlace.insert(position) }
             }
-            // The input and target are filled before the step starts: live from the first instruction.
-            if isInputOrTarget(node.op) { first[node.results[0].index] = 0; continue }
+            // The input, target and constants are filled before the step starts: live from the first instruction.
+            if filledBeforeTheStep(node.op) { first[node.results[0].index] = 0; continue }
             for (k, result) in node.results.enumerated() {
                 if k == 0, let reused {
                     let r = root(reused)
@@ -219,7 +220,8 @@ public struct Plan: Sendable {
             let results = node.results.map { "%" + graph[$0].name }.joined(separator: ", ")
             let operands = node.operands.map { "%" + graph[$0].name }.joined(separator: ", ")
             out += String(format: "%4d  ", position) + (results.isEmpty ? "" : results + " = ") + node.op.name
-                + (operands.isEmpty ? "" : " " + operands) + (inPlace.contains(position) ? "   (in place)" : "") + "\n"
+                + (operands.isEmpty ? "" : " " + operands) + (inPlace.contains(position) ? "   (in place)" : "")
+                + (node.op.isConstant ? "   (written once, before the first step)" : "") + "\n"
         }
         out += "# buffers (offset, bytes, live range in instructions, values)\n"
         for buffer in buffers.sorted(by: { ($0.offset, $0.firstUse) < ($1.offset, $1.firstUse) }) {

@@ -304,7 +304,14 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
     let full = try session.executable(batch: batch)
     let partial = count % batch == 0 ? full : try session.executable(batch: count % batch)
 
+    // A small data set converted once: its steps copy rows, and it stays in cache.
+    let converted = ConvertedRows<T>(job.train)
+    defer { converted?.deallocate() }
+    let stepwiseSchedule = settings.schedule == .onecycle
     var order = [Int](repeating: 0, count: count)
+    var clockEvery = 1
+    // The rate and time left in the epoch, as of the last clock read.
+    var rate = 0.0, secondsLeft = 0.0
     var steps = 0, samples = 0
     var seconds = 0.0
     var finalLoss = Double.nan, finalAccuracy: Double?
@@ -322,17 +329,25 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
         // The steps' time runs from the epoch's start to the last step's end, everything the loop
         // does included (what the peers' loops time too), evaluation after the epoch not. The clock
         // is read about every 20 µs and at the epoch's last step: a read costs tens of nanoseconds,
-        // a tiny network's step a few hundred (a step's report may be that much behind).
-        var stepsEnd = epochStart, clockEvery = 1
+        // a tiny network's step a few hundred (a step's report may be that much behind; the number of
+        // steps between reads carries over from epoch to epoch, as the XOR network's are 4 steps).
+        var stepsEnd = epochStart
         var clocked = (step: firstStep, seen: seen)
         for step in firstStep..<stepsPerEpoch {
-            // The schedule's rate (and onecycle's momentum) for this step.
-            session.learningRateFactor = settings.learningRateFactor(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
-            session.momentumOverride = settings.schedule.momentum(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
+            // The schedule's rate (and onecycle's momentum) for this step: onecycle's change every step,
+            // the other schedules' (and the warmup's) every epoch.
+            if step == firstStep || stepwiseSchedule {
+                session.learningRateFactor = settings.learningRateFactor(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
+                session.momentumOverride = settings.schedule.momentum(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, epochs: job.endEpoch)
+            }
             let start = step * batch
             let rows = min(batch, count - start)
             order.withUnsafeBufferPointer { all in
                 let indices = UnsafeBufferPointer(rebasing: all[start..<(start + rows)])
+                if let converted {
+                    converted.copy(indices, features: input, targets: target)
+                    return
+                }
                 job.train.copyBatch(indices, features: input, targets: target, context: session.context)
                 // The next batch's rows start loading while this step computes.
                 let next = min(count, start + rows + batch)
@@ -357,12 +372,12 @@ func runTraining<T: KernelScalar>(_ type: T.Type, _ job: TrainingJob, onEvent: (
                 clockEvery = max(1, min(1024, (step + 1 - clocked.step) * 20_000 / max(1, Int(now - stepsEnd))))
                 stepsEnd = now
                 clocked = (step + 1, seen)
+                let elapsed = Double(stepsEnd - epochStart) / 1e9
+                rate = Double(clocked.seen) / max(elapsed, 1e-9)
+                secondsLeft = elapsed / Double(max(1, clocked.step - firstStep)) * Double(stepsPerEpoch - step - 1)
             }
-            // The rate and time left as of the last clock read.
-            let elapsed = Double(stepsEnd - epochStart) / 1e9
             let report = StepReport(epoch: epoch + 1, epochs: job.endEpoch, step: step + 1, steps: stepsPerEpoch,
-                                    loss: sumLoss ? lossSum : lossSum / Double(seen), samplesPerSecond: Double(clocked.seen) / max(elapsed, 1e-9),
-                                    secondsLeftInEpoch: elapsed / Double(max(1, clocked.step - firstStep)) * Double(stepsPerEpoch - step - 1))
+                                    loss: sumLoss ? lossSum : lossSum / Double(seen), samplesPerSecond: rate, secondsLeftInEpoch: secondsLeft)
             if onEvent(.step(report)) == .stop {
                 state.take(store)
                 state.checkpoint.epochsDone = epoch

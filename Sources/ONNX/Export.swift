@@ -190,7 +190,7 @@ struct Exporter {
             case .matmul, .target, .activationGrad, .softmaxGrad, .subtract, .constant, .biasGrad, .sumAll, .meanAll, .broadcast,
                  .conv2dInputGrad, .conv2dWeightGrad, .poolGrad, .sliceChannels, .batchNorm, .batchNormGrad, .batchNormFold,
                  .logSoftmaxGrad, .nllLoss, .nllLossGrad, .dropoutMask, .crossEntropy, .crossEntropyGrad, .binaryCrossEntropy,
-                 .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorGrad, .update, .dense, .convFused,
+                 .binaryCrossEntropyGrad, .softmaxCrossEntropy, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorWithGrad, .update, .dense, .convFused,
                  .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate, .preluGrad, .padGrad:
                 throw unsupported(node)
             }

@@ -93,7 +93,6 @@ enum Instruction<T: KernelScalar> {
     case subtract(a: P, b: P, c: P, count: Int)
     case multiply(a: P, b: P, c: P, count: Int)
     case scale(x: P, y: P, factor: T, count: Int)
-    case constant(y: P, value: T)
     case biasGrad(dy: P, db: P, outer: Int, channels: Int, inner: Int)
     case sumAll(x: P, y: P, count: Int, mean: Bool)
     case broadcast(s: P, y: P, count: Int, mean: Bool)
@@ -105,7 +104,7 @@ enum Instruction<T: KernelScalar> {
     case binaryCrossEntropy(p: P, y: P, loss: P, count: Int)
     case binaryCrossEntropyGrad(p: P, y: P, dLoss: P, dp: P, count: Int)
     case squaredError(p: P, y: P, loss: P, count: Int, mean: Bool)
-    case squaredErrorGrad(p: P, y: P, dLoss: P, dp: P, count: Int, mean: Bool)
+    case squaredErrorWithGrad(p: P, y: P, dLoss: P, loss: P, dp: P, count: Int, mean: Bool)
     /// lr: the rate as given; each step takes it times the schedule's factor.
     case sgd(p: P, g: P, velocity: P?, count: Int, lr: Double, momentum: T, nesterov: Bool, decay: T)
     case adam(p: P, g: P, m: P, v: P, count: Int, lr: Double, beta1: Double, beta2: Double, eps: Double, decay: Double)
@@ -179,17 +178,31 @@ extension MT19937 {
     public init(seed: UInt32) { self.init(seed: UInt64(seed)) }
 }
 
+/// One instruction as the interpreter's loop runs it (`Session.operation`). A class, so that the loop
+/// can call its closure without retaining the closure's context: a closure read from an array is
+/// retained and released around each call (and a switch over the instructions copies each one, a
+/// few hundred bytes, twice), which together were two fifths of the XOR network's step.
+final class Operation<T: KernelScalar> {
+    let run: (Session<T>) -> Void
+    init(_ run: @escaping (Session<T>) -> Void) { self.run = run }
+}
+
 /// A plan made runnable for one batch size: the instruction list and where each value lives.
 /// (A class: handing a generic struct to the Session from another module costs a generic-metadata
 /// look-up per step, measured at about 10% of the XOR network's step.)
 public final class Executable<T: KernelScalar> {
     let instructions: [Instruction<T>]
+    /// The instructions compiled (`operations` keeps them alive; the loop reads `unretained`).
+    let operations: [Operation<T>]
+    let unretained: [Unmanaged<Operation<T>>]
     /// The graph node each instruction came from (for per-op timing).
     public let nodeOfInstruction: [Int]
     public let batch: Int
 
     init(instructions: [Instruction<T>], nodeOfInstruction: [Int], batch: Int) {
         (self.instructions, self.nodeOfInstruction, self.batch) = (instructions, nodeOfInstruction, batch)
+        operations = instructions.map(Session<T>.operation)
+        unretained = operations.map { Unmanaged.passUnretained($0) }
     }
 }
 
@@ -355,9 +368,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     @_specialize(where T == Double)
     public func runTimed(_ executable: Executable<T>, times: inout [UInt64]) {
         if updatesParameters { store.step += 1 }
-        for (index, instruction) in executable.instructions.enumerated() {
+        for (index, operation) in executable.operations.enumerated() {
             let start = DispatchTime.now().uptimeNanoseconds
-            execute(instruction)
+            operation.run(self)
             times[index] &+= DispatchTime.now().uptimeNanoseconds &- start
         }
     }
@@ -380,105 +393,158 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     @inline(never)
     func runInstructions(_ executable: Executable<T>) {
         if updatesParameters { store.step += 1 }
-        // Each instruction read in place (a for-in loop copies every one, a few hundred bytes, first).
-        executable.instructions.withUnsafeBufferPointer { instructions in
-            for index in instructions.indices { execute(instructions[index]) }
+        executable.unretained.withUnsafeBufferPointer { operations in
+            for index in operations.indices { operations[index]._withUnsafeGuaranteedRef { $0.run(self) } }
         }
     }
 
-    @inline(__always)
-    private func execute(_ instruction: Instruction<T>) {
+    /// The instruction as the loop runs it: a closure over its operands, given the session for what a
+    /// step changes (the rate factor, the RNG) and what it shares (threads, scratch).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    static func operation(_ instruction: Instruction<T>) -> Operation<T> {
         switch instruction {
         case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation, packedB):
-            gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
-                 bias: bias.map { UnsafePointer($0) }, activation: activation, packedB: packedB, context: context)
+            return Operation { session in
+                gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+                     bias: bias.map { UnsafePointer($0) }, activation: activation, packedB: packedB, context: session.context)
+            }
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update, lr):
-            gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: scheduled(update, lr: lr), context: context)
-        case let .biasAdd(x, b, y, outer, channels, inner): biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner)
-        case let .activation(f, x, y, count): activationForward(f, x, y, count, context: context)
-        case let .softmax(x, y, rows, columns): softmaxForward(x, y, rows: rows, columns: columns)
-        case let .activationGrad(f, v, dy, dx, count): activationBackward(f, v, dy, dx, count, context: context)
-        case let .softmaxGrad(y, dy, dx, rows, columns): softmaxBackward(y, dy, dx, rows: rows, columns: columns)
+            return Operation { session in
+                var step = session.scheduled(update, lr: lr)
+                if m * n * k <= gemmTinyThreshold {
+                    // The tiny networks' weight gradients: the loops here, without the call's argument struct.
+                    withUnsafePointer(to: &step) { step in
+                        gemmReference(GEMMArgs(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n,
+                                               accumulate: false, bias: nil, activation: .identity, update: step), rows: 0..<m, cols: 0..<n)
+                    }
+                } else {
+                    gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: step, context: session.context)
+                }
+            }
+        case let .biasAdd(x, b, y, outer, channels, inner): return Operation { _ in biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner) }
+        case let .activation(f, x, y, count): return Operation { session in activationForward(f, x, y, count, context: session.context) }
+        case let .softmax(x, y, rows, columns): return Operation { _ in softmaxForward(x, y, rows: rows, columns: columns) }
+        case let .activationGrad(f, v, dy, dx, count): return Operation { session in activationBackward(f, v, dy, dx, count, context: session.context) }
+        case let .softmaxGrad(y, dy, dx, rows, columns): return Operation { _ in softmaxBackward(y, dy, dx, rows: rows, columns: columns) }
         case let .activationGradBias(f, y, dy, dz, db, outer, channels, inner):
-            activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
+            return Operation { session in
+                activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: session.context)
+            }
         case let .activationGradBiasUpdate(f, y, dy, dz, db, outer, channels, inner, update, lr):
-            activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: context)
-            scheduled(update, lr: lr).apply(gradient: db, at: 0, count: channels)
-        case let .add(a, b, c, count): addElements(a, b, c, count, context: context)
-        case let .subtract(a, b, c, count): subtractElements(a, b, c, count, context: context)
-        case let .multiply(a, b, c, count): multiplyElements(a, b, c, count, context: context)
-        case let .scale(x, y, factor, count): scaleElements(x, y, factor, count, context: context)
-        case let .constant(y, value): y.pointee = value
-        case let .biasGrad(dy, db, outer, channels, inner): biasGradient(dy, db, outer: outer, channels: channels, inner: inner)
+            return Operation { session in
+                activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: session.context)
+                session.scheduled(update, lr: lr).apply(gradient: db, at: 0, count: channels)
+            }
+        case let .add(a, b, c, count): return Operation { session in addElements(a, b, c, count, context: session.context) }
+        case let .subtract(a, b, c, count): return Operation { session in subtractElements(a, b, c, count, context: session.context) }
+        case let .multiply(a, b, c, count): return Operation { session in multiplyElements(a, b, c, count, context: session.context) }
+        case let .scale(x, y, factor, count): return Operation { session in scaleElements(x, y, factor, count, context: session.context) }
+        case let .biasGrad(dy, db, outer, channels, inner): return Operation { _ in biasGradient(dy, db, outer: outer, channels: channels, inner: inner) }
         case let .sumAll(x, y, count, mean):
-            let sum = sumAll(x, count)
-            y.pointee = T(mean ? sum / Double(max(1, count)) : sum)
+            return Operation { _ in
+                let sum = sumAll(x, count)
+                y.pointee = T(mean ? sum / Double(max(1, count)) : sum)
+            }
         case let .broadcast(s, y, count, mean):
-            let value = mean ? s.pointee / T(max(1, count)) : s.pointee
-            y.update(repeating: value, count: count)
-        case let .copy(x, y, count): if x != y { y.update(from: x, count: count) }
+            return Operation { _ in
+                let value = mean ? s.pointee / T(max(1, count)) : s.pointee
+                y.update(repeating: value, count: count)
+            }
+        case let .copy(x, y, count): return Operation { _ in if x != y { y.update(from: x, count: count) } }
         case let .softmaxCrossEntropy(logits, labels, loss, rows, classes):
-            loss.pointee = T(softmaxCrossEntropy(logits, labels, rows: rows, classes: classes))
+            return Operation { _ in loss.pointee = T(softmaxCrossEntropy(logits, labels, rows: rows, classes: classes)) }
         case let .softmaxCrossEntropyGrad(logits, labels, dLoss, dz, rows, classes):
-            softmaxCrossEntropyBackward(logits, labels, dLoss.pointee, dz, rows: rows, classes: classes)
+            return Operation { _ in softmaxCrossEntropyBackward(logits, labels, dLoss.pointee, dz, rows: rows, classes: classes) }
         case let .crossEntropy(p, labels, loss, rows, classes):
-            loss.pointee = T(crossEntropy(p, labels, rows: rows, classes: classes))
+            return Operation { _ in loss.pointee = T(crossEntropy(p, labels, rows: rows, classes: classes)) }
         case let .crossEntropyGrad(p, labels, dLoss, dp, rows, classes):
-            crossEntropyBackward(p, labels, dLoss.pointee, dp, rows: rows, classes: classes)
-        case let .binaryCrossEntropy(p, y, loss, count): loss.pointee = T(binaryCrossEntropy(p, y, count: count))
-        case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count)
-        case let .squaredError(p, y, loss, count, mean): loss.pointee = T(Runtime.squaredError(p, y, count: count, mean: mean))
-        case let .squaredErrorGrad(p, y, dLoss, dp, count, mean): squaredErrorBackward(p, y, dLoss.pointee, dp, count: count, mean: mean)
+            return Operation { _ in crossEntropyBackward(p, labels, dLoss.pointee, dp, rows: rows, classes: classes) }
+        case let .binaryCrossEntropy(p, y, loss, count): return Operation { _ in loss.pointee = T(binaryCrossEntropy(p, y, count: count)) }
+        case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): return Operation { _ in binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count) }
+        case let .squaredError(p, y, loss, count, mean): return Operation { _ in loss.pointee = T(Runtime.squaredError(p, y, count: count, mean: mean)) }
+        case let .squaredErrorWithGrad(p, y, dLoss, loss, dp, count, mean):
+            return Operation { _ in
+                loss.pointee = T(Runtime.squaredError(p, y, count: count, mean: mean))
+                squaredErrorBackward(p, y, dLoss.pointee, dp, count: count, mean: mean)
+            }
         case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
-            sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * learningRateFactor), momentum: momentumOverride.map { T($0) } ?? momentum,
-                      nesterov: nesterov, decay: decay, context: context)
+            return Operation { session in
+                sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * session.learningRateFactor), momentum: session.momentumOverride.map { T($0) } ?? momentum,
+                          nesterov: nesterov, decay: decay, context: session.context)
+            }
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
-            adamUpdate(p, g, m, v, count: count, lr: lr * learningRateFactor, beta1: momentumOverride ?? beta1, beta2: beta2, eps: eps, decay: decay,
-                       step: max(1, store.step), context: context)
+            return Operation { session in
+                adamUpdate(p, g, m, v, count: count, lr: lr * session.learningRateFactor, beta1: session.momentumOverride ?? beta1, beta2: beta2, eps: eps, decay: decay,
+                           step: max(1, session.store.step), context: session.context)
+            }
         case let .convolution(shape, x, weight, bias, activation, y, pooled, outputRead, transformed):
-            conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, pooled: pooled,
-                          outputRead: outputRead, transformedWeights: transformed, scratch: scratch, scratchCount: scratchCount, context: context)
+            return Operation { session in
+                conv2DForward(shape, x: x, weight: weight, bias: bias.map { UnsafePointer($0) }, activation: activation, y: y, pooled: pooled,
+                              outputRead: outputRead, transformedWeights: transformed, scratch: session.scratch, scratchCount: session.scratchCount, context: session.context)
+            }
         case let .convolutionInputGradient(shape, dy, weight, x, dx):
-            conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: scratch, context: context)
+            return Operation { session in
+                conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: dx, dWeight: nil, dBias: nil, scratch: session.scratch, context: session.context)
+            }
         case let .convolutionWeightGradient(shape, x, dy, weight, dWeight):
-            conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: nil, dWeight: dWeight, dBias: nil, scratch: scratch, context: context)
+            return Operation { session in
+                conv2DBackward(shape, x: x, weight: weight, dy: dy, dx: nil, dWeight: dWeight, dBias: nil, scratch: session.scratch, context: session.context)
+            }
         case let .convolutionBackward(shape, x, weight, y, dy, activation, pooled, dWeight, dBias, dx):
-            conv2DBackward(shape, x: x, weight: weight, dy: dy, activation: activation, y: y, pooled: pooled, dx: dx, dWeight: dWeight, dBias: dBias,
-                           scratch: scratch, context: context)
-        case let .maxPool(shape, x, y): maxPool2DForward(shape, x: x, y: y, context: context)
-        case let .maxPoolGradient(shape, x, dy, dx): maxPool2DBackward(shape, x: x, dy: dy, dx: dx, context: context)
-        case let .averagePool(shape, x, y): avgPool2DForward(shape, x: x, y: y, context: context)
-        case let .averagePoolGradient(shape, dy, dx): avgPool2DBackward(shape, dy: dy, dx: dx, context: context)
-        case let .dropoutMask(mask, count, probability): Runtime.dropoutMask(count: count, p: probability, rng: &random, into: mask)
-        case let .concat(a, b, c, rows, aRow, bRow): concatenate(a, b, c, rows: rows, aRow: aRow, bRow: bRow)
-        case let .slice(x, y, rows, row, start, count): sliceRows(x, y, rows: rows, row: row, start: start, count: count)
+            return Operation { session in
+                conv2DBackward(shape, x: x, weight: weight, dy: dy, activation: activation, y: y, pooled: pooled, dx: dx, dWeight: dWeight, dBias: dBias,
+                               scratch: session.scratch, context: session.context)
+            }
+        case let .maxPool(shape, x, y): return Operation { session in maxPool2DForward(shape, x: x, y: y, context: session.context) }
+        case let .maxPoolGradient(shape, x, dy, dx): return Operation { session in maxPool2DBackward(shape, x: x, dy: dy, dx: dx, context: session.context) }
+        case let .averagePool(shape, x, y): return Operation { session in avgPool2DForward(shape, x: x, y: y, context: session.context) }
+        case let .averagePoolGradient(shape, dy, dx): return Operation { session in avgPool2DBackward(shape, dy: dy, dx: dx, context: session.context) }
+        case let .dropoutMask(mask, count, probability):
+            return Operation { session in Runtime.dropoutMask(count: count, p: probability, rng: &session.random, into: mask) }
+        case let .concat(a, b, c, rows, aRow, bRow): return Operation { _ in concatenate(a, b, c, rows: rows, aRow: aRow, bRow: bRow) }
+        case let .slice(x, y, rows, row, start, count): return Operation { _ in sliceRows(x, y, rows: rows, row: row, start: start, count: count) }
         case let .batchNorm(x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum):
-            batchNormTrainingForward(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar, y: y, mean: mean,
-                                     invstd: invstd, outer: outer, channels: channels, inner: inner, eps: eps, momentum: momentum, context: context)
+            return Operation { session in
+                batchNormTrainingForward(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar, y: y, mean: mean,
+                                         invstd: invstd, outer: outer, channels: channels, inner: inner, eps: eps, momentum: momentum, context: session.context)
+            }
         case let .batchNormGrad(x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner):
-            batchNormTrainingBackward(x, gamma: gamma, mean: mean, invstd: invstd, dy: dy, dx: dx, dGamma: dGamma, dBeta: dBeta,
-                                      outer: outer, channels: channels, inner: inner, context: context)
+            return Operation { session in
+                batchNormTrainingBackward(x, gamma: gamma, mean: mean, invstd: invstd, dy: dy, dx: dx, dGamma: dGamma, dBeta: dBeta,
+                                          outer: outer, channels: channels, inner: inner, context: session.context)
+            }
         case let .batchNormInference(x, gamma, beta, mean, variance, y, outer, channels, inner, eps):
-            batchNormInferenceForward(x, gamma: gamma, beta: beta, mean: mean, variance: variance, y: y, outer: outer, channels: channels, inner: inner, eps: eps)
+            return Operation { _ in
+                batchNormInferenceForward(x, gamma: gamma, beta: beta, mean: mean, variance: variance, y: y, outer: outer, channels: channels, inner: inner, eps: eps)
+            }
         case let .batchNormFold(weight, bias, gamma, beta, mean, variance, foldedWeight, foldedBias, rows, columns, convolution, eps):
-            Runtime.batchNormFold(weight: weight, bias: bias.map { UnsafePointer($0) }, gamma: gamma, beta: beta, mean: mean, variance: variance,
-                                  foldedWeight: foldedWeight, foldedBias: foldedBias, rows: rows, columns: columns, convolution: convolution, eps: eps)
-        case let .logSoftmax(x, y, rows, columns): logSoftmaxForward(x, y, rows: rows, columns: columns)
-        case let .logSoftmaxGrad(y, dy, dx, rows, columns): logSoftmaxBackward(y, dy, dx, rows: rows, columns: columns)
-        case let .nllLoss(logp, labels, loss, rows, classes): loss.pointee = T(Runtime.nllLoss(logp, labels, rows: rows, classes: classes))
-        case let .nllLossGrad(labels, dLoss, dlogp, rows, classes): nllLossBackward(labels, dLoss.pointee, dlogp, rows: rows, classes: classes)
+            return Operation { _ in
+                Runtime.batchNormFold(weight: weight, bias: bias.map { UnsafePointer($0) }, gamma: gamma, beta: beta, mean: mean, variance: variance,
+                                      foldedWeight: foldedWeight, foldedBias: foldedBias, rows: rows, columns: columns, convolution: convolution, eps: eps)
+            }
+        case let .logSoftmax(x, y, rows, columns): return Operation { _ in logSoftmaxForward(x, y, rows: rows, columns: columns) }
+        case let .logSoftmaxGrad(y, dy, dx, rows, columns): return Operation { _ in logSoftmaxBackward(y, dy, dx, rows: rows, columns: columns) }
+        case let .nllLoss(logp, labels, loss, rows, classes):
+            return Operation { _ in loss.pointee = T(Runtime.nllLoss(logp, labels, rows: rows, classes: classes)) }
+        case let .nllLossGrad(labels, dLoss, dlogp, rows, classes):
+            return Operation { _ in nllLossBackward(labels, dLoss.pointee, dlogp, rows: rows, classes: classes) }
         case let .prelu(x, slopes, y, outer, channels, inner, shared):
-            preluForward(x, slopes: slopes, y: y, outer: outer, channels: channels, inner: inner, shared: shared)
+            return Operation { _ in preluForward(x, slopes: slopes, y: y, outer: outer, channels: channels, inner: inner, shared: shared) }
         case let .preluGrad(x, slopes, dy, dx, dSlopes, outer, channels, inner, shared):
-            preluBackward(x, slopes: slopes, dy: dy, dx: dx, dSlopes: dSlopes, outer: outer, channels: channels, inner: inner, shared: shared)
-        case let .pad(x, y, planes, height, width, spec): padForward(x, y, planes: planes, height: height, width: width, spec: spec)
-        case let .padGrad(dy, dx, planes, height, width, spec): padBackward(dy, dx, planes: planes, height: height, width: width, spec: spec)
+            return Operation { _ in
+                preluBackward(x, slopes: slopes, dy: dy, dx: dx, dSlopes: dSlopes, outer: outer, channels: channels, inner: inner, shared: shared)
+            }
+        case let .pad(x, y, planes, height, width, spec):
+            return Operation { _ in padForward(x, y, planes: planes, height: height, width: width, spec: spec) }
+        case let .padGrad(dy, dx, planes, height, width, spec):
+            return Operation { _ in padBackward(dy, dx, planes: planes, height: height, width: width, spec: spec) }
         }
     }
 
     /// A fused SGD step with this step's rate (the schedule's factor) and momentum (onecycle's).
     @inline(__always)
-    private func scheduled(_ update: SGDStep<T>, lr: Double) -> SGDStep<T> {
+    fileprivate func scheduled(_ update: SGDStep<T>, lr: Double) -> SGDStep<T> {
         var step = update
         step.lr = T(lr * learningRateFactor)
         if let momentumOverride { step.momentum = T(momentumOverride) }
@@ -561,7 +627,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             case .subtract: made = .subtract(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
             case .multiply: made = .multiply(a: operands[0], b: operands[1], c: results[0], count: count(resultDims[0]))
             case .scale(let factor): made = .scale(x: operands[0], y: results[0], factor: T(factor), count: count(resultDims[0]))
-            case .constant(let value): made = .constant(y: results[0], value: T(value))
+            case .constant(let value):
+                // Written once, here: the plan gives constants buffers of their own.
+                results[0].pointee = T(value)
             case .biasGrad:
                 let (outer, channels, inner) = channelLayout(operandDims[0])
                 made = .biasGrad(dy: operands[0], db: results[0], outer: outer, channels: channels, inner: inner)
@@ -582,8 +650,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 made = .binaryCrossEntropyGrad(p: operands[0], y: operands[1], dLoss: operands[2], dp: results[0], count: count(operandDims[0]))
             case .squaredError(let mean):
                 made = .squaredError(p: operands[0], y: operands[1], loss: results[0], count: count(operandDims[0]), mean: mean)
-            case .squaredErrorGrad(let mean):
-                made = .squaredErrorGrad(p: operands[0], y: operands[1], dLoss: operands[2], dp: results[0], count: count(operandDims[0]), mean: mean)
+            case .squaredErrorWithGrad(let mean):
+                made = .squaredErrorWithGrad(p: operands[0], y: operands[1], dLoss: operands[2], loss: results[0], dp: results[1],
+                                             count: count(operandDims[0]), mean: mean)
             case .update(let update):
                 let n = count(operandDims[0])
                 switch update {

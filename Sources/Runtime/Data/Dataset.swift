@@ -602,3 +602,43 @@ private func bytesToFloats(_ src: UnsafePointer<UInt8>, _ dst: UnsafeMutablePoin
     }
     while j < count { dst[j] = Float(src[j]) / k; j += 1 }
 }
+
+/// A small data set's features and targets converted to T once, by `Dataset.copyFeatures` and
+/// `copyTargets` (so the same values), for a training loop: a step's copy is then plain row copies,
+/// without copyBatch's conversions and generic calls (15 ns of the XOR network's 0.21 µs step), and
+/// nothing needs prefetching (a set this small stays in the core's caches). A struct of pointers (its
+/// fields then live in registers through the loop); the loop deallocates it.
+public struct ConvertedRows<T: KernelScalar> {
+    @usableFromInline let features: UnsafeMutablePointer<T>, targets: UnsafeMutablePointer<T>
+    @usableFromInline let count: Int, featureCount: Int, targetWidth: Int
+
+    /// Nil for a set over `limit` bytes once converted.
+    public init?(_ data: Dataset, limit: Int = 1 << 18) {
+        let featureElements = data.count * data.featureCount, targetElements = data.count * data.targetWidth
+        guard (featureElements + targetElements) * MemoryLayout<T>.stride <= limit else { return nil }
+        (count, featureCount, targetWidth) = (data.count, data.featureCount, data.targetWidth)
+        let features = UnsafeMutablePointer<T>.allocate(capacity: max(1, featureElements))
+        let targets = UnsafeMutablePointer<T>.allocate(capacity: max(1, targetElements))
+        Array(0..<data.count).withUnsafeBufferPointer { all in
+            data.copyFeatures(all, into: features)
+            data.copyTargets(all, into: targets)
+        }
+        (self.features, self.targets) = (features, targets)
+    }
+
+    public func deallocate() {
+        features.deallocate()
+        targets.deallocate()
+    }
+
+    /// The rows `indices` (each in 0..<count), as `Dataset.copyBatch` copies them.
+    @inlinable
+    public func copy(_ indices: UnsafeBufferPointer<Int>, features destination: UnsafeMutablePointer<T>, targets targetDestination: UnsafeMutablePointer<T>?) {
+        let f = featureCount, w = targetWidth
+        for (row, index) in indices.enumerated() {
+            precondition(index >= 0 && index < count, "ConvertedRows.copy: index \(index) out of range 0..<\(count)")
+            for j in 0..<f { destination[row * f + j] = features[index * f + j] }
+            if let targetDestination { for j in 0..<w { targetDestination[row * w + j] = targets[index * w + j] } }
+        }
+    }
+}
