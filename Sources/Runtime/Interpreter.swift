@@ -179,9 +179,9 @@ extension MT19937 {
 }
 
 /// One instruction as the interpreter's loop runs it (`Session.operation`). A class, so that the loop
-/// can call its closure without retaining the closure's context: a closure read from an array is
-/// retained and released around each call (and a switch over the instructions copies each one, a
-/// few hundred bytes, twice), which together were two fifths of the XOR network's step.
+/// can call its closure without retaining the closure's context (a closure read from an array is
+/// retained and released around each call). The loop was a switch over the instructions, which
+/// copied each one, a few hundred bytes, twice: the XOR network's step went from 0.190 to 0.166 µs.
 final class Operation<T: KernelScalar> {
     let run: (Session<T>) -> Void
     init(_ run: @escaping (Session<T>) -> Void) { self.run = run }
