@@ -191,7 +191,6 @@ final class Operation<T: KernelScalar> {
 /// (A class: handing a generic struct to the Session from another module costs a generic-metadata
 /// look-up per step, measured at about 10% of the XOR network's step.)
 public final class Executable<T: KernelScalar> {
-    let instructions: [Instruction<T>]
     /// The instructions compiled (`operations` keeps them alive; the loop reads `unretained`).
     let operations: [Operation<T>]
     let unretained: [Unmanaged<Operation<T>>]
@@ -200,7 +199,7 @@ public final class Executable<T: KernelScalar> {
     public let batch: Int
 
     init(instructions: [Instruction<T>], nodeOfInstruction: [Int], batch: Int) {
-        (self.instructions, self.nodeOfInstruction, self.batch) = (instructions, nodeOfInstruction, batch)
+        (self.nodeOfInstruction, self.batch) = (nodeOfInstruction, batch)
         operations = instructions.map(Session<T>.operation)
         unretained = operations.map { Unmanaged.passUnretained($0) }
     }
