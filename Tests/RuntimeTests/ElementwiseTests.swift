@@ -54,4 +54,45 @@ import IR
             #expect(split == expected)
         }
     }
+
+    /// dz = dy ⊙ f'(y) and db = the sum of dz over the rows (and the inner axis), from 0 in row order
+    /// (so a row of −0 gives +0, as a zeroed db plus it did): every shape the kernel treats apart (no
+    /// rows, one row, vector groups and tails of channels, an inner axis), on one and several threads.
+    @Test func activationGradientAndBiasSumAgainstTheDefinition() {
+        for (outer, channels, inner) in [(0, 5, 1), (1, 1, 1), (1, 3, 1), (3, 13, 1), (2, 20, 1), (4, 8, 1), (2, 3, 5), (70, 300, 1)] {
+            let count = outer * channels * inner
+            let y = Self.values(count, seed: 3).map { $0 / 5 }
+            var dy = Self.values(count, seed: 4)
+            if count > 0 { for c in 0..<min(channels, 2) { dy[c] = -0.0 } }  // a first row of −0 in two channels
+            for f in [ActivationFunction.tanh, .relu, .identity] {
+                // dz as the element-wise gradient kernel makes it (tested above), db summed here.
+                var dzExpected = [Float](repeating: 0, count: count), dbExpected = [Float](repeating: 0, count: channels)
+                y.withUnsafeBufferPointer { yp in dy.withUnsafeBufferPointer { dyp in dzExpected.withUnsafeMutableBufferPointer { dzp in
+                    if count > 0 { activationBackward(f, yp.baseAddress!, dyp.baseAddress!, dzp.baseAddress!, count) }
+                } } }
+                for c in 0..<channels {
+                    var sum: Float = 0
+                    for r in 0..<outer {
+                        var rowSum: Float = 0
+                        for i in 0..<inner { rowSum += dzExpected[(r * channels + c) * inner + i] }
+                        sum += inner == 1 ? dzExpected[r * channels + c] : rowSum
+                    }
+                    dbExpected[c] = sum
+                }
+                for threads in [1, 2, 3] {
+                    var dz = [Float](repeating: .nan, count: count), db = [Float](repeating: .nan, count: channels)
+                    y.withUnsafeBufferPointer { yp in dy.withUnsafeBufferPointer { dyp in dz.withUnsafeMutableBufferPointer { dzp in
+                        db.withUnsafeMutableBufferPointer { dbp in
+                            activationBackwardBias(f, yp.baseAddress!, dyp.baseAddress!, dzp.baseAddress!, dbp.baseAddress!,
+                                                   outer: outer, channels: channels, inner: inner, context: GEMMContext(threads: threads))
+                        }
+                    } } }
+                    let shape = "\(f), \(outer)×\(channels)×\(inner), \(threads) threads"
+                    #expect(dz.map(\.bitPattern) == dzExpected.map(\.bitPattern), "dz: \(shape)")
+                    if inner == 1 { #expect(db.map(\.bitPattern) == dbExpected.map(\.bitPattern), "db: \(shape)") }
+                    else { #expect(zip(db, dbExpected).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) }, "db: \(shape)") }
+                }
+            }
+        }
+    }
 }

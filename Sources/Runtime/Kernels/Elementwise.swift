@@ -212,27 +212,30 @@ private func activationBackwardBiasColumns<T: KernelScalar>(_ f: ActivationFunct
                                                            _ db: UnsafeMutablePointer<T>, outer: Int, channels: Int, inner: Int, _ columns: Range<Int>) {
     let c0 = columns.lowerBound, c1 = columns.upperBound
     if c0 >= c1 { return }
-    (db + c0).update(repeating: 0, count: c1 - c0)
-    if inner == 1 {
+    if inner == 1 && outer > 0 {
         withDerivative(f) { vector, scalar in
             for r in 0..<outer {
                 let base = r * channels
+                // db starts as 0 + the first row's terms: the same sums, without a zeroing pass first
+                // (a call to memset, for the tutorials' one-row steps).
+                let first = r == 0
                 var c = c0
                 while c + 8 <= c1 {
                     let v = vector(loadLanes(dy + base + c), loadLanes(y + base + c))
                     storeLanes(v, dz + base + c)
-                    storeLanes(loadLanes(db + c) + v, db + c)
+                    storeLanes((first ? Lanes<T>() : loadLanes(db + c)) + v, db + c)
                     c += 8
                 }
                 while c < c1 {
                     let v = scalar(dy[base + c], y[base + c])
                     dz[base + c] = v
-                    db[c] += v
+                    db[c] = (first ? 0 : db[c]) + v
                     c += 1
                 }
             }
         }
     } else {
+        (db + c0).update(repeating: 0, count: c1 - c0)
         for r in 0..<outer {
             for c in c0..<c1 {
                 let base = (r * channels + c) * inner
