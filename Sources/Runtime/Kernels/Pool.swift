@@ -355,7 +355,7 @@ private typealias F16 = SIMD16<Float>
 
 /// The maximum of each window's relu(candidates), without making them: the largest of zero and the
 /// candidates, a NaN never winning (relu makes a NaN zero). The same values, +0 included.
-@inline(__always) private func reluWindowMaxima(_ c0: F8, _ c1: F8, _ c2: F8, _ c3: F8) -> F8 {
+@inline(__always) func reluWindowMaxima(_ c0: F8, _ c1: F8, _ c2: F8, _ c3: F8) -> F8 {
     @inline(__always) func larger(_ m: F8, _ v: F8) -> F8 { m.replacing(with: v, where: v .> m) }
     return larger(larger(larger(larger(F8(), c0), c1), c2), c3)
 }

@@ -377,8 +377,9 @@ private func winogradTransformOutput(_ s: Conv2DShape, _ w: WinogradForward, col
 
 /// The 2×2 max pool of act(Aᵀ M A + bias) for every whole tile (a tile is a pool window; the last
 /// row or column of tiles of an odd-sized output is not pooled), channels last, then transposed
-/// into the thread's channels of the pooled planes. relu or no activation; the bias added, the relu
-/// and the maximum (a NaN winning) as the direct path's epilogue and the pool kernel do them.
+/// into the thread's channels of the pooled planes. relu or no activation; the bias added as the
+/// direct path's epilogue adds it, the maximum as the pool kernel's (of relu's pool, the largest of
+/// zero and the window, as the direct path pools its planes).
 private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, columns: Int, _ buffers: UnsafeMutablePointer<Float>,
                                   bias: UnsafePointer<Float>?, relu: Bool, pooled: UnsafeMutablePointer<Float>, channels: Range<Int>,
                                   tiles: Range<Int>) {
@@ -398,14 +399,10 @@ private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, column
         let tile = position / pool.outWidth * w.tileColumns + position % pool.outWidth
         let dst = out + position * columns
         for co in stride(from: 0, to: columns, by: 8) {
-            var (top, bottom) = outputTile(m + tile * columns + co, positionStep: positionStep)
+            let (top, bottom) = outputTile(m + tile * columns + co, positionStep: positionStep)
             let b = load8(biases + co)
-            top = (top.0 + b, top.1 + b); bottom = (bottom.0 + b, bottom.1 + b)
-            if relu {
-                top = (Float.selectPositive(top.0, top.0, F8()), Float.selectPositive(top.1, top.1, F8()))
-                bottom = (Float.selectPositive(bottom.0, bottom.0, F8()), Float.selectPositive(bottom.1, bottom.1, F8()))
-            }
-            store8(windowMaxima(top.0, top.1, bottom.0, bottom.1), dst + co)
+            let window = (top.0 + b, top.1 + b, bottom.0 + b, bottom.1 + b)
+            store8(relu ? reluWindowMaxima(window.0, window.1, window.2, window.3) : windowMaxima(window.0, window.1, window.2, window.3), dst + co)
         }
     }
     let plane = pool.outHeight * pool.outWidth
