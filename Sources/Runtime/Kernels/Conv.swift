@@ -1076,16 +1076,17 @@ func convBackwardDirect<T: KernelScalar>(
         if needWeight {
             directWeightGradientF32(s, d, samples: group.count, xpad: UnsafeRawPointer(xpad).assumingMemoryBound(to: Float.self),
                                     dz: UnsafeRawPointer(dzPlanes).assumingMemoryBound(to: Float.self),
-                                    dw: UnsafeMutableRawPointer(dwPart).assumingMemoryBound(to: Float.self))
+                                    dw: UnsafeMutableRawPointer(dwPart).assumingMemoryBound(to: Float.self), wide: context.wideKernels)
         }
         groupStart = group.upperBound
     }
 }
 
-/// dw[co, c, i, 0..<3] += Σ_oy Σ_ox dz[co, oy, ox] · xpad[c, oy + i, ox + 0..<3] over a group of samples, four
-/// output channels at a time (see `directRowsF32`).
+/// dw[co, c, i, 0..<3] += Σ_oy Σ_ox dz[co, oy, ox] · xpad[c, oy + i, ox + 0..<3] over a group of samples, a
+/// block of output channels at a time (see `directRows`): four with AVX-512's 32 vector registers
+/// (`wide`), else three (and the last one or two). Each sum's terms and order are the same either way.
 private func directWeightGradientF32(_ s: Conv2DShape, _ d: DirectWeightGradient, samples: Int,
-                                     xpad: UnsafePointer<Float>, dz: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>) {
+                                     xpad: UnsafePointer<Float>, dz: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>, wide: Bool) {
     let cin = s.inChannels, cout = s.outChannels, kh = s.kernelH, ho = s.outHeight
     let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
     var sums = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
@@ -1094,35 +1095,54 @@ private func directWeightGradientF32(_ s: Conv2DShape, _ d: DirectWeightGradient
         let out = raw.baseAddress!.assumingMemoryBound(to: Float.self)
         var co0 = 0
         while co0 < cout {
-            let z0 = dz + co0 * dzPlaneSize
+            // Wide: always four planes (those past Cout are zero), as the dZ planes are laid out.
+            let planes = wide ? DirectWeightGradient.channelBlock : min(3, cout - co0)
+            let z = dz + co0 * dzPlaneSize
             for c in 0..<cin {
                 for i in 0..<kh {
                     let x = xpad + c * planeSize + i * d.paddedWidth
-                    directRowsF32(samples, d.inputSample, d.dzSample, ho, d.rowLength, d.paddedWidth,
-                                  x, x + 1, x + 2, z0, z0 + dzPlaneSize, z0 + 2 * dzPlaneSize, z0 + 3 * dzPlaneSize, out)
-                    for b in 0..<min(DirectWeightGradient.channelBlock, cout - co0) {
+                    directRows(planes, samples, d.inputSample, d.dzSample, ho, d.rowLength, d.paddedWidth,
+                               x, x + 1, x + 2, z, z + min(1, planes - 1) * dzPlaneSize, z + min(2, planes - 1) * dzPlaneSize,
+                               z + min(3, planes - 1) * dzPlaneSize, out)
+                    for b in 0..<min(planes, cout - co0) {
                         let w = dw + ((co0 + b) * cin + c) * kh * 3 + i * 3
                         w[0] += out[b * 3]; w[1] += out[b * 3 + 1]; w[2] += out[b * 3 + 2]
                     }
                 }
             }
-            co0 += DirectWeightGradient.channelBlock
+            co0 += planes
         }
     }
 }
 
-/// out[b·3 + j] = Σ_sample Σ_row Σ_q z_b[row, q] · x_j[row, q] for four dZ planes b and the input rows at
-/// column offsets j = 0, 1, 2: twelve vector accumulators (enough independent chains to keep both FMA
-/// units busy), each loaded input vector feeding four multiply-adds, each dZ vector three. (Four
-/// planes, not three: 16 or 32 output channels are whole blocks, and seven loads feed twelve
-/// multiply-adds instead of six nine; each sum's order is the same.) The three input pointers are
-/// passed separately, not as x + j, so that the compiler loads them rather than building the shifted
-/// vectors with permutes (measured: 3× slower).
+/// out[b·3 + j] = Σ_sample Σ_row Σ_q z_b[row, q] · x_j[row, q] for `planes` (1–4) dZ planes b and the input
+/// rows at column offsets j = 0, 1, 2: a vector accumulator per (b, j), each loaded input vector
+/// feeding a multiply-add per plane, each dZ vector three. Four planes (twelve accumulators, seven
+/// loads per twelve multiply-adds) need AVX-512's 32 registers: with 16 the compiler spilled the
+/// accumulators to the stack every iteration (the CNN's second layer's weight gradient at ~40% of the
+/// FMA peak on a Zen 3). Three make nine independent chains, enough for two FMA units of 4-cycle
+/// latency, in 13 registers. The three input pointers are passed separately, not as x + j, so that
+/// the compiler loads them rather than building the shifted vectors with permutes (measured: 3×
+/// slower); so are the planes (unused ones repeat the last).
 @inline(never)
-private func directRowsF32(_ samples: Int, _ inputSample: Int, _ dzSample: Int, _ rows: Int, _ rowLength: Int, _ inputStride: Int,
-                           _ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
-                           _ z0: UnsafePointer<Float>, _ z1: UnsafePointer<Float>, _ z2: UnsafePointer<Float>,
-                           _ z3: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+private func directRows(_ planes: Int, _ samples: Int, _ inputSample: Int, _ dzSample: Int, _ rows: Int, _ rowLength: Int,
+                        _ inputStride: Int, _ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+                        _ z0: UnsafePointer<Float>, _ z1: UnsafePointer<Float>, _ z2: UnsafePointer<Float>,
+                        _ z3: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+    // One copy of the loop per plane count, each with only its accumulators.
+    switch planes {
+    case 4: directRows(4, samples, inputSample, dzSample, rows, rowLength, inputStride, x0, x1, x2, z0, z1, z2, z3, out: out)
+    case 3: directRows(3, samples, inputSample, dzSample, rows, rowLength, inputStride, x0, x1, x2, z0, z1, z2, z3, out: out)
+    case 2: directRows(2, samples, inputSample, dzSample, rows, rowLength, inputStride, x0, x1, x2, z0, z1, z2, z3, out: out)
+    default: directRows(1, samples, inputSample, dzSample, rows, rowLength, inputStride, x0, x1, x2, z0, z1, z2, z3, out: out)
+    }
+}
+
+@inline(__always)
+private func directRows(_ planes: Int, _ samples: Int, _ inputSample: Int, _ dzSample: Int, _ rows: Int, _ rowLength: Int,
+                        _ inputStride: Int, _ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+                        _ z0: UnsafePointer<Float>, _ z1: UnsafePointer<Float>, _ z2: UnsafePointer<Float>,
+                        _ z3: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
     typealias V = SIMD8<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     var a00 = V(), a01 = V(), a02 = V(), a10 = V(), a11 = V(), a12 = V(), a20 = V(), a21 = V(), a22 = V()
@@ -1138,18 +1158,24 @@ private func directRowsF32(_ samples: Int, _ inputSample: Int, _ dzSample: Int, 
             let v0 = load(x0 + xo + q), v1 = load(x1 + xo + q), v2 = load(x2 + xo + q)
             var g = load(z0 + zo + q)
             a00 = a00.addingProduct(g, v0); a01 = a01.addingProduct(g, v1); a02 = a02.addingProduct(g, v2)
-            g = load(z1 + zo + q)
-            a10 = a10.addingProduct(g, v0); a11 = a11.addingProduct(g, v1); a12 = a12.addingProduct(g, v2)
-            g = load(z2 + zo + q)
-            a20 = a20.addingProduct(g, v0); a21 = a21.addingProduct(g, v1); a22 = a22.addingProduct(g, v2)
-            g = load(z3 + zo + q)
-            a30 = a30.addingProduct(g, v0); a31 = a31.addingProduct(g, v1); a32 = a32.addingProduct(g, v2)
+            if planes > 1 {
+                g = load(z1 + zo + q)
+                a10 = a10.addingProduct(g, v0); a11 = a11.addingProduct(g, v1); a12 = a12.addingProduct(g, v2)
+            }
+            if planes > 2 {
+                g = load(z2 + zo + q)
+                a20 = a20.addingProduct(g, v0); a21 = a21.addingProduct(g, v1); a22 = a22.addingProduct(g, v2)
+            }
+            if planes > 3 {
+                g = load(z3 + zo + q)
+                a30 = a30.addingProduct(g, v0); a31 = a31.addingProduct(g, v1); a32 = a32.addingProduct(g, v2)
+            }
             q += 8
         }
       }
     }
     out[0] = a00.sum(); out[1] = a01.sum(); out[2] = a02.sum()
-    out[3] = a10.sum(); out[4] = a11.sum(); out[5] = a12.sum()
-    out[6] = a20.sum(); out[7] = a21.sum(); out[8] = a22.sum()
-    out[9] = a30.sum(); out[10] = a31.sum(); out[11] = a32.sum()
+    if planes > 1 { out[3] = a10.sum(); out[4] = a11.sum(); out[5] = a12.sum() }
+    if planes > 2 { out[6] = a20.sum(); out[7] = a21.sum(); out[8] = a22.sum() }
+    if planes > 3 { out[9] = a30.sum(); out[10] = a31.sum(); out[11] = a32.sum() }
 }

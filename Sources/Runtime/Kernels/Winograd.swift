@@ -289,19 +289,51 @@ private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x:
 
 /// M[ξν] = V[ξν] · U[ξν] for the 16 positions and the tiles `range`: eight tiles by one vector of
 /// output channels at a time (eight accumulators: enough independent sums for the multiply-add
-/// latency in either width), each broadcast V element against a loaded vector of U.
+/// latency in either width; 256-bit builds six tiles by two vectors, below), each broadcast V element
+/// against a loaded vector of U.
 @inline(__always)
 private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns: Int, u transformed: UnsafePointer<Float>, ldu: Int,
                                        _ buffers: UnsafeMutablePointer<Float>, tiles range: Range<Int>) where V.Scalar == Float {
     let cp = w.inChannels, tiles = w.tiles, lanes = V.scalarCount
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     @inline(__always) func store(_ value: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: value, as: V.self) }
+    // 256-bit builds: six tiles by two vectors (16 channels) first, both vectors' tiles up to
+    // `pairedTiles` (16 vector registers hold twelve accumulators, the two U vectors and a broadcast;
+    // eight tiles by one vector made nine loads per eight multiply-adds: load-bound on a Zen 3). Each
+    // sum's order is the same either way.
+    let pairedTiles = lanes == 8 && columns % 16 == 0 ? range.count / 6 * 6 : 0
     for position in 0..<16 {
         let v = UnsafePointer(buffers + w.transformedInput + position * tiles * cp)
         let u = transformed + position * cp * ldu
         let m = buffers + w.products + position * tiles * columns
         for co in stride(from: 0, to: columns, by: lanes) {
             var t = range.lowerBound
+            if pairedTiles > 0 && co % 16 == 0 {
+                while t < range.lowerBound + pairedTiles {
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V()
+                    var b0 = V(), b1 = V(), b2 = V(), b3 = V(), b4 = V(), b5 = V()
+                    // (A pointer per tile: no index arithmetic in the loop.)
+                    let r0 = v + t * cp, r1 = r0 + cp, r2 = r1 + cp, r3 = r2 + cp, r4 = r3 + cp, r5 = r4 + cp
+                    var uc = u + co
+                    for c in 0..<cp {
+                        let p = load(uc), q = load(uc + 8)
+                        uc += ldu
+                        var e = V(repeating: r0[c]); a0 = a0.addingProduct(e, p); b0 = b0.addingProduct(e, q)
+                        e = V(repeating: r1[c]); a1 = a1.addingProduct(e, p); b1 = b1.addingProduct(e, q)
+                        e = V(repeating: r2[c]); a2 = a2.addingProduct(e, p); b2 = b2.addingProduct(e, q)
+                        e = V(repeating: r3[c]); a3 = a3.addingProduct(e, p); b3 = b3.addingProduct(e, q)
+                        e = V(repeating: r4[c]); a4 = a4.addingProduct(e, p); b4 = b4.addingProduct(e, q)
+                        e = V(repeating: r5[c]); a5 = a5.addingProduct(e, p); b5 = b5.addingProduct(e, q)
+                    }
+                    let out = m + t * columns + co
+                    store(a0, out); store(a1, out + columns); store(a2, out + 2 * columns)
+                    store(a3, out + 3 * columns); store(a4, out + 4 * columns); store(a5, out + 5 * columns)
+                    store(b0, out + 8); store(b1, out + columns + 8); store(b2, out + 2 * columns + 8)
+                    store(b3, out + 3 * columns + 8); store(b4, out + 4 * columns + 8); store(b5, out + 5 * columns + 8)
+                    t += 6
+                }
+            }
+            t = range.lowerBound + pairedTiles
             while t + 8 <= range.upperBound {
                 var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
                 let row = v + t * cp
