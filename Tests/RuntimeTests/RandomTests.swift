@@ -113,4 +113,24 @@ import Testing
         }
         #expect(d == [0, 0, 0, 0])
     }
+
+    /// The mask's bulk draws (state words read in place between twists) against randomSample() per
+    /// element: starts at every parity and near a twist, counts that cross one or several twists,
+    /// probabilities whose threshold keep·2⁵³ is and is not a whole number.
+    @Test func dropoutMaskDrawsAsRandomSampleDoes() {
+        for p in [0.3, 0.5, 0.75, 1e-9, 1 - 1e-9] {
+            for skip in [0, 1, 2, 622, 623, 624, 625] {
+                for n in [1, 2, 311, 312, 313, 1000, 2000] {
+                    var rng = MT19937(seed: 11)
+                    for _ in 0..<skip { _ = rng.next32() }
+                    var ref = rng
+                    var mask = [Double](repeating: -1, count: n)
+                    mask.withUnsafeMutableBufferPointer { dropoutMask(count: n, p: p, rng: &rng, into: $0.baseAddress!) }
+                    let expected = (0..<n).map { _ in ref.randomSample() < 1 - p ? 1 / (1 - p) : 0 }
+                    #expect(mask == expected, "p \(p) skip \(skip) n \(n)")
+                    #expect(rng.next32() == ref.next32(), "p \(p) skip \(skip) n \(n)")
+                }
+            }
+        }
+    }
 }
