@@ -290,7 +290,8 @@ private func winogradTransformInput(_ s: Conv2DShape, _ w: WinogradForward, _ x:
 /// M[ξν] = V[ξν] · U[ξν] for the 16 positions and the tiles `range`: eight tiles by one vector of
 /// output channels at a time (eight accumulators: enough independent sums for the multiply-add
 /// latency in either width; 256-bit builds six tiles by two vectors, below), each broadcast V element
-/// against a loaded vector of U.
+/// against a loaded vector of U. A pointer per tile and one walking U: no index arithmetic (and its
+/// overflow checks) in the loops.
 @inline(__always)
 private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns: Int, u transformed: UnsafePointer<Float>, ldu: Int,
                                        _ buffers: UnsafeMutablePointer<Float>, tiles range: Range<Int>) where V.Scalar == Float {
@@ -312,7 +313,6 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
                 while t < range.lowerBound + pairedTiles {
                     var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V()
                     var b0 = V(), b1 = V(), b2 = V(), b3 = V(), b4 = V(), b5 = V()
-                    // (A pointer per tile: no index arithmetic in the loop.)
                     let r0 = v + t * cp, r1 = r0 + cp, r2 = r1 + cp, r3 = r2 + cp, r4 = r3 + cp, r5 = r4 + cp
                     var uc = u + co
                     for c in 0..<cp {
@@ -336,13 +336,15 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
             t = range.lowerBound + pairedTiles
             while t + 8 <= range.upperBound {
                 var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
-                let row = v + t * cp
+                let r0 = v + t * cp, r1 = r0 + cp, r2 = r1 + cp, r3 = r2 + cp, r4 = r3 + cp, r5 = r4 + cp, r6 = r5 + cp, r7 = r6 + cp
+                var uc = u + co
                 for c in 0..<cp {
-                    let b = load(u + c * ldu + co)
-                    a0 = a0.addingProduct(V(repeating: row[c]), b); a1 = a1.addingProduct(V(repeating: row[cp + c]), b)
-                    a2 = a2.addingProduct(V(repeating: row[2 * cp + c]), b); a3 = a3.addingProduct(V(repeating: row[3 * cp + c]), b)
-                    a4 = a4.addingProduct(V(repeating: row[4 * cp + c]), b); a5 = a5.addingProduct(V(repeating: row[5 * cp + c]), b)
-                    a6 = a6.addingProduct(V(repeating: row[6 * cp + c]), b); a7 = a7.addingProduct(V(repeating: row[7 * cp + c]), b)
+                    let b = load(uc)
+                    uc += ldu
+                    a0 = a0.addingProduct(V(repeating: r0[c]), b); a1 = a1.addingProduct(V(repeating: r1[c]), b)
+                    a2 = a2.addingProduct(V(repeating: r2[c]), b); a3 = a3.addingProduct(V(repeating: r3[c]), b)
+                    a4 = a4.addingProduct(V(repeating: r4[c]), b); a5 = a5.addingProduct(V(repeating: r5[c]), b)
+                    a6 = a6.addingProduct(V(repeating: r6[c]), b); a7 = a7.addingProduct(V(repeating: r7[c]), b)
                 }
                 let out = m + t * columns + co
                 store(a0, out); store(a1, out + columns); store(a2, out + 2 * columns); store(a3, out + 3 * columns)
@@ -353,11 +355,13 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
             // tile's M does not depend on which threads share the tiles).
             while t + 4 <= range.upperBound {
                 var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-                let row = v + t * cp
+                let r0 = v + t * cp, r1 = r0 + cp, r2 = r1 + cp, r3 = r2 + cp
+                var uc = u + co
                 for c in 0..<cp {
-                    let b = load(u + c * ldu + co)
-                    a0 = a0.addingProduct(V(repeating: row[c]), b); a1 = a1.addingProduct(V(repeating: row[cp + c]), b)
-                    a2 = a2.addingProduct(V(repeating: row[2 * cp + c]), b); a3 = a3.addingProduct(V(repeating: row[3 * cp + c]), b)
+                    let b = load(uc)
+                    uc += ldu
+                    a0 = a0.addingProduct(V(repeating: r0[c]), b); a1 = a1.addingProduct(V(repeating: r1[c]), b)
+                    a2 = a2.addingProduct(V(repeating: r2[c]), b); a3 = a3.addingProduct(V(repeating: r3[c]), b)
                 }
                 let out = m + t * columns + co
                 store(a0, out); store(a1, out + columns); store(a2, out + 2 * columns); store(a3, out + 3 * columns)
@@ -365,8 +369,9 @@ private func winogradProducts<V: SIMD>(_: V.Type, _ w: WinogradForward, columns:
             }
             while t < range.upperBound {
                 var a0 = V()
-                let row = v + t * cp
-                for c in 0..<cp { a0 = a0.addingProduct(V(repeating: row[c]), load(u + c * ldu + co)) }
+                let r0 = v + t * cp
+                var uc = u + co
+                for c in 0..<cp { a0 = a0.addingProduct(V(repeating: r0[c]), load(uc)); uc += ldu }
                 store(a0, m + t * columns + co)
                 t += 1
             }
