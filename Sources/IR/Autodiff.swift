@@ -75,10 +75,10 @@ extension Op {
             let ca = graph[a].shape.dims[0], cb = graph[b].shape.dims[0]
             return [needs[0] ? try emit(.sliceChannels(start: 0, count: ca), [g], d(a)) : nil,
                     needs[1] ? try emit(.sliceChannels(start: ca, count: cb), [g], d(b)) : nil]
-        case .batchNorm:
+        case .batchNorm(_, _, BatchNormEpilogue.none):
             // (x, γ, β, running mean, running var) → (y, mean, invstd): one kernel for dx, dγ, dβ.
             let x = operands[0]
-            let results = try graph.add(.batchNormGrad, [x, operands[1], node.results[1], node.results[2], g],
+            let results = try graph.add(.batchNormGrad(), [x, operands[1], operands[2], node.results[1], node.results[2], g],
                                         names: [d(x), d(operands[1]), d(operands[2])], at: at, phase: .backward)
             return [results[0], results[1], results[2], nil, nil]
         case .prelu:
@@ -106,7 +106,7 @@ extension Op {
         case .activationGrad, .softmaxGrad, .logSoftmaxGrad, .preluGrad, .padGrad, .nllLossGrad, .sliceChannels, .batchNormGrad,
              .batchNormInference, .batchNormFold, .biasGrad, .broadcast, .conv2dInputGrad, .conv2dWeightGrad, .poolGrad,
              .crossEntropyGrad, .binaryCrossEntropyGrad, .softmaxCrossEntropyGrad, .squaredError, .squaredErrorWithGrad, .update,
-             .dense, .convFused, .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate:
+             .dense, .convFused, .activationGradBias, .activationGradBiasUpdate, .convBackward, .matmulUpdate, .batchNorm:
             throw AutodiffError(op: name, location: at, source: graph.source)
         }
     }

@@ -87,6 +87,23 @@ public func windowOutputSize(input: Int, window: Int, stride: Int, padding: Int,
     return (padded - span) / stride + 1
 }
 
+/// What a training-mode batch norm's kernel does after normalizing, folded in by fuse-batchnorm:
+/// z = bn(x) (+ r, a residual connection's other operand), h = f(z), and the output h or its 2×2,
+/// stride-2 max pool. Its backward recomputes h from x: no full-size z or h is kept for it.
+public struct BatchNormEpilogue: Hashable, Sendable {
+    public var residual: Bool
+    public var activation: ActivationFunction
+    public var pooled: Bool
+    public init(residual: Bool = false, activation: ActivationFunction = .identity, pooled: Bool = false) {
+        (self.residual, self.activation, self.pooled) = (residual, activation, pooled)
+    }
+    public static let none = BatchNormEpilogue()
+    /// `+add`, `.relu`, `+maxpool 2x2` after the op's name, as the fused conv names its parts.
+    var suffix: String {
+        (residual ? "+add" : "") + (activation == .identity ? "" : ".\(activation)") + (pooled ? "+maxpool 2x2" : "")
+    }
+}
+
 /// The op table: every op of the IR. Each property of an op is one exhaustive switch (no `default:`),
 /// so adding an op makes the compiler list every place it must be handled: its printed name and
 /// effects here, its shape rule and FLOPs below, its gradient rule in Autodiff.swift, and its kernel
@@ -138,9 +155,11 @@ public enum Op: Hashable, Sendable {
     /// Training-mode batch normalization over axis 1, PyTorch's semantics: operands x, γ, β, running
     /// mean, running variance; results y, the batch mean and 1/√(biased variance + eps). Updates the
     /// running statistics in place (momentum; the running variance takes the unbiased variance).
-    case batchNorm(eps: Double, momentum: Double)
-    /// Its backward: operands x, γ, mean, invstd, dy; results dx, dγ, dβ.
-    case batchNormGrad
+    /// With an epilogue (fuse-batchnorm), y is what the epilogue makes, and a residual is a sixth operand.
+    case batchNorm(eps: Double, momentum: Double, BatchNormEpilogue = .none)
+    /// Its backward: operands x, γ, β, mean, invstd, dy (the gradient of y)[, the residual]; results
+    /// dx, dγ, dβ[, the residual's gradient, which is also the gradient of bn(x) + r].
+    case batchNormGrad(BatchNormEpilogue = .none)
     /// Evaluation-mode batch normalization: operands x, γ, β, running mean, running variance.
     case batchNormInference(eps: Double)
     /// An evaluation-mode batch norm folded into the layer before it: operands W[, b], γ, β, mean,
@@ -242,8 +261,11 @@ public enum Op: Hashable, Sendable {
             return "\(kind.rawValue)pool_grad \(window[0])x\(window[1]) stride=\(strideText(stride))" + (padding.allSatisfy { $0 == 0 } ? "" : " pad=\(strideText(padding))")
         case .concat: return "concat"
         case .sliceChannels(let start, let count): return "slice \(start)..<\(start + count)"
-        case .batchNorm(let eps, let momentum): return "batchnorm eps=\(formatNumber(eps)) momentum=\(formatNumber(momentum))"
-        case .batchNormGrad: return "batchnorm_grad"
+        case .batchNorm(let eps, let momentum, let epilogue):
+            return "batchnorm\(epilogue.suffix) eps=\(formatNumber(eps)) momentum=\(formatNumber(momentum))"
+        case .batchNormGrad(let epilogue):
+            return (epilogue.pooled ? "maxpool_grad+" : "") + (epilogue.activation == .identity ? "" : "\(epilogue.activation)_grad+")
+                + "batchnorm_grad" + (epilogue.residual ? "+add" : "")
         case .batchNormInference(let eps): return "batchnorm.eval eps=\(formatNumber(eps))"
         case .batchNormFold(let eps, _, _): return "batchnorm_fold eps=\(formatNumber(eps))"
         case .logSoftmax: return "logsoftmax"
@@ -407,19 +429,23 @@ extension Op {
                 throw IRError("slice \(start)..<\(start + count) does not fit \(x)")
             }
             return [Shape(batched: true, [count] + x.dims.dropFirst())]
-        case .batchNorm:
-            try need(5)
+        case .batchNorm(_, _, let epilogue):
+            try need(epilogue.residual ? 6 : 5)
             let channels = try batchNormChannels(operands)
-            return [operands[0], .fixed(channels), .fixed(channels)]
+            if epilogue.residual { try same(operands[0], operands[5]) }
+            let y = epilogue.pooled ? try Op.pool(.max, window: [2, 2], stride: [2, 2], padding: [0, 0]).resultShapes([operands[0]])[0] : operands[0]
+            return [y, .fixed(channels), .fixed(channels)]
         case .batchNormInference:
             try need(5)
             _ = try batchNormChannels(operands)
             return [operands[0]]
-        case .batchNormGrad:  // (x, γ, mean, invstd, dy)
-            try need(5)
-            let channels = try batchNormChannels(operands)
-            try same(operands[0], operands[4])
-            return [operands[0], .fixed(channels), .fixed(channels)]
+        case .batchNormGrad(let epilogue):  // (x, γ, β, mean, invstd, dy[, r])
+            try need(epilogue.residual ? 7 : 6)
+            let channels = try batchNormChannels([operands[0]] + operands[3...4] + [operands[1]])
+            guard operands[2] == .fixed(channels) else { throw IRError("batchnorm: \(operands[2]) does not match \(channels) channels") }
+            let y = try Op.batchNorm(eps: 0, momentum: 0, epilogue).resultShapes(Array(operands[0...2]) + operands[3...4] + operands.dropFirst(6))[0]
+            try same(y, operands[5])
+            return [operands[0], .fixed(channels), .fixed(channels)] + (epilogue.residual ? [operands[0]] : [])
         case .prelu:
             try need(2)
             let x = operands[0], slopes = operands[1]
@@ -576,7 +602,8 @@ extension Op {
             return count(operands[0])
         case .prelu: return 2 * out
         case .preluGrad: return 4 * count(operands[0])
-        case .batchNorm, .batchNormGrad: return 6 * count(operands[0])
+        case .batchNorm(_, _, let epilogue), .batchNormGrad(let epilogue):  // (the epilogue: an add, f, a comparison)
+            return count(operands[0]) * (6 + (epilogue.residual ? 1 : 0) + epilogue.activation.flopsPerElement + (epilogue.pooled ? 1 : 0))
         case .batchNormInference: return 2 * count(operands[0])
         case .batchNormFold: return 2 * count(operands[0])
         case .logSoftmax, .logSoftmaxGrad: return 5 * out

@@ -47,6 +47,9 @@ public let optimizationPasses: [Pass] = [
     // an evaluation-mode batch norm after a conv or fc scales its weights and bias instead
     Pass(name: "fold-batchnorm", summary: "conv2d/matmul [+ bias_add] + batchnorm.eval → batchnorm_fold + conv2d/matmul + bias_add",
          startsAt: { if case .batchNormInference = $0.op { return true }; return false }, run: foldBatchNorm),
+    // a training-mode batch norm takes the residual add, activation and 2×2 max pool after it (and their gradients)
+    Pass(name: "fuse-batchnorm", summary: "batchnorm [+ add] [+ activation] [+ maxpool 2x2] → one kernel call; their gradients + batchnorm_grad → one",
+         startsAt: { if case .batchNorm(_, _, BatchNormEpilogue.none) = $0.op { return true }; return false }, run: fuseBatchNorm),
     // matmul → bias_add → activation becomes one dense op, computed in the GEMM's epilogue
     Pass(name: "fuse-dense", summary: "matmul + bias_add + activation → dense", startsAt: isForwardMatmul, run: fuseDense),
     // conv2d → bias_add → activation becomes one fused convolution
@@ -406,6 +409,119 @@ func foldBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
         if !removed.contains(index) { nodes.append(node) }
     }
     graph.nodes = nodes
+}
+
+/// batchnorm (training) [→ add r] → [activation f] → [maxpool 2×2] ⇒ batchnorm with that epilogue, and
+/// in a training graph [maxpool_grad] → [f_grad] → batchnorm_grad ⇒ one batchnorm_grad that recomputes
+/// h = f(bn(x) [+ r]) from x: the full-size values between them (the 28×28 planes of a CNN's stem: a
+/// normalized copy, its activation, their gradients) are neither written nor read again. Each step is
+/// taken only when its forward value has no other reader and, in a training graph, its gradient is
+/// the one the next step makes; the add only with an activation after it (its gradient, which also
+/// flows to r, is then the fused backward's fourth result).
+func fuseBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
+    let users = graph.users(), kept = graph.keptValues
+    var removed = IndexMask(count: graph.nodes.count)
+    var replacements: [(Int, Node)] = []
+    for index in graph.nodes.indices {
+        guard case .batchNorm(let eps, let momentum, BatchNormEpilogue.none) = graph.nodes[index].op else { continue }
+        let node = graph.nodes[index]
+        var pattern = log.isRecording ? "batchnorm %\(graph[node.results[0]].name)" : ""
+        guard graph[node.operands[0]].shape.dims.count == 3 else {
+            log.append(.init(pass: "fuse-batchnorm", pattern: pattern, fused: false, reason: "only batch norms of [N,C,H,W] are fused",
+                             location: node.location, line: graph.line(node.location)))
+            continue
+        }
+        // The node's gradient, in a training graph, and the gradient of the value the chain has reached.
+        let backward = users[node.results[1].index].first { if case .batchNormGrad = graph.nodes[$0].op { return true }; return false }
+        var gradient = backward.map { graph.nodes[$0].operands[5] }
+        var epilogue = BatchNormEpilogue(), residual: ValueID?
+        var value = node.results[0], last = index
+        var absorbed: [Int] = [], absorbedBackward: [Int] = []
+        /// The only user of `value` when it is not a graph output and has no others than `also`.
+        func soleUser(also: [Int] = []) -> Int? {
+            guard !kept.contains(value.index) else { return nil }
+            let rest = users[value.index].filter { !also.contains($0) }
+            return rest.count == 1 ? rest.first : nil
+        }
+        // The residual add, when an activation follows it.
+        if let add = soleUser(), graph.nodes[add].op == .add, let other = graph.nodes[add].operands.first(where: { $0 != value }),
+           graph.nodes[add].operands.contains(value), graph[other].shape == graph[value].shape {
+            let sum = graph.nodes[add].results[0]
+            if !kept.contains(sum.index), users[sum.index].count == 1, let f = users[sum.index].first, case .activation = graph.nodes[f].op {
+                epilogue.residual = true
+                residual = other
+                absorbed.append(add)
+                value = sum
+                if log.isRecording { pattern += " + add %\(graph[sum].name)" }
+            }
+        }
+        // The activation and, in a training graph, its gradient, which must be the gradient reaching here.
+        var activationGradient: Int?
+        if let user = soleUser(), case .activation(let f) = graph.nodes[user].op, f.backwardFusable {
+            let h = graph.nodes[user].results[0]
+            let grad = users[h.index].first { graph.nodes[$0].op == .activationGrad(f) && graph.nodes[$0].operands[0] == h }
+            let dz = grad.map { graph.nodes[$0].results[0] }
+            if gradient == nil || (dz == gradient && !kept.contains(dz!.index) && (epilogue.residual || users[dz!.index].count == 1)) {
+                epilogue.activation = f
+                absorbed.append(user)
+                activationGradient = grad
+                if let grad { absorbedBackward.append(grad); gradient = graph.nodes[grad].operands[1] }
+                value = h
+                if log.isRecording { pattern += " + \(f) %\(graph[h].name)" }
+            }
+        }
+        if epilogue.residual && epilogue.activation == .identity {
+            // The add's activation did not fuse: the add stays apart.
+            (epilogue.residual, residual, value) = (false, nil, node.results[0])
+            absorbed.removeAll()
+            if log.isRecording { pattern = "batchnorm %\(graph[node.results[0]].name)" }
+        }
+        // The 2×2 max pool and, in a training graph, its gradient (which reads the pooled value too).
+        let poolGradient = users[value.index].first { if case .poolGrad = graph.nodes[$0].op { return true }; return false }
+        if let pool = soleUser(also: [poolGradient, activationGradient].compactMap { $0 }),
+           graph.nodes[pool].op == .pool(.max, window: [2, 2], stride: [2, 2], padding: [0, 0]) {
+            let pooled = graph.nodes[pool].results[0]
+            let routed = poolGradient.flatMap { p -> ValueID? in
+                let grad = graph.nodes[p]
+                guard grad.op == .poolGrad(.max, window: [2, 2], stride: [2, 2], padding: [0, 0]), grad.operands[0] == value, grad.operands[1] == pooled
+                else { return nil }
+                return grad.results[0]
+            }
+            if gradient == nil ? poolGradient == nil : (routed == gradient && !kept.contains(routed!.index) && users[routed!.index].count == 1) {
+                epilogue.pooled = true
+                absorbed.append(pool)
+                if let poolGradient { absorbedBackward.append(poolGradient); gradient = graph.nodes[poolGradient].operands[2] }
+                value = pooled
+                if log.isRecording { pattern += " + maxpool %\(graph[pooled].name)" }
+            }
+        }
+        guard let lastAbsorbed = absorbed.max(), backward == nil || !absorbedBackward.isEmpty else {
+            log.append(.init(pass: "fuse-batchnorm", pattern: pattern, fused: false, reason: "nothing it can take follows it",
+                             location: node.location, line: graph.line(node.location)))
+            continue
+        }
+        last = lastAbsorbed
+        let residualOperand = residual.map { [$0] } ?? []
+        // At the last absorbed node's place (the residual is defined by then; the statistics' readers come later).
+        replacements.append((last, Node(op: .batchNorm(eps: eps, momentum: momentum, epilogue), operands: ValueList(Array(node.operands) + residualOperand),
+                                        results: [value, node.results[1], node.results[2]], location: node.location, phase: node.phase)))
+        removed.insert(index)
+        for a in absorbed where a != last { removed.insert(a) }
+        if let backward, let gradient, let first = absorbedBackward.min() {
+            // At the first absorbed gradient's place: its operand, the gradient of the output, is defined there.
+            let old = graph.nodes[backward]
+            // With a residual: the activation's gradient (the add's), which r's gradient also reads.
+            let dResidual = epilogue.residual ? activationGradient.map { [graph.nodes[$0].results[0]] } ?? [] : []
+            replacements.append((first, Node(op: .batchNormGrad(epilogue), operands: ValueList(Array(old.operands.prefix(5)) + [gradient] + residualOperand),
+                                             results: ValueList(Array(old.results) + dResidual), location: old.location, phase: old.phase)))
+            removed.insert(backward)
+            for b in absorbedBackward where b != first { removed.insert(b) }
+        }
+        log.append(.init(pass: "fuse-batchnorm", pattern: pattern + (backward == nil ? "" : " and their gradients"), fused: true, reason: "",
+                         location: node.location, line: graph.line(node.location)))
+    }
+    for (index, node) in replacements { graph.nodes[index] = node }
+    graph.removeNodes(removed)
 }
 
 /// Removes nodes whose results nobody needs (keeping effects and the graph's roots).

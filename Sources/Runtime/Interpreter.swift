@@ -125,8 +125,9 @@ enum Instruction<T: KernelScalar> {
     case concat(a: P, b: P, c: P, rows: Int, aRow: Int, bRow: Int)
     case slice(x: P, y: P, rows: Int, row: Int, start: Int, count: Int)
     case batchNorm(x: P, gamma: P, beta: P, runningMean: P, runningVar: P, y: P, mean: P, invstd: P,
-                   outer: Int, channels: Int, inner: Int, eps: Double, momentum: Double)
-    case batchNormGrad(x: P, gamma: P, mean: P, invstd: P, dy: P, dx: P, dGamma: P, dBeta: P, outer: Int, channels: Int, inner: Int)
+                   outer: Int, channels: Int, inner: Int, eps: Double, momentum: Double, epilogue: NormEpilogue<T>)
+    case batchNormGrad(x: P, gamma: P, beta: P, mean: P, invstd: P, dy: P, dx: P, dGamma: P, dBeta: P, dResidual: P?,
+                       outer: Int, channels: Int, inner: Int, epilogue: NormEpilogue<T>)
     case batchNormInference(x: P, gamma: P, beta: P, mean: P, variance: P, y: P, outer: Int, channels: Int, inner: Int, eps: Double)
     case batchNormFold(weight: P, bias: P?, gamma: P, beta: P, mean: P, variance: P, foldedWeight: P, foldedBias: P,
                        rows: Int, columns: Int, convolution: Bool, eps: Double)
@@ -503,15 +504,17 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             return Operation { session in Runtime.dropoutMask(count: count, p: probability, rng: &session.random, into: mask) }
         case let .concat(a, b, c, rows, aRow, bRow): return Operation { _ in concatenate(a, b, c, rows: rows, aRow: aRow, bRow: bRow) }
         case let .slice(x, y, rows, row, start, count): return Operation { _ in sliceRows(x, y, rows: rows, row: row, start: start, count: count) }
-        case let .batchNorm(x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum):
+        case let .batchNorm(x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum, epilogue):
             return Operation { session in
                 batchNormTrainingForward(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar, y: y, mean: mean,
-                                         invstd: invstd, outer: outer, channels: channels, inner: inner, eps: eps, momentum: momentum, context: session.context)
+                                         invstd: invstd, outer: outer, channels: channels, inner: inner, eps: eps, momentum: momentum,
+                                         epilogue: epilogue, context: session.context)
             }
-        case let .batchNormGrad(x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner):
+        case let .batchNormGrad(x, gamma, beta, mean, invstd, dy, dx, dGamma, dBeta, dResidual, outer, channels, inner, epilogue):
             return Operation { session in
                 batchNormTrainingBackward(x, gamma: gamma, mean: mean, invstd: invstd, dy: dy, dx: dx, dGamma: dGamma, dBeta: dBeta,
-                                          outer: outer, channels: channels, inner: inner, context: session.context)
+                                          outer: outer, channels: channels, inner: inner, beta: beta, epilogue: epilogue,
+                                          dResidual: dResidual, context: session.context)
             }
         case let .batchNormInference(x, gamma, beta, mean, variance, y, outer, channels, inner, eps):
             return Operation { _ in
@@ -571,6 +574,13 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             func fused(_ f: ActivationFunction, backward: Bool = false) throws -> ActivationFunction {
                 guard backward ? f.backwardFusable : f.epilogueFusable else { throw RuntimeError("\(f) cannot be fused here") }
                 return f
+            }
+            /// A fused batch norm's epilogue, for the kernel: the planes' width when pooled (of [N,C,H,W]).
+            func normEpilogue(_ epilogue: BatchNormEpilogue, residual: UnsafeMutablePointer<T>?) throws -> NormEpilogue<T> {
+                let x = operandDims[0]
+                guard !epilogue.pooled || x.count == 4 else { throw RuntimeError("\(node.op.name) pools [N,C,H,W], not \(x)") }
+                return NormEpilogue(residual: residual.map { UnsafePointer($0) }, activation: try fused(epilogue.activation, backward: true),
+                                    poolWidth: epilogue.pooled ? x[3] : nil)
             }
             /// The SGD step a fused node takes: on its third operand (the parameter), with its fourth
             /// (the velocity) when there is one; and the rate as given.
@@ -704,15 +714,17 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let rows = operandDims[0][0], inner = count(Array(operandDims[0].dropFirst(2)))
                 made = .slice(x: operands[0], y: results[0], rows: rows, row: count(operandDims[0]) / max(1, rows),
                               start: start * inner, count: count(resultDims[0]) / max(1, rows))
-            case .batchNorm(let eps, let momentum):
+            case .batchNorm(let eps, let momentum, let epilogue):
                 let (outer, channels, inner) = channelLayout(operandDims[0])
                 made = .batchNorm(x: operands[0], gamma: operands[1], beta: operands[2], runningMean: operands[3], runningVar: operands[4],
                                   y: results[0], mean: results[1], invstd: results[2], outer: outer, channels: channels, inner: inner,
-                                  eps: eps, momentum: momentum)
-            case .batchNormGrad:
+                                  eps: eps, momentum: momentum, epilogue: try normEpilogue(epilogue, residual: operands.count > 5 ? operands[5] : nil))
+            case .batchNormGrad(let epilogue):
                 let (outer, channels, inner) = channelLayout(operandDims[0])
-                made = .batchNormGrad(x: operands[0], gamma: operands[1], mean: operands[2], invstd: operands[3], dy: operands[4],
-                                      dx: results[0], dGamma: results[1], dBeta: results[2], outer: outer, channels: channels, inner: inner)
+                made = .batchNormGrad(x: operands[0], gamma: operands[1], beta: operands[2], mean: operands[3], invstd: operands[4], dy: operands[5],
+                                      dx: results[0], dGamma: results[1], dBeta: results[2], dResidual: results.count > 3 ? results[3] : nil,
+                                      outer: outer, channels: channels, inner: inner,
+                                      epilogue: try normEpilogue(epilogue, residual: operands.count > 6 ? operands[6] : nil))
             case .batchNormInference(let eps):
                 let (outer, channels, inner) = channelLayout(operandDims[0])
                 made = .batchNormInference(x: operands[0], gamma: operands[1], beta: operands[2], mean: operands[3], variance: operands[4],

@@ -6,7 +6,8 @@ import Testing
 import Parser
 
 /// Graph models (named values, add, concat, batch norm, grouped, dilated and strided convolutions,
-/// padded pooling, elu, selu, softplus, gelu, logsoftmax with nll) against PyTorch: the same weights
+/// padded pooling, elu, selu, softplus, gelu, logsoftmax with nll, batch norms fused with what
+/// follows them on odd planes) against PyTorch: the same weights
 /// and running statistics give PyTorch's evaluation outputs, and one full-batch SGD step in training
 /// mode gives its weights and running statistics, to 1e-9 in f64. The numbers come from
 /// bench/reference/graphs_torch.py (Tests/Data/graphs_torch.json).
@@ -74,6 +75,10 @@ import Parser
         let c = try Self.reference(name)
         let program = try ModelProgram.compile(SourceFile(path: "\(name).nn", text: c.source))
         let graph = try program.trainingGraph(dtype: .f64, settings: program.settings.training).optimized(verify: true).graph
+        if name == "pooled" {
+            // These numbers judge fuse-batchnorm's kernels: its three chains must have fused.
+            #expect(graph.nodes.filter { if case .batchNormGrad(let epilogue) = $0.op { return epilogue != .none }; return false }.count == 3)
+        }
         let store = ParameterStore<Double>(graph: graph)
         try Self.load(c, into: store)
         let batch = c.labels.count

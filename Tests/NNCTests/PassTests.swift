@@ -169,6 +169,56 @@ func parametersAfterTraining<T: KernelScalar>(_ type: T.Type, _ graph: Graph, ba
         }
     }
 
+    /// fuse-batchnorm takes what follows a batch norm only where nothing else reads the values it
+    /// removes: relu + pool, the residual add + relu, an activation whose output other layers read;
+    /// not a batch norm read twice, not an add without an activation after it, not [N,F].
+    @Test func batchNormTakesItsEpilogueWhereNothingElseReadsIt() throws {
+        let source = """
+            input 2x6x6
+            conv 2->3 3x3 pad 1 nobias
+            batchnorm
+            relu
+            maxpool 2x2 as a
+            conv 3->3 3x3 pad 1
+            batchnorm
+            tanh as t
+            conv 3->3 3x3 pad 1
+            batchnorm as n
+            add t
+            relu
+            add n
+            conv 3->3 3x3 pad 1
+            batchnorm
+            add a
+            flatten
+            fc 27->4
+            batchnorm
+            relu
+            loss crossentropy
+            """
+        let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: source))
+        let (graph, log) = try program.trainingGraph(dtype: .f64, settings: TrainingSettings()).optimized(verify: true)
+        let epilogues = graph.nodes.compactMap { node -> BatchNormEpilogue? in
+            if case .batchNorm(_, _, let epilogue) = node.op { return epilogue }
+            return nil
+        }
+        #expect(epilogues == [BatchNormEpilogue(activation: .relu, pooled: true), BatchNormEpilogue(activation: .tanh), .none, .none, .none])
+        let grads = graph.nodes.compactMap { node -> BatchNormEpilogue? in
+            if case .batchNormGrad(let epilogue) = node.op { return epilogue }
+            return nil
+        }
+        #expect(grads.filter { $0 != .none }.count == 2 && grads.count == 5)
+        let notFused = log.filter { $0.pass == "fuse-batchnorm" && !$0.fused }.map { "\($0.line ?? 0): \($0.reason)" }
+        #expect(notFused == ["10: nothing it can take follows it", "15: nothing it can take follows it", "19: only batch norms of [N,C,H,W] are fused"])
+        #expect(log.contains { $0.pass == "fuse-batchnorm" && $0.fused && $0.line == 3 && $0.pattern.hasSuffix("+ maxpool %p0 and their gradients") })
+        // The residual add with relu and a pool after it: one op each way, the add's gradient as the fourth result.
+        let resnet = try ModelProgram.load(path: shippedModelFiles().first { $0.hasSuffix("fashion_resnet.nn") } ?? "")
+        let fused = try resnet.trainingGraph(dtype: .f32, settings: resnet.settings.training).optimized(verify: true).graph
+        let residual = try #require(fused.nodes.first { $0.op == .batchNormGrad(BatchNormEpilogue(residual: true, activation: .relu, pooled: true)) })
+        #expect(residual.operands.count == 7 && residual.results.count == 4)
+        #expect(!fused.nodes.contains { $0.op == .activation(.relu) || $0.op == .add && $0.phase == .forward || $0.op == .pool(.max, window: [2, 2], stride: [2, 2], padding: [0, 0]) })
+    }
+
     @Test func fusionMakesDenseOpsAndLogsReasons() throws {
         let program = try ModelProgram.compile(SourceFile(path: "m.nn", text: "input 3\nfc 3->4\ntanh\nfc 4->2\npow 2\nfc 2->2\nsoftmax\nloss crossentropy"))
         let training = try program.trainingGraph(dtype: .f32, settings: TrainingSettings())

@@ -97,6 +97,71 @@ import IR
         }
     }
 
+    /// The epilogues fuse-batchnorm folds in (a residual add, an activation, a 2×2 max pool) against the
+    /// kernels they replace, run one after another: the forward and the residual's gradient bit for
+    /// bit (the same operations), dx, dγ, dβ to rounding (sums taken in other groups). Odd planes leave
+    /// a row and a column outside every window; 8×5×23×21 is split over two threads, with 10-wide
+    /// pooled rows for the f32 row kernels; 5×600 planes take several segments, the last one row.
+    @Test(arguments: [1, 2])
+    func epiloguesMatchTheKernelsTheyReplace(threads: Int) {
+        let activations: [ActivationFunction] = [.identity, .relu, .tanh, .leakyRelu(alpha: 0.1)]
+        for (index, (n, c, h, w)) in [(3, 4, 7, 9), (8, 5, 23, 21), (2, 3, 6, 10), (2, 3, 5, 600)].enumerated() {
+            for f in activations {
+                for residual in [false, true] {
+                    for pooled in [false, true] {
+                        let epilogue = "\(n)x\(c)x\(h)x\(w) \(f) residual \(residual) pooled \(pooled) threads \(threads)"
+                        Self.checkEpilogue(Double.self, n, c, h, w, f, residual, pooled, threads, seed: UInt64(100 + index), 1e-12, epilogue)
+                        Self.checkEpilogue(Float.self, n, c, h, w, f, residual, pooled, threads, seed: UInt64(100 + index), 2e-4, epilogue)
+                    }
+                }
+            }
+        }
+    }
+
+    static func checkEpilogue<T: KernelScalar>(_: T.Type, _ n: Int, _ c: Int, _ h: Int, _ w: Int, _ f: ActivationFunction,
+                                               _ residual: Bool, _ pooled: Bool, _ threads: Int, seed: UInt64, _ tolerance: Double, _ what: String) {
+        let count = n * c * h * w, inner = h * w
+        let x = values(count, seed: seed).map { T($0) }, r = values(count, seed: seed + 1).map { T($0) }
+        let gamma = values(c, seed: seed + 2, low: 0.5, high: 1.5).map { T($0) }, beta = values(c, seed: seed + 3).map { T($0) }
+        let pool = Pool2DShape(batch: n, channels: c, height: h, width: w, kernelH: 2, kernelW: 2)
+        let dOut = values(pooled ? pool.outputCount : count, seed: seed + 4).map { T($0) }
+        let context = GEMMContext(threads: threads)
+        let zeros = [T](repeating: 0, count: c), ones = [T](repeating: 1, count: c)
+
+        // The separate kernels.
+        var rm = zeros, rv = ones, mean = zeros, invstd = zeros
+        var y = [T](repeating: 0, count: count), z = y, a = y, out = [T](repeating: 0, count: dOut.count)
+        batchNormTrainingForward(x, gamma: gamma, beta: beta, runningMean: &rm, runningVar: &rv, y: &y, mean: &mean, invstd: &invstd,
+                                 outer: n, channels: c, inner: inner, eps: 1e-5, momentum: 0.1, context: context)
+        if residual { addElements(y, r, &z, count) } else { z = y }
+        activationForward(f, z, &a, count)
+        if pooled { maxPool2DForward(pool, x: a, y: &out) } else { out = a }
+        var da = pooled ? y : dOut, dz = y, dx = y, dGamma = zeros, dBeta = zeros
+        if pooled { maxPool2DBackward(pool, x: a, dy: dOut, dx: &da) }
+        activationBackward(f, a, da, &dz, count)
+        batchNormTrainingBackward(x, gamma: gamma, mean: mean, invstd: invstd, dy: dz, dx: &dx, dGamma: &dGamma, dBeta: &dBeta,
+                                  outer: n, channels: c, inner: inner, context: context)
+
+        // One kernel each way.
+        var rm2 = zeros, rv2 = ones, mean2 = zeros, invstd2 = zeros, out2 = out.map { _ in T.nan }
+        var dx2 = y.map { _ in T.nan }, dr = dx2, dGamma2 = zeros, dBeta2 = zeros
+        r.withUnsafeBufferPointer { rp in
+            let epilogue = NormEpilogue(residual: residual ? rp.baseAddress : nil, activation: f, poolWidth: pooled ? w : nil)
+            batchNormTrainingForward(x, gamma: gamma, beta: beta, runningMean: &rm2, runningVar: &rv2, y: &out2, mean: &mean2, invstd: &invstd2,
+                                     outer: n, channels: c, inner: inner, eps: 1e-5, momentum: 0.1, epilogue: epilogue, context: context)
+            dr.withUnsafeMutableBufferPointer { drp in
+                batchNormTrainingBackward(x, gamma: gamma, mean: mean2, invstd: invstd2, dy: dOut, dx: &dx2, dGamma: &dGamma2, dBeta: &dBeta2,
+                                          outer: n, channels: c, inner: inner, beta: beta, epilogue: epilogue,
+                                          dResidual: residual ? drp.baseAddress : nil, context: context)
+            }
+        }
+        #expect(out2 == out && mean2 == mean && invstd2 == invstd && rm2 == rm && rv2 == rv, "forward \(T.self) \(what)")
+        if residual { #expect(dr == dz, "residual's gradient \(T.self) \(what)") }
+        func d(_ a: [T]) -> [Double] { a.map { Double($0) } }
+        #expect(Self.close(d(dx2), d(dx), tolerance) && Self.close(d(dGamma2), d(dGamma), tolerance) && Self.close(d(dBeta2), d(dBeta), tolerance),
+                "backward \(T.self) \(what)")
+    }
+
     /// Evaluation mode, and its fold into the weights before it: conv or fc with the folded weights
     /// equals the layer followed by the batch norm.
     @Test func inferenceAndFold() {

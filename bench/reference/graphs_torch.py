@@ -119,6 +119,40 @@ class Borders(nn.Module):
         y = -torch.exp(F.softsign(y).abs() * -0.7)
         return self.prelu3(self.fc1(y.flatten(1)))
 
+# Batch norms that fuse-batchnorm folds what follows into (with their gradients): relu and a 2×2 max
+# pool on odd planes (7×9: the last row and column outside every window), tanh alone, and the residual
+# add with leaky relu and a pool.
+POOLED = """input 2x7x9
+conv 2->3 3x3 pad 1 nobias
+batchnorm
+relu
+maxpool 2x2 as a
+conv 3->3 3x3 pad 1 nobias
+batchnorm
+tanh
+conv 3->3 3x3 pad 1 nobias
+batchnorm momentum 0.2
+add a
+leakyrelu 0.1
+maxpool 2x2
+flatten
+fc 5
+loss crossentropy
+train sgd lr 0.1
+"""
+
+class Pooled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1, bias=False); self.bn1 = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1, bias=False); self.bn2 = nn.BatchNorm2d(3)
+        self.conv3 = nn.Conv2d(3, 3, 3, padding=1, bias=False); self.bn3 = nn.BatchNorm2d(3, momentum=0.2)
+        self.fc1 = nn.Linear(6, 5)
+    def forward(self, x):
+        a = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        y = self.bn3(self.conv3(torch.tanh(self.bn2(self.conv2(a))))) + a
+        return self.fc1(F.max_pool2d(F.leaky_relu(y, 0.1), 2).flatten(1))
+
 def tensors(model):
     """nnc's names and layouts: fc weights transposed to [in, out]."""
     out = {}
@@ -134,7 +168,8 @@ def tensors(model):
 cases = []
 for name, source, cls, loss_fn, in_shape in [("residual", RESIDUAL, Residual, F.cross_entropy, (3, 6, 6)),
                                              ("branching", BRANCHING, Branching, F.nll_loss, (4, 7, 6)),
-                                             ("borders", BORDERS, Borders, F.cross_entropy, (3, 5, 6))]:
+                                             ("borders", BORDERS, Borders, F.cross_entropy, (3, 5, 6)),
+                                             ("pooled", POOLED, Pooled, F.cross_entropy, (2, 7, 9))]:
     model = cls()
     with torch.no_grad():
         for pname, p in model.named_parameters():

@@ -141,9 +141,9 @@ func activationBackward<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePoi
 }
 
 @inline(__always)
-private func activationBackwardPart<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>,
+func activationBackwardPart<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>,
                                                      _ dx: UnsafeMutablePointer<T>, _ count: Int) {
-    if f == .identity {
+    if case .identity = f {
         if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
         return
     }

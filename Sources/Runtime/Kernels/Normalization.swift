@@ -6,120 +6,221 @@ import IR
 /// Channels are independent: threads split them, so every sum is taken in one order whatever the
 /// thread count (bit-identical results).
 
+/// What a training-mode batch norm's kernel does after normalizing (the ops the `fuse-batchnorm`
+/// pass folds into it): z = x̂·γ + β (+ r, a residual connection's other operand), h = f(z), and
+/// the output h or, with `poolWidth` (the planes' width), h's 2×2, stride-2 max pool. The backward
+/// pass recomputes h from x, so no full-size z or h is written for it.
+struct NormEpilogue<T: KernelScalar> {
+    var residual: UnsafePointer<T>? = nil
+    var activation: ActivationFunction = .identity
+    var poolWidth: Int? = nil
+    var isPlain: Bool {
+        if case .identity = activation { return residual == nil && poolWidth == nil }
+        return false
+    }
+    /// The elements of a plane the kernels handle at a time, in scratch that stays in L1: about 1,024,
+    /// whole row pairs when pooled (a 28×28 plane at once). Per-call costs were a third of the fused
+    /// backward's time with one row pair at a time.
+    func segment(_ inner: Int) -> Int {
+        guard let w = poolWidth else { return min(inner, 1024) }
+        return min(inner, 2 * w * max(1, 512 / max(1, w)))
+    }
+}
+
+/// h = f(x·scale + shift [+ r]) over one segment of a plane. Forward and backward both make h here,
+/// so the backward's recomputed h is the forward's, bit for bit.
+@inline(__always)
+private func normalizeSegment<T: KernelScalar>(_ x: UnsafePointer<T>, _ r: UnsafePointer<T>?, _ h: UnsafeMutablePointer<T>, _ count: Int,
+                                               scale: T, shift: T, _ f: ActivationFunction) {
+    if let r {
+        for i in 0..<count { h[i] = x[i] * scale + shift + r[i] }
+    } else {
+        for i in 0..<count { h[i] = x[i] * scale + shift }
+    }
+    if case .identity = f { return }
+    activationForwardPart(f, UnsafePointer(h), h, count)
+}
+
 /// Training mode: per channel, the batch mean and biased variance over the N·H·W values (one pass,
 /// sums of the values shifted by the channel's first value, in Double), then y = (x − mean)·invstd·γ + β
-/// in a second pass. The running statistics move by `momentum` towards the batch's, the variance
-/// towards the unbiased one (·M/(M−1), M = N·H·W; the biased one when M = 1).
+/// and the epilogue in a second pass. The running statistics move by `momentum` towards the batch's,
+/// the variance towards the unbiased one (·M/(M−1), M = N·H·W; the biased one when M = 1).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 func batchNormTrainingForward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>,
                                                runningMean: UnsafeMutablePointer<T>, runningVar: UnsafeMutablePointer<T>,
                                                y: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, invstd: UnsafeMutablePointer<T>,
                                                outer: Int, channels: Int, inner: Int, eps: Double, momentum: Double,
-                                               context: GEMMContext? = nil) {
+                                               epilogue: NormEpilogue<T> = .init(), context: GEMMContext? = nil) {
     typealias Operands = (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>,
-                          UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, Int, Int, Int, Double, Double, Int)
+                          UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, Int, Int, Int, Double, Double, Int,
+                          NormEpilogue<T>)
     let parts = min(elementwiseParts(outer * channels * inner, context), channels)
-    let operands: Operands = (x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum, parts)
+    let operands: Operands = (x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum, parts, epilogue)
     parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
-        let (x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum, parts) =
+        let (x, gamma, beta, runningMean, runningVar, y, mean, invstd, outer, channels, inner, eps, momentum, parts, epilogue) =
             shared.assumingMemoryBound(to: Operands.self).pointee
         let count = outer * inner
         guard count > 0 else { return }
-        for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
-            let shift = Double(x[c * inner])
-            // Four interleaved partial sums per row (one chain of additions was bound by the adder's
-            // latency: 2.3 ms of the residual CNN's step for its first batch norm), added in a fixed order.
-            var sum = 0.0, squares = 0.0
-            for n in 0..<outer {
-                let row = x + (n * channels + c) * inner
-                var s = SIMD4<Double>(), q = SIMD4<Double>()
-                var i = 0
-                while i + 4 <= inner {
-                    let d = SIMD4<Double>(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3])) - shift
-                    s += d
-                    q += d * d
-                    i += 4
+        let segment = epilogue.segment(inner)
+        withUnsafeTemporaryAllocation(of: T.self, capacity: segment) { scratch in
+            let h = scratch.baseAddress!
+            for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
+                let shift = Double(x[c * inner])
+                // Four interleaved partial sums per row (one chain of additions was bound by the adder's
+                // latency: 2.3 ms of the residual CNN's step for its first batch norm), added in a fixed order.
+                var sum = 0.0, squares = 0.0
+                for n in 0..<outer {
+                    let row = x + (n * channels + c) * inner
+                    var s = SIMD4<Double>(), q = SIMD4<Double>()
+                    var i = 0
+                    while i + 4 <= inner {
+                        let d = SIMD4<Double>(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3])) - shift
+                        s += d
+                        q += d * d
+                        i += 4
+                    }
+                    var rowSum = (s[0] + s[1]) + (s[2] + s[3]), rowSquares = (q[0] + q[1]) + (q[2] + q[3])
+                    while i < inner {
+                        let d = Double(row[i]) - shift
+                        rowSum += d
+                        rowSquares += d * d
+                        i += 1
+                    }
+                    sum += rowSum
+                    squares += rowSquares
                 }
-                var rowSum = (s[0] + s[1]) + (s[2] + s[3]), rowSquares = (q[0] + q[1]) + (q[2] + q[3])
-                while i < inner {
-                    let d = Double(row[i]) - shift
-                    rowSum += d
-                    rowSquares += d * d
-                    i += 1
+                let m = Double(count)
+                let centred = sum / m
+                let variance = max(0, squares / m - centred * centred)
+                let batchMean = shift + centred
+                let inv = 1 / (variance + eps).squareRoot()
+                mean[c] = T(batchMean)
+                invstd[c] = T(inv)
+                let unbiased = count > 1 ? variance * m / (m - 1) : variance
+                runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * batchMean)
+                runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
+                let scale = gamma[c] * T(inv), shiftOut = beta[c] - T(batchMean) * scale
+                for n in 0..<outer {
+                    let offset = (n * channels + c) * inner
+                    let r = epilogue.residual.map { $0 + offset }
+                    guard let w = epilogue.poolWidth else {
+                        normalizeSegment(x + offset, r, y + offset, inner, scale: scale, shift: shiftOut, epilogue.activation)
+                        continue
+                    }
+                    // Pooled: h a segment of rows at a time in scratch, then their pool's output rows.
+                    let ho = inner / w / 2, wo = w / 2
+                    var start = 0
+                    while start < inner {
+                        let length = min(segment, inner - start)
+                        guard length >= 2 * w else { break }  // an odd height's last row, in no window
+                        normalizeSegment(x + offset + start, r.map { $0 + start }, h, length, scale: scale, shift: shiftOut, epilogue.activation)
+                        maxPool2x2ForwardPlane(Pool2DShape(batch: 1, channels: 1, height: length / w, width: w, kernelH: 2, kernelW: 2),
+                                               x: h, y: y + ((n * channels + c) * ho + start / (2 * w)) * wo)
+                        start += length
+                    }
                 }
-                sum += rowSum
-                squares += rowSquares
-            }
-            let m = Double(count)
-            let centred = sum / m
-            let variance = max(0, squares / m - centred * centred)
-            let batchMean = shift + centred
-            let inv = 1 / (variance + eps).squareRoot()
-            mean[c] = T(batchMean)
-            invstd[c] = T(inv)
-            let unbiased = count > 1 ? variance * m / (m - 1) : variance
-            runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * batchMean)
-            runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
-            let scale = gamma[c] * T(inv), shiftOut = beta[c] - T(batchMean) * scale
-            for n in 0..<outer {
-                let offset = (n * channels + c) * inner
-                for i in 0..<inner { y[offset + i] = x[offset + i] * scale + shiftOut }
             }
         }
     }
 }
 
-/// The backward of training-mode batch norm: dβ = Σ dy, dγ = Σ dy·x̂ (x̂ = (x − mean)·invstd), and
-/// dx = γ·invstd/M · (M·dy − dβ − x̂·dγ).
+/// The backward of training-mode batch norm: dβ = Σ dz, dγ = Σ dz·x̂ (x̂ = (x − mean)·invstd), and
+/// dx = γ·invstd/M · (M·dz − dβ − x̂·dγ), where dz = dy for a plain batch norm; after an epilogue,
+/// dz = f'(h) ⊙ (dy, or dy routed to each window's first maximum of h when pooled), h recomputed from
+/// x, and with a residual dz is also the residual's gradient (written to `dResidual`).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: UnsafePointer<T>, mean: UnsafePointer<T>,
                                                 invstd: UnsafePointer<T>, dy: UnsafePointer<T>, dx: UnsafeMutablePointer<T>,
                                                 dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>,
-                                                outer: Int, channels: Int, inner: Int, context: GEMMContext? = nil) {
+                                                outer: Int, channels: Int, inner: Int,
+                                                beta: UnsafePointer<T>? = nil, epilogue: NormEpilogue<T> = .init(),
+                                                dResidual: UnsafeMutablePointer<T>? = nil, context: GEMMContext? = nil) {
     typealias Operands = (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>,
-                          UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, Int, Int, Int, Int)
+                          UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, UnsafeMutablePointer<T>, Int, Int, Int, Int,
+                          UnsafePointer<T>?, NormEpilogue<T>, UnsafeMutablePointer<T>?)
     let parts = min(elementwiseParts(outer * channels * inner, context), channels)
-    let operands: Operands = (x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner, parts)
+    let operands: Operands = (x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner, parts, beta, epilogue, dResidual)
     parallelFor(parts, on: context, sharing: operands) { shared, part, _ in
-        let (x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner, parts) = shared.assumingMemoryBound(to: Operands.self).pointee
+        let (x, gamma, mean, invstd, dy, dx, dGamma, dBeta, outer, channels, inner, parts, beta, epilogue, dResidual) =
+            shared.assumingMemoryBound(to: Operands.self).pointee
         let count = outer * inner
-        for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
-            let mu = mean[c], inv = invstd[c]
-            // Four interleaved partial sums per row, as in the forward pass.
-            var sumDy: T = 0, sumDyXhat: T = 0
-            for n in 0..<outer {
-                let offset = (n * channels + c) * inner
-                var s = SIMD4<T>(), q = SIMD4<T>()
-                var i = 0
-                while i + 4 <= inner {
-                    let g = SIMD4<T>(dy[offset + i], dy[offset + i + 1], dy[offset + i + 2], dy[offset + i + 3])
-                    let v = SIMD4<T>(x[offset + i], x[offset + i + 1], x[offset + i + 2], x[offset + i + 3])
-                    s += g
-                    q += g * ((v - mu) * inv)
-                    i += 4
+        let segment = epilogue.segment(inner), plain = epilogue.isPlain
+        guard segment > 0 else { return }
+        withUnsafeTemporaryAllocation(of: T.self, capacity: 2 * segment) { scratch in
+            let h = scratch.baseAddress!, routed = h + segment
+            for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
+                let mu = mean[c], inv = invstd[c]
+                // The forward pass's scale and shift, from the same stored values.
+                let scale = gamma[c] * inv, shift = (beta?[c] ?? 0) - mu * scale
+                /// dz over elements start..<start+length of sample n's plane: dy itself for a plain batch
+                /// norm, else made in `routed` (or, with a residual, in its gradient, once, by pass 1).
+                func gradient(_ n: Int, _ start: Int, _ length: Int, pass: Int) -> UnsafePointer<T> {
+                    let offset = (n * channels + c) * inner + start
+                    if plain { return dy + offset }
+                    if pass == 2, let dResidual { return UnsafePointer(dResidual + offset) }
+                    let dz = dResidual.map { $0 + offset } ?? routed
+                    let r = epilogue.residual.map { $0 + offset }
+                    if let w = epilogue.poolWidth {
+                        // Whole row pairs; an odd height's last row, in no window, gets no gradient (its own
+                        // segment when the others fill the scratch).
+                        let ho = inner / w / 2, wo = w / 2
+                        normalizeSegment(x + offset, r, h, length, scale: scale, shift: shift, epilogue.activation)
+                        if length < 2 * w {
+                            routed.update(repeating: 0, count: length)
+                        } else {
+                            maxPool2x2BackwardPlane(Pool2DShape(batch: 1, channels: 1, height: length / w, width: w, kernelH: 2, kernelW: 2),
+                                                    x: h, dy: dy + ((n * channels + c) * ho + start / (2 * w)) * wo, dx: routed)
+                        }
+                        activationBackwardPart(epilogue.activation, h, routed, dz, length)
+                    } else {
+                        normalizeSegment(x + offset, r, h, length, scale: scale, shift: shift, epilogue.activation)
+                        activationBackwardPart(epilogue.activation, h, dy + offset, dz, length)
+                    }
+                    return UnsafePointer(dz)
                 }
-                var rowDy = (s[0] + s[1]) + (s[2] + s[3]), rowDyXhat = (q[0] + q[1]) + (q[2] + q[3])
-                while i < inner {
-                    let g = dy[offset + i]
-                    rowDy += g
-                    rowDyXhat += g * ((x[offset + i] - mu) * inv)
-                    i += 1
+                var sumDy: T = 0, sumDyXhat: T = 0
+                for n in 0..<outer {
+                    var start = 0
+                    while start < inner {
+                        let length = min(segment, inner - start)
+                        let dz = gradient(n, start, length, pass: 1), xs = x + (n * channels + c) * inner + start
+                        // Eight interleaved partial sums (one chain of additions is bound by the adder's latency).
+                        var s = Lanes<T>(), q = Lanes<T>()
+                        var i = 0
+                        while i + 8 <= length {
+                            let g = loadLanes(dz + i)
+                            s += g
+                            q += g * ((loadLanes(xs + i) - mu) * inv)
+                            i += 8
+                        }
+                        var partDy = s.sum(), partDyXhat = q.sum()
+                        while i < length {
+                            partDy += dz[i]
+                            partDyXhat += dz[i] * ((xs[i] - mu) * inv)
+                            i += 1
+                        }
+                        sumDy += partDy
+                        sumDyXhat += partDyXhat
+                        start += length
+                    }
                 }
-                sumDy += rowDy
-                sumDyXhat += rowDyXhat
-            }
-            dBeta[c] = sumDy
-            dGamma[c] = sumDyXhat
-            guard count > 0 else { continue }
-            let m = T(count)
-            let factor = gamma[c] * inv / m
-            for n in 0..<outer {
-                let offset = (n * channels + c) * inner
-                for i in 0..<inner {
-                    let xhat = (x[offset + i] - mu) * inv
-                    dx[offset + i] = factor * (m * dy[offset + i] - sumDy - xhat * sumDyXhat)
+                dBeta[c] = sumDy
+                dGamma[c] = sumDyXhat
+                guard count > 0 else { continue }
+                let m = T(count)
+                let factor = gamma[c] * inv / m
+                for n in 0..<outer {
+                    var start = 0
+                    while start < inner {
+                        let length = min(segment, inner - start)
+                        let dz = gradient(n, start, length, pass: 2)
+                        let offset = (n * channels + c) * inner + start
+                        let xs = x + offset, dxs = dx + offset
+                        for i in 0..<length { dxs[i] = factor * (m * dz[i] - sumDy - (xs[i] - mu) * inv * sumDyXhat) }
+                        start += length
+                    }
                 }
             }
         }
