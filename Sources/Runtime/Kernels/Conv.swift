@@ -732,7 +732,8 @@ struct ConvBackwardLayout {
         let p = s.outHeight * s.outWidth, k = s.patchSize
         samplesPerGEMM = convBackwardSamplesPerGEMM(s)
         dz = s.outChannels * samplesPerGEMM * p
-        col = max(k * samplesPerGEMM * p, s.directWeightGradient ? DirectWeightGradient(s).scratch : 0)
+        col = max(k * samplesPerGEMM * p, s.directWeightGradient ? DirectWeightGradient(s).scratch : 0,
+                  s.directWeightGradient && s.winogradWeightGradient ? WinogradForward(s).perThread : 0)
         dw = s.outChannels * k
         db = s.outChannels
         dxcol = k * samplesPerGEMM * p
@@ -1044,6 +1045,13 @@ func convBackwardDirect<T: KernelScalar>(
     let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
     // Borders and row tails are written once and stay zero.
     buffers.update(repeating: 0, count: d.scratch)
+    // Or Winograd's weight gradient, summing dU in its zone (the same buffers) sample by sample.
+    let winograd = needWeight && T.self == Float.self && s.winogradWeightGradient
+    let zone = UnsafeMutableRawPointer(buffers).assumingMemoryBound(to: Float.self)
+    if winograd {
+        let w = WinogradForward(s)
+        (zone + w.transformedWeights).update(repeating: 0, count: w.transformedWeightsCount)
+    }
     var groupStart = samples.lowerBound
     while groupStart < samples.upperBound {
         let group = groupStart..<min(samples.upperBound, groupStart + d.samples)
@@ -1055,12 +1063,16 @@ func convBackwardDirect<T: KernelScalar>(
             for co in 0..<cout {
                 let compact = fullDZ.map { $0 + (n * cout + co) * p } ?? dz + co * p
                 let sum = dZ.plane(n * cout + co, into: compact)
-                for oy in 0..<ho {
+                for oy in 0..<ho where !winograd {
                     copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, compact + oy * wo, wo)
                 }
                 if needBias { dbPart[co] += sum }
             }
-            if needWeight {
+            if winograd {
+                let planes = fullDZ.map { UnsafePointer($0 + n * cout * p) } ?? UnsafePointer(dz)
+                winogradWeightGradientSample(s, x: UnsafeRawPointer(x + n * cin * h * w).assumingMemoryBound(to: Float.self),
+                                             dz: UnsafeRawPointer(planes).assumingMemoryBound(to: Float.self), buffers: zone)
+            } else if needWeight {
                 for c in 0..<cin {
                     let src = x + (n * cin + c) * h * w
                     let dst = xpad + slot * d.inputSample + c * planeSize + s.padH * d.paddedWidth + s.padW
@@ -1073,12 +1085,15 @@ func convBackwardDirect<T: KernelScalar>(
                                       dx: dx + n * cin * h * w, context: context, worker: worker)
             }
         }
-        if needWeight {
+        if needWeight && !winograd {
             directWeightGradientF32(s, d, samples: group.count, xpad: UnsafeRawPointer(xpad).assumingMemoryBound(to: Float.self),
                                     dz: UnsafeRawPointer(dzPlanes).assumingMemoryBound(to: Float.self),
                                     dw: UnsafeMutableRawPointer(dwPart).assumingMemoryBound(to: Float.self), wide: context.wideKernels)
         }
         groupStart = group.upperBound
+    }
+    if winograd {
+        winogradWeightGradientFinish(s, buffers: zone, dw: UnsafeMutableRawPointer(dwPart).assumingMemoryBound(to: Float.self))
     }
 }
 

@@ -446,3 +446,117 @@ private func winogradPooledOutput(_ s: Conv2DShape, _ w: WinogradForward, column
     transposeF32(out + positions.lowerBound * columns, ldSrc: columns, rows: positions.count, columns: channels.count,
                  pooled + positions.lowerBound, ldDst: plane)
 }
+
+// MARK: - The weight gradient
+
+extension Conv2DShape {
+    /// The weight gradient by Winograd's F(2×2, 3×3) too, where the forward pass uses it (f32): with
+    /// V = Bᵀ d B (the forward's input transform) and E = A dZ Aᵀ for each 2×2 tile of dZ,
+    ///     dW[co][c] = Gᵀ [ Σ_samples Σ_tiles E_co ⊙ V_c ] G,
+    /// 16 products [Cin × tiles] · [tiles × Cout] a sample, 2.25× fewer multiply-adds than the direct
+    /// kernel's. Measured on the residual CNN's 32→32 at 14×14, batch 128, on the Zen 3: see README.
+    var winogradWeightGradient: Bool { usesWinograd }
+}
+
+/// Accumulates one sample's part of dU[ξν][c][co] (16 × inChannels × outChannels, at the zone's
+/// transformed-weights buffer) from its input `x` [Cin × H × W] and its dZ planes `dz` [Cout × Ho·Wo],
+/// in the zone `buffers` of `WinogradForward.zone` elements (the forward's buffers: the input
+/// transform's own, dZ channels last in the output tiles', E in the products').
+func winogradWeightGradientSample(_ s: Conv2DShape, x: UnsafePointer<Float>, dz: UnsafePointer<Float>, buffers: UnsafeMutablePointer<Float>) {
+    let w = WinogradForward(s)
+    winogradTransformInput(s, w, x, buffers, tiles: 0..<w.tiles)
+    winogradTransformOutputGradient(s, w, dz, buffers)
+    winogradWeightProducts(w, buffers)
+}
+
+/// E[ξν][tile][co] = (A dZ Aᵀ)[ξ][ν] for every tile's 2×2 block of dZ (zero past Ho, Wo and Cout),
+/// with A = [1 0; 1 1; 1 −1; 0 −1], the transpose of the forward's output transform.
+private func winogradTransformOutputGradient(_ s: Conv2DShape, _ w: WinogradForward, _ dz: UnsafePointer<Float>,
+                                             _ buffers: UnsafeMutablePointer<Float>) {
+    let op = w.outChannels, rows = 2 * w.tileRows, columns = 2 * w.tileColumns
+    let ho = s.outHeight, wo = s.outWidth, cout = s.outChannels
+    let last = buffers + w.outputTiles, e = buffers + w.products
+    // dZ channels last on the tiles' grid: one transpose when the grid is the planes, else row by row.
+    if rows == ho && columns == wo {
+        transposeF32(dz, ldSrc: ho * wo, rows: cout, columns: ho * wo, last, ldDst: op)
+    } else {
+        for oy in 0..<ho { transposeF32(dz + oy * wo, ldSrc: ho * wo, rows: cout, columns: wo, last + oy * columns * op, ldDst: op) }
+        for oy in 0..<rows {
+            let from = oy < ho ? wo : 0
+            (last + (oy * columns + from) * op).update(repeating: 0, count: (columns - from) * op)
+        }
+    }
+    if cout < op {
+        for position in 0..<(rows * columns) { (last + position * op + cout).update(repeating: 0, count: op - cout) }
+    }
+    let positionStep = w.tiles * op
+    for tile in 0..<w.tiles {
+        let base = last + (2 * (tile / w.tileColumns) * columns + 2 * (tile % w.tileColumns)) * op
+        for co in stride(from: 0, to: op, by: 8) {
+            let p = load8(base + co), q = load8(base + op + co), r = load8(base + columns * op + co), t = load8(base + (columns + 1) * op + co)
+            @inline(__always) func store(_ a: F8, _ b: F8, row: Int) {
+                let at = e + row * 4 * positionStep + tile * op + co
+                store8(a, at); store8(a + b, at + positionStep); store8(a - b, at + 2 * positionStep); store8(-b, at + 3 * positionStep)
+            }
+            store(p, q, row: 0)
+            store(p + r, q + t, row: 1)
+            store(p - r, q - t, row: 2)
+            store(-r, -t, row: 3)
+        }
+    }
+}
+
+/// dU[ξν] += V[ξν]ᵀ · E[ξν] for the 16 positions: four input channels by two vectors of output
+/// channels at a time (eight accumulators), the tiles the long axis; each V element broadcast against
+/// the loaded E vectors. Channels come in multiples of eight and sixteen, so no edges.
+private func winogradWeightProducts(_ w: WinogradForward, _ buffers: UnsafeMutablePointer<Float>) {
+    let cp = w.inChannels, op = w.outChannels, tiles = w.tiles
+    for position in 0..<16 {
+        let v = UnsafePointer(buffers + w.transformedInput + position * tiles * cp)
+        let e = UnsafePointer(buffers + w.products + position * tiles * op)
+        let u = buffers + w.transformedWeights + position * cp * op
+        for c in stride(from: 0, to: cp, by: 4) {
+            for co in stride(from: 0, to: op, by: 16) {
+                var a0 = F8(), a1 = F8(), a2 = F8(), a3 = F8(), b0 = F8(), b1 = F8(), b2 = F8(), b3 = F8()
+                var vt = v + c, et = e + co
+                for _ in 0..<tiles {
+                    let p = load8(et), q = load8(et + 8)
+                    var s = F8(repeating: vt[0]); a0 = a0.addingProduct(s, p); b0 = b0.addingProduct(s, q)
+                    s = F8(repeating: vt[1]); a1 = a1.addingProduct(s, p); b1 = b1.addingProduct(s, q)
+                    s = F8(repeating: vt[2]); a2 = a2.addingProduct(s, p); b2 = b2.addingProduct(s, q)
+                    s = F8(repeating: vt[3]); a3 = a3.addingProduct(s, p); b3 = b3.addingProduct(s, q)
+                    vt += cp
+                    et += op
+                }
+                let out = u + c * op + co
+                store8(load8(out) + a0, out); store8(load8(out + 8) + b0, out + 8)
+                store8(load8(out + op) + a1, out + op); store8(load8(out + op + 8) + b1, out + op + 8)
+                store8(load8(out + 2 * op) + a2, out + 2 * op); store8(load8(out + 2 * op + 8) + b2, out + 2 * op + 8)
+                store8(load8(out + 3 * op) + a3, out + 3 * op); store8(load8(out + 3 * op + 8) + b3, out + 3 * op + 8)
+            }
+        }
+    }
+}
+
+/// dW[co][c] = Gᵀ dU[·][c][co] G (3×3 from 4×4), G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], into `dw`
+/// [Cout × Cin × 3 × 3] (overwritten), from the zone's accumulated dU.
+func winogradWeightGradientFinish(_ s: Conv2DShape, buffers: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>) {
+    let w = WinogradForward(s)
+    let cp = w.inChannels, op = w.outChannels
+    let u = buffers + w.transformedWeights
+    @inline(__always) func gt(_ a: Float, _ b: Float, _ c: Float, _ d: Float) -> (Float, Float, Float) {
+        (a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d)
+    }
+    for co in 0..<s.outChannels {
+        for c in 0..<s.inChannels {
+            @inline(__always) func at(_ position: Int) -> Float { u[(position * cp + c) * op + co] }
+            // Rows ξ combined first (Gᵀ ·), then columns ν (· G).
+            let r0 = gt(at(0), at(4), at(8), at(12)), r1 = gt(at(1), at(5), at(9), at(13))
+            let r2 = gt(at(2), at(6), at(10), at(14)), r3 = gt(at(3), at(7), at(11), at(15))
+            let out = dw + (co * s.inChannels + c) * 9
+            (out[0], out[1], out[2]) = gt(r0.0, r1.0, r2.0, r3.0)
+            (out[3], out[4], out[5]) = gt(r0.1, r1.1, r2.1, r3.1)
+            (out[6], out[7], out[8]) = gt(r0.2, r1.2, r2.2, r3.2)
+        }
+    }
+}
