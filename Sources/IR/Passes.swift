@@ -435,7 +435,7 @@ func fuseBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
         let backward = users[node.results[1].index].first { if case .batchNormGrad = graph.nodes[$0].op { return true }; return false }
         var gradient = backward.map { graph.nodes[$0].operands[5] }
         var epilogue = BatchNormEpilogue(), residual: ValueID?
-        var value = node.results[0], last = index
+        var value = node.results[0]
         var absorbed: [Int] = [], absorbedBackward: [Int] = []
         /// The only user of `value` when it is not a graph output and has no others than `also`.
         func soleUser(also: [Int] = []) -> Int? {
@@ -461,7 +461,8 @@ func fuseBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
             let h = graph.nodes[user].results[0]
             let grad = users[h.index].first { graph.nodes[$0].op == .activationGrad(f) && graph.nodes[$0].operands[0] == h }
             let dz = grad.map { graph.nodes[$0].results[0] }
-            if gradient == nil || (dz == gradient && !kept.contains(dz!.index) && (epilogue.residual || users[dz!.index].count == 1)) {
+            // (With the residual, the add's gradient also flows on to r: the fused backward still makes it.)
+            if gradient == nil || dz.map({ $0 == gradient && !kept.contains($0.index) && (epilogue.residual || users[$0.index].count == 1) }) == true {
                 epilogue.activation = f
                 absorbed.append(user)
                 activationGradient = grad
@@ -487,7 +488,7 @@ func fuseBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
                 else { return nil }
                 return grad.results[0]
             }
-            if gradient == nil ? poolGradient == nil : (routed == gradient && !kept.contains(routed!.index) && users[routed!.index].count == 1) {
+            if gradient == nil ? poolGradient == nil : routed.map({ $0 == gradient && !kept.contains($0.index) && users[$0.index].count == 1 }) == true {
                 epilogue.pooled = true
                 absorbed.append(pool)
                 if let poolGradient { absorbedBackward.append(poolGradient); gradient = graph.nodes[poolGradient].operands[2] }
@@ -495,12 +496,11 @@ func fuseBatchNorm(_ graph: inout Graph, _ log: inout FusionLog) throws {
                 if log.isRecording { pattern += " + maxpool %\(graph[pooled].name)" }
             }
         }
-        guard let lastAbsorbed = absorbed.max(), backward == nil || !absorbedBackward.isEmpty else {
+        guard let last = absorbed.max(), backward == nil || !absorbedBackward.isEmpty else {
             log.append(.init(pass: "fuse-batchnorm", pattern: pattern, fused: false, reason: "nothing it can take follows it",
                              location: node.location, line: graph.line(node.location)))
             continue
         }
-        last = lastAbsorbed
         let residualOperand = residual.map { [$0] } ?? []
         // At the last absorbed node's place (the residual is defined by then; the statistics' readers come later).
         replacements.append((last, Node(op: .batchNorm(eps: eps, momentum: momentum, epilogue), operands: ValueList(Array(node.operands) + residualOperand),
