@@ -347,7 +347,7 @@ public enum Op: Hashable, Sendable {
 /// The channel count of a batch norm's operands: x [N,C,…] and per-channel statistics [C].
 func batchNormChannels(_ operands: [Shape]) throws(IRError) -> Int {
     guard operands[0].batched, let channels = operands[0].dims.first else { throw IRError("batchnorm needs [N,C,…], got \(operands[0])") }
-    for statistic in operands[1..<4] where statistic != .fixed(channels) {
+    for statistic in operands[1..<5] where statistic != .fixed(channels) {
         throw IRError("batchnorm: \(statistic) does not match \(channels) channels")
     }
     return channels
@@ -441,11 +441,10 @@ extension Op {
             return [operands[0]]
         case .batchNormGrad(let epilogue):  // (x, γ, β, mean, invstd, dy[, r])
             try need(epilogue.residual ? 7 : 6)
-            let channels = try batchNormChannels([operands[0]] + operands[3...4] + [operands[1]])
-            guard operands[2] == .fixed(channels) else { throw IRError("batchnorm: \(operands[2]) does not match \(channels) channels") }
-            let y = try Op.batchNorm(eps: 0, momentum: 0, epilogue).resultShapes(Array(operands[0...2]) + operands[3...4] + operands.dropFirst(6))[0]
-            try same(y, operands[5])
-            return [operands[0], .fixed(channels), .fixed(channels)] + (epilogue.residual ? [operands[0]] : [])
+            // The forward's shapes, mean and invstd where the running statistics were.
+            let forward = try Op.batchNorm(eps: 0, momentum: 0, epilogue).resultShapes(Array(operands[0...4]) + operands.dropFirst(6))
+            try same(forward[0], operands[5])
+            return [operands[0], forward[1], forward[2]] + (epilogue.residual ? [operands[0]] : [])
         case .prelu:
             try need(2)
             let x = operands[0], slopes = operands[1]

@@ -64,7 +64,7 @@ func batchNormTrainingForward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Uns
         guard count > 0 else { return }
         let segment = epilogue.segment(inner)
         withUnsafeTemporaryAllocation(of: T.self, capacity: segment) { scratch in
-            let h = scratch.baseAddress!
+            guard let h = scratch.baseAddress else { return }
             for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
                 let shift = Double(x[c * inner])
                 // Four interleaved partial sums per row (one chain of additions was bound by the adder's
@@ -149,7 +149,8 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
         let segment = epilogue.segment(inner), plain = epilogue.isPlain
         guard segment > 0 else { return }
         withUnsafeTemporaryAllocation(of: T.self, capacity: 2 * segment) { scratch in
-            let h = scratch.baseAddress!, routed = h + segment
+            guard let h = scratch.baseAddress else { return }
+            let routed = h + segment
             for c in (channels * part / parts)..<(channels * (part + 1) / parts) {
                 let mu = mean[c], inv = invstd[c]
                 // The forward pass's scale and shift, from the same stored values.
