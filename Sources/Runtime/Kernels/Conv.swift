@@ -1043,14 +1043,16 @@ func convBackwardDirect<T: KernelScalar>(
     let ho = s.outHeight, wo = s.outWidth, p = ho * wo
     let xpad = buffers, dzPlanes = buffers + d.dz
     let planeSize = d.paddedHeight * d.paddedWidth, dzPlaneSize = ho * d.rowLength
-    // Borders and row tails are written once and stay zero.
-    buffers.update(repeating: 0, count: d.scratch)
-    // Or Winograd's weight gradient, summing dU in its zone (the same buffers) sample by sample.
+    // Winograd's weight gradient sums dU in its zone (the same buffers) sample by sample; the direct
+    // kernel reads padded input and dZ planes, whose borders and row tails are written once and stay zero.
     let winograd = needWeight && T.self == Float.self && s.winogradWeightGradient
+    let directWeights = needWeight && !winograd
     let zone = UnsafeMutableRawPointer(buffers).assumingMemoryBound(to: Float.self)
     if winograd {
         let w = WinogradForward(s)
         (zone + w.transformedWeights).update(repeating: 0, count: w.transformedWeightsCount)
+    } else {
+        buffers.update(repeating: 0, count: d.scratch)
     }
     var groupStart = samples.lowerBound
     while groupStart < samples.upperBound {
@@ -1063,7 +1065,7 @@ func convBackwardDirect<T: KernelScalar>(
             for co in 0..<cout {
                 let compact = fullDZ.map { $0 + (n * cout + co) * p } ?? dz + co * p
                 let sum = dZ.plane(n * cout + co, into: compact)
-                for oy in 0..<ho where !winograd {
+                for oy in 0..<ho where directWeights {
                     copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, compact + oy * wo, wo)
                 }
                 if needBias { dbPart[co] += sum }
@@ -1072,7 +1074,7 @@ func convBackwardDirect<T: KernelScalar>(
                 let planes = fullDZ.map { UnsafePointer($0 + n * cout * p) } ?? UnsafePointer(dz)
                 winogradWeightGradientSample(s, x: UnsafeRawPointer(x + n * cin * h * w).assumingMemoryBound(to: Float.self),
                                              dz: UnsafeRawPointer(planes).assumingMemoryBound(to: Float.self), buffers: zone)
-            } else if needWeight {
+            } else if directWeights {
                 for c in 0..<cin {
                     let src = x + (n * cin + c) * h * w
                     let dst = xpad + slot * d.inputSample + c * planeSize + s.padH * d.paddedWidth + s.padW
@@ -1085,7 +1087,7 @@ func convBackwardDirect<T: KernelScalar>(
                                       dx: dx + n * cin * h * w, context: context, worker: worker)
             }
         }
-        if needWeight && !winograd {
+        if directWeights {
             directWeightGradientF32(s, d, samples: group.count, xpad: UnsafeRawPointer(xpad).assumingMemoryBound(to: Float.self),
                                     dz: UnsafeRawPointer(dzPlanes).assumingMemoryBound(to: Float.self),
                                     dw: UnsafeMutableRawPointer(dwPart).assumingMemoryBound(to: Float.self), wide: context.wideKernels)

@@ -142,7 +142,7 @@ func activationBackward<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePoi
 
 @inline(__always)
 func activationBackwardPart<T: KernelScalar>(_ f: ActivationFunction, _ y: UnsafePointer<T>, _ dy: UnsafePointer<T>,
-                                                     _ dx: UnsafeMutablePointer<T>, _ count: Int) {
+                                             _ dx: UnsafeMutablePointer<T>, _ count: Int) {
     if case .identity = f {
         if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
         return
