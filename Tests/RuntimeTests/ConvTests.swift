@@ -416,6 +416,52 @@ private let winogradCases: [Conv2DShape] = [
         }
     }
 
+    /// With dZ = dY (no activation, no pool) the kernels read dY in place instead of copying it; each
+    /// gradient asked for alone (as the separate input- and weight-gradient ops ask) must equal, bit
+    /// for bit, the same gradient from the call that makes all three: the Winograd shapes whose weight
+    /// gradient is Winograd's, a direct weight gradient with its bias, and the GEMM path.
+    @Test(arguments: [1, 2])
+    func eachGradientAloneMatchesTheFullCall(threads: Int) {
+        let shapes = winogradCases.suffix(2) + [
+            Conv2DShape(batch: 3, inChannels: 2, height: 12, width: 13, outChannels: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+            Conv2DShape(batch: 2, inChannels: 3, height: 7, width: 7, outChannels: 4, kernelH: 3, kernelW: 3, stride: 2, padding: 1),
+        ]
+        for s in shapes {
+            let x = convValues(s.inputCount, seed: 8).map { Float($0) }, w = convValues(s.weightCount, seed: 9).map { Float($0) }
+            let dy = convValues(s.outputCount, seed: 10).map { Float($0) }
+            let context = GEMMContext(threads: threads)
+            /// (dx, dW, dB), each only when asked for.
+            func gradients(dx wantDX: Bool, dWeight wantDW: Bool, dBias wantDB: Bool) -> ([Float], [Float], [Float], Bool) {
+                var dx = [Float](repeating: .nan, count: s.inputCount), dw = [Float](repeating: .nan, count: s.weightCount)
+                var db = [Float](repeating: .nan, count: s.outChannels)
+                let intact = withConvScratch(Float.self, conv2DBackwardScratchCount(s, threads: threads)) { scratch in
+                    x.withUnsafeBufferPointer { xb in w.withUnsafeBufferPointer { wb in dy.withUnsafeBufferPointer { dyb in
+                        dx.withUnsafeMutableBufferPointer { dxb in dw.withUnsafeMutableBufferPointer { dwb in db.withUnsafeMutableBufferPointer { dbb in
+                            guard let xp = xb.baseAddress, let wp = wb.baseAddress, let dyp = dyb.baseAddress else { return }
+                            conv2DBackward(s, x: xp, weight: wp, dy: dyp, dx: wantDX ? dxb.baseAddress : nil,
+                                           dWeight: wantDW ? dwb.baseAddress : nil, dBias: wantDB ? dbb.baseAddress : nil,
+                                           scratch: scratch, context: context)
+                        } } }
+                    } } }
+                }
+                return (dx, dw, db, intact)
+            }
+            let all = gradients(dx: true, dWeight: true, dBias: true)
+            let inputOnly = gradients(dx: true, dWeight: false, dBias: false)
+            let weightOnly = gradients(dx: false, dWeight: true, dBias: false)
+            let biasOnly = gradients(dx: false, dWeight: false, dBias: true)
+            #expect(all.3 && inputOnly.3 && weightOnly.3 && biasOnly.3, "\(s)")
+            #expect(inputOnly.0 == all.0 && weightOnly.1 == all.1 && biasOnly.2 == all.2, "\(s)")
+            #expect(!all.0.contains { $0.isNaN } && !all.1.contains { $0.isNaN } && !all.2.contains { $0.isNaN }, "\(s)")
+            // Against the f64 reference.
+            let reference = runConv(Double.self, s, x: x.map { Double($0) }, w: w.map { Double($0) }, b: nil, dy: dy.map { Double($0) },
+                                    act: .identity, fusedBackward: false, context: GEMMContext(threads: 1))
+            #expect(convMaxRelError(all.0.map { Double($0) }, reference.dx) < 1e-5, "\(s)")
+            #expect(convMaxRelError(all.1.map { Double($0) }, reference.dw) < 1e-5, "\(s)")
+            #expect(convMaxRelError(all.2.map { Double($0) }, reference.db) < 1e-5, "\(s)")
+        }
+    }
+
     @Test func optionalGradientsAndScratchSizedForMoreThreads() {
         let s = Conv2DShape(batch: 3, inChannels: 2, height: 9, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
         let x = convValues(s.inputCount, seed: 5).map { Float($0) }, w = convValues(s.weightCount, seed: 6).map { Float($0) }

@@ -855,87 +855,93 @@ public func conv2DBackward<T: KernelScalar>(
     let direct = T.self == Float.self && s.directWeightGradient
     let transposedDW = s.weightGradientTransposed && !direct
     let perThreadBase = scratch
-    // With the direct input gradient, the chunks also store dZ sample by sample for it.
+    // With the direct input gradient, the chunks also store dZ sample by sample for it, unless dZ is
+    // dY itself (then read in place).
     let directInput = T.self == Float.self && s.directInputGradient && dx != nil
-    let fullDZ: UnsafeMutablePointer<T>? = directInput ? scratch + threads * layout.perThread : nil
+    let directInputBase = scratch + threads * layout.perThread
+    let fullDZ: UnsafeMutablePointer<T>? = directInput && !dZ.passesThrough ? directInputBase : nil
 
     typealias Backward = (Conv2DShape, UnsafePointer<T>, UnsafePointer<T>, ConvOutputGradient<T>,
                           UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?, UnsafeMutablePointer<T>?,
                           UnsafeMutablePointer<T>, ConvBackwardLayout, Int, GEMMContext, UnsafeMutablePointer<T>?)
     let backward: Backward = (s, x, weight, dZ, directInput ? nil : dx, dWeight, dBias, perThreadBase,
                               layout, chunks, context, fullDZ)
-    context.parallelFor(chunks, sharing: backward) { shared, chunk, worker in
-        let (s, x, weight, dZ, dx, dWeight, dBias, perThreadBase, layout, chunks, context, fullDZ) =
-            shared.assumingMemoryBound(to: Backward.self).pointee
-        let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
-        let kh = s.kernelH, kw = s.kernelW
-        let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
-        let n = s.batch, bmax = layout.samplesPerGEMM, transposedDW = s.weightGradientTransposed
-        let base = perThreadBase + chunk * layout.perThread
-        let dz = base
-        let col = dz + layout.dz
-        let dwPart = col + layout.col
-        let dbPart = dwPart + layout.dw
-        let dxcol = dbPart + layout.db
-        let first = n * chunk / chunks, last = n * (chunk + 1) / chunks
-        if dWeight != nil { for i in 0..<(cout * k) { dwPart[i] = 0 } }
-        if dBias != nil { for i in 0..<cout { dbPart[i] = 0 } }
-        if T.self == Float.self && s.directWeightGradient {  // (dW partials then in [Cout × K] layout)
-            convBackwardDirect(s, x: x, weight: weight, dZ: dZ,
-                               dx: dx, fullDZ: fullDZ, needWeight: dWeight != nil, needBias: dBias != nil,
-                               samples: first..<last, dz: dz, buffers: col, dwPart: dwPart, dbPart: dbPart, dxcol: dxcol,
-                               context: context, worker: worker)
-            return
-        }
-        var start = first
-        while start < last {
-            let bsz = min(bmax, last - start)
-            let ld = bsz * p
-            // dZ for the group, laid out [Cout × bsz·P]; db partial sums in sample order.
-            for b in 0..<bsz {
-                let sample = start + b
-                for co in 0..<cout {
-                    let dst = dz + co * ld + b * p
-                    let acc = dZ.plane(sample * cout + co, into: dst)
-                    if dBias != nil { dbPart[co] += acc }
-                    if let fullDZ { (fullDZ + sample * cout * p + co * p).update(from: dst, count: p) }
-                }
+    // (Nothing for the chunks to do when they would only copy dY for the direct input gradient.)
+    let chunkWork = dWeight != nil || dBias != nil || (dx != nil && !directInput) || fullDZ != nil
+    if chunkWork {
+        context.parallelFor(chunks, sharing: backward) { shared, chunk, worker in
+            let (s, x, weight, dZ, dx, dWeight, dBias, perThreadBase, layout, chunks, context, fullDZ) =
+                shared.assumingMemoryBound(to: Backward.self).pointee
+            let cin = s.inChannels, cout = s.outChannels, h = s.height, w = s.width
+            let kh = s.kernelH, kw = s.kernelW
+            let ho = s.outHeight, wo = s.outWidth, p = ho * wo, k = s.patchSize
+            let n = s.batch, bmax = layout.samplesPerGEMM, transposedDW = s.weightGradientTransposed
+            let base = perThreadBase + chunk * layout.perThread
+            let dz = base
+            let col = dz + layout.dz
+            let dwPart = col + layout.col
+            let dbPart = dwPart + layout.dw
+            let dxcol = dbPart + layout.db
+            let first = n * chunk / chunks, last = n * (chunk + 1) / chunks
+            if dWeight != nil { for i in 0..<(cout * k) { dwPart[i] = 0 } }
+            if dBias != nil { for i in 0..<cout { dbPart[i] = 0 } }
+            if T.self == Float.self && s.directWeightGradient {  // (dW partials then in [Cout × K] layout)
+                convBackwardDirect(s, x: x, weight: weight, dZ: dZ,
+                                   dx: dx, fullDZ: fullDZ, needWeight: dWeight != nil, needBias: dBias != nil,
+                                   samples: first..<last, dz: dz, buffers: col, dwPart: dwPart, dbPart: dbPart, dxcol: dxcol,
+                                   context: context, worker: worker)
+                return
             }
-            if dWeight != nil {
+            var start = first
+            while start < last {
+                let bsz = min(bmax, last - start)
+                let ld = bsz * p
+                // dZ for the group, laid out [Cout × bsz·P]; db partial sums in sample order.
                 for b in 0..<bsz {
-                    let xn = x + (start + b) * cin * h * w
-                    im2col(xn, channels: cin, channelStride: h * w, height: h, width: w,
-                           kernelH: kh, kernelW: kw, strideH: s.strideH, strideW: s.strideW,
-                           padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, col: col + b * p, ldcol: ld)
+                    let sample = start + b
+                    for co in 0..<cout {
+                        let dst = dz + co * ld + b * p
+                        let acc = dZ.plane(sample * cout + co, into: dst)
+                        if dBias != nil { dbPart[co] += acc }
+                        if let fullDZ { (fullDZ + sample * cout * p + co * p).update(from: dst, count: p) }
+                    }
                 }
-                if transposedDW {
-                    // dWᵀ[K × Cout] += col[K × bsz·P] · dZ[Cout × bsz·P]ᵀ
-                    gemm(transA: false, transB: true, m: k, n: cout, k: ld, a: UnsafePointer(col), lda: ld,
-                         b: UnsafePointer(dz), ldb: ld, c: dwPart, ldc: cout, accumulate: true,
-                         context: context, worker: worker)
-                } else {
-                    // dW[Cout × K] += dZ[Cout × bsz·P] · col[K × bsz·P]ᵀ
-                    gemm(transA: false, transB: true, m: cout, n: k, k: ld, a: UnsafePointer(dz), lda: ld,
-                         b: UnsafePointer(col), ldb: ld, c: dwPart, ldc: k, accumulate: true,
-                         context: context, worker: worker)
+                if dWeight != nil {
+                    for b in 0..<bsz {
+                        let xn = x + (start + b) * cin * h * w
+                        im2col(xn, channels: cin, channelStride: h * w, height: h, width: w,
+                               kernelH: kh, kernelW: kw, strideH: s.strideH, strideW: s.strideW,
+                               padH: s.padH, padW: s.padW, outHeight: ho, outWidth: wo, col: col + b * p, ldcol: ld)
+                    }
+                    if transposedDW {
+                        // dWᵀ[K × Cout] += col[K × bsz·P] · dZ[Cout × bsz·P]ᵀ
+                        gemm(transA: false, transB: true, m: k, n: cout, k: ld, a: UnsafePointer(col), lda: ld,
+                             b: UnsafePointer(dz), ldb: ld, c: dwPart, ldc: cout, accumulate: true,
+                             context: context, worker: worker)
+                    } else {
+                        // dW[Cout × K] += dZ[Cout × bsz·P] · col[K × bsz·P]ᵀ
+                        gemm(transA: false, transB: true, m: cout, n: k, k: ld, a: UnsafePointer(dz), lda: ld,
+                             b: UnsafePointer(col), ldb: ld, c: dwPart, ldc: k, accumulate: true,
+                             context: context, worker: worker)
+                    }
                 }
+                if let dx {
+                    // Per sample, dcol[K × P] = Wᵀ · dZ, then scatter-add it into dX while it is still in
+                    // cache (one GEMM for the whole group wrote a dcol too large for L2: measured slower).
+                    for b in 0..<bsz {
+                        inputGradientOfSample(s, weight: weight, dz: UnsafePointer(dz + b * p), ldz: ld, dxcol: dxcol,
+                                              dx: dx + (start + b) * cin * h * w, context: context, worker: worker)
+                    }
+                }
+                start += bsz
             }
-            if let dx {
-                // Per sample, dcol[K × P] = Wᵀ · dZ, then scatter-add it into dX while it is still in
-                // cache (one GEMM for the whole group wrote a dcol too large for L2: measured slower).
-                for b in 0..<bsz {
-                    inputGradientOfSample(s, weight: weight, dz: UnsafePointer(dz + b * p), ldz: ld, dxcol: dxcol,
-                                          dx: dx + (start + b) * cin * h * w, context: context, worker: worker)
-                }
-            }
-            start += bsz
         }
     }
 
-    if directInput, let dx, let fullDZ {
+    if directInput, let dx {
         // dX = conv(dZ, W flipped, channel axes swapped), stride 1, padding k − 1 − pad.
         let t = s.inputGradientShape
-        let flipped = fullDZ + s.outputCount
+        let flipped = directInputBase + s.outputCount
         let cin = s.inChannels, kh = s.kernelH, kw = s.kernelW
         for co in 0..<cout {
             for c in 0..<cin {
@@ -946,7 +952,7 @@ public func conv2DBackward<T: KernelScalar>(
                 }
             }
         }
-        conv2DForward(t, x: UnsafePointer(fullDZ), weight: UnsafePointer(flipped), bias: nil, activation: .identity, y: dx,
+        conv2DForward(t, x: fullDZ.map { UnsafePointer($0) } ?? dy, weight: UnsafePointer(flipped), bias: nil, activation: .identity, y: dx,
                       scratch: flipped + s.weightCount, context: context)
     }
 
@@ -995,6 +1001,9 @@ struct ConvOutputGradient<T: KernelScalar> {
         planeSize = s.outHeight * s.outWidth
         pool = s.outputPool
     }
+
+    /// dZ = dY: its planes can be read in place instead of copied.
+    var passesThrough: Bool { activeY == nil && pooledY == nil }
 
     /// dZ of plane n·Cout + co into dst (planeSize elements); returns Σ dZ.
     @inline(__always)
@@ -1060,18 +1069,28 @@ func convBackwardDirect<T: KernelScalar>(
         for n in group {
             let slot = n - group.lowerBound
             // dZ compact (where the input gradient reads it: the full dZ for the direct one, else this
-            // sample's scratch), in one run over the channel's plane, with db; then into the planes
-            // with whole-vector rows (a run per row of 14 is one vector and six scalars).
+            // sample's scratch; dY itself where dZ = dY and nothing else needs a copy), in one run over
+            // the channel's plane, with db; then into the planes with whole-vector rows (a run per row
+            // of 14 is one vector and six scalars).
+            let inPlace = dZ.passesThrough && fullDZ == nil && dx == nil
             for co in 0..<cout {
-                let compact = fullDZ.map { $0 + (n * cout + co) * p } ?? dz + co * p
-                let sum = dZ.plane(n * cout + co, into: compact)
+                let index = n * cout + co
+                let compact: UnsafePointer<T>, sum: T
+                if inPlace {
+                    compact = dZ.dy + index * p
+                    sum = needBias ? laneSum(compact, p) : 0
+                } else {
+                    let copy = fullDZ.map { $0 + index * p } ?? dz + co * p
+                    sum = dZ.plane(index, into: copy)
+                    compact = UnsafePointer(copy)
+                }
                 for oy in 0..<ho where directWeights {
                     copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, compact + oy * wo, wo)
                 }
                 if needBias { dbPart[co] += sum }
             }
             if winograd {
-                let planes = fullDZ.map { UnsafePointer($0 + n * cout * p) } ?? UnsafePointer(dz)
+                let planes = inPlace ? dZ.dy + n * cout * p : fullDZ.map { UnsafePointer($0 + n * cout * p) } ?? UnsafePointer(dz)
                 winogradWeightGradientSample(s, x: UnsafeRawPointer(x + n * cin * h * w).assumingMemoryBound(to: Float.self),
                                              dz: UnsafeRawPointer(planes).assumingMemoryBound(to: Float.self), buffers: zone)
             } else if directWeights {
