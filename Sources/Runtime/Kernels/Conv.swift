@@ -1063,34 +1063,27 @@ func convBackwardDirect<T: KernelScalar>(
     } else {
         buffers.update(repeating: 0, count: d.scratch)
     }
+    // dZ read in place where it is dY and nothing else needs a copy.
+    let inPlace = dZ.passesThrough && fullDZ == nil && dx == nil
     var groupStart = samples.lowerBound
     while groupStart < samples.upperBound {
         let group = groupStart..<min(samples.upperBound, groupStart + d.samples)
         for n in group {
             let slot = n - group.lowerBound
-            // dZ compact (where the input gradient reads it: the full dZ for the direct one, else this
-            // sample's scratch; dY itself where dZ = dY and nothing else needs a copy), in one run over
-            // the channel's plane, with db; then into the planes with whole-vector rows (a run per row
-            // of 14 is one vector and six scalars).
-            let inPlace = dZ.passesThrough && fullDZ == nil && dx == nil
+            // The sample's dZ planes, compact: dY's, or copies where the input gradient reads them (the
+            // full dZ for the direct one, else this sample's scratch), each made in one run over the
+            // channel's plane, with db; then into the planes with whole-vector rows (a run per row of 14
+            // is one vector and six scalars).
+            let copies = fullDZ.map { $0 + n * cout * p } ?? dz
+            let planes = inPlace ? dZ.dy + n * cout * p : UnsafePointer(copies)
             for co in 0..<cout {
-                let index = n * cout + co
-                let compact: UnsafePointer<T>, sum: T
-                if inPlace {
-                    compact = dZ.dy + index * p
-                    sum = needBias ? laneSum(compact, p) : 0
-                } else {
-                    let copy = fullDZ.map { $0 + index * p } ?? dz + co * p
-                    sum = dZ.plane(index, into: copy)
-                    compact = UnsafePointer(copy)
-                }
+                let sum = inPlace ? (needBias ? laneSum(planes + co * p, p) : 0) : dZ.plane(n * cout + co, into: copies + co * p)
                 for oy in 0..<ho where directWeights {
-                    copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, compact + oy * wo, wo)
+                    copyShort(dzPlanes + slot * d.dzSample + co * dzPlaneSize + oy * d.rowLength, planes + co * p + oy * wo, wo)
                 }
                 if needBias { dbPart[co] += sum }
             }
             if winograd {
-                let planes = inPlace ? dZ.dy + n * cout * p : fullDZ.map { UnsafePointer($0 + n * cout * p) } ?? UnsafePointer(dz)
                 winogradWeightGradientSample(s, x: UnsafeRawPointer(x + n * cin * h * w).assumingMemoryBound(to: Float.self),
                                              dz: UnsafeRawPointer(planes).assumingMemoryBound(to: Float.self), buffers: zone)
             } else if directWeights {
