@@ -32,6 +32,24 @@ struct NormEpilogue<T: KernelScalar> {
 @inline(__always)
 private func normalizeSegment<T: KernelScalar>(_ x: UnsafePointer<T>, _ r: UnsafePointer<T>?, _ h: UnsafeMutablePointer<T>, _ count: Int,
                                                scale: T, shift: T, _ f: ActivationFunction) {
+    if case .relu = f {
+        // The common case in one pass (the same values as normalizing, then activating).
+        let vScale = Lanes<T>(repeating: scale), vShift = Lanes<T>(repeating: shift)
+        var i = 0
+        while i + 8 <= count {
+            var v = loadLanes(x + i) * vScale + vShift
+            if let r { v += loadLanes(r + i) }
+            storeLanes(T.selectPositive(v, v, Lanes<T>()), h + i)
+            i += 8
+        }
+        while i < count {
+            var v = x[i] * scale + shift
+            if let r { v += r[i] }
+            h[i] = v > 0 ? v : 0
+            i += 1
+        }
+        return
+    }
     if let r {
         for i in 0..<count { h[i] = x[i] * scale + shift + r[i] }
     } else {
@@ -219,7 +237,20 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
                         let dz = gradient(n, start, length, pass: 2)
                         let offset = (n * channels + c) * inner + start
                         let xs = x + offset, dxs = dx + offset
-                        for i in 0..<length { dxs[i] = factor * (m * dz[i] - sumDy - (xs[i] - mu) * inv * sumDyXhat) }
+                        // In vectors (the compiler left this loop scalar: dx may alias dz), the same operations in
+                        // the same order in each lane as in the scalar tail.
+                        let vFactor = Lanes<T>(repeating: factor), vM = Lanes<T>(repeating: m), vSumDy = Lanes<T>(repeating: sumDy)
+                        let vMu = Lanes<T>(repeating: mu), vInv = Lanes<T>(repeating: inv), vSumDyXhat = Lanes<T>(repeating: sumDyXhat)
+                        var i = 0
+                        while i + 8 <= length {
+                            let v = vFactor * (vM * loadLanes(dz + i) - vSumDy - (loadLanes(xs + i) - vMu) * vInv * vSumDyXhat)
+                            storeLanes(v, dxs + i)
+                            i += 8
+                        }
+                        while i < length {
+                            dxs[i] = factor * (m * dz[i] - sumDy - (xs[i] - mu) * inv * sumDyXhat)
+                            i += 1
+                        }
                         start += length
                     }
                 }
