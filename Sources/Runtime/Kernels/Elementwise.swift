@@ -93,12 +93,25 @@ func activationForward<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePoin
     }
 }
 
+/// c[i] = op(a[i], b[i]) over `range`, in lanes (a loop of the scalar form stays scalar: c may be a or
+/// b, the planner's in-place reuse, so the compiler cannot vectorize it), then the scalar tail.
+@inline(__always)
+private func combineElements<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ c: UnsafeMutablePointer<T>, _ range: Range<Int>,
+                                              _ vector: (Lanes<T>, Lanes<T>) -> Lanes<T>, _ scalar: (T, T) -> T) {
+    var i = range.lowerBound
+    while i + Lanes<T>.scalarCount <= range.upperBound {
+        storeLanes(vector(loadLanes(a + i), loadLanes(b + i)), c + i)
+        i += Lanes<T>.scalarCount
+    }
+    while i < range.upperBound { c[i] = scalar(a[i], b[i]); i += 1 }
+}
+
 /// c = a + b (a residual connection's sum, a gradient's two parts), in parts when large.
 func addElements<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ c: UnsafeMutablePointer<T>, _ count: Int,
                                   context: GEMMContext? = nil) {
     elementwiseInParts(count, context, (a, b, c)) { operands, range in
         let (a, b, c) = operands
-        for i in range { c[i] = a[i] + b[i] }
+        combineElements(a, b, c, range, { $0 + $1 }, { $0 + $1 })
     }
 }
 
@@ -107,7 +120,7 @@ func subtractElements<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer
                                        context: GEMMContext? = nil) {
     elementwiseInParts(count, context, (a, b, c)) { operands, range in
         let (a, b, c) = operands
-        for i in range { c[i] = a[i] - b[i] }
+        combineElements(a, b, c, range, { $0 - $1 }, { $0 - $1 })
     }
 }
 
@@ -116,7 +129,7 @@ func multiplyElements<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer
                                        context: GEMMContext? = nil) {
     elementwiseInParts(count, context, (a, b, c)) { operands, range in
         let (a, b, c) = operands
-        for i in range { c[i] = a[i] * b[i] }
+        combineElements(a, b, c, range, { $0 * $1 }, { $0 * $1 })
     }
 }
 
@@ -125,7 +138,13 @@ func scaleElements<T: KernelScalar>(_ x: UnsafePointer<T>, _ y: UnsafeMutablePoi
                                     context: GEMMContext? = nil) {
     elementwiseInParts(count, context, (x, y, factor)) { operands, range in
         let (x, y, factor) = operands
-        for i in range { y[i] = x[i] * factor }
+        let lanes = Lanes<T>(repeating: factor)
+        var i = range.lowerBound
+        while i + Lanes<T>.scalarCount <= range.upperBound {
+            storeLanes(loadLanes(x + i) * lanes, y + i)
+            i += Lanes<T>.scalarCount
+        }
+        while i < range.upperBound { y[i] = x[i] * factor; i += 1 }
     }
 }
 
