@@ -230,7 +230,9 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
                 guard count > 0 else { continue }
                 let m = T(count)
                 let factor = gamma[c] * inv / m
-                for n in 0..<outer {
+                // Samples in reverse: the last ones pass 1 read are still in cache (a channel of a large
+                // batch norm does not fit in L2).
+                for n in (0..<outer).reversed() {
                     var start = 0
                     while start < inner {
                         let length = min(segment, inner - start)
