@@ -173,56 +173,38 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
                 let mu = mean[c], inv = invstd[c]
                 // The forward pass's scale and shift, from the same stored values.
                 let scale = gamma[c] * inv, shift = (beta?[c] ?? 0) - mu * scale
-                /// dz over elements start..<start+length of sample n's plane: dy itself for a plain batch
-                /// norm, else made once, by pass 1, in `routed` (in the residual's gradient when there is
-                /// one) and left for pass 2 in dx, which pass 2 then overwrites element by element (the
-                /// stem's backward 5.1–6.5 → 3.9–5.3 ms against making it again, though dx is written twice).
-                func gradient(_ n: Int, _ start: Int, _ length: Int, pass: Int) -> UnsafePointer<T> {
+                /// Σ dz and Σ dz·x̂ over elements start..<start+length of sample n's plane. dz is dy for a
+                /// plain batch norm; after an epilogue it is f'(h) ⊙ g, g = dy or, pooled, dy routed to each
+                /// window's first maximum of h (in `routed`), h made here from x, and it is written as it is
+                /// summed: to the residual's gradient, else to dx, where pass 2 reads it and overwrites it
+                /// element by element (the stem's backward 5.1–6.5 → 3.9–5.3 ms against making it again).
+                func gradientSums(_ n: Int, _ start: Int, _ length: Int) -> (T, T) {
                     let offset = (n * channels + c) * inner + start
-                    if plain { return dy + offset }
-                    if pass == 2 { return UnsafePointer((dResidual ?? dx) + offset) }
-                    let dz = dResidual.map { $0 + offset } ?? routed
-                    let r = epilogue.residual.map { $0 + offset }
+                    if plain { return gradientSegmentSums(dy + offset, dy + offset, x + offset, nil, length, mean: mu, invstd: inv, { g, _ in g }, { g, _ in g }) }
+                    normalizeSegment(x + offset, epilogue.residual.map { $0 + offset }, h, length, scale: scale, shift: shift, epilogue.activation)
+                    var g = dy + offset
                     if let w = epilogue.poolWidth {
                         // Whole row pairs; an odd height's last row, in no window, gets no gradient (its own
                         // segment when the others fill the scratch).
-                        let ho = inner / w / 2, wo = w / 2
-                        normalizeSegment(x + offset, r, h, length, scale: scale, shift: shift, epilogue.activation)
                         if length < 2 * w {
                             routed.update(repeating: 0, count: length)
                         } else {
+                            let ho = inner / w / 2, wo = w / 2
                             maxPool2x2BackwardPlane(Pool2DShape(batch: 1, channels: 1, height: length / w, width: w, kernelH: 2, kernelW: 2),
                                                     x: h, dy: dy + ((n * channels + c) * ho + start / (2 * w)) * wo, dx: routed)
                         }
-                        activationBackwardPart(epilogue.activation, h, routed, dz, length)
-                    } else {
-                        normalizeSegment(x + offset, r, h, length, scale: scale, shift: shift, epilogue.activation)
-                        activationBackwardPart(epilogue.activation, h, dy + offset, dz, length)
+                        g = UnsafePointer(routed)
                     }
-                    if dResidual == nil { (dx + offset).update(from: dz, count: length) }
-                    return UnsafePointer(dz)
+                    return withDerivative(epilogue.activation) { vector, scalar in
+                        gradientSegmentSums(g, h, x + offset, (dResidual ?? dx) + offset, length, mean: mu, invstd: inv, vector, scalar)
+                    }
                 }
                 var sumDy: T = 0, sumDyXhat: T = 0
                 for n in 0..<outer {
                     var start = 0
                     while start < inner {
                         let length = min(segment, inner - start)
-                        let dz = gradient(n, start, length, pass: 1), xs = x + (n * channels + c) * inner + start
-                        // Eight interleaved partial sums (one chain of additions is bound by the adder's latency).
-                        var s = Lanes<T>(), q = Lanes<T>()
-                        var i = 0
-                        while i + 8 <= length {
-                            let g = loadLanes(dz + i)
-                            s += g
-                            q += g * ((loadLanes(xs + i) - mu) * inv)
-                            i += 8
-                        }
-                        var partDy = s.sum(), partDyXhat = q.sum()
-                        while i < length {
-                            partDy += dz[i]
-                            partDyXhat += dz[i] * ((xs[i] - mu) * inv)
-                            i += 1
-                        }
+                        let (partDy, partDyXhat) = gradientSums(n, start, length)
                         sumDy += partDy
                         sumDyXhat += partDyXhat
                         start += length
@@ -239,8 +221,8 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
                     var start = 0
                     while start < inner {
                         let length = min(segment, inner - start)
-                        let dz = gradient(n, start, length, pass: 2)
                         let offset = (n * channels + c) * inner + start
+                        let dz = plain ? dy + offset : UnsafePointer((dResidual ?? dx) + offset)
                         let xs = x + offset, dxs = dx + offset
                         // In vectors (the compiler left this loop scalar: dx may alias dz), the same operations in
                         // the same order in each lane as in the scalar tail.
@@ -262,6 +244,33 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
             }
         }
     }
+}
+
+/// Σ dz and Σ dz·(x − mean)·invstd over one segment, dz = vector(g, h) (eight lanes, then the scalar
+/// tail: a fixed order of additions), each dz also written to `out` when given.
+@inline(__always)
+private func gradientSegmentSums<T: KernelScalar>(_ g: UnsafePointer<T>, _ h: UnsafePointer<T>, _ x: UnsafePointer<T>,
+                                                  _ out: UnsafeMutablePointer<T>?, _ count: Int, mean mu: T, invstd inv: T,
+                                                  _ vector: (Lanes<T>, Lanes<T>) -> Lanes<T>, _ scalar: (T, T) -> T) -> (T, T) {
+    // Eight interleaved partial sums (one chain of additions is bound by the adder's latency).
+    var s = Lanes<T>(), q = Lanes<T>()
+    var i = 0
+    while i + 8 <= count {
+        let dz = vector(loadLanes(g + i), loadLanes(h + i))
+        if let out { storeLanes(dz, out + i) }
+        s += dz
+        q += dz * ((loadLanes(x + i) - mu) * inv)
+        i += 8
+    }
+    var sumDz = s.sum(), sumDzXhat = q.sum()
+    while i < count {
+        let dz = scalar(g[i], h[i])
+        out?[i] = dz
+        sumDz += dz
+        sumDzXhat += dz * ((x[i] - mu) * inv)
+        i += 1
+    }
+    return (sumDz, sumDzXhat)
 }
 
 /// Evaluation mode: y = x·s + (β − mean·s), s = γ/√(running var + eps), per channel.
