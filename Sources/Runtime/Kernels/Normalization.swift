@@ -215,6 +215,10 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
                 guard count > 0 else { continue }
                 let m = T(count)
                 let factor = gamma[c] * inv / m
+                // In vectors (after an epilogue dz is dx itself, and the compiler left the loop scalar), the
+                // same operations in the same order in each lane as in the scalar tail.
+                let vFactor = Lanes<T>(repeating: factor), vM = Lanes<T>(repeating: m), vSumDy = Lanes<T>(repeating: sumDy)
+                let vMu = Lanes<T>(repeating: mu), vInv = Lanes<T>(repeating: inv), vSumDyXhat = Lanes<T>(repeating: sumDyXhat)
                 // Samples in reverse: the last ones pass 1 read are still in cache (a channel of a large
                 // batch norm does not fit in L2).
                 for n in (0..<outer).reversed() {
@@ -224,10 +228,6 @@ func batchNormTrainingBackward<T: KernelScalar>(_ x: UnsafePointer<T>, gamma: Un
                         let offset = (n * channels + c) * inner + start
                         let dz = plain ? dy + offset : UnsafePointer((dResidual ?? dx) + offset)
                         let xs = x + offset, dxs = dx + offset
-                        // In vectors (the compiler left this loop scalar: dx may alias dz), the same operations in
-                        // the same order in each lane as in the scalar tail.
-                        let vFactor = Lanes<T>(repeating: factor), vM = Lanes<T>(repeating: m), vSumDy = Lanes<T>(repeating: sumDy)
-                        let vMu = Lanes<T>(repeating: mu), vInv = Lanes<T>(repeating: inv), vSumDyXhat = Lanes<T>(repeating: sumDyXhat)
                         var i = 0
                         while i + 8 <= length {
                             let v = vFactor * (vM * loadLanes(dz + i) - vSumDy - (loadLanes(xs + i) - vMu) * vInv * vSumDyXhat)
