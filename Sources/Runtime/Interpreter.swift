@@ -405,8 +405,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
     static func operation(_ instruction: Instruction<T>) -> Operation<T> {
         switch instruction {
         case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation, packedB):
-            if m > 0, n > 0, k > 0, m * n * k <= gemmTinyThreshold {
-                // The tiny networks' products: the loops here, their arguments made once.
+            if m * n * k <= gemmTinyThreshold {
+                // The tiny networks' products (and empty ones), as `gemmIfTiny` runs them: the loops
+                // here, their arguments made once.
                 let args = GEMMArgs(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
                                     accumulate: false, bias: bias.map { UnsafePointer($0) }, activation: activation, update: nil)
                 return Operation { _ in gemmReference(args, rows: 0..<m, cols: 0..<n) }
