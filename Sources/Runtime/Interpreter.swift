@@ -406,17 +406,20 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         switch instruction {
         case let .gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, activation, packedB):
             if m * n * k <= gemmTinyThreshold {
-                // The tiny networks' products (and empty ones), as `gemmIfTiny` runs them: the loops
-                // here, their arguments made once.
-                let args = GEMMArgs(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
-                                    accumulate: false, bias: bias.map { UnsafePointer($0) }, activation: activation, update: nil)
-                return Operation { _ in gemmReference(args, rows: 0..<m, cols: 0..<n) }
+                // The tiny networks' products (and empty ones), as `gemmIfTiny` runs them (see Tiny.swift).
+                let product = TinyProduct(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+                                          bias: bias.map { UnsafePointer($0) })
+                return withTinyKernels(width: n, TinyForwardOperation(product: product, activation: activation))
             }
             return Operation { session in
                 gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
                      bias: bias.map { UnsafePointer($0) }, activation: activation, packedB: packedB, context: session.context)
             }
         case let .gemmUpdate(ta, tb, m, n, k, a, lda, b, ldb, c, update, lr):
+            if m * n * k <= gemmTinyThreshold && update.isPlain {
+                let product = TinyProduct(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, bias: nil)
+                return withTinyKernels(width: n, TinyWeightStepOperation(product: product, parameter: update.parameter, lr: lr))
+            }
             return Operation { session in
                 var step = session.scheduled(update, lr: lr)
                 if m * n * k <= gemmTinyThreshold {
@@ -439,6 +442,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: session.context)
             }
         case let .activationGradBiasUpdate(f, y, dy, dz, db, outer, channels, inner, update, lr):
+            if inner == 1 && outer * channels <= gemmTinyThreshold && update.isPlain {
+                let step = TinyBiasStep(y: y, dy: dy, dz: dz, db: db, rows: outer, channels: channels, bias: update.parameter)
+                return withTinyKernels(width: channels, TinyBiasStepOperation(step: step, activation: f, lr: lr))
+            }
             return Operation { session in
                 activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: session.context)
                 session.scheduled(update, lr: lr).apply(gradient: db, at: 0, count: channels)
@@ -471,6 +478,9 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         case let .binaryCrossEntropyGrad(p, y, dLoss, dp, count): return Operation { _ in binaryCrossEntropyBackward(p, y, dLoss.pointee, dp, count: count) }
         case let .squaredError(p, y, loss, count, mean): return Operation { _ in loss.pointee = T(Runtime.squaredError(p, y, count: count, mean: mean)) }
         case let .squaredErrorWithGrad(p, y, dLoss, loss, dp, count, mean):
+            if count < 8 {
+                return Operation { _ in tinySquaredErrorWithGrad(p, y, dLoss: dLoss.pointee, loss: loss, dp: dp, count: count, mean: mean) }
+            }
             return Operation { _ in
                 loss.pointee = T(Runtime.squaredError(p, y, count: count, mean: mean))
                 squaredErrorBackward(p, y, dLoss.pointee, dp, count: count, mean: mean)
@@ -771,5 +781,47 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             }
         }
         return Executable(instructions: instructions, nodeOfInstruction: nodeOf, batch: batch)
+    }
+}
+
+// The interpreter's operations for the tiny kernels (Tiny.swift), made with the kernels of the layer's
+// width, the tutorials' activations as literals.
+
+struct TinyForwardOperation<T: KernelScalar>: TinyKernelsUser {
+    let product: TinyProduct<T>, activation: ActivationFunction
+
+    func use<K: TinyKernels>(_: K.Type) -> Operation<T> {
+        let product = product, activation = activation
+        switch activation {
+        case .identity: return Operation { _ in K.forward(product, .identity) }
+        case .tanh: return Operation { _ in K.forward(product, .tanh) }
+        case .sigmoid: return Operation { _ in K.forward(product, .sigmoid) }
+        case .relu: return Operation { _ in K.forward(product, .relu) }
+        default: return Operation { _ in K.forward(product, activation) }
+        }
+    }
+}
+
+struct TinyWeightStepOperation<T: KernelScalar>: TinyKernelsUser {
+    let product: TinyProduct<T>, parameter: UnsafeMutablePointer<T>, lr: Double
+
+    func use<K: TinyKernels>(_: K.Type) -> Operation<T> {
+        let product = product, parameter = parameter, lr = lr
+        return Operation { session in K.weightGradientStep(product, parameter: parameter, lr: T(lr * session.learningRateFactor)) }
+    }
+}
+
+struct TinyBiasStepOperation<T: KernelScalar>: TinyKernelsUser {
+    let step: TinyBiasStep<T>, activation: ActivationFunction, lr: Double
+
+    func use<K: TinyKernels>(_: K.Type) -> Operation<T> {
+        let step = step, activation = activation, lr = lr
+        switch activation {
+        case .identity: return Operation { session in K.biasStep(step, .identity, lr: T(lr * session.learningRateFactor)) }
+        case .tanh: return Operation { session in K.biasStep(step, .tanh, lr: T(lr * session.learningRateFactor)) }
+        case .sigmoid: return Operation { session in K.biasStep(step, .sigmoid, lr: T(lr * session.learningRateFactor)) }
+        case .relu: return Operation { session in K.biasStep(step, .relu, lr: T(lr * session.learningRateFactor)) }
+        default: return Operation { session in K.biasStep(step, activation, lr: T(lr * session.learningRateFactor)) }
+        }
     }
 }

@@ -551,6 +551,9 @@ public struct SGDStep<T: KernelScalar> {
         (self.parameter, self.velocity, self.lr, self.momentum, self.nesterov, self.decay) = (parameter, velocity, lr, momentum, nesterov, decay)
     }
 
+    /// Without momentum and decay: p −= lr·g.
+    var isPlain: Bool { velocity == nil && decay == 0 }
+
     /// The step for elements offset..<offset+count of the parameter, with their gradient at g.
     @inline(__always)
     func apply(gradient g: UnsafePointer<T>, at offset: Int, count: Int) {
