@@ -442,6 +442,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 activationBackwardBias(f, y, dy, dz, db, outer: outer, channels: channels, inner: inner, context: session.context)
             }
         case let .activationGradBiasUpdate(f, y, dy, dz, db, outer, channels, inner, update, lr):
+            // A tiny layer's (as few elements as a tiny product's multiply-adds) with a plain step.
             if inner == 1 && outer * channels <= gemmTinyThreshold && update.isPlain {
                 let step = TinyBiasStep(y: y, dy: dy, dz: dz, db: db, rows: outer, channels: channels, bias: update.parameter)
                 return withTinyKernels(width: channels, TinyBiasStepOperation(step: step, activation: f, lr: lr))

@@ -91,7 +91,7 @@ protocol TinyKernels {
 }
 
 /// Width N, known when the executable is made: the loops over the columns unrolled, their sums in
-/// registers (for the tutorials' layers, 1...`tinyFixedWidths`).
+/// registers (for the tutorials' layers, widths 1–4: each width is a copy of these in the binary).
 enum TinyFixedWidth<let N: Int>: TinyKernels {
     @inline(__always)
     static func forward<T: KernelScalar>(_ g: TinyProduct<T>, _ f: ActivationFunction) {
@@ -152,9 +152,6 @@ enum TinyAnyWidth: TinyKernels {
     }
 }
 
-/// The widest layers given their own fixed-width kernels (each width is a copy of them in the binary).
-let tinyFixedWidths = 4
-
 /// Makes something with the tiny kernels of one width (a generic function over them, which Swift's
 /// closures cannot be).
 protocol TinyKernelsUser {
@@ -162,7 +159,7 @@ protocol TinyKernelsUser {
     func use<K: TinyKernels>(_ kernels: K.Type) -> Result
 }
 
-/// user's result with the kernels for `width`.
+/// user's result with the kernels for `width`: fixed for 1–4, any beyond.
 @inline(__always)
 func withTinyKernels<User: TinyKernelsUser>(width: Int, _ user: User) -> User.Result {
     switch width {
