@@ -420,17 +420,10 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
                 let product = TinyProduct(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, bias: nil)
                 return withTinyKernels(width: n, TinyWeightStepOperation(product: product, parameter: update.parameter, lr: lr))
             }
+            // Others (tiny ones with momentum or decay included, which `gemmIfTiny` takes) through gemm.
             return Operation { session in
-                var step = session.scheduled(update, lr: lr)
-                if m * n * k <= gemmTinyThreshold {
-                    // The tiny networks' weight gradients: the loops here, without the call's argument struct.
-                    withUnsafePointer(to: &step) { step in
-                        gemmReference(GEMMArgs(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n,
-                                               accumulate: false, bias: nil, activation: .identity, update: step), rows: 0..<m, cols: 0..<n)
-                    }
-                } else {
-                    gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n, update: step, context: session.context)
-                }
+                gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n,
+                     update: session.scheduled(update, lr: lr), context: session.context)
             }
         case let .biasAdd(x, b, y, outer, channels, inner): return Operation { _ in biasAddForward(x, b, y, outer: outer, channels: channels, inner: inner) }
         case let .activation(f, x, y, count): return Operation { session in activationForward(f, x, y, count, context: session.context) }
