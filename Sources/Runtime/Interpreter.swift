@@ -481,7 +481,7 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
             }
         case let .sgd(p, g, velocity, count, lr, momentum, nesterov, decay):
             return Operation { session in
-                sgdUpdate(p, g, velocity: velocity, count: count, lr: T(lr * session.learningRateFactor), momentum: session.momentumOverride.map { T($0) } ?? momentum,
+                sgdUpdate(p, g, velocity: velocity, count: count, lr: session.scheduledRate(lr), momentum: session.momentumOverride.map { T($0) } ?? momentum,
                           nesterov: nesterov, decay: decay, context: session.context)
             }
         case let .adam(p, g, m, v, count, lr, beta1, beta2, eps, decay):
@@ -555,11 +555,16 @@ public final class Session<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
+    /// This step's rate: the given one times the schedule's factor (what the steps without momentum
+    /// to override take alone).
+    @inline(__always)
+    fileprivate func scheduledRate(_ lr: Double) -> T { T(lr * learningRateFactor) }
+
     /// A fused SGD step with this step's rate (the schedule's factor) and momentum (onecycle's).
     @inline(__always)
     fileprivate func scheduled(_ update: SGDStep<T>, lr: Double) -> SGDStep<T> {
         var step = update
-        step.lr = T(lr * learningRateFactor)
+        step.lr = scheduledRate(lr)
         if let momentumOverride { step.momentum = T(momentumOverride) }
         return step
     }
@@ -801,7 +806,7 @@ struct TinyWeightStepOperation<T: KernelScalar>: TinyKernelsUser {
 
     func use<K: TinyKernels>(_: K.Type) -> Operation<T> {
         let product = product, parameter = parameter, lr = lr
-        return Operation { session in K.weightGradientStep(product, parameter: parameter, lr: T(lr * session.learningRateFactor)) }
+        return Operation { session in K.weightGradientStep(product, parameter: parameter, lr: session.scheduledRate(lr)) }
     }
 }
 
@@ -811,11 +816,11 @@ struct TinyBiasStepOperation<T: KernelScalar>: TinyKernelsUser {
     func use<K: TinyKernels>(_: K.Type) -> Operation<T> {
         let step = step, activation = activation, lr = lr
         switch activation {
-        case .identity: return Operation { session in K.biasStep(step, .identity, lr: T(lr * session.learningRateFactor)) }
-        case .tanh: return Operation { session in K.biasStep(step, .tanh, lr: T(lr * session.learningRateFactor)) }
-        case .sigmoid: return Operation { session in K.biasStep(step, .sigmoid, lr: T(lr * session.learningRateFactor)) }
-        case .relu: return Operation { session in K.biasStep(step, .relu, lr: T(lr * session.learningRateFactor)) }
-        default: return Operation { session in K.biasStep(step, activation, lr: T(lr * session.learningRateFactor)) }
+        case .identity: return Operation { session in K.biasStep(step, .identity, lr: session.scheduledRate(lr)) }
+        case .tanh: return Operation { session in K.biasStep(step, .tanh, lr: session.scheduledRate(lr)) }
+        case .sigmoid: return Operation { session in K.biasStep(step, .sigmoid, lr: session.scheduledRate(lr)) }
+        case .relu: return Operation { session in K.biasStep(step, .relu, lr: session.scheduledRate(lr)) }
+        default: return Operation { session in K.biasStep(step, activation, lr: session.scheduledRate(lr)) }
         }
     }
 }
