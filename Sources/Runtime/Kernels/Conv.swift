@@ -584,7 +584,7 @@ struct EpilogueActivation {
 }
 
 /// dst[0..<count] = activation(src[0..<count] + bias) in one vector pass (relu and identity; the others
-/// finish in scalar code). A ragged end is done as the row's last eight lanes, never past count: the
+/// in a second pass, `applyActivation`). A ragged end is done as the row's last eight lanes, never past count: the
 /// next row may belong to another thread.
 @inline(__always)
 private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
@@ -603,7 +603,7 @@ private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutable
         if relu { for ox in 0..<count where !(dst[ox] > 0) { dst[ox] = 0 } }
     }
     if !activation.done {
-        for ox in 0..<count { dst[ox] = activation.function.apply(dst[ox]) }
+        applyActivation(activation.function, dst, dst, count)
     }
 }
 

@@ -87,9 +87,25 @@ func activationForward<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePoin
         }
         while i < count { let v = x[i]; y[i] = v > 0 ? v : 0; i += 1 }
     case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : a * v }
-    case .tanh: for i in 0..<count { y[i] = T.tanh(x[i]) }
+    case .tanh: applyActivation(f, x, y, count)
     case .sigmoid: for i in 0..<count { y[i] = 1 / (1 + T.exp(-x[i])) }
     case .pow, .gelu, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale: for i in 0..<count { y[i] = f.apply(x[i]) }
+    }
+}
+
+/// y[i] = f(x[i]) for i in 0..<count (y may be x): whole vectors of lanes in f's vector form where it
+/// has one (tanh), the rest one by one; each element gets the value `f.apply` gives either way.
+@inline(__always) func applyActivation<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {
+    var i = 0
+    if case .tanh = f {
+        while i + Lanes<T>.scalarCount <= count {
+            storeLanes(T.tanh(loadLanes(x + i)), y + i)
+            i += Lanes<T>.scalarCount
+        }
+    }
+    while i < count {
+        y[i] = f.apply(x[i])
+        i += 1
     }
 }
 

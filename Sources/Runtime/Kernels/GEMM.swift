@@ -316,12 +316,6 @@ struct GEMMArgs<T: KernelScalar> {
         if let bias { y += bias[j] }
         return activation.apply(y)
     }
-
-    /// The scalar tail of the epilogue (after += C, += bias and a relu done by the vector store).
-    @inline(__always)
-    func finishTail(_ v: T, _ i: Int, _ j: Int) -> T {
-        activation == .relu ? v : activation.apply(v)
-    }
 }
 
 extension GEMMArgs {
@@ -842,7 +836,7 @@ func gemmMacroBlock<K: GEMMKernel>(
                     if last && scalarPass {
                         for r in 0..<MR {
                             let row = cp + r * g.ldc
-                            for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
+                            applyActivation(g.activation, row, row, NR)
                         }
                     }
                 } else if nr == NR {
@@ -851,7 +845,7 @@ func gemmMacroBlock<K: GEMMKernel>(
                     if last && scalarPass {
                         for r in 0..<mr {
                             let row = cp + r * g.ldc
-                            for jj in 0..<NR { row[jj] = g.finishTail(row[jj], i + r, j + jj) }
+                            applyActivation(g.activation, row, row, NR)
                         }
                     }
                 } else {

@@ -8,6 +8,8 @@ public protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Sendable, Codable
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
+    /// tanh lane by lane, each lane the value `tanh` gives (element-wise kernels take whole vectors).
+    static func tanh(_ x: SIMD8<Self>) -> SIMD8<Self>
     static func pow(_ x: Self, _ y: Self) -> Self
     /// a where y > 0, else b, lane by lane. Written per type: in generic code the standard library's
     /// SIMD comparisons fall back to a loop over the lanes, while these compile to one compare and
@@ -20,7 +22,17 @@ public protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Sendable, Codable
 extension Float: KernelScalar {
     @inline(__always) public static func exp(_ x: Float) -> Float { Foundation.exp(x) }
     @inline(__always) public static func log(_ x: Float) -> Float { Foundation.log(x) }
-    @inline(__always) public static func tanh(_ x: Float) -> Float { tanhThroughDouble(x) }
+    /// One lane of `tanhThroughDouble`, its cases taken by branches (one element: the tiny networks).
+    @inline(__always) public static func tanh(_ x: Float) -> Float {
+        let magnitude = Swift.abs(x)
+        guard magnitude >= 0x1p-12 else { return x }
+        guard magnitude < 10 else { return x > 0 ? 1 : -1 }
+        let e = expBelow20(SIMD4(repeating: 2 * Double(x)))[0]
+        return Float((e - 1) / (e + 1))
+    }
+    @inline(__always) public static func tanh(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        SIMD8(lowHalf: tanhThroughDouble(x.lowHalf), highHalf: tanhThroughDouble(x.highHalf))
+    }
     @inline(__always) public static func pow(_ x: Float, _ y: Float) -> Float { Foundation.pow(x, y) }
     @inline(__always) public static func selectPositive(_ y: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
         b.replacing(with: a, where: y .> SIMD8<Float>())
@@ -28,23 +40,59 @@ extension Float: KernelScalar {
     @inline(__always) public static func squareRoot(_ x: SIMD8<Float>) -> SIMD8<Float> { x.squareRoot() }
 }
 
-/// tanh of an f32 as (e − 1)/(e + 1), e = exp(2x), in f64, rounded once to f32: a third of the time
-/// of glibc's tanhf (which goes through expm1f; the tiny networks' steps spent a sixth of their time
-/// there), and correctly rounded but for values within 2⁻⁴² of a rounding boundary (f64's exp errs
-/// by under 2⁻⁵², and e − 1 loses at most 11 more bits above 2⁻¹²). Below 2⁻¹² tanh x rounds to x
-/// (x³/3 is under half an ulp), and from 10 on to ±1; NaN stays NaN.
-@inline(__always) func tanhThroughDouble(_ x: Float) -> Float {
-    let magnitude = Swift.abs(x)
-    guard magnitude >= 0x1p-12 else { return x }
-    guard magnitude < 10 else { return x > 0 ? 1 : -1 }
-    let e = Foundation.exp(2 * Double(x))
-    return Float((e - 1) / (e + 1))
+/// tanh of f32 lanes as (e − 1)/(e + 1), e = exp(2x), in f64, rounded once to f32: correctly rounded
+/// but for values within 2⁻⁴⁰ of a rounding boundary (`expBelow20` errs by under 4 ulp of f64, and
+/// e − 1 loses at most 11 more bits above 2⁻¹²). Below 2⁻¹² tanh x rounds to x (x³/3 is under half an
+/// ulp), and from 10 on to ±1; NaN stays NaN. The scalar `Float.tanh` computes a lane's value (the
+/// same whichever form a kernel takes). glibc's tanhf (through expm1f) took three times as long as
+/// glibc's exp in f64, whose call spills the caller's registers (a fifth of the XOR network's step's
+/// instructions); this form, eight floats at a time, 2.7 ns a float on the Zen 3 instead of 13.
+@inline(__always) func tanhThroughDouble(_ x: SIMD4<Float>) -> SIMD4<Float> {
+    let bits = unsafeBitCast(x, to: SIMD4<UInt32>.self)
+    let magnitude = unsafeBitCast(bits & 0x7fff_ffff, to: SIMD4<Float>.self)
+    let small = .!(magnitude .>= 0x1p-12)  // NaN too
+    let saturated = magnitude .>= 10
+    // The lanes replaced below go through exp as 0.
+    let e = expBelow20(2 * SIMD4<Double>(x.replacing(with: 0, where: small .| saturated)))
+    let y = SIMD4<Float>((e - 1) / (e + 1))
+    let one = unsafeBitCast((bits & 0x8000_0000) | (1 as Float).bitPattern, to: SIMD4<Float>.self)  // ±1
+    return y.replacing(with: x, where: small).replacing(with: one, where: saturated)
+}
+
+/// eˣ for |x| ≤ 20 (tanhThroughDouble's range): x = k·ln 2 + r with |r| ≤ ln 2 / 2, eʳ by its Taylor
+/// series to r¹³ (the rest is under 2⁻⁵⁷ of the sum) in Estrin's scheme (a short chain of dependent
+/// operations), times 2ᵏ. Within 3 ulp of glibc's exp.
+@inline(__always) func expBelow20(_ x: SIMD4<Double>) -> SIMD4<Double> {
+    // k = x / ln 2 rounded to an integer, by adding 1.5·2⁵²: k lands in the low bits of `shifted`.
+    let shifted = SIMD4<Double>(repeating: 0x1.8p52).addingProduct(x, SIMD4(repeating: 0x1.71547652b82fep0))
+    let k = shifted - 0x1.8p52
+    // ln 2 = ln2High + ln2Low, ln2High with eleven trailing zero bits so that k·ln2High is exact.
+    let r = x.addingProduct(-k, SIMD4(repeating: 0x1.62e42fefa3800p-1))
+    let r2 = r * r, r4 = r2 * r2, r8 = r4 * r4
+    /// a + b·r: the pairs of terms rⁱ/i!, then pairs of those, …
+    @inline(__always) func pair(_ a: SIMD4<Double>, _ b: SIMD4<Double>, _ r: SIMD4<Double>) -> SIMD4<Double> { a.addingProduct(b, r) }
+    @inline(__always) func pair(_ a: Double, _ b: Double, _ r: SIMD4<Double>) -> SIMD4<Double> { pair(SIMD4(repeating: a), SIMD4(repeating: b), r) }
+    let q0 = pair(pair(1, 1, r), pair(1.0 / 2, 1.0 / 6, r), r2)
+    let q1 = pair(pair(1.0 / 24, 1.0 / 120, r), pair(1.0 / 720, 1.0 / 5040, r), r2)
+    let q2 = pair(pair(1.0 / 40320, 1.0 / 362880, r), pair(1.0 / 3628800, 1.0 / 39916800, r), r2)
+    let q3 = pair(1.0 / 479001600, 1.0 / 6227020800, r)
+    let p = pair(pair(q0, q1, r4), pair(q2, q3, r4), r8)
+    // 2ᵏ: k + 1023 in the exponent's bits (k's two's complement is the low bits of `shifted`).
+    let scale = unsafeBitCast(unsafeBitCast(shifted, to: SIMD4<UInt64>.self) &<< 52 &+ (1023 << 52), to: SIMD4<Double>.self)
+    // e^(r − k·ln2Low) = eʳ·(1 − k·ln2Low): the second factor goes with the scale, beside the
+    // polynomial instead of before it (the tiny networks' steps wait on each tanh).
+    return p * scale.addingProduct(-k * 0x1.ef35793c76730p-45, scale)
 }
 
 extension Double: KernelScalar {
     @inline(__always) public static func exp(_ x: Double) -> Double { Foundation.exp(x) }
     @inline(__always) public static func log(_ x: Double) -> Double { Foundation.log(x) }
     @inline(__always) public static func tanh(_ x: Double) -> Double { Foundation.tanh(x) }
+    @inline(__always) public static func tanh(_ x: SIMD8<Double>) -> SIMD8<Double> {
+        var y = x
+        for lane in 0..<8 { y[lane] = Foundation.tanh(x[lane]) }
+        return y
+    }
     @inline(__always) public static func pow(_ x: Double, _ y: Double) -> Double { Foundation.pow(x, y) }
     @inline(__always) public static func selectPositive(_ y: SIMD8<Double>, _ a: SIMD8<Double>, _ b: SIMD8<Double>) -> SIMD8<Double> {
         b.replacing(with: a, where: y .> SIMD8<Double>())
