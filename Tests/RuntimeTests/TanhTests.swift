@@ -39,7 +39,8 @@ import Testing
     }
 
     /// Each lane of the vector form (element-wise kernels, GEMM and convolution epilogues) is the scalar
-    /// form's value (tiny kernels, tails), bit for bit: lanes of mixed magnitudes and the special values.
+    /// form's value (tiny kernels, tails), bit for bit: lanes of mixed magnitudes and the special values
+    /// (NaN compared by its bits too: the input's NaN comes through).
     @Test func f32TanhVectorFormIsTheScalarForm() {
         var values: [Float] = [0, -0.0, .nan, .infinity, -.infinity, .leastNonzeroMagnitude, 0x1p-12, -0x1p-12, (0x1p-12 as Float).nextDown, 10, -10, (10 as Float).nextDown, 1e30]
         for bits in stride(from: UInt32(1), to: (24 as Float).bitPattern, by: 4099) { values += [Float(bitPattern: bits), -Float(bitPattern: bits)] }
@@ -51,14 +52,17 @@ import Testing
                 #expect(lanes[lane].bitPattern == Float.tanh(x).bitPattern, "tanh(\(x)): vector \(lanes[lane]), scalar \(Float.tanh(x))")
             }
         }
-        // applyActivation: whole vectors, then the rest one by one, in place or not, for counts around the lanes.
-        for count in [0, 1, 7, 8, 9, 16, 23] {
-            let x = values.prefix(count).map { $0 }
-            var y = [Float](repeating: 7, count: count), inPlace = x
-            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { applyActivation(.tanh, xp.baseAddress!, $0.baseAddress!, count) } }
-            inPlace.withUnsafeMutableBufferPointer { applyActivation(.tanh, $0.baseAddress!, $0.baseAddress!, count) }
-            #expect(y.map(\.bitPattern) == x.map { Float.tanh($0).bitPattern }, "\(count) elements")
-            #expect(inPlace.map(\.bitPattern) == y.map(\.bitPattern), "\(count) elements in place")
+        // applyActivation (tanh, and gelu through it): whole vectors, then the rest one by one, in place
+        // or not, for counts around the lanes, against the scalar form element by element.
+        for f in [ActivationFunction.tanh, .gelu] {
+            for count in [0, 1, 7, 8, 9, 16, 23, values.count] {
+                let x = values.prefix(count).map { $0 }
+                var y = [Float](repeating: 7, count: count), inPlace = x
+                x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { applyActivation(f, xp.baseAddress!, $0.baseAddress!, count) } }
+                inPlace.withUnsafeMutableBufferPointer { applyActivation(f, $0.baseAddress!, $0.baseAddress!, count) }
+                #expect(y.map(\.bitPattern) == x.map { f.apply($0).bitPattern }, "\(f), \(count) elements")
+                #expect(inPlace.map(\.bitPattern) == y.map(\.bitPattern), "\(f), \(count) elements in place")
+            }
         }
     }
 

@@ -87,21 +87,26 @@ func activationForward<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePoin
         }
         while i < count { let v = x[i]; y[i] = v > 0 ? v : 0; i += 1 }
     case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : a * v }
-    case .tanh: applyActivation(f, x, y, count)
+    case .tanh, .gelu: applyActivation(f, x, y, count)
     case .sigmoid: for i in 0..<count { y[i] = 1 / (1 + T.exp(-x[i])) }
-    case .pow, .gelu, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale: for i in 0..<count { y[i] = f.apply(x[i]) }
+    case .pow, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale: for i in 0..<count { y[i] = f.apply(x[i]) }
     }
 }
 
 /// y[i] = f(x[i]) for i in 0..<count (y may be x): whole vectors of lanes in f's vector form where it
-/// has one (tanh), the rest one by one; each element gets the value `f.apply` gives either way.
+/// has one (tanh, gelu), the rest one by one; each element gets the value `f.apply` gives either way.
 @inline(__always) func applyActivation<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {
     var i = 0
-    if case .tanh = f {
+    @inline(__always) func inLanes(_ form: (Lanes<T>) -> Lanes<T>) {
         while i + Lanes<T>.scalarCount <= count {
-            storeLanes(T.tanh(loadLanes(x + i)), y + i)
+            storeLanes(form(loadLanes(x + i)), y + i)
             i += Lanes<T>.scalarCount
         }
+    }
+    switch f {
+    case .tanh: inLanes(T.tanh)
+    case .gelu: inLanes(gelu)
+    default: break
     }
     while i < count {
         y[i] = f.apply(x[i])

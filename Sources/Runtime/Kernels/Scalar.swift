@@ -169,6 +169,12 @@ extension ActivationFunction {
     }
 }
 
+/// GELU's vector form: `apply`'s operations, in the same order, lane by lane.
+@inline(__always) func gelu<T: KernelScalar>(_ x: SIMD8<T>) -> SIMD8<T> {
+    let inner = T(geluBeta) * (x + T(geluKappa) * (x * x * x))
+    return T(0.5) * x * (1 + T.tanh(inner))
+}
+
 /// SELU's λ and α (PyTorch's).
 let seluScale = 1.0507009873554804934193349852946
 let seluAlpha = 1.6732632423543772848170429916717
