@@ -584,8 +584,8 @@ struct EpilogueActivation {
 }
 
 /// dst[0..<count] = activation(src[0..<count] + bias) in one vector pass (relu and identity; the others
-/// in a second pass, `applyActivation`). A ragged end is done as the row's last eight lanes, never past count: the
-/// next row may belong to another thread.
+/// in a second pass, `applyActivation`). A ragged end is done as the row's last eight lanes, never past
+/// count: the next row may belong to another thread.
 @inline(__always)
 private func biasActivationRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
                                bias: Float, _ activation: EpilogueActivation) {
