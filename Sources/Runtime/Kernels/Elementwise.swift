@@ -87,9 +87,8 @@ func activationForward<T: KernelScalar>(_ f: ActivationFunction, _ x: UnsafePoin
         }
         while i < count { let v = x[i]; y[i] = v > 0 ? v : 0; i += 1 }
     case .leakyRelu(let alpha): let a = T(alpha); for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : a * v }
-    case .tanh, .gelu: applyActivation(f, x, y, count)
     case .sigmoid: for i in 0..<count { y[i] = 1 / (1 + T.exp(-x[i])) }
-    case .pow, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale: for i in 0..<count { y[i] = f.apply(x[i]) }
+    case .tanh, .gelu, .pow, .elu, .selu, .softplus, .clip, .silu, .neg, .abs, .exp, .softsign, .scale: applyActivation(f, x, y, count)
     }
 }
 
