@@ -9,7 +9,7 @@ struct BenchRow { var name: String; var phase: Phase; var line: Int?; var second
 let benchCommand = Command(
     name: "bench", summary: "time each fused op of a training step; steps/s and GFLOP/s",
     usage: "nnc bench MODEL.nn [--batch N] [--steps N] [--threads N] [--dtype f32|f64]",
-    details: "Runs training steps on random data (forward passes only for a model without a loss). Prints,\nper op of the optimized graph, the forward or backward time per step, its share of the step,\nGFLOP/s and the source line, then one summary line.",
+    details: "Runs training steps on random data (forward passes only for a model without a loss). Prints,\nper op of the optimized graph, the forward or backward time per step, its share of the step,\nGFLOP/s and the source line, then one summary line: the mean step, and the median of steps timed\none by one (a call's latency).",
     valueOptions: ["--batch", "--steps", "--threads", "--dtype"], flagOptions: []
 ) { arguments, console in
     let path = try onePath(arguments, "model file")
@@ -48,6 +48,16 @@ func bench<T: KernelScalar>(_ type: T.Type, _ program: ModelProgram, batch: Int,
     let start = DispatchTime.now().uptimeNanoseconds
     for _ in 0..<steps { session.run(executable) }
     let stepSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
+    // The latency of one step: steps timed one by one, their median (as ONNX Runtime's latency is
+    // measured; on a shared machine the mean above also carries the steps a neighbour slowed).
+    var latencies = [UInt64](repeating: 0, count: max(3, min(steps, 5000)))
+    for i in latencies.indices {
+        let callStart = DispatchTime.now().uptimeNanoseconds
+        session.run(executable)
+        latencies[i] = DispatchTime.now().uptimeNanoseconds - callStart
+    }
+    latencies.sort()
+    let medianSeconds = (Double(latencies[latencies.count / 2]) + Double(latencies[(latencies.count - 1) / 2])) / 2e9
     // Per-op times.
     var times = [UInt64](repeating: 0, count: executable.nodeOfInstruction.count)
     let timedSteps = max(3, min(steps, 2000))
@@ -78,7 +88,7 @@ func bench<T: KernelScalar>(_ type: T.Type, _ program: ModelProgram, batch: Int,
                       + String(format: "  %8.2f µs  %5.1f%%  ", row.seconds * 1e6, stepSeconds > 0 ? row.seconds / stepSeconds * 100 : 0) + gflops)
     }
     func rate(_ flops: Int, _ seconds: Double) -> String { String(format: "%.2f", seconds > 0 ? Double(flops) / seconds / 1e9 : 0) }
-    console.print(String(format: "bench: batch %d, forward %.4f ms (%@ GFLOP/s), backward %.4f ms (%@ GFLOP/s), step %.4f ms, %@ samples/s",
+    console.print(String(format: "bench: batch %d, forward %.4f ms (%@ GFLOP/s), backward %.4f ms (%@ GFLOP/s), step %.4f ms (median %.4f ms), %@ samples/s",
                          batch, forwardSeconds * 1e3, rate(forwardFlops, forwardSeconds), backwardSeconds * 1e3, rate(backwardFlops, backwardSeconds),
-                         stepSeconds * 1e3, grouped(Int(Double(batch) / stepSeconds))))
+                         stepSeconds * 1e3, medianSeconds * 1e3, grouped(Int(Double(batch) / stepSeconds))))
 }

@@ -275,6 +275,10 @@ struct CLITests {
         #expect(bench.output.contains("= dense "))
         #expect(!bench.output.contains("backward2") && !bench.output.contains("update"))
         #expect(bench.output.contains("bench: batch 8, forward "))
+        // The mean step and a call's median latency (what bench/compare sets against ONNX Runtime's).
+        let summary = bench.output.split(separator: "\n").last.map(String.init) ?? ""
+        let median = summary.firstMatch(of: /step ([\d.]+) ms \(median ([\d.]+) ms\)/)
+        #expect(median != nil && Double(median?.output.2 ?? "") != nil, "\(summary)")
         let input = try FrontEnd.scratch().appendingPathComponent("rows.csv").path
         try "0.5,-1,2,0\n1,1,1,1\n".write(toFile: input, atomically: true, encoding: .utf8)
         let run = FrontEnd.run(["run", path, "--input", input])
